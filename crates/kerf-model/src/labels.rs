@@ -1,0 +1,72 @@
+//! Well-known label, taint and annotation keys, spelled exactly as Kubernetes and
+//! Karpenter v1 spell them.
+
+pub const HOSTNAME: &str = "kubernetes.io/hostname";
+pub const ARCH: &str = "kubernetes.io/arch";
+pub const OS: &str = "kubernetes.io/os";
+pub const INSTANCE_TYPE: &str = "node.kubernetes.io/instance-type";
+pub const ZONE: &str = "topology.kubernetes.io/zone";
+pub const REGION: &str = "topology.kubernetes.io/region";
+
+pub const NODEPOOL: &str = "karpenter.sh/nodepool";
+pub const CAPACITY_TYPE: &str = "karpenter.sh/capacity-type";
+pub const INITIALIZED: &str = "karpenter.sh/initialized";
+pub const REGISTERED: &str = "karpenter.sh/registered";
+pub const NODECLASS_EC2: &str = "karpenter.k8s.aws/ec2nodeclass";
+
+pub const INSTANCE_CATEGORY: &str = "karpenter.k8s.aws/instance-category";
+pub const INSTANCE_FAMILY: &str = "karpenter.k8s.aws/instance-family";
+pub const INSTANCE_GENERATION: &str = "karpenter.k8s.aws/instance-generation";
+pub const INSTANCE_SIZE: &str = "karpenter.k8s.aws/instance-size";
+pub const INSTANCE_CPU: &str = "karpenter.k8s.aws/instance-cpu";
+pub const INSTANCE_CPU_MANUFACTURER: &str = "karpenter.k8s.aws/instance-cpu-manufacturer";
+pub const INSTANCE_MEMORY: &str = "karpenter.k8s.aws/instance-memory";
+pub const INSTANCE_HYPERVISOR: &str = "karpenter.k8s.aws/instance-hypervisor";
+pub const INSTANCE_NETWORK_BANDWIDTH: &str = "karpenter.k8s.aws/instance-network-bandwidth";
+
+pub const CAPACITY_TYPE_ON_DEMAND: &str = "on-demand";
+pub const CAPACITY_TYPE_SPOT: &str = "spot";
+pub const CAPACITY_TYPE_RESERVED: &str = "reserved";
+
+pub const ANNOTATION_DO_NOT_DISRUPT: &str = "karpenter.sh/do-not-disrupt";
+pub const ANNOTATION_NODEPOOL_HASH: &str = "karpenter.sh/nodepool-hash";
+pub const TAINT_DISRUPTED: &str = "karpenter.sh/disrupted";
+pub const TAINT_UNREGISTERED: &str = "karpenter.sh/unregistered";
+pub const FINALIZER_TERMINATION: &str = "karpenter.sh/termination";
+
+/// Labels whose value is set by the instance type or offering a claim launches with,
+/// rather than by the NodePool. A pod may require one of these even if a NodePool does not
+/// mention it; the instance types decide (Karpenter's `AllowUndefinedWellKnownLabels`).
+pub fn is_instance_defined(key: &str) -> bool {
+    matches!(
+        key,
+        HOSTNAME | ARCH | OS | INSTANCE_TYPE | ZONE | REGION | CAPACITY_TYPE
+    ) || key.starts_with("karpenter.k8s.aws/instance-")
+}
+
+/// Label domains Karpenter forbids in NodePool template labels and requirements
+/// (`karpenter.sh/v1` restricted labels), except for the keys it explicitly allows.
+pub fn is_restricted_label(key: &str) -> bool {
+    const RESTRICTED_EXACT: [&str; 4] = [NODEPOOL, HOSTNAME, INITIALIZED, REGISTERED];
+    if RESTRICTED_EXACT.contains(&key) {
+        return true;
+    }
+    let domain = key.split_once('/').map(|(d, _)| d).unwrap_or("");
+    let restricted_domain = |d: &str| domain == d || domain.ends_with(&format!(".{d}"));
+    let allowed = matches!(
+        key,
+        ARCH | OS
+            | INSTANCE_TYPE
+            | ZONE
+            | REGION
+            | CAPACITY_TYPE
+            | "node.kubernetes.io/windows-build"
+            | "topology.kubernetes.io/zone-id"
+    ) || key.starts_with("karpenter.k8s.aws/")
+        || domain == "node-restriction.kubernetes.io"
+        || domain.ends_with(".node-restriction.kubernetes.io");
+    !allowed
+        && (restricted_domain("kubernetes.io")
+            || restricted_domain("k8s.io")
+            || restricted_domain("karpenter.sh"))
+}

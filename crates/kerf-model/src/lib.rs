@@ -1,0 +1,28 @@
+//! The kerf domain model: quantities and resource lists, the node-requirements algebra,
+//! taints and tolerations, pods and their scheduling constraints, nodes, instance types
+//! and offerings, NodePools, and the simulated instance catalogs.
+//!
+//! Everything here is plain data with pure functions over it. It knows no wire format
+//! (that is `kerf-api`'s job), does no I/O and reads no clock.
+
+pub mod catalog;
+pub mod instance_type;
+pub mod labels;
+pub mod node;
+pub mod nodepool;
+pub mod pod;
+pub mod quantity;
+pub mod requirements;
+pub mod resources;
+pub mod selector;
+pub mod taints;
+
+pub use instance_type::{InstanceType, Offering};
+pub use node::Node;
+pub use nodepool::NodePool;
+pub use pod::Pod;
+pub use quantity::{Quantity, QuantityError};
+pub use requirements::{Operator, Requirement, Requirements};
+pub use resources::Resources;
+pub use selector::{LabelSelector, Labels};
+pub use taints::{Effect, Taint, Toleration, TolerationOperator};

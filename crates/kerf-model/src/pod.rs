@@ -1,0 +1,194 @@
+//! A pod as the scheduler sees it: what it asks for and every constraint on where it may
+//! run. Built once from Kubernetes objects by `kerf-api`; the core never re-parses.
+
+use std::collections::BTreeSet;
+
+use crate::Resources;
+use crate::requirements::Requirements;
+use crate::selector::{LabelSelector, Labels};
+use crate::taints::Toleration;
+
+/// `namespace/name`, the way every output names a pod.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PodKey {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl std::fmt::Display for PodKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// The workload a pod came from, e.g. `("DaemonSet", "fluent-bit")`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Owner {
+    pub kind: String,
+    pub name: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Pod {
+    pub key: PodKey,
+    pub labels: Labels,
+    pub annotations: Labels,
+    pub owner: Option<Owner>,
+    /// Effective requests: max(sum of containers + restartable init containers, largest
+    /// init container step) plus pod overhead, plus `pods: 1`.
+    pub requests: Resources,
+    /// Bound node, for running pods.
+    pub node_name: Option<String>,
+    pub priority: i32,
+    pub node_affinity: NodeAffinity,
+    pub tolerations: Vec<Toleration>,
+    pub topology_spread: Vec<TopologySpread>,
+    pub affinity: Vec<AffinityTerm>,
+    pub anti_affinity: Vec<AffinityTerm>,
+    pub preferred_affinity: Vec<Weighted<AffinityTerm>>,
+    pub preferred_anti_affinity: Vec<Weighted<AffinityTerm>>,
+    pub host_ports: Vec<HostPort>,
+}
+
+impl Pod {
+    /// A pod with the given requests and no constraints.
+    pub fn new(namespace: &str, name: &str, requests: Resources) -> Pod {
+        Pod {
+            key: PodKey {
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+            },
+            labels: Labels::new(),
+            annotations: Labels::new(),
+            owner: None,
+            requests,
+            node_name: None,
+            priority: 0,
+            node_affinity: NodeAffinity::default(),
+            tolerations: Vec::new(),
+            topology_spread: Vec::new(),
+            affinity: Vec::new(),
+            anti_affinity: Vec::new(),
+            preferred_affinity: Vec::new(),
+            preferred_anti_affinity: Vec::new(),
+            host_ports: Vec::new(),
+        }
+    }
+
+    pub fn is_daemon(&self) -> bool {
+        self.owner.as_ref().is_some_and(|o| o.kind == "DaemonSet")
+    }
+
+    /// Whether the pod carries any soft constraint that may be relaxed.
+    pub fn has_preferences(&self) -> bool {
+        !self.node_affinity.preferred.is_empty()
+            || !self.preferred_affinity.is_empty()
+            || !self.preferred_anti_affinity.is_empty()
+            || self
+                .topology_spread
+                .iter()
+                .any(|t| t.when_unsatisfiable == WhenUnsatisfiable::ScheduleAnyway)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Weighted<T> {
+    pub weight: i32,
+    pub term: T,
+}
+
+/// Node selection: `nodeSelector` merged into each required node-affinity term.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct NodeAffinity {
+    /// Terms are ORed; each term's requirements are ANDed. Empty means any node.
+    pub required: Vec<Requirements>,
+    pub preferred: Vec<Weighted<Requirements>>,
+}
+
+impl NodeAffinity {
+    /// Whether a node with these labels satisfies the required terms.
+    pub fn matches_labels(&self, labels: &Labels) -> bool {
+        self.required.is_empty() || self.required.iter().any(|t| t.matches_labels(labels))
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum WhenUnsatisfiable {
+    DoNotSchedule,
+    ScheduleAnyway,
+}
+
+/// Whether a spread constraint counts only nodes that pass the pod's node affinity /
+/// taints (`Honor`) or all nodes (`Ignore`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum InclusionPolicy {
+    Honor,
+    Ignore,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct TopologySpread {
+    pub max_skew: i32,
+    pub topology_key: String,
+    pub when_unsatisfiable: WhenUnsatisfiable,
+    /// Already narrowed by `matchLabelKeys` with the pod's own label values.
+    pub selector: LabelSelector,
+    pub min_domains: Option<i32>,
+    /// Default `Honor`.
+    pub node_affinity_policy: InclusionPolicy,
+    /// Default `Ignore`.
+    pub node_taints_policy: InclusionPolicy,
+}
+
+/// Which namespaces an affinity term's selector looks in.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct NamespaceScope {
+    pub names: BTreeSet<String>,
+    /// `namespaceSelector`; `Some(everything)` for `{}` (all namespaces).
+    pub selector: Option<LabelSelector>,
+}
+
+impl NamespaceScope {
+    /// Only the pod's own namespace: the default when neither field is set.
+    pub fn own(namespace: &str) -> NamespaceScope {
+        NamespaceScope {
+            names: BTreeSet::from([namespace.to_string()]),
+            selector: None,
+        }
+    }
+
+    pub fn contains(&self, namespace: &str, namespace_labels: Option<&Labels>) -> bool {
+        self.names.contains(namespace)
+            || self.selector.as_ref().is_some_and(|s| {
+                s.is_everything() || namespace_labels.is_some_and(|l| s.matches(l))
+            })
+    }
+}
+
+/// One pod (anti-)affinity term: pods matching `selector` in `namespaces`, in the same
+/// `topology_key` domain.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct AffinityTerm {
+    pub selector: LabelSelector,
+    pub namespaces: NamespaceScope,
+    pub topology_key: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct HostPort {
+    pub port: i32,
+    pub protocol: String,
+    /// Empty or `0.0.0.0` binds every address.
+    pub host_ip: String,
+}
+
+impl HostPort {
+    pub fn conflicts(&self, other: &HostPort) -> bool {
+        let wildcard = |ip: &str| ip.is_empty() || ip == "0.0.0.0";
+        self.port == other.port
+            && self.protocol == other.protocol
+            && (wildcard(&self.host_ip)
+                || wildcard(&other.host_ip)
+                || self.host_ip == other.host_ip)
+    }
+}
