@@ -42,6 +42,7 @@ pub fn is_instance_defined(key: &str) -> bool {
         key,
         HOSTNAME | ARCH | OS | INSTANCE_TYPE | ZONE | REGION | CAPACITY_TYPE
     ) || key.starts_with("karpenter.k8s.aws/instance-")
+        || key.starts_with("karpenter.kwok.sh/instance-")
 }
 
 /// Label domains Karpenter forbids in NodePool template labels and requirements

@@ -1,0 +1,1032 @@
+//! The provisioning loop: pods in Karpenter's order, each onto the first existing node,
+//! open claim or new claim that takes it, relaxing preferences only when nothing does.
+
+use std::collections::BTreeSet;
+
+use kerf_model::labels;
+use kerf_model::pod::HostPort;
+use kerf_model::taints::{first_untolerated, untolerated_soft};
+use kerf_model::{InstanceType, Node, Pod, Requirement, Requirements, Resources};
+
+use crate::claim::{ClaimState, Pool, min_values_met, possible_values, type_compatible};
+use crate::explain;
+use crate::topology::{GroupKind, PodGroups, Topology, owned_groups};
+use crate::{
+    Config, ExistingPlacement, Input, Launch, MinValuesPolicy, NewClaim, Plan, PreferencePolicy,
+    Unschedulable,
+};
+
+/// Decides where every pending pod goes. See the crate docs.
+pub fn solve(input: &Input, config: &Config) -> Plan {
+    let mut solver = Solver::new(input, config);
+    solver.run();
+    solver.into_plan()
+}
+
+/// How far a pod's preferences have been relaxed. Each step gives up one preference, in
+/// Karpenter's order: preferred pod affinity terms (lightest first), preferred
+/// anti-affinity terms, preferred node affinity terms (the heaviest is treated as required
+/// until it is dropped), `ScheduleAnyway` spreads, then `PreferNoSchedule` taints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Relax {
+    affinity_kept: usize,
+    anti_affinity_kept: usize,
+    node_preferences_dropped: usize,
+    soft_spreads: bool,
+    avoid_soft_taints: bool,
+}
+
+impl Relax {
+    fn initial(pod: &Pod, groups: &PodGroups, policy: PreferencePolicy) -> Relax {
+        match policy {
+            PreferencePolicy::Respect => Relax {
+                affinity_kept: groups.preferred_affinity.len(),
+                anti_affinity_kept: groups.preferred_anti_affinity.len(),
+                node_preferences_dropped: 0,
+                soft_spreads: true,
+                avoid_soft_taints: true,
+            },
+            PreferencePolicy::Ignore => Relax {
+                affinity_kept: 0,
+                anti_affinity_kept: 0,
+                node_preferences_dropped: pod.node_affinity.preferred.len(),
+                soft_spreads: false,
+                avoid_soft_taints: false,
+            },
+        }
+    }
+
+    fn next(self, pod: &Pod) -> Option<Relax> {
+        let mut r = self;
+        if r.affinity_kept > 0 {
+            r.affinity_kept -= 1;
+        } else if r.anti_affinity_kept > 0 {
+            r.anti_affinity_kept -= 1;
+        } else if r.node_preferences_dropped < pod.node_affinity.preferred.len() {
+            r.node_preferences_dropped += 1;
+        } else if r.soft_spreads {
+            r.soft_spreads = false;
+        } else if r.avoid_soft_taints {
+            r.avoid_soft_taints = false;
+        } else {
+            return None;
+        }
+        Some(r)
+    }
+}
+
+/// How a pod uses one topology group in an attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum GroupUse {
+    Spread,
+    Affinity,
+    AntiAffinity,
+}
+
+/// A pod's constraints at one relaxation level.
+struct Effective {
+    /// Node requirement terms, ORed; never empty.
+    terms: Vec<Requirements>,
+    avoid_soft_taints: bool,
+    groups: Vec<(usize, GroupUse)>,
+}
+
+/// Where a pod would go.
+enum Target {
+    Node(usize),
+    Claim(usize),
+    NewClaim(ClaimState),
+}
+
+/// The result of fitting a pod into a claim.
+struct ClaimFit {
+    reqs: Requirements,
+    options: Vec<usize>,
+    reservation: Resources,
+}
+
+struct NodeState {
+    remaining: Resources,
+    host_ports: Vec<HostPort>,
+    usable: bool,
+    placed: Vec<usize>,
+}
+
+struct Solver<'a> {
+    input: &'a Input,
+    config: &'a Config,
+    pools: Vec<Pool>,
+    nodes: Vec<NodeState>,
+    claims: Vec<ClaimState>,
+    topology: Topology,
+    pod_groups: Vec<PodGroups>,
+    /// Preferred node-affinity terms per pod, heaviest first.
+    node_preferences: Vec<Vec<Requirements>>,
+    unschedulable: Vec<(usize, String)>,
+}
+
+/// Keys a claim may take from a pod's requirements: those its NodePool defines, and the
+/// ones an instance type or offering defines (never the hostname: a claim has none yet).
+fn open_key(key: &str) -> bool {
+    key != labels::HOSTNAME && labels::is_instance_defined(key)
+}
+
+impl<'a> Solver<'a> {
+    fn new(input: &'a Input, config: &'a Config) -> Solver<'a> {
+        let mut solver = Solver {
+            input,
+            config,
+            pools: Vec::new(),
+            nodes: Vec::new(),
+            claims: Vec::new(),
+            topology: Topology::default(),
+            pod_groups: Vec::new(),
+            node_preferences: Vec::new(),
+            unschedulable: Vec::new(),
+        };
+        solver.init_nodes();
+        solver.init_pools();
+        solver.init_topology();
+        solver.node_preferences = input
+            .pods
+            .iter()
+            .map(|p| {
+                let mut prefs: Vec<_> = p.node_affinity.preferred.iter().collect();
+                prefs.sort_by_key(|w| std::cmp::Reverse(w.weight));
+                prefs.into_iter().map(|w| w.term.clone()).collect()
+            })
+            .collect();
+        solver
+    }
+
+    fn init_nodes(&mut self) {
+        let input = self.input;
+        self.nodes = input
+            .nodes
+            .iter()
+            .map(|n| NodeState {
+                remaining: n.allocatable.clone(),
+                host_ports: Vec::new(),
+                usable: n.ready
+                    && !n.unschedulable
+                    && !n.taints.iter().any(|t| t.key == labels::TAINT_DISRUPTED),
+                placed: Vec::new(),
+            })
+            .collect();
+        let node_idx = |name: &str| input.nodes.iter().position(|n| n.name == name);
+        let mut daemon_on_node: Vec<BTreeSet<&str>> = vec![BTreeSet::new(); input.nodes.len()];
+        for pod in &input.bound_pods {
+            let Some(i) = pod.node_name.as_deref().and_then(node_idx) else {
+                continue;
+            };
+            self.nodes[i].remaining.sub(&pod.requests);
+            self.nodes[i]
+                .host_ports
+                .extend(pod.host_ports.iter().cloned());
+            if let Some(owner) = pod.owner.as_ref().filter(|o| o.kind == "DaemonSet") {
+                daemon_on_node[i].insert(owner.name.as_str());
+            }
+        }
+        // A DaemonSet whose pod is not (yet) bound to a node it targets will still put one
+        // there: reserve its requests.
+        for (i, node) in input.nodes.iter().enumerate() {
+            for ds in &input.daemonsets {
+                let name = ds.owner.as_ref().map_or("", |o| o.name.as_str());
+                if !daemon_on_node[i].contains(name) && daemon_fits_node(ds, node) {
+                    self.nodes[i].remaining.sub(&ds.requests);
+                }
+            }
+        }
+    }
+
+    fn init_pools(&mut self) {
+        let input = self.input;
+        let mut order: Vec<usize> = (0..input.nodepools.len()).collect();
+        order.sort_by(|&a, &b| {
+            let (a, b) = (&input.nodepools[a], &input.nodepools[b]);
+            b.weight.cmp(&a.weight).then_with(|| a.name.cmp(&b.name))
+        });
+        for np_idx in order {
+            let np = &input.nodepools[np_idx];
+            let template = np.template_requirements();
+            let types: Vec<usize> = input
+                .instance_types
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| type_compatible(t, &template))
+                .map(|(i, _)| i)
+                .collect();
+            let overhead: Vec<Resources> = types
+                .iter()
+                .map(|&t| daemon_overhead(&input.daemonsets, np, &input.instance_types[t]))
+                .collect();
+            let avail = types
+                .iter()
+                .zip(&overhead)
+                .map(|(&t, o)| input.instance_types[t].allocatable().minus(o))
+                .collect();
+            let remaining_limits = (!np.limits.is_empty()).then(|| {
+                let mut used = Resources::new();
+                for n in input
+                    .nodes
+                    .iter()
+                    .filter(|n| n.nodepool() == Some(&np.name))
+                {
+                    used.add(&n.capacity);
+                    used.add(&nodes_one());
+                }
+                np.limits.minus(&used)
+            });
+            self.pools.push(Pool {
+                nodepool: np_idx,
+                template,
+                types,
+                overhead,
+                avail,
+                remaining_limits,
+            });
+        }
+    }
+
+    fn init_topology(&mut self) {
+        let input = self.input;
+        let mut groups: Vec<PodGroups> = input
+            .pods
+            .iter()
+            .map(|p| owned_groups(&mut self.topology, p))
+            .collect();
+        // Bound pods' required anti-affinity keeps matching pods out of their domains.
+        let mut bound_anti: Vec<Vec<usize>> = Vec::new();
+        for p in &input.bound_pods {
+            let mut owned = Vec::new();
+            for t in &p.anti_affinity {
+                owned.push(self.topology.intern(crate::topology::GroupSpec {
+                    kind: GroupKind::AntiAffinity,
+                    key: t.topology_key.clone(),
+                    selector: t.selector.clone(),
+                    namespaces: t.namespaces.clone(),
+                    node_filter: None,
+                    taint_filter: None,
+                }));
+            }
+            bound_anti.push(owned);
+        }
+        let mut has_owner = vec![false; self.topology.groups.len()];
+        for g in groups
+            .iter()
+            .flat_map(|g| &g.anti_affinity)
+            .chain(bound_anti.iter().flatten())
+        {
+            has_owner[*g] = true;
+        }
+        for (pod, pg) in input.pods.iter().zip(groups.iter_mut()) {
+            let ns_labels = input.namespaces.get(&pod.key.namespace);
+            for (gi, g) in self.topology.groups.iter().enumerate() {
+                if g.selects(&pod.key.namespace, &pod.labels, ns_labels) {
+                    pg.selected_by.push(gi);
+                    if g.spec.kind == GroupKind::AntiAffinity && has_owner[gi] {
+                        pg.avoided_by.push(gi);
+                    }
+                }
+            }
+        }
+        // Count bound pods in every group that selects them.
+        for (p, owned) in input.bound_pods.iter().zip(&bound_anti) {
+            let Some(node) = p
+                .node_name
+                .as_deref()
+                .and_then(|n| input.nodes.iter().find(|x| x.name == n))
+            else {
+                continue;
+            };
+            let ns_labels = input.namespaces.get(&p.key.namespace);
+            for g in self.topology.groups.iter_mut() {
+                if g.selects(&p.key.namespace, &p.labels, ns_labels)
+                    && node_passes_filter(&g.spec, node)
+                    && let Some(d) = node.labels.get(&g.spec.key)
+                {
+                    *g.counts.entry(d.clone()).or_default() += 1;
+                }
+            }
+            for &gi in owned {
+                let g = &mut self.topology.groups[gi];
+                if let Some(d) = node.labels.get(&g.spec.key) {
+                    *g.owner_counts.entry(d.clone()).or_default() += 1;
+                }
+            }
+        }
+        // Spread domains: what existing nodes have, and what NodePools can launch into.
+        for gi in 0..self.topology.groups.len() {
+            let spec = self.topology.groups[gi].spec.clone();
+            if !matches!(spec.kind, GroupKind::Spread { .. }) {
+                continue;
+            }
+            let mut universe = BTreeSet::new();
+            for node in input.nodes.iter().filter(|n| node_passes_filter(&spec, n)) {
+                if let Some(d) = node.labels.get(&spec.key) {
+                    universe.insert(d.clone());
+                }
+            }
+            if spec.key != labels::HOSTNAME {
+                for pool in &self.pools {
+                    universe.extend(self.pool_domains(pool, &spec));
+                }
+            }
+            self.topology.groups[gi].universe = universe;
+        }
+        self.pod_groups = groups;
+    }
+
+    /// Values of a spread group's key that nodes from this pool could carry.
+    fn pool_domains(&self, pool: &Pool, spec: &crate::topology::GroupSpec) -> BTreeSet<String> {
+        let np = &self.input.nodepools[pool.nodepool];
+        if let Some(tols) = &spec.taint_filter
+            && first_untolerated(&np.taints, tols).is_some()
+        {
+            return BTreeSet::new();
+        }
+        let terms: Vec<Requirements> = match &spec.node_filter {
+            Some(f) if !f.required.is_empty() => f.required.clone(),
+            _ => vec![Requirements::new()],
+        };
+        let mut out = BTreeSet::new();
+        for term in terms {
+            if pool.template.conflict_with(&term, open_key).is_some() {
+                continue;
+            }
+            let reqs = pool.template.intersection(&term);
+            if open_key(&spec.key) {
+                let types = pool.types.iter().map(|&t| &self.input.instance_types[t]);
+                out.extend(possible_values(&spec.key, types, &reqs));
+            } else if let Some(values) = reqs.get(&spec.key).and_then(|r| r.values()) {
+                out.extend(values.iter().cloned());
+            }
+        }
+        out
+    }
+
+    fn run(&mut self) {
+        let input = self.input;
+        let mut queue: Vec<usize> = (0..input.pods.len()).collect();
+        // Karpenter's order: largest CPU, then memory, first; input order breaks ties.
+        queue.sort_by(|&a, &b| {
+            let (ra, rb) = (&input.pods[a].requests, &input.pods[b].requests);
+            rb.get(kerf_model::resources::CPU)
+                .cmp(&ra.get(kerf_model::resources::CPU))
+                .then_with(|| {
+                    rb.get(kerf_model::resources::MEMORY)
+                        .cmp(&ra.get(kerf_model::resources::MEMORY))
+                })
+                .then_with(|| a.cmp(&b))
+        });
+        // Pods that fail are retried while others still succeed: a pod whose affinity
+        // target comes later in the order gets another chance once it is placed.
+        loop {
+            let mut failed = Vec::new();
+            let mut progress = false;
+            for &p in &queue {
+                match self.place(p) {
+                    Ok(()) => progress = true,
+                    Err(reason) => failed.push((p, reason)),
+                }
+            }
+            if failed.is_empty() || !progress {
+                self.unschedulable = failed;
+                break;
+            }
+            queue = failed.into_iter().map(|(p, _)| p).collect();
+        }
+        self.unschedulable.sort_by_key(|(p, _)| *p);
+    }
+
+    /// Places a pod at the least relaxed level that works, or explains why none does.
+    fn place(&mut self, p: usize) -> Result<(), String> {
+        let pod = &self.input.pods[p];
+        let mut relax = Relax::initial(pod, &self.pod_groups[p], self.config.preference_policy);
+        loop {
+            let eff = self.effective(p, relax);
+            match self.find_target(p, &eff) {
+                Ok(target) => {
+                    self.commit(p, &eff, target);
+                    return Ok(());
+                }
+                Err(reason) => match relax.next(pod) {
+                    Some(r) => relax = r,
+                    None => return Err(reason),
+                },
+            }
+        }
+    }
+
+    fn effective(&self, p: usize, relax: Relax) -> Effective {
+        let pod = &self.input.pods[p];
+        let pg = &self.pod_groups[p];
+        let preferred = self.node_preferences[p].get(relax.node_preferences_dropped);
+        let mut terms: Vec<Requirements> = if pod.node_affinity.required.is_empty() {
+            vec![Requirements::new()]
+        } else {
+            pod.node_affinity.required.clone()
+        };
+        if let Some(pref) = preferred {
+            for t in &mut terms {
+                *t = t.intersection(pref);
+            }
+        }
+        let mut groups = Vec::new();
+        for &(g, hard) in &pg.spreads {
+            if hard || relax.soft_spreads {
+                groups.push((g, GroupUse::Spread));
+            }
+        }
+        for &g in pg
+            .affinity
+            .iter()
+            .chain(&pg.preferred_affinity[..relax.affinity_kept])
+        {
+            groups.push((g, GroupUse::Affinity));
+        }
+        for &g in pg
+            .anti_affinity
+            .iter()
+            .chain(&pg.preferred_anti_affinity[..relax.anti_affinity_kept])
+        {
+            groups.push((g, GroupUse::AntiAffinity));
+        }
+        Effective {
+            terms,
+            avoid_soft_taints: relax.avoid_soft_taints,
+            groups,
+        }
+    }
+
+    /// Topology keys this attempt must know the domain of.
+    fn topology_keys(&self, p: usize, eff: &Effective) -> BTreeSet<&str> {
+        let pg = &self.pod_groups[p];
+        eff.groups
+            .iter()
+            .map(|(g, _)| *g)
+            .chain(pg.avoided_by.iter().copied())
+            .chain(pg.selected_by.iter().copied())
+            .map(|g| self.topology.groups[g].spec.key.as_str())
+            .collect()
+    }
+
+    /// Whether the pod may go into `domain` (`None`: the node lacks the key) for `key`.
+    fn check_domain(
+        &self,
+        p: usize,
+        eff: &Effective,
+        key: &str,
+        domain: Option<&str>,
+    ) -> Result<(), String> {
+        let pod = &self.input.pods[p];
+        let new_nodes_possible = !self.pools.is_empty();
+        for &(gi, usage) in &eff.groups {
+            let g = &self.topology.groups[gi];
+            if g.spec.key != key {
+                continue;
+            }
+            match (usage, &g.spec.kind) {
+                (GroupUse::Spread, GroupKind::Spread { max_skew, .. }) => {
+                    let Some(d) = domain else {
+                        return Err(format!(
+                            "topology spread needs label {key}, which the node would not have"
+                        ));
+                    };
+                    let min = g.min_count(new_nodes_possible);
+                    let after = g.count(d) + 1;
+                    if after - min > *max_skew {
+                        return Err(format!(
+                            "topology spread on {key} (maxSkew {max_skew}) would be violated: {d} would have {after} matching pods, the least-loaded domain {min}"
+                        ));
+                    }
+                }
+                (GroupUse::Affinity, _) => {
+                    let Some(d) = domain else {
+                        return Err(format!(
+                            "pod affinity needs label {key}, which the node would not have"
+                        ));
+                    };
+                    if g.total() == 0 {
+                        let ns_labels = self.input.namespaces.get(&pod.key.namespace);
+                        if !g.selects(&pod.key.namespace, &pod.labels, ns_labels) {
+                            return Err(format!(
+                                "pod affinity on {key}: no pod matches its selector anywhere"
+                            ));
+                        }
+                    } else if g.count(d) == 0 {
+                        return Err(format!("pod affinity on {key}: no matching pod in {d}"));
+                    }
+                }
+                (GroupUse::AntiAffinity, _) => {
+                    if let Some(d) = domain
+                        && g.count(d) > 0
+                    {
+                        return Err(format!(
+                            "pod anti-affinity on {key}: {d} already runs a matching pod"
+                        ));
+                    }
+                }
+                _ => {}
+            }
+        }
+        for &gi in &self.pod_groups[p].avoided_by {
+            let g = &self.topology.groups[gi];
+            if g.spec.key == key
+                && let Some(d) = domain
+                && g.owners_in(d) > 0
+            {
+                return Err(format!(
+                    "a pod in {d} has required anti-affinity on {key} against this pod's labels"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn find_target(&self, p: usize, eff: &Effective) -> Result<Target, String> {
+        for i in 0..self.nodes.len() {
+            if self.node_fits(p, eff, i).is_ok() {
+                return Ok(Target::Node(i));
+            }
+        }
+        for (c, claim) in self.claims.iter().enumerate() {
+            if self.claim_fit(p, eff, claim).is_ok() {
+                return Ok(Target::Claim(c));
+            }
+        }
+        let mut reasons = Vec::new();
+        for (pi, pool) in self.pools.iter().enumerate() {
+            let claim = ClaimState {
+                pool: pi,
+                reqs: pool.template.clone(),
+                options: (0..pool.types.len()).collect(),
+                requests: Resources::new(),
+                host_ports: Vec::new(),
+                pods: Vec::new(),
+                reservation: Resources::new(),
+                hostname: format!("<claim-{}>", self.claims.len()),
+            };
+            if let Some(limits) = &pool.remaining_limits
+                && limits.get(kerf_model::resources::NODES) < kerf_model::Quantity::from_units(1)
+                && self.input.nodepools[pool.nodepool]
+                    .limits
+                    .contains(kerf_model::resources::NODES)
+            {
+                reasons.push((pool.nodepool, "limit on nodes reached".to_string()));
+                continue;
+            }
+            match self.claim_fit(p, eff, &claim) {
+                Ok(_) => return Ok(Target::NewClaim(claim)),
+                Err(r) => reasons.push((pool.nodepool, r)),
+            }
+        }
+        Err(explain::unschedulable(
+            self.input,
+            p,
+            &reasons,
+            self.nodes.len(),
+        ))
+    }
+
+    fn node_fits(&self, p: usize, eff: &Effective, i: usize) -> Result<(), String> {
+        let pod = &self.input.pods[p];
+        let node: &Node = &self.input.nodes[i];
+        let state = &self.nodes[i];
+        if !state.usable {
+            return Err("not ready, cordoned or being disrupted".into());
+        }
+        if let Some(t) = first_untolerated(&node.taints, &pod.tolerations) {
+            return Err(format!("taint {t} not tolerated"));
+        }
+        if eff.avoid_soft_taints && untolerated_soft(&node.taints, &pod.tolerations) > 0 {
+            return Err("has a PreferNoSchedule taint the pod does not tolerate".into());
+        }
+        if !eff.terms.iter().any(|t| t.matches_labels(&node.labels)) {
+            return Err("node affinity does not match".into());
+        }
+        if !state.remaining.fits(&pod.requests) {
+            return Err("not enough free capacity".into());
+        }
+        if ports_conflict(&state.host_ports, &pod.host_ports) {
+            return Err("host port in use".into());
+        }
+        for key in self.topology_keys(p, eff) {
+            self.check_domain(p, eff, key, node.labels.get(key).map(String::as_str))?;
+        }
+        Ok(())
+    }
+
+    /// Fits the pod into a claim (open or fresh): the claim's requirements narrowed by
+    /// the pod's and by topology, and the instance types that still fit everything.
+    fn claim_fit(&self, p: usize, eff: &Effective, claim: &ClaimState) -> Result<ClaimFit, String> {
+        let pod = &self.input.pods[p];
+        let pool = &self.pools[claim.pool];
+        let np = &self.input.nodepools[pool.nodepool];
+        if let Some(t) = first_untolerated(&np.taints, &pod.tolerations) {
+            return Err(format!("taint {t} is not tolerated"));
+        }
+        if eff.avoid_soft_taints && untolerated_soft(&np.taints, &pod.tolerations) > 0 {
+            return Err("has a PreferNoSchedule taint the pod does not tolerate".into());
+        }
+        if ports_conflict(&claim.host_ports, &pod.host_ports) {
+            return Err("host port already taken on this claim".into());
+        }
+        let requests = claim.requests.plus(&pod.requests);
+        let mut last_err = String::new();
+        for term in &eff.terms {
+            if let Some(k) = claim.reqs.conflict_with(term, open_key) {
+                last_err = explain::requirement_conflict(k, term, &claim.reqs);
+                continue;
+            }
+            let mut reqs = claim.reqs.clone();
+            for (k, r) in term.iter() {
+                if claim.reqs.get(k).is_some() || open_key(k) {
+                    reqs.add(k, r.clone());
+                }
+            }
+            let options = match self.filter_options(pool, claim, &reqs, &requests) {
+                Ok(o) => o,
+                Err(e) => {
+                    last_err = e;
+                    continue;
+                }
+            };
+            match self.narrow_topology(p, eff, claim, reqs, options, &requests) {
+                Ok(fit) => return Ok(fit),
+                Err(e) => last_err = e,
+            }
+        }
+        Err(last_err)
+    }
+
+    fn filter_options(
+        &self,
+        pool: &Pool,
+        claim: &ClaimState,
+        reqs: &Requirements,
+        requests: &Resources,
+    ) -> Result<Vec<usize>, String> {
+        let types = &self.input.instance_types;
+        let compatible: Vec<usize> = claim
+            .options
+            .iter()
+            .copied()
+            .filter(|&o| type_compatible(&types[pool.types[o]], reqs))
+            .collect();
+        if compatible.is_empty() {
+            return Err(format!("no instance type satisfies {reqs}"));
+        }
+        let fitting: Vec<usize> = compatible
+            .iter()
+            .copied()
+            .filter(|&o| pool.avail[o].fits(requests))
+            .collect();
+        if fitting.is_empty() {
+            return Err(explain::too_big(types, pool, &compatible, requests));
+        }
+        let within_limits: Vec<usize> = match &pool.remaining_limits {
+            None => fitting,
+            Some(remaining) => {
+                let headroom = remaining.plus(&claim.reservation);
+                let limits = &self.input.nodepools[pool.nodepool].limits;
+                let within: Vec<usize> = fitting
+                    .iter()
+                    .copied()
+                    .filter(|&o| {
+                        let cap = &types[pool.types[o]].capacity;
+                        limits
+                            .names()
+                            .filter(|k| *k != kerf_model::resources::NODES)
+                            .all(|k| cap.get(k) <= headroom.get(k))
+                    })
+                    .collect();
+                if within.is_empty() {
+                    let np = &self.input.nodepools[pool.nodepool];
+                    return Err(format!(
+                        "limits {} would be exceeded (remaining {})",
+                        np.limits, remaining
+                    ));
+                }
+                within
+            }
+        };
+        if self.config.min_values_policy == MinValuesPolicy::Strict {
+            min_values_met(reqs, within_limits.iter().map(|&o| &types[pool.types[o]]))?;
+        }
+        Ok(within_limits)
+    }
+
+    /// Fixes the claim's domain for every topology key the pod cares about, choosing the
+    /// domain that keeps spread tightest, and checks each constraint there.
+    fn narrow_topology(
+        &self,
+        p: usize,
+        eff: &Effective,
+        claim: &ClaimState,
+        mut reqs: Requirements,
+        mut options: Vec<usize>,
+        requests: &Resources,
+    ) -> Result<ClaimFit, String> {
+        let pool = &self.pools[claim.pool];
+        let types = &self.input.instance_types;
+        for key in self.topology_keys(p, eff) {
+            if key == labels::HOSTNAME {
+                self.check_domain(p, eff, key, Some(&claim.hostname))?;
+                continue;
+            }
+            if let Some(v) = reqs.get(key).and_then(|r| r.single_value()) {
+                self.check_domain(p, eff, key, Some(v))?;
+                continue;
+            }
+            let candidates: BTreeSet<String> = if open_key(key) {
+                possible_values(key, options.iter().map(|&o| &types[pool.types[o]]), &reqs)
+            } else if let Some(values) = reqs.get(key).and_then(|r| r.values()) {
+                values.clone()
+            } else {
+                // The node will not carry this label at all.
+                self.check_domain(p, eff, key, None)?;
+                continue;
+            };
+            let mut ordered: Vec<String> = candidates.into_iter().collect();
+            // Least-loaded domain first for spread groups (the pod's own or ones it counts in).
+            let spread_groups: Vec<usize> = self.pod_groups[p]
+                .selected_by
+                .iter()
+                .chain(eff.groups.iter().map(|(g, _)| g))
+                .copied()
+                .filter(|&g| {
+                    let g = &self.topology.groups[g];
+                    g.spec.key == key && matches!(g.spec.kind, GroupKind::Spread { .. })
+                })
+                .collect();
+            ordered.sort_by_key(|d| {
+                spread_groups
+                    .iter()
+                    .map(|&g| self.topology.groups[g].count(d))
+                    .sum::<i32>()
+            });
+            let mut last_err = format!("no value of {key} is possible");
+            let mut chosen = None;
+            for d in ordered {
+                if let Err(e) = self.check_domain(p, eff, key, Some(&d)) {
+                    last_err = e;
+                    continue;
+                }
+                let mut narrowed = reqs.clone();
+                narrowed.add(key, Requirement::single(d.clone()));
+                match self.filter_options(pool, claim, &narrowed, requests) {
+                    Ok(o) => {
+                        chosen = Some((narrowed, o));
+                        break;
+                    }
+                    Err(e) => last_err = e,
+                }
+            }
+            let (narrowed, o) = chosen.ok_or(last_err)?;
+            reqs = narrowed;
+            options = o;
+        }
+        let mut reservation = Resources::new();
+        for &o in &options {
+            reservation.max_with(&types[pool.types[o]].capacity);
+        }
+        reservation.add(&nodes_one());
+        Ok(ClaimFit {
+            reqs,
+            options,
+            reservation,
+        })
+    }
+
+    fn commit(&mut self, p: usize, eff: &Effective, target: Target) {
+        let pod = &self.input.pods[p];
+        let (claim_idx, fit) = match target {
+            Target::Node(i) => {
+                self.nodes[i].remaining.sub(&pod.requests);
+                self.nodes[i]
+                    .host_ports
+                    .extend(pod.host_ports.iter().cloned());
+                self.nodes[i].placed.push(p);
+                let node = &self.input.nodes[i];
+                self.record(
+                    p,
+                    eff,
+                    |key| node.labels.get(key).cloned(),
+                    |spec| node_passes_filter(spec, node),
+                );
+                return;
+            }
+            Target::Claim(c) => {
+                let fit = self
+                    .claim_fit(p, eff, &self.claims[c])
+                    .expect("fit was just checked");
+                (c, fit)
+            }
+            Target::NewClaim(claim) => {
+                let fit = self
+                    .claim_fit(p, eff, &claim)
+                    .expect("fit was just checked");
+                self.claims.push(claim);
+                (self.claims.len() - 1, fit)
+            }
+        };
+        let pool_idx = self.claims[claim_idx].pool;
+        if let Some(limits) = self.pools[pool_idx].remaining_limits.as_mut() {
+            limits.add(&self.claims[claim_idx].reservation);
+            limits.sub(&fit.reservation);
+        }
+        let claim = &mut self.claims[claim_idx];
+        claim.reqs = fit.reqs;
+        claim.options = fit.options;
+        claim.reservation = fit.reservation;
+        claim.requests.add(&pod.requests);
+        claim.host_ports.extend(pod.host_ports.iter().cloned());
+        claim.pods.push(p);
+        let claim = self.claims[claim_idx].clone();
+        self.record(
+            p,
+            eff,
+            |key| {
+                if key == labels::HOSTNAME {
+                    Some(claim.hostname.clone())
+                } else {
+                    claim
+                        .reqs
+                        .get(key)
+                        .and_then(|r| r.single_value())
+                        .map(str::to_string)
+                }
+            },
+            |_| true,
+        );
+    }
+
+    /// Counts a placed pod in every group that selects it, and as an owner of its required
+    /// anti-affinity terms.
+    fn record(
+        &mut self,
+        p: usize,
+        eff: &Effective,
+        domain: impl Fn(&str) -> Option<String>,
+        passes: impl Fn(&crate::topology::GroupSpec) -> bool,
+    ) {
+        let _ = eff;
+        let pg = &self.pod_groups[p];
+        for &gi in &pg.selected_by {
+            let g = &mut self.topology.groups[gi];
+            if passes(&g.spec)
+                && let Some(d) = domain(&g.spec.key)
+            {
+                *g.counts.entry(d).or_default() += 1;
+            }
+        }
+        for &gi in &pg.anti_affinity {
+            let g = &mut self.topology.groups[gi];
+            if let Some(d) = domain(&g.spec.key) {
+                *g.owner_counts.entry(d).or_default() += 1;
+            }
+        }
+    }
+
+    fn into_plan(self) -> Plan {
+        let input = self.input;
+        let pod_key = |p: usize| input.pods[p].key.clone();
+        let mut plan = Plan::default();
+        for (i, state) in self.nodes.iter().enumerate() {
+            if !state.placed.is_empty() {
+                let mut pods: Vec<_> = state.placed.iter().map(|&p| pod_key(p)).collect();
+                pods.sort();
+                plan.existing.push(ExistingPlacement {
+                    node: input.nodes[i].name.clone(),
+                    pods,
+                });
+            }
+        }
+        for claim in &self.claims {
+            plan.new_claims
+                .push(finish_claim(input, &self.pools[claim.pool], claim));
+        }
+        plan.unschedulable = self
+            .unschedulable
+            .into_iter()
+            .map(|(p, reason)| Unschedulable {
+                pod: pod_key(p),
+                reason,
+            })
+            .collect();
+        plan
+    }
+}
+
+/// Chooses the cheapest option and renders the claim.
+fn finish_claim(input: &Input, pool: &Pool, claim: &ClaimState) -> NewClaim {
+    let np = &input.nodepools[pool.nodepool];
+    let mut priced: Vec<(f64, usize, &kerf_model::Offering)> = claim
+        .options
+        .iter()
+        .filter_map(|&o| {
+            let t = &input.instance_types[pool.types[o]];
+            t.cheapest_offering(&claim.reqs)
+                .map(|off| (off.price, o, off))
+        })
+        .collect();
+    priced.sort_by(|a, b| {
+        a.0.total_cmp(&b.0).then_with(|| {
+            input.instance_types[pool.types[a.1]]
+                .name
+                .cmp(&input.instance_types[pool.types[b.1]].name)
+        })
+    });
+    let (_, best, offering) = priced[0];
+    let it: &InstanceType = &input.instance_types[pool.types[best]];
+    let mut labels = claim.reqs.single_valued_labels();
+    labels.extend(np.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+    labels.extend(it.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+    labels.insert(labels::NODEPOOL.to_string(), np.name.clone());
+    labels.insert(labels::ZONE.to_string(), offering.zone.clone());
+    labels.insert(
+        labels::CAPACITY_TYPE.to_string(),
+        offering.capacity_type.clone(),
+    );
+    let mut requests = claim.requests.clone();
+    requests.add(&pool.overhead[best]);
+    let mut pods: Vec<_> = claim
+        .pods
+        .iter()
+        .map(|&p| input.pods[p].key.clone())
+        .collect();
+    pods.sort();
+    NewClaim {
+        nodepool: np.name.clone(),
+        launch: Launch {
+            instance_type: it.name.clone(),
+            zone: offering.zone.clone(),
+            capacity_type: offering.capacity_type.clone(),
+            price: offering.price,
+            price_is_estimate: offering.price_is_estimate,
+        },
+        instance_type_options: priced
+            .iter()
+            .map(|(_, o, _)| input.instance_types[pool.types[*o]].name.clone())
+            .collect(),
+        requirements: claim.reqs.clone(),
+        labels,
+        taints: np.taints.clone(),
+        pods,
+        requests,
+    }
+}
+
+fn nodes_one() -> Resources {
+    let mut r = Resources::new();
+    r.set(
+        kerf_model::resources::NODES,
+        kerf_model::Quantity::from_units(1),
+    );
+    r
+}
+
+fn ports_conflict(used: &[HostPort], wanted: &[HostPort]) -> bool {
+    wanted.iter().any(|w| used.iter().any(|u| u.conflicts(w)))
+}
+
+fn node_passes_filter(spec: &crate::topology::GroupSpec, node: &Node) -> bool {
+    spec.node_filter
+        .as_ref()
+        .is_none_or(|f| f.matches_labels(&node.labels))
+        && spec
+            .taint_filter
+            .as_ref()
+            .is_none_or(|tols| first_untolerated(&node.taints, tols).is_none())
+}
+
+/// Whether a DaemonSet's pod would run on this existing node.
+fn daemon_fits_node(ds: &Pod, node: &Node) -> bool {
+    first_untolerated(&node.taints, &ds.tolerations).is_none()
+        && ds.node_affinity.matches_labels(&node.labels)
+}
+
+/// Requests of the DaemonSets whose pods would run on a node of this pool and type.
+fn daemon_overhead(daemonsets: &[Pod], np: &kerf_model::NodePool, t: &InstanceType) -> Resources {
+    let mut node_reqs = np.template_requirements();
+    for (k, v) in &t.labels {
+        node_reqs.add(k.clone(), Requirement::single(v.clone()));
+    }
+    let mut total = Resources::new();
+    for ds in daemonsets {
+        if first_untolerated(&np.taints, &ds.tolerations).is_some() {
+            continue;
+        }
+        let affine = ds.node_affinity.required.is_empty()
+            || ds.node_affinity.required.iter().any(|term| {
+                node_reqs
+                    .conflict_with(term, |k| k == labels::ZONE || k == labels::CAPACITY_TYPE)
+                    .is_none()
+            });
+        if affine {
+            total.add(&ds.requests);
+        }
+    }
+    total
+}

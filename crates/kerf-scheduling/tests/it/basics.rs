@@ -1,0 +1,103 @@
+//! Small hand-built inputs that pin the core behaviours.
+
+use kerf_model::labels;
+use kerf_model::pod::{InclusionPolicy, TopologySpread, WhenUnsatisfiable};
+use kerf_model::{InstanceType, LabelSelector, Labels, NodePool, Offering, Pod, Resources};
+use kerf_scheduling::{Config, Input, solve};
+
+fn it(name: &str, cpu: &str, mem: &str, price: f64) -> InstanceType {
+    let mut labels = Labels::new();
+    labels.insert(labels::INSTANCE_TYPE.into(), name.into());
+    labels.insert(labels::ARCH.into(), "amd64".into());
+    InstanceType {
+        name: name.into(),
+        labels,
+        capacity: Resources::parse([("cpu", cpu), ("memory", mem), ("pods", "110")]).unwrap(),
+        overhead: Resources::new(),
+        offerings: ["a", "b", "c"]
+            .iter()
+            .map(|z| Offering {
+                zone: (*z).into(),
+                capacity_type: "on-demand".into(),
+                price,
+                price_is_estimate: false,
+                available: true,
+            })
+            .collect(),
+    }
+}
+
+fn pod(name: &str, cpu: &str, mem: &str) -> Pod {
+    Pod::new(
+        "default",
+        name,
+        Resources::parse([("cpu", cpu), ("memory", mem), ("pods", "1")]).unwrap(),
+    )
+}
+
+#[test]
+fn packs_pods_onto_the_cheapest_type_that_fits() {
+    let input = Input {
+        pods: (0..4).map(|i| pod(&format!("p{i}"), "1", "1Gi")).collect(),
+        nodepools: vec![NodePool::new("default")],
+        instance_types: vec![it("small", "2", "4Gi", 0.1), it("large", "8", "16Gi", 0.4)],
+        ..Input::default()
+    };
+    let plan = solve(&input, &Config::default());
+    assert!(plan.unschedulable.is_empty(), "{:?}", plan.unschedulable);
+    assert_eq!(plan.new_claims.len(), 1);
+    assert_eq!(plan.new_claims[0].launch.instance_type, "large");
+    assert_eq!(plan.new_claims[0].pods.len(), 4);
+}
+
+#[test]
+fn zone_spread_pins_claims_to_distinct_zones() {
+    let mut pods = Vec::new();
+    for i in 0..3 {
+        let mut p = pod(&format!("web-{i}"), "1", "1Gi");
+        p.labels.insert("app".into(), "web".into());
+        let mut sel = Labels::new();
+        sel.insert("app".into(), "web".into());
+        p.topology_spread.push(TopologySpread {
+            max_skew: 1,
+            topology_key: labels::ZONE.into(),
+            when_unsatisfiable: WhenUnsatisfiable::DoNotSchedule,
+            selector: LabelSelector::from_match_labels(&sel),
+            min_domains: None,
+            node_affinity_policy: InclusionPolicy::Honor,
+            node_taints_policy: InclusionPolicy::Ignore,
+        });
+        pods.push(p);
+    }
+    let input = Input {
+        pods,
+        nodepools: vec![NodePool::new("default")],
+        instance_types: vec![it("large", "8", "16Gi", 0.4)],
+        ..Input::default()
+    };
+    let plan = solve(&input, &Config::default());
+    assert!(plan.unschedulable.is_empty(), "{:?}", plan.unschedulable);
+    let mut zones: Vec<_> = plan
+        .new_claims
+        .iter()
+        .map(|c| c.launch.zone.clone())
+        .collect();
+    zones.sort();
+    assert_eq!(zones, ["a", "b", "c"]);
+}
+
+#[test]
+fn too_big_pod_is_explained() {
+    let input = Input {
+        pods: vec![pod("huge", "64", "1Gi")],
+        nodepools: vec![NodePool::new("default")],
+        instance_types: vec![it("large", "8", "16Gi", 0.4)],
+        ..Input::default()
+    };
+    let plan = solve(&input, &Config::default());
+    assert_eq!(plan.unschedulable.len(), 1);
+    assert_eq!(
+        plan.unschedulable[0].reason,
+        "nodepool default: needs cpu=64 but the largest compatible instance type, large, has 8 allocatable after daemonset overhead"
+    );
+}

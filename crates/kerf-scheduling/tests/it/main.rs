@@ -1,0 +1,3 @@
+//! Integration tests for `kerf_scheduling::solve`.
+
+mod basics;
