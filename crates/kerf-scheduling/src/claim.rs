@@ -16,6 +16,8 @@ pub(crate) struct Pool {
     pub overhead: Vec<Resources>,
     /// Per entry of `types`: allocatable less daemonset overhead.
     pub avail: Vec<Resources>,
+    /// Element-wise maximum of `avail`.
+    pub max_avail: Resources,
     /// Limits less what existing nodes of the pool use; `None` when unlimited.
     pub remaining_limits: Option<Resources>,
 }
@@ -37,6 +39,9 @@ pub(crate) struct ClaimState {
     pub reservation: Resources,
     /// A placeholder hostname: each claim is its own hostname domain.
     pub hostname: String,
+    /// Element-wise maximum of what the options can hold: a pod whose requests do not fit
+    /// under it cannot join, which rejects full claims without scanning their options.
+    pub max_avail: Resources,
 }
 
 /// Whether a node of this instance type can satisfy `reqs`: its labels, an available

@@ -82,7 +82,10 @@ pub struct Plan {
 impl Plan {
     /// Dollars per hour of every claim to launch.
     pub fn cost_per_hour(&self) -> f64 {
-        self.new_claims.iter().map(|c| c.launch.price).sum()
+        // Folded from +0.0: an empty f64 sum is -0.0, which would print as "-0".
+        self.new_claims
+            .iter()
+            .fold(0.0, |sum, c| sum + c.launch.price)
     }
 }
 

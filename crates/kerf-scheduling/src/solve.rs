@@ -103,6 +103,7 @@ struct ClaimFit {
     reqs: Requirements,
     options: Vec<usize>,
     reservation: Resources,
+    max_avail: Resources,
 }
 
 struct NodeState {
@@ -220,7 +221,7 @@ impl<'a> Solver<'a> {
                 .iter()
                 .map(|&t| daemon_overhead(&input.daemonsets, np, &input.instance_types[t]))
                 .collect();
-            let avail = types
+            let avail: Vec<Resources> = types
                 .iter()
                 .zip(&overhead)
                 .map(|(&t, o)| input.instance_types[t].allocatable().minus(o))
@@ -237,7 +238,12 @@ impl<'a> Solver<'a> {
                 }
                 np.limits.minus(&used)
             });
+            let mut max_avail = Resources::new();
+            for a in &avail {
+                max_avail.max_with(a);
+            }
             self.pools.push(Pool {
+                max_avail,
                 nodepool: np_idx,
                 template,
                 types,
@@ -566,6 +572,7 @@ impl<'a> Solver<'a> {
                 pods: Vec::new(),
                 reservation: Resources::new(),
                 hostname: format!("<claim-{}>", self.claims.len()),
+                max_avail: pool.max_avail.clone(),
             };
             if let Some(limits) = &pool.remaining_limits
                 && limits.get(kerf_model::resources::NODES) < kerf_model::Quantity::from_units(1)
@@ -633,6 +640,14 @@ impl<'a> Solver<'a> {
             return Err("host port already taken on this claim".into());
         }
         let requests = claim.requests.plus(&pod.requests);
+        if !claim.max_avail.fits(&requests) {
+            return Err(explain::too_big(
+                &self.input.instance_types,
+                pool,
+                &claim.options,
+                &requests,
+            ));
+        }
         let mut last_err = String::new();
         for term in &eff.terms {
             if let Some(k) = claim.reqs.conflict_with(term, open_key) {
@@ -788,14 +803,17 @@ impl<'a> Solver<'a> {
             options = o;
         }
         let mut reservation = Resources::new();
+        let mut max_avail = Resources::new();
         for &o in &options {
             reservation.max_with(&types[pool.types[o]].capacity);
+            max_avail.max_with(&pool.avail[o]);
         }
         reservation.add(&nodes_one());
         Ok(ClaimFit {
             reqs,
             options,
             reservation,
+            max_avail,
         })
     }
 
@@ -840,6 +858,7 @@ impl<'a> Solver<'a> {
         claim.reqs = fit.reqs;
         claim.options = fit.options;
         claim.reservation = fit.reservation;
+        claim.max_avail = fit.max_avail;
         claim.requests.add(&pod.requests);
         claim.host_ports.extend(pod.host_ports.iter().cloned());
         claim.pods.push(p);
