@@ -1,11 +1,28 @@
 //! Reading Kubernetes YAML (files, directories, stdin; multi-document) into model values.
+//!
+//! Loading runs in two passes. The first parses every document of every source, checks
+//! its `apiVersion`/`kind`, deserializes the typed object and converts it, collecting
+//! every problem rather than stopping at the first. The second joins what only makes
+//! sense across objects: volumes pin the zones of the pods that mount them, duplicate
+//! objects are reported, and outputs are sorted. Nothing here schedules anything.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
+mod karpenter;
+mod nodes;
+mod pods;
+mod syntax;
+mod volumes;
+mod workloads;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
+use std::path::{Path, PathBuf};
 
 use kerf_model::{Labels, Node, NodePool, Pod};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
 
-use crate::Error;
+use crate::error::SourceError;
+use crate::{Error, FieldError};
 
 /// Everything kerf read from its inputs, converted and validated.
 #[derive(Clone, Debug, Default)]
@@ -15,27 +32,626 @@ pub struct Manifests {
     pub pending_pods: Vec<Pod>,
     /// Pods bound to a node (`spec.nodeName`), sorted by namespace/name.
     pub bound_pods: Vec<Pod>,
+    /// Sorted by name.
     pub nodes: Vec<Node>,
+    /// Sorted by name.
     pub nodepools: Vec<NodePool>,
-    /// One template pod per DaemonSet (owner kind `DaemonSet`).
+    /// One template pod per DaemonSet (owner kind `DaemonSet`), named after the DaemonSet,
+    /// sorted by namespace/name.
     pub daemonsets: Vec<Pod>,
-    /// Namespace labels, for affinity `namespaceSelector`s.
+    /// Namespace labels, for affinity `namespaceSelector`s. Every namespace a pod lives in
+    /// has an entry, declared or not, carrying at least the automatic
+    /// `kubernetes.io/metadata.name` label the API server adds.
     pub namespaces: BTreeMap<String, Labels>,
-    /// Names of EC2NodeClasses read and validated.
+    /// Names of EC2NodeClasses read and validated, sorted.
     pub node_classes: Vec<String>,
     /// One line per object skipped (unknown kind), for the user to see.
     pub warnings: Vec<String>,
 }
 
 /// Reads every path (a file, a directory of `.yaml`/`.yml`/`.json` files read in name
-/// order, or `-` for stdin).
+/// order, recursively, or `-` for stdin).
 pub fn load_paths(paths: &[PathBuf]) -> Result<Manifests, Error> {
-    let _ = paths;
-    Ok(Manifests::default())
+    let mut loader = Loader::default();
+    for path in paths {
+        if path.as_os_str() == "-" {
+            let mut text = String::new();
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .map_err(|source| Error::Io {
+                    path: path.clone(),
+                    source,
+                })?;
+            loader.add_source("<stdin>", &text)?;
+            continue;
+        }
+        let metadata = std::fs::metadata(path).map_err(|source| Error::Io {
+            path: path.clone(),
+            source,
+        })?;
+        if metadata.is_dir() {
+            let mut files = Vec::new();
+            manifest_files(path, &mut files)?;
+            // Whole paths sort so that a directory's files and subdirectories interleave by
+            // name, the order `ls -R`-style listings and `kubectl apply -R` users expect.
+            files.sort();
+            for file in files {
+                let text = read_file(&file)?;
+                loader.add_source(&file.display().to_string(), &text)?;
+            }
+        } else {
+            let text = read_file(path)?;
+            loader.add_source(&path.display().to_string(), &text)?;
+        }
+    }
+    loader.finish()
 }
 
 /// Reads one YAML stream; `source` names it in errors.
 pub fn load_str(source: &str, text: &str) -> Result<Manifests, Error> {
-    let _ = (source, text);
-    Ok(Manifests::default())
+    let mut loader = Loader::default();
+    loader.add_source(source, text)?;
+    loader.finish()
+}
+
+fn read_file(path: &Path) -> Result<String, Error> {
+    std::fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Every `.yaml`, `.yml` and `.json` file under `dir`, recursively.
+fn manifest_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), Error> {
+    let io_error = |source| Error::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    for entry in std::fs::read_dir(dir).map_err(io_error)? {
+        let path = entry.map_err(io_error)?.path();
+        if path.is_dir() {
+            manifest_files(&path, out)?;
+        } else if path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| matches!(e, "yaml" | "yml" | "json"))
+        {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// Problems found with one object, so a converter can report several and carry on.
+pub(crate) struct Problems {
+    object: String,
+    errors: Vec<FieldError>,
+}
+
+impl Problems {
+    fn new(object: impl Into<String>) -> Problems {
+        Problems {
+            object: object.into(),
+            errors: Vec::new(),
+        }
+    }
+
+    pub(crate) fn push(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.errors
+            .push(FieldError::new(self.object.clone(), field, message));
+    }
+
+    pub(crate) fn extend(&mut self, errors: impl IntoIterator<Item = FieldError>) {
+        self.errors.extend(errors);
+    }
+}
+
+/// Where a pod goes once every object has been read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PodRole {
+    Pending,
+    Bound,
+    DaemonSet,
+}
+
+/// A converted pod waiting for the cross-object pass.
+pub(crate) struct StagedPod {
+    pub(crate) pod: Pod,
+    pub(crate) role: PodRole,
+    /// Names of the PersistentVolumeClaims (in the pod's namespace) it mounts.
+    pub(crate) claims: Vec<String>,
+    /// Where the pod's priority comes from, resolved once every PriorityClass is read.
+    pub(crate) priority: PriorityFrom,
+    /// The index of the source and the object the pod came from, for errors.
+    pub(crate) source: usize,
+    pub(crate) object: String,
+    /// Where the pod spec sits in that object: `spec` or `spec.template.spec`.
+    pub(crate) spec_path: &'static str,
+}
+
+/// How a pod's priority is decided, as the API server's admission would.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum PriorityFrom {
+    /// `spec.priority` is set (a pod read back from a cluster always has it).
+    Explicit,
+    /// `spec.priorityClassName` names a class.
+    Class(String),
+    /// Neither: the `globalDefault` PriorityClass, else 0.
+    Default,
+}
+
+/// The kinds kerf reads, each with the one `apiVersion` it accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Pod,
+    Deployment,
+    ReplicaSet,
+    StatefulSet,
+    DaemonSet,
+    Job,
+    Node,
+    Namespace,
+    PersistentVolume,
+    PersistentVolumeClaim,
+    PriorityClass,
+    NodePool,
+    EC2NodeClass,
+}
+
+impl Kind {
+    const ALL: [(Kind, &'static str, &'static str, bool); 13] = [
+        (Kind::Pod, "v1", "Pod", true),
+        (Kind::Deployment, "apps/v1", "Deployment", true),
+        (Kind::ReplicaSet, "apps/v1", "ReplicaSet", true),
+        (Kind::StatefulSet, "apps/v1", "StatefulSet", true),
+        (Kind::DaemonSet, "apps/v1", "DaemonSet", true),
+        (Kind::Job, "batch/v1", "Job", true),
+        (Kind::Node, "v1", "Node", false),
+        (Kind::Namespace, "v1", "Namespace", false),
+        (Kind::PersistentVolume, "v1", "PersistentVolume", false),
+        (
+            Kind::PersistentVolumeClaim,
+            "v1",
+            "PersistentVolumeClaim",
+            true,
+        ),
+        (
+            Kind::PriorityClass,
+            "scheduling.k8s.io/v1",
+            "PriorityClass",
+            false,
+        ),
+        (Kind::NodePool, "karpenter.sh/v1", "NodePool", false),
+        (
+            Kind::EC2NodeClass,
+            "karpenter.k8s.aws/v1",
+            "EC2NodeClass",
+            false,
+        ),
+    ];
+
+    /// The kind kerf reads for this `apiVersion`/`kind`. `Err` names the version kerf
+    /// reads when the group is right but the version is not (an old `apps/v1beta2`
+    /// Deployment, a `karpenter.sh/v1beta1` NodePool); `Ok(None)` is a kind kerf skips.
+    fn resolve(api_version: &str, kind: &str) -> Result<Option<(Kind, bool)>, String> {
+        let group = |v: &str| v.rsplit_once('/').map_or("", |(g, _)| g).to_string();
+        for (k, version, name, namespaced) in Kind::ALL {
+            if name != kind {
+                continue;
+            }
+            if api_version == version {
+                return Ok(Some((k, namespaced)));
+            }
+            let same_group = group(api_version) == group(version)
+                // Workloads lived in `extensions` before `apps`.
+                || (group(version) == "apps" && group(api_version) == "extensions");
+            if same_group {
+                return Err(format!(
+                    "apiVersion {api_version} is not supported for {kind}; kerf reads {version}"
+                ));
+            }
+        }
+        Ok(None)
+    }
+}
+
+#[derive(Default)]
+struct Loader {
+    manifests: Manifests,
+    sources: Vec<SourceError>,
+    /// Every object read, by (kind, namespace, name), with where it was first seen, so a
+    /// second definition is reported rather than silently winning.
+    seen: BTreeMap<(String, String, String), String>,
+    pods: Vec<StagedPod>,
+    volumes: volumes::VolumeIndex,
+    priority_classes: BTreeMap<String, i32>,
+    /// The value of the PriorityClass marked `globalDefault`, for pods naming no class.
+    default_priority: Option<i32>,
+    /// Names of namespaces declared with a Namespace object.
+    declared_namespaces: BTreeSet<String>,
+    /// A counter per `metadata.generateName` prefix, for objects without a name.
+    generated: BTreeMap<String, usize>,
+}
+
+impl Loader {
+    fn add_source(&mut self, source: &str, text: &str) -> Result<(), Error> {
+        let options = serde_saphyr::options! {
+            // The default budget suits configuration files; `helm template` output for a
+            // big cluster has thousands of documents and millions of nodes.
+            budget: serde_saphyr::budget! {
+                max_documents: 1_000_000,
+                max_nodes: 100_000_000,
+                max_events: 400_000_000,
+            },
+            with_snippet: false,
+        };
+        let documents: Vec<Value> = serde_saphyr::from_multiple_with_options(text, options)
+            .map_err(|e| Error::Yaml {
+                source_name: source.to_string(),
+                message: e.to_string(),
+            })?;
+        let source_idx = self.sources.len();
+        self.sources.push(SourceError {
+            source: source.to_string(),
+            errors: Vec::new(),
+        });
+        for (i, document) in documents.iter().enumerate() {
+            if document.is_null() {
+                continue;
+            }
+            self.add_object(source_idx, &format!("document {}", i + 1), document);
+        }
+        Ok(())
+    }
+
+    fn error(&mut self, source: usize, error: FieldError) {
+        self.sources[source].errors.push(error);
+    }
+
+    fn add_object(&mut self, source: usize, document: &str, value: &Value) {
+        let Some(object) = value.as_object() else {
+            self.error(
+                source,
+                FieldError::new(
+                    document,
+                    ".",
+                    format!(
+                        "expected a Kubernetes object (a mapping with apiVersion, kind and metadata), found {}",
+                        json_type(value)
+                    ),
+                ),
+            );
+            return;
+        };
+        let kind = object.get("kind").and_then(Value::as_str).unwrap_or("");
+        let api_version = object
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        if kind.is_empty() || api_version.is_empty() {
+            let field = if kind.is_empty() {
+                "kind"
+            } else {
+                "apiVersion"
+            };
+            self.error(
+                source,
+                FieldError::new(
+                    document,
+                    field,
+                    "missing; every Kubernetes object needs a string apiVersion and kind, e.g. apiVersion: v1, kind: Pod",
+                ),
+            );
+            return;
+        }
+        if kind.ends_with("List")
+            && let Some(items) = object.get("items").and_then(Value::as_array)
+        {
+            for (i, item) in items.iter().enumerate() {
+                self.add_object(source, &format!("{document} items[{i}]"), item);
+            }
+            return;
+        }
+
+        let metadata = object.get("metadata");
+        let meta_str = |key: &str| {
+            metadata
+                .and_then(|m| m.get(key))
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+        };
+        let resolved = Kind::resolve(api_version, kind);
+        let namespaced = Kind::ALL
+            .iter()
+            .find(|(_, _, name, _)| *name == kind)
+            .map_or(meta_str("namespace").is_some(), |(_, _, _, namespaced)| {
+                *namespaced
+            });
+        let namespace = meta_str("namespace").unwrap_or("default").to_string();
+        let name = match (meta_str("name"), meta_str("generateName")) {
+            (Some(name), _) => Some(name.to_string()),
+            (None, Some(prefix)) => {
+                let n = self.generated.entry(prefix.to_string()).or_insert(0);
+                let name = format!("{prefix}{n}");
+                *n += 1;
+                Some(name)
+            }
+            (None, None) => None,
+        };
+        let label = match (&name, namespaced) {
+            (Some(name), true) => format!("{kind} {namespace}/{name}"),
+            (Some(name), false) => format!("{kind} {name}"),
+            (None, _) => format!("{kind} ({document})"),
+        };
+
+        let (kind_id, _) = match resolved {
+            Ok(Some(k)) => k,
+            Ok(None) => {
+                let source_name = &self.sources[source].source;
+                self.manifests.warnings.push(format!(
+                    "{source_name}: skipped {label}: kerf plan does not use this kind"
+                ));
+                return;
+            }
+            Err(message) => {
+                self.error(source, FieldError::new(label, "apiVersion", message));
+                return;
+            }
+        };
+        let Some(name) = name else {
+            let message = match metadata.and_then(|m| m.get("name")) {
+                // YAML 1.1 reads `name: no` as a boolean, as kubectl does; say so.
+                Some(v) if !v.is_string() && !v.is_null() => format!(
+                    "must be a string, found {}; quote it (name: \"{}\")",
+                    json_type(v),
+                    v
+                ),
+                _ => "missing; every object needs a name (or metadata.generateName)".to_string(),
+            };
+            self.error(source, FieldError::new(label, "metadata.name", message));
+            return;
+        };
+
+        let key = (
+            kind.to_string(),
+            if namespaced {
+                namespace.clone()
+            } else {
+                String::new()
+            },
+            name.clone(),
+        );
+        let here = format!("{} {document}", self.sources[source].source);
+        if let Some(first) = self.seen.get(&key) {
+            let message = format!("defined twice: first in {first}, again in {here}");
+            self.error(source, FieldError::new(label, "metadata.name", message));
+            return;
+        }
+        self.seen.insert(key, here);
+
+        let mut problems = Problems::new(label.clone());
+        let object = ObjectRef {
+            source,
+            label: &label,
+            namespace: &namespace,
+            name: &name,
+        };
+        match kind_id {
+            Kind::Pod => {
+                if let Some(pod) = typed(value, &mut problems) {
+                    self.pods
+                        .extend(workloads::bare_pod(&object, &pod, &mut problems));
+                }
+            }
+            Kind::Deployment => {
+                if let Some(d) = typed(value, &mut problems) {
+                    self.pods
+                        .extend(workloads::deployment(&object, &d, &mut problems));
+                }
+            }
+            Kind::ReplicaSet => {
+                if let Some(rs) = typed(value, &mut problems) {
+                    self.pods
+                        .extend(workloads::replica_set(&object, &rs, &mut problems));
+                }
+            }
+            Kind::StatefulSet => {
+                if let Some(sts) = typed(value, &mut problems) {
+                    self.pods
+                        .extend(workloads::stateful_set(&object, &sts, &mut problems));
+                }
+            }
+            Kind::DaemonSet => {
+                if let Some(ds) = typed(value, &mut problems) {
+                    self.pods
+                        .extend(workloads::daemon_set(&object, &ds, &mut problems));
+                }
+            }
+            Kind::Job => {
+                if let Some(job) = typed(value, &mut problems) {
+                    self.pods
+                        .extend(workloads::job(&object, &job, &mut problems));
+                }
+            }
+            Kind::Node => {
+                if let Some(node) = typed(value, &mut problems) {
+                    self.manifests
+                        .nodes
+                        .push(nodes::node(&name, &node, &mut problems));
+                }
+            }
+            Kind::Namespace => {
+                if let Some(ns) = typed(value, &mut problems) {
+                    let labels = nodes::namespace(&name, &ns, &mut problems);
+                    self.declared_namespaces.insert(name.clone());
+                    self.manifests.namespaces.insert(name.clone(), labels);
+                }
+            }
+            Kind::PersistentVolume => {
+                if let Some(pv) = typed(value, &mut problems) {
+                    self.volumes.add_volume(&name, &pv, &mut problems);
+                }
+            }
+            Kind::PersistentVolumeClaim => {
+                if let Some(pvc) = typed(value, &mut problems) {
+                    self.volumes.add_claim(&namespace, &name, &pvc);
+                }
+            }
+            Kind::PriorityClass => {
+                if let Some(pc) =
+                    typed::<k8s_openapi::api::scheduling::v1::PriorityClass>(value, &mut problems)
+                {
+                    self.priority_classes.insert(name.clone(), pc.value);
+                    if pc.global_default == Some(true) {
+                        self.default_priority = Some(pc.value);
+                    }
+                }
+            }
+            Kind::NodePool => {
+                if let Some(pool) = karpenter::nodepool(value, &mut problems) {
+                    self.manifests.nodepools.push(pool);
+                }
+            }
+            Kind::EC2NodeClass => {
+                if karpenter::ec2_node_class(value, &mut problems) {
+                    self.manifests.node_classes.push(name.clone());
+                }
+            }
+        }
+        self.sources[source].errors.extend(problems.errors);
+    }
+
+    fn finish(mut self) -> Result<Manifests, Error> {
+        let mut manifests = std::mem::take(&mut self.manifests);
+        let mut pods = std::mem::take(&mut self.pods);
+        pods.sort_by(|a, b| a.pod.key.cmp(&b.pod.key));
+        // Two objects can expand to the same pod name (a Deployment `web` and a Pod
+        // `web-0`); the plan names pods by namespace/name, so that is an error.
+        // Replicas share their object's errors: report each once per object, not per pod.
+        let mut reported = BTreeSet::new();
+        for pair in pods.windows(2) {
+            if pair[0].pod.key == pair[1].pod.key {
+                let (first, again) = (&pair[0], &pair[1]);
+                if !reported.insert((again.source, again.object.clone(), first.object.clone())) {
+                    continue;
+                }
+                let message = format!(
+                    "pod {} is also produced by {} in {}",
+                    again.pod.key, first.object, self.sources[first.source].source
+                );
+                self.error(
+                    again.source,
+                    FieldError::new(again.object.clone(), "metadata.name", message),
+                );
+            }
+        }
+        for staged in &mut pods {
+            match std::mem::replace(&mut staged.priority, PriorityFrom::Explicit) {
+                PriorityFrom::Explicit => {}
+                PriorityFrom::Default => staged.pod.priority = self.default_priority.unwrap_or(0),
+                PriorityFrom::Class(class) => {
+                    let value = builtin_priority(&class)
+                        .or_else(|| self.priority_classes.get(&class).copied());
+                    match value {
+                        Some(value) => staged.pod.priority = value,
+                        // Without any PriorityClass objects in the input the class's value
+                        // is unknown; the pod keeps priority 0 rather than failing the plan.
+                        None if self.priority_classes.is_empty() => {}
+                        None if !reported.insert((
+                            staged.source,
+                            staged.object.clone(),
+                            class.clone(),
+                        )) => {}
+                        None => {
+                            let known: Vec<&str> =
+                                self.priority_classes.keys().map(String::as_str).collect();
+                            let message = format!(
+                                "PriorityClass {class:?} is not among those read ({}); create it or set spec.priority",
+                                known.join(", ")
+                            );
+                            self.sources[staged.source].errors.push(FieldError::new(
+                                staged.object.clone(),
+                                format!("{}.priorityClassName", staged.spec_path),
+                                message,
+                            ));
+                        }
+                    }
+                }
+            }
+            for claim in &staged.claims {
+                if let Some(zone) = self.volumes.zone_of_claim(&staged.pod.key.namespace, claim) {
+                    volumes::pin_zone(&mut staged.pod, zone);
+                }
+            }
+            if !self.declared_namespaces.contains(&staged.pod.key.namespace) {
+                manifests
+                    .namespaces
+                    .entry(staged.pod.key.namespace.clone())
+                    .or_insert_with(|| {
+                        nodes::automatic_namespace_labels(&staged.pod.key.namespace)
+                    });
+            }
+        }
+        for staged in pods {
+            match staged.role {
+                PodRole::Pending => manifests.pending_pods.push(staged.pod),
+                PodRole::Bound => manifests.bound_pods.push(staged.pod),
+                PodRole::DaemonSet => manifests.daemonsets.push(staged.pod),
+            }
+        }
+        manifests.nodes.sort_by(|a, b| a.name.cmp(&b.name));
+        manifests.nodepools.sort_by(|a, b| a.name.cmp(&b.name));
+        manifests.node_classes.sort();
+
+        let invalid: Vec<SourceError> = self
+            .sources
+            .into_iter()
+            .filter(|s| !s.errors.is_empty())
+            .collect();
+        if invalid.is_empty() {
+            Ok(manifests)
+        } else {
+            Err(Error::Invalid(invalid))
+        }
+    }
+}
+
+/// The object being converted, for converters that stage pods.
+pub(crate) struct ObjectRef<'a> {
+    pub(crate) source: usize,
+    /// `Kind namespace/name`.
+    pub(crate) label: &'a str,
+    pub(crate) namespace: &'a str,
+    pub(crate) name: &'a str,
+}
+
+/// Deserializes a typed object, naming the failing field when the document does not fit.
+fn typed<T: DeserializeOwned>(value: &Value, problems: &mut Problems) -> Option<T> {
+    match serde_path_to_error::deserialize::<_, T>(value) {
+        Ok(object) => Some(object),
+        Err(e) => {
+            problems.push(e.path().to_string(), e.inner().to_string());
+            None
+        }
+    }
+}
+
+/// The priority classes every cluster has, which need no object in the input.
+fn builtin_priority(class: &str) -> Option<i32> {
+    match class {
+        "system-node-critical" => Some(2_000_001_000),
+        "system-cluster-critical" => Some(2_000_000_000),
+        _ => None,
+    }
+}
+
+fn json_type(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "nothing",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a sequence",
+        Value::Object(_) => "a mapping",
+    }
 }

@@ -1,0 +1,796 @@
+//! Loading Kubernetes YAML: fixtures in, a compact rendering of the model values out.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use expect_test::{Expect, expect};
+use kerf_api::{Error, Manifests, load_paths, load_str};
+use kerf_model::pod::{InclusionPolicy, WhenUnsatisfiable};
+use kerf_model::{Labels, Pod};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/it/fixtures")
+        .join(name)
+}
+
+fn render_pod(out: &mut String, role: &str, pod: &Pod) {
+    let owner = pod
+        .owner
+        .as_ref()
+        .map_or("-".to_string(), |o| format!("{}/{}", o.kind, o.name));
+    writeln!(
+        out,
+        "{role} {} owner={owner} priority={} requests: {}",
+        pod.key, pod.priority, pod.requests
+    )
+    .unwrap();
+    if let Some(node) = &pod.node_name {
+        writeln!(out, "  node: {node}").unwrap();
+    }
+    if !pod.labels.is_empty() {
+        writeln!(out, "  labels: {}", labels(&pod.labels)).unwrap();
+    }
+    for term in &pod.node_affinity.required {
+        writeln!(out, "  required: {term}").unwrap();
+    }
+    for p in &pod.node_affinity.preferred {
+        writeln!(out, "  preferred({}): {}", p.weight, p.term).unwrap();
+    }
+    for t in &pod.tolerations {
+        let effect = t.effect.map_or("*", |e| e.as_str());
+        writeln!(
+            out,
+            "  tolerates: {:?} {:?} {:?} {effect}",
+            t.key, t.operator, t.value
+        )
+        .unwrap();
+    }
+    for p in &pod.host_ports {
+        writeln!(
+            out,
+            "  host port: {}/{} {:?}",
+            p.port, p.protocol, p.host_ip
+        )
+        .unwrap();
+    }
+}
+
+fn labels(labels: &Labels) -> String {
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn render(m: &Manifests) -> String {
+    let mut out = String::new();
+    for pod in &m.pending_pods {
+        render_pod(&mut out, "pending", pod);
+    }
+    for pod in &m.bound_pods {
+        render_pod(&mut out, "bound", pod);
+    }
+    for pod in &m.daemonsets {
+        render_pod(&mut out, "daemonset", pod);
+    }
+    for node in &m.nodes {
+        let taints: Vec<String> = node.taints.iter().map(ToString::to_string).collect();
+        writeln!(
+            out,
+            "node {} ready={} unschedulable={} created_at={:?}\n  labels: {}\n  taints: [{}]\n  capacity: {}\n  allocatable: {}",
+            node.name,
+            node.ready,
+            node.unschedulable,
+            node.created_at,
+            labels(&node.labels),
+            taints.join(", "),
+            node.capacity,
+            node.allocatable
+        )
+        .unwrap();
+    }
+    for (name, l) in &m.namespaces {
+        writeln!(out, "namespace {name}: {}", labels(l)).unwrap();
+    }
+    for w in &m.warnings {
+        writeln!(out, "warning: {w}").unwrap();
+    }
+    out
+}
+
+fn check(yaml: &str, expect: Expect) {
+    match load_str("test.yaml", yaml) {
+        Ok(m) => expect.assert_eq(&render(&m)),
+        Err(e) => expect.assert_eq(&format!("error: {e}\n")),
+    }
+}
+
+fn load_one(yaml: &str) -> Pod {
+    let m = load_str("test.yaml", yaml).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(m.pending_pods.len(), 1, "{}", render(&m));
+    m.pending_pods.into_iter().next().unwrap()
+}
+
+fn labels_of(pairs: &[(&str, &str)]) -> Labels {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn workloads_expand_into_named_replicas() {
+    let m = load_paths(&[fixture("workloads.yaml")]).unwrap();
+    expect![[r#"
+        pending default/batch-0 owner=Job/batch priority=0 requests: cpu=2, pods=1
+        pending default/batch-1 owner=Job/batch priority=0 requests: cpu=2, pods=1
+        pending default/default-parallelism-0 owner=Job/default-parallelism priority=0 requests: pods=1
+        pending default/legacy-0 owner=ReplicaSet/legacy priority=0 requests: cpu=1, memory=1Gi, pods=1
+          labels: app=legacy
+        pending payments/web-0 owner=Deployment/web priority=2000000000 requests: cpu=250m, memory=512Mi, pods=1
+          labels: app=web,tier=front
+        pending payments/web-1 owner=Deployment/web priority=2000000000 requests: cpu=250m, memory=512Mi, pods=1
+          labels: app=web,tier=front
+        pending payments/web-2 owner=Deployment/web priority=2000000000 requests: cpu=250m, memory=512Mi, pods=1
+          labels: app=web,tier=front
+        bound default/running owner=ReplicaSet/api-5d8f priority=1000 requests: cpu=100m, pods=1
+          node: ip-10-0-1-1.ec2.internal
+        daemonset logging/fluent-bit owner=DaemonSet/fluent-bit priority=0 requests: cpu=100m, memory=128Mi, pods=1
+          labels: app=fluent-bit
+          tolerates: "" Exists "" *
+          tolerates: "node.kubernetes.io/not-ready" Exists "" NoExecute
+          tolerates: "node.kubernetes.io/unreachable" Exists "" NoExecute
+          tolerates: "node.kubernetes.io/disk-pressure" Exists "" NoSchedule
+          tolerates: "node.kubernetes.io/memory-pressure" Exists "" NoSchedule
+          tolerates: "node.kubernetes.io/pid-pressure" Exists "" NoSchedule
+          tolerates: "node.kubernetes.io/unschedulable" Exists "" NoSchedule
+          tolerates: "node.kubernetes.io/network-unavailable" Exists "" NoSchedule
+          host port: 2020/TCP ""
+        namespace default: kubernetes.io/metadata.name=default
+        namespace logging: kubernetes.io/metadata.name=logging
+        namespace payments: kubernetes.io/metadata.name=payments
+    "#]]
+    .assert_eq(&render(&m));
+    let web = &m.pending_pods[4];
+    assert_eq!(
+        web.annotations
+            .get("karpenter.sh/do-not-disrupt")
+            .map(String::as_str),
+        Some("true")
+    );
+}
+
+#[test]
+fn a_directory_reads_every_manifest_in_name_order() {
+    let m = load_paths(&[fixture("cluster")]).unwrap();
+    expect![[r#"
+        node cordoned ready=false unschedulable=true created_at=None
+          labels: kubernetes.io/hostname=cordoned
+          taints: []
+          capacity: cpu=4, memory=16Gi, pods=110
+          allocatable: cpu=4, memory=16Gi, pods=110
+        node ip-10-0-1-1.ec2.internal ready=true unschedulable=false created_at=Some(1714564800)
+          labels: karpenter.sh/nodepool=default,kubernetes.io/hostname=ip-10-0-1-1.ec2.internal,node.kubernetes.io/instance-type=m5.large,topology.kubernetes.io/zone=us-east-1a
+          taints: [dedicated=infra:NoSchedule]
+          capacity: cpu=2, memory=8Gi, pods=29
+          allocatable: cpu=1930m, memory=7Gi, pods=29
+        namespace payments: kubernetes.io/metadata.name=payments,team=money
+        warning: CLUSTER/namespaces.yaml: skipped ConfigMap payments/settings: kerf plan does not use this kind
+        warning: CLUSTER/namespaces.yaml: skipped ClusterRole reader: kerf plan does not use this kind
+    "#]]
+    .assert_eq(&render(&m).replace(&fixture("cluster").display().to_string(), "CLUSTER"));
+    assert_eq!(
+        m.nodes[1]
+            .annotations
+            .get("karpenter.sh/nodepool-hash")
+            .map(String::as_str),
+        Some("123")
+    );
+}
+
+#[test]
+fn effective_requests_follow_kube_scheduler() {
+    // Containers: app (500m, 256Mi, and a GPU limit that defaults its request).
+    // Init containers, in order: setup (200m, 1Gi), the sidecar log (100m, 64Mi), migrate
+    // (1, 128Mi), which runs beside the sidecar started before it.
+    //   running together: app + log = 600m, 320Mi, 1 GPU
+    //   init steps: setup = 200m, 1Gi; log = 100m, 64Mi; migrate + log = 1100m, 192Mi
+    //   max = 1100m, 1Gi, 1 GPU; plus 50m overhead = 1150m.
+    check(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: p}
+spec:
+  overhead: {cpu: 50m}
+  initContainers:
+  - {name: setup, resources: {requests: {cpu: 200m, memory: 1Gi}}}
+  - {name: log, restartPolicy: Always, resources: {requests: {cpu: 100m, memory: 64Mi}}}
+  - {name: migrate, resources: {requests: {cpu: "1", memory: 128Mi}}}
+  containers:
+  - name: app
+    resources:
+      requests: {cpu: 500m, memory: 256Mi}
+      limits: {cpu: "2", nvidia.com/gpu: 1}
+"#,
+        expect![[r#"
+            pending default/p owner=- priority=0 requests: cpu=1150m, memory=1Gi, nvidia.com/gpu=1, pods=1
+            namespace default: kubernetes.io/metadata.name=default
+        "#]],
+    );
+    // Two sidecars add up; a late init container stacks on both.
+    check(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: p}
+spec:
+  initContainers:
+  - {name: s1, restartPolicy: Always, resources: {requests: {cpu: 300m}}}
+  - {name: s2, restartPolicy: Always, resources: {requests: {cpu: 300m}}}
+  - {name: late, resources: {requests: {cpu: 1500m}}}
+  containers:
+  - {name: app, resources: {requests: {cpu: 100m}}}
+"#,
+        expect![[r#"
+            pending default/p owner=- priority=0 requests: cpu=2100m, pods=1
+            namespace default: kubernetes.io/metadata.name=default
+        "#]],
+    );
+}
+
+#[test]
+fn node_selector_merges_into_every_affinity_term() {
+    check(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: p}
+spec:
+  nodeSelector: {kubernetes.io/arch: arm64}
+  affinity:
+    nodeAffinity:
+      requiredDuringSchedulingIgnoredDuringExecution:
+        nodeSelectorTerms:
+        - matchExpressions:
+          - {key: karpenter.k8s.aws/instance-cpu, operator: Gt, values: ["4"]}
+          - {key: kubernetes.io/arch, operator: In, values: [arm64, amd64]}
+        - matchExpressions:
+          - {key: karpenter.sh/capacity-type, operator: NotIn, values: [spot]}
+          matchFields:
+          - {key: metadata.name, operator: In, values: [node-a]}
+      preferredDuringSchedulingIgnoredDuringExecution:
+      - weight: 20
+        preference:
+          matchExpressions: [{key: topology.kubernetes.io/zone, operator: In, values: [us-east-1a]}]
+      - weight: 5
+        preference: {}
+  containers: [{name: app}]
+"#,
+        expect![[r#"
+            pending default/p owner=- priority=0 requests: pods=1
+              required: karpenter.k8s.aws/instance-cpu Exists >4, kubernetes.io/arch In [arm64]
+              required: karpenter.sh/capacity-type NotIn [spot], kubernetes.io/arch In [arm64], kubernetes.io/hostname In [node-a]
+              preferred(20): topology.kubernetes.io/zone In [us-east-1a]
+            namespace default: kubernetes.io/metadata.name=default
+        "#]],
+    );
+    // Without affinity, the node selector is the only term.
+    check(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: p}
+spec:
+  nodeSelector: {kubernetes.io/arch: arm64, karpenter.sh/nodepool: gpu}
+  containers: [{name: app}]
+"#,
+        expect![[r#"
+            pending default/p owner=- priority=0 requests: pods=1
+              required: karpenter.sh/nodepool In [gpu], kubernetes.io/arch In [arm64]
+            namespace default: kubernetes.io/metadata.name=default
+        "#]],
+    );
+}
+
+#[test]
+fn tolerations_and_host_ports() {
+    check(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: p}
+spec:
+  tolerations:
+  - {key: gpu, value: "true", effect: NoSchedule}
+  - {key: dedicated, operator: Exists}
+  initContainers:
+  - name: proxy
+    restartPolicy: Always
+    ports: [{containerPort: 15001, hostPort: 15001, protocol: UDP, hostIP: 10.0.0.1}]
+  - name: init
+    ports: [{containerPort: 99, hostPort: 99}]
+  containers:
+  - name: app
+    ports: [{containerPort: 8080, hostPort: 80}, {containerPort: 9090}]
+"#,
+        expect![[r#"
+            pending default/p owner=- priority=0 requests: pods=1
+              tolerates: "gpu" Equal "true" NoSchedule
+              tolerates: "dedicated" Exists "" *
+              host port: 80/TCP ""
+              host port: 15001/UDP "10.0.0.1"
+            namespace default: kubernetes.io/metadata.name=default
+        "#]],
+    );
+}
+
+#[test]
+fn topology_spread_folds_match_label_keys() {
+    let pod = load_one(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: p
+  labels: {app: web, pod-template-hash: abc}
+spec:
+  containers: [{name: app}]
+  topologySpreadConstraints:
+  - maxSkew: 1
+    topologyKey: topology.kubernetes.io/zone
+    whenUnsatisfiable: DoNotSchedule
+    minDomains: 3
+    labelSelector: {matchLabels: {app: web}}
+    matchLabelKeys: [pod-template-hash, not-on-the-pod]
+  - maxSkew: 2
+    topologyKey: kubernetes.io/hostname
+    whenUnsatisfiable: ScheduleAnyway
+    nodeAffinityPolicy: Ignore
+    nodeTaintsPolicy: Honor
+"#,
+    );
+    let [zone, host] = &pod.topology_spread[..] else {
+        panic!("{:?}", pod.topology_spread)
+    };
+    assert_eq!(
+        (zone.max_skew, zone.topology_key.as_str(), zone.min_domains),
+        (1, "topology.kubernetes.io/zone", Some(3))
+    );
+    assert_eq!(zone.when_unsatisfiable, WhenUnsatisfiable::DoNotSchedule);
+    assert_eq!(
+        (zone.node_affinity_policy, zone.node_taints_policy),
+        (InclusionPolicy::Honor, InclusionPolicy::Ignore)
+    );
+    // The pod's own pod-template-hash narrows the selector; a key the pod lacks is ignored.
+    assert!(
+        zone.selector
+            .matches(&labels_of(&[("app", "web"), ("pod-template-hash", "abc")]))
+    );
+    assert!(
+        !zone
+            .selector
+            .matches(&labels_of(&[("app", "web"), ("pod-template-hash", "old")]))
+    );
+    assert!(!zone.selector.matches(&labels_of(&[("app", "web")])));
+    assert_eq!(host.when_unsatisfiable, WhenUnsatisfiable::ScheduleAnyway);
+    assert_eq!(
+        (host.node_affinity_policy, host.node_taints_policy),
+        (InclusionPolicy::Ignore, InclusionPolicy::Honor)
+    );
+    // No labelSelector: the constraint counts no pods.
+    assert!(!host.selector.matches(&labels_of(&[("app", "web")])));
+    assert!(!host.selector.matches(&Labels::new()));
+}
+
+#[test]
+fn pod_affinity_scopes_and_label_keys() {
+    let pod = load_one(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: p
+  namespace: shop
+  labels: {app: web, tenant: blue}
+spec:
+  containers: [{name: app}]
+  affinity:
+    podAffinity:
+      requiredDuringSchedulingIgnoredDuringExecution:
+      - topologyKey: topology.kubernetes.io/zone
+        labelSelector:
+          matchExpressions: [{key: app, operator: In, values: [cache]}]
+        matchLabelKeys: [tenant]
+      preferredDuringSchedulingIgnoredDuringExecution:
+      - weight: 50
+        podAffinityTerm:
+          topologyKey: kubernetes.io/hostname
+          labelSelector: {matchLabels: {app: db}}
+          namespaceSelector: {}
+    podAntiAffinity:
+      requiredDuringSchedulingIgnoredDuringExecution:
+      - topologyKey: kubernetes.io/hostname
+        labelSelector: {matchLabels: {app: web}}
+        mismatchLabelKeys: [tenant]
+        namespaces: [other]
+        namespaceSelector: {matchLabels: {team: x}}
+"#,
+    );
+    let [affinity] = &pod.affinity[..] else {
+        panic!()
+    };
+    assert!(affinity.namespaces.contains("shop", None));
+    assert!(!affinity.namespaces.contains("other", None));
+    assert!(
+        affinity
+            .selector
+            .matches(&labels_of(&[("app", "cache"), ("tenant", "blue")]))
+    );
+    assert!(
+        !affinity
+            .selector
+            .matches(&labels_of(&[("app", "cache"), ("tenant", "red")]))
+    );
+
+    let [preferred] = &pod.preferred_affinity[..] else {
+        panic!()
+    };
+    assert_eq!(preferred.weight, 50);
+    assert!(preferred.term.namespaces.contains("anything", None));
+
+    let [anti] = &pod.anti_affinity[..] else {
+        panic!()
+    };
+    assert_eq!(anti.topology_key, "kubernetes.io/hostname");
+    // Another tenant's web pods repel this one; its own tenant's do not.
+    assert!(
+        anti.selector
+            .matches(&labels_of(&[("app", "web"), ("tenant", "red")]))
+    );
+    assert!(
+        !anti
+            .selector
+            .matches(&labels_of(&[("app", "web"), ("tenant", "blue")]))
+    );
+    assert!(anti.namespaces.contains("other", None));
+    assert!(!anti.namespaces.contains("shop", None));
+    assert!(
+        anti.namespaces
+            .contains("shop", Some(&labels_of(&[("team", "x")])))
+    );
+}
+
+#[test]
+fn zonal_volumes_pin_the_pods_that_mount_them() {
+    let m = load_paths(&[fixture("volumes.yaml")]).unwrap();
+    // db-2 has no bound volume yet: its claim will be provisioned wherever it lands.
+    expect![[r#"
+        pending default/cache-user owner=- priority=0 requests: pods=1
+          required: karpenter.sh/capacity-type In [spot], kubernetes.io/arch In [arm64], topology.kubernetes.io/zone In [us-east-1b]
+          required: karpenter.sh/capacity-type In [on-demand], kubernetes.io/arch In [arm64], topology.kubernetes.io/zone In [us-east-1b]
+        pending default/db-0 owner=StatefulSet/db priority=0 requests: cpu=1, memory=2Gi, pods=1
+          labels: app=db
+          required: topology.kubernetes.io/zone In [us-east-1a]
+        pending default/db-1 owner=StatefulSet/db priority=0 requests: cpu=1, memory=2Gi, pods=1
+          labels: app=db
+          required: topology.kubernetes.io/zone In [us-east-1c]
+        pending default/db-2 owner=StatefulSet/db priority=0 requests: cpu=1, memory=2Gi, pods=1
+          labels: app=db
+        namespace default: kubernetes.io/metadata.name=default
+    "#]]
+    .assert_eq(&render(&m));
+}
+
+#[test]
+fn volumes_declared_after_their_pods_still_pin() {
+    check(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: p, namespace: ns}
+spec:
+  containers: [{name: app}]
+  volumes: [{name: scratch, ephemeral: {volumeClaimTemplate: {spec: {accessModes: [ReadWriteOnce]}}}}]
+---
+apiVersion: v1
+kind: PersistentVolume
+metadata: {name: pv}
+spec:
+  claimRef: {namespace: ns, name: p-scratch}
+  nodeAffinity:
+    required:
+      nodeSelectorTerms:
+      - matchExpressions: [{key: topology.kubernetes.io/zone, operator: In, values: [a]}]
+      - matchExpressions: [{key: topology.kubernetes.io/zone, operator: In, values: [b]}]
+"#,
+        expect![[r#"
+            pending ns/p owner=- priority=0 requests: pods=1
+              required: topology.kubernetes.io/zone In [a,b]
+            namespace ns: kubernetes.io/metadata.name=ns
+        "#]],
+    );
+}
+
+#[test]
+fn priority_classes_resolve() {
+    check(
+        r#"
+apiVersion: scheduling.k8s.io/v1
+kind: PriorityClass
+metadata: {name: high}
+value: 1000
+---
+apiVersion: scheduling.k8s.io/v1
+kind: PriorityClass
+metadata: {name: normal}
+value: 10
+globalDefault: true
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: a}
+spec: {priorityClassName: high, containers: [{name: app}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: b}
+spec: {containers: [{name: app}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: c}
+spec: {priority: 0, containers: [{name: app}]}
+"#,
+        expect![[r#"
+            pending default/a owner=- priority=1000 requests: pods=1
+            pending default/b owner=- priority=10 requests: pods=1
+            pending default/c owner=- priority=0 requests: pods=1
+            namespace default: kubernetes.io/metadata.name=default
+        "#]],
+    );
+}
+
+#[test]
+fn invalid_objects_are_all_reported_together() {
+    check(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: bad-quantity}
+spec:
+  containers:
+  - name: app
+    resources: {requests: {cpu: lots, memory: -1Gi}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: negative, namespace: shop}
+spec:
+  replicas: -2
+  selector: {matchLabels: {app: x}}
+  template:
+    metadata: {labels: {app: x}}
+    spec:
+      containers: [{name: app}]
+      affinity:
+        nodeAffinity:
+          requiredDuringSchedulingIgnoredDuringExecution:
+            nodeSelectorTerms:
+            - matchExpressions: [{key: zone, operator: Near, values: [a]}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {namespace: shop}
+spec: {containers: [{name: app}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: typed}
+spec:
+  containers: [{name: app}]
+  priority: high
+---
+kind: Pod
+metadata: {name: no-version}
+---
+apiVersion: apps/v1beta2
+kind: Deployment
+metadata: {name: old}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: bad-constraints}
+spec:
+  containers: [{name: app}]
+  tolerations: [{value: x}]
+  topologySpreadConstraints:
+  - {maxSkew: 0, topologyKey: zone, whenUnsatisfiable: Maybe}
+  affinity:
+    podAntiAffinity:
+      preferredDuringSchedulingIgnoredDuringExecution:
+      - weight: 500
+        podAffinityTerm: {topologyKey: "", labelSelector: {matchExpressions: [{key: app, operator: Gt, values: ["1"]}]}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: bad-quantity}
+spec: {containers: [{name: app}]}
+"#,
+        expect![[r#"
+            error: 15 invalid fields:
+              test.yaml: Pod default/bad-quantity: spec.containers[0].resources.requests.cpu: "lots" is not a Kubernetes quantity (no number); expected e.g. "500m", "2", "1.5Gi", "512Mi", "1e3"
+              test.yaml: Pod default/bad-quantity: spec.containers[0].resources.requests.memory: "-1Gi" is negative; resource quantities must be zero or more
+              test.yaml: Deployment shop/negative: spec.replicas: -2 is negative; expected 0 or more
+              test.yaml: Deployment shop/negative: spec.template.spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].operator: "Near" is not a node selector operator; expected one of In, NotIn, Exists, DoesNotExist, Gt, Lt
+              test.yaml: Pod (document 3): metadata.name: missing; every object needs a name (or metadata.generateName)
+              test.yaml: Pod default/typed: spec.priority: invalid type: string "high", expected i32
+              test.yaml: document 5: apiVersion: missing; every Kubernetes object needs a string apiVersion and kind, e.g. apiVersion: v1, kind: Pod
+              test.yaml: Deployment default/old: apiVersion: apiVersion apps/v1beta2 is not supported for Deployment; kerf reads apps/v1
+              test.yaml: Pod default/bad-constraints: spec.tolerations[0].operator: an empty key needs operator Exists (which tolerates every taint)
+              test.yaml: Pod default/bad-constraints: spec.topologySpreadConstraints[0].maxSkew: 0 is not valid; maxSkew must be at least 1
+              test.yaml: Pod default/bad-constraints: spec.topologySpreadConstraints[0].whenUnsatisfiable: "Maybe" is not valid; expected DoNotSchedule or ScheduleAnyway
+              test.yaml: Pod default/bad-constraints: spec.affinity.podAntiAffinity.preferredDuringSchedulingIgnoredDuringExecution[0].weight: 500 is out of range; a preference weight is 1 to 100
+              test.yaml: Pod default/bad-constraints: spec.affinity.podAntiAffinity.preferredDuringSchedulingIgnoredDuringExecution[0].podAffinityTerm.labelSelector.matchExpressions[0].operator: "Gt" is not a label selector operator; expected one of In, NotIn, Exists, DoesNotExist
+              test.yaml: Pod default/bad-constraints: spec.affinity.podAntiAffinity.preferredDuringSchedulingIgnoredDuringExecution[0].podAffinityTerm.topologyKey: must not be empty; e.g. kubernetes.io/hostname or topology.kubernetes.io/zone
+              test.yaml: Pod default/bad-quantity: metadata.name: defined twice: first in test.yaml document 1, again in test.yaml document 8
+        "#]],
+    );
+}
+
+#[test]
+fn errors_from_several_sources_are_reported_together() {
+    let dir = std::env::temp_dir().join(format!("kerf-load-test-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("sub")).unwrap();
+    std::fs::write(
+        dir.join("b.yaml"),
+        "apiVersion: v1\nkind: Node\nmetadata: {name: node-1}\nspec: {taints: [{key: k, effect: Sometimes}]}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("sub/a.json"),
+        r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "resources": {"limits": {"cpu": "1"}, "requests": {"cpu": "2"}}}]}}"#,
+    )
+    .unwrap();
+    std::fs::write(dir.join("ignored.txt"), "not yaml: [").unwrap();
+    let result = load_paths(std::slice::from_ref(&dir));
+    std::fs::remove_dir_all(&dir).unwrap();
+    let Err(Error::Invalid(sources)) = result else {
+        panic!("{result:?}")
+    };
+    let rendered: Vec<String> = sources
+        .iter()
+        .flat_map(|s| {
+            let name = Path::new(&s.source)
+                .strip_prefix(&dir)
+                .unwrap()
+                .display()
+                .to_string();
+            s.errors.iter().map(move |e| format!("{name}: {e}"))
+        })
+        .collect();
+    expect![[r#"
+        [
+            "b.yaml: Node node-1: spec.taints[0].effect: \"Sometimes\" is not valid; expected NoSchedule, PreferNoSchedule or NoExecute",
+            "sub/a.json: Pod default/p: spec.containers[0].resources.requests.cpu: request 2 is more than the limit 1; a request must not exceed its limit",
+        ]
+    "#]]
+    .assert_debug_eq(&rendered);
+}
+
+#[test]
+fn yaml_syntax_errors_name_the_location() {
+    check(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: p\nspec: {}\n",
+        expect![[r#"
+            error: test.yaml: not valid YAML: while parsing a flow mapping, did not find expected ',' or '}' at line 4, column 5
+        "#]],
+    );
+}
+
+#[test]
+fn workload_pods_that_collide_with_pods_are_reported() {
+    check(
+        r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec: {containers: [{name: app}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web-1}
+spec: {containers: [{name: app}]}
+"#,
+        expect![[r#"
+            error: 1 invalid field:
+              test.yaml: Pod default/web-1: metadata.name: pod default/web-1 is also produced by Deployment default/web in test.yaml
+        "#]],
+    );
+}
+
+#[test]
+fn selectors_must_select_their_template() {
+    check(
+        r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  selector: {matchLabels: {app: api}}
+  template:
+    metadata: {labels: {app: web}}
+    spec: {containers: [{name: app}]}
+"#,
+        expect![[r#"
+            error: 1 invalid field:
+              test.yaml: Deployment default/web: spec.selector: does not match spec.template.metadata.labels; the template's pods must carry the labels the selector selects
+        "#]],
+    );
+}
+
+#[test]
+fn a_thousand_replicas_expand() {
+    let m = load_str(
+        "big.yaml",
+        r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: big}
+spec:
+  replicas: 1000
+  selector: {matchLabels: {app: big}}
+  template:
+    metadata: {labels: {app: big}}
+    spec: {containers: [{name: app, resources: {requests: {cpu: 10m}}}]}
+"#,
+    )
+    .unwrap();
+    assert_eq!(m.pending_pods.len(), 1000);
+    // Sorted by name, as strings.
+    assert_eq!(m.pending_pods[0].key.name, "big-0");
+    assert_eq!(m.pending_pods[1].key.name, "big-1");
+    assert_eq!(m.pending_pods[2].key.name, "big-10");
+}
+
+#[test]
+fn karpenter_kinds_are_converted_by_the_crd_module() {
+    let m = load_paths(&[fixture("karpenter.yaml")]).unwrap();
+    let pools: Vec<(&str, i32)> = m
+        .nodepools
+        .iter()
+        .map(|p| (p.name.as_str(), p.weight))
+        .collect();
+    assert_eq!(pools, [("alpha", 0), ("zeta", 10)]);
+    assert_eq!(m.node_classes, ["default"]);
+    assert!(m.warnings.is_empty(), "{:?}", m.warnings);
+
+    let Err(e) = load_str(
+        "pools.yaml",
+        "apiVersion: karpenter.sh/v1beta1\nkind: NodePool\nmetadata: {name: old}\n---\napiVersion: karpenter.sh/v1\nkind: NodePool\nmetadata: {name: bad}\nspec:\n  template:\n    spec:\n      nodeClassRef: {group: karpenter.k8s.aws, kind: EC2NodeClass, name: default}\n      requirements: [{key: karpenter.sh/capacity-type, operator: Near, values: [spot]}]\n",
+    ) else {
+        panic!("an invalid NodePool loaded")
+    };
+    let rendered = e.to_string();
+    assert!(rendered.contains("pools.yaml: NodePool old: apiVersion: apiVersion karpenter.sh/v1beta1 is not supported for NodePool; kerf reads karpenter.sh/v1"), "{rendered}");
+    assert!(
+        rendered.contains("pools.yaml: NodePool bad: spec.template.spec.requirements"),
+        "{rendered}"
+    );
+}
+
+#[test]
+fn the_examples_load() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let m = load_paths(&[examples.join("cluster.yaml")]).unwrap_or_else(|e| panic!("{e}"));
+    assert!(!m.nodepools.is_empty() && !m.pending_pods.is_empty());
+    let m = load_paths(&[examples.join("large-1000-pods.yaml")]).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(m.pending_pods.len(), 1000);
+}

@@ -1,0 +1,2 @@
+mod crds;
+mod load;
