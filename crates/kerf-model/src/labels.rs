@@ -46,14 +46,16 @@ pub fn is_instance_defined(key: &str) -> bool {
 }
 
 /// Label domains Karpenter forbids in NodePool template labels and requirements
-/// (`karpenter.sh/v1` restricted labels), except for the keys it explicitly allows.
+/// (`karpenter.sh/v1` restricted labels): the `kubernetes.io`, `k8s.io` and `karpenter.sh`
+/// domains, except the well-known keys it allows and the domains it exempts
+/// (`node.kubernetes.io`, `node-restriction.kubernetes.io`, `kops.k8s.io`).
 pub fn is_restricted_label(key: &str) -> bool {
     const RESTRICTED_EXACT: [&str; 4] = [NODEPOOL, HOSTNAME, INITIALIZED, REGISTERED];
     if RESTRICTED_EXACT.contains(&key) {
         return true;
     }
     let domain = key.split_once('/').map(|(d, _)| d).unwrap_or("");
-    let restricted_domain = |d: &str| domain == d || domain.ends_with(&format!(".{d}"));
+    let in_domain = |d: &str| domain == d || domain.ends_with(&format!(".{d}"));
     let allowed = matches!(
         key,
         ARCH | OS
@@ -61,13 +63,39 @@ pub fn is_restricted_label(key: &str) -> bool {
             | ZONE
             | REGION
             | CAPACITY_TYPE
-            | "node.kubernetes.io/windows-build"
             | "topology.kubernetes.io/zone-id"
     ) || key.starts_with("karpenter.k8s.aws/")
-        || domain == "node-restriction.kubernetes.io"
-        || domain.ends_with(".node-restriction.kubernetes.io");
-    !allowed
-        && (restricted_domain("kubernetes.io")
-            || restricted_domain("k8s.io")
-            || restricted_domain("karpenter.sh"))
+        || in_domain("node.kubernetes.io")
+        || in_domain("node-restriction.kubernetes.io")
+        || in_domain("kops.k8s.io");
+    !allowed && (in_domain("kubernetes.io") || in_domain("k8s.io") || in_domain("karpenter.sh"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restricted_labels_follow_karpenter() {
+        for ok in [
+            ZONE,
+            ARCH,
+            CAPACITY_TYPE,
+            "node.kubernetes.io/lifecycle",
+            "kops.k8s.io/group",
+            "team",
+            "example.com/x",
+        ] {
+            assert!(!is_restricted_label(ok), "{ok}");
+        }
+        for bad in [
+            NODEPOOL,
+            HOSTNAME,
+            "kubernetes.io/custom",
+            "karpenter.sh/anything",
+            "foo.k8s.io/x",
+        ] {
+            assert!(is_restricted_label(bad), "{bad}");
+        }
+    }
 }

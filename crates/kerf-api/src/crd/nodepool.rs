@@ -268,22 +268,6 @@ fn normalized_key(key: &str) -> &str {
 /// and `kops.k8s.io` from its restricted domains (`LabelDomainExceptions` in
 /// `pkg/apis/v1/labels.go`), so `node.kubernetes.io/lifecycle` is a valid pool label; the
 /// model's rule does not know all of those exceptions yet, so they are applied here first.
-fn is_restricted(key: &str) -> bool {
-    use kerf_model::labels::{HOSTNAME, NODEPOOL, is_restricted_label};
-    if key == NODEPOOL || key == HOSTNAME {
-        return true;
-    }
-    let domain = key.split_once('/').map_or("", |(d, _)| d);
-    let excepted = [
-        "kops.k8s.io",
-        "node.kubernetes.io",
-        "node-restriction.kubernetes.io",
-    ]
-    .iter()
-    .any(|e| domain == *e || domain.ends_with(&format!(".{e}")));
-    !excepted && is_restricted_label(key)
-}
-
 const WELL_KNOWN_HINT: &str = "use a well-known label (kubernetes.io/arch, kubernetes.io/os, \
      node.kubernetes.io/instance-type, topology.kubernetes.io/zone, \
      topology.kubernetes.io/region, karpenter.sh/capacity-type, karpenter.k8s.aws/instance-*) \
@@ -305,7 +289,7 @@ pub fn nodepool_to_model(np: &NodePool) -> Result<kerf_model::NodePool, Vec<Fiel
         let field = format!("spec.template.metadata.labels[{key}]");
         if let Some(why) = qualified_name_problem(key) {
             errs.push(&field, why);
-        } else if is_restricted(normalized_key(key)) {
+        } else if kerf_model::labels::is_restricted_label(normalized_key(key)) {
             errs.push(
                 &field,
                 format!("label {key:?} is restricted; {WELL_KNOWN_HINT}"),
@@ -458,7 +442,7 @@ fn convert_requirements(
         let key = normalized_key(&r.key);
         if let Some(why) = qualified_name_problem(&r.key) {
             errs.push(format!("{at}.key"), why);
-        } else if is_restricted(key) {
+        } else if kerf_model::labels::is_restricted_label(key) {
             errs.push(
                 format!("{at}.key"),
                 format!("label {:?} is restricted; {WELL_KNOWN_HINT}", r.key),
