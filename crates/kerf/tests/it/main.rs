@@ -1,0 +1,3 @@
+//! Integration tests for the `kerf` command.
+
+mod scenarios;
