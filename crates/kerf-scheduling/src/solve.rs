@@ -94,8 +94,8 @@ struct Effective {
 /// Where a pod would go.
 enum Target {
     Node(usize),
-    Claim(usize),
-    NewClaim(ClaimState),
+    Claim(usize, ClaimFit),
+    NewClaim(ClaimState, ClaimFit),
 }
 
 /// The result of fitting a pod into a claim.
@@ -413,7 +413,7 @@ impl<'a> Solver<'a> {
             let eff = self.effective(p, relax);
             match self.find_target(p, &eff) {
                 Ok(target) => {
-                    self.commit(p, &eff, target);
+                    self.commit(p, target);
                     return Ok(());
                 }
                 Err(reason) => match relax.next(pod) {
@@ -557,8 +557,8 @@ impl<'a> Solver<'a> {
             }
         }
         for (c, claim) in self.claims.iter().enumerate() {
-            if self.claim_fit(p, eff, claim).is_ok() {
-                return Ok(Target::Claim(c));
+            if let Ok(fit) = self.claim_fit(p, eff, claim) {
+                return Ok(Target::Claim(c, fit));
             }
         }
         let mut reasons = Vec::new();
@@ -584,7 +584,7 @@ impl<'a> Solver<'a> {
                 continue;
             }
             match self.claim_fit(p, eff, &claim) {
-                Ok(_) => return Ok(Target::NewClaim(claim)),
+                Ok(fit) => return Ok(Target::NewClaim(claim, fit)),
                 Err(r) => reasons.push((pool.nodepool, r)),
             }
         }
@@ -817,7 +817,7 @@ impl<'a> Solver<'a> {
         })
     }
 
-    fn commit(&mut self, p: usize, eff: &Effective, target: Target) {
+    fn commit(&mut self, p: usize, target: Target) {
         let pod = &self.input.pods[p];
         let (claim_idx, fit) = match target {
             Target::Node(i) => {
@@ -829,22 +829,13 @@ impl<'a> Solver<'a> {
                 let node = &self.input.nodes[i];
                 self.record(
                     p,
-                    eff,
                     |key| node.labels.get(key).cloned(),
                     |spec| node_passes_filter(spec, node),
                 );
                 return;
             }
-            Target::Claim(c) => {
-                let fit = self
-                    .claim_fit(p, eff, &self.claims[c])
-                    .expect("fit was just checked");
-                (c, fit)
-            }
-            Target::NewClaim(claim) => {
-                let fit = self
-                    .claim_fit(p, eff, &claim)
-                    .expect("fit was just checked");
+            Target::Claim(c, fit) => (c, fit),
+            Target::NewClaim(claim, fit) => {
                 self.claims.push(claim);
                 (self.claims.len() - 1, fit)
             }
@@ -862,17 +853,17 @@ impl<'a> Solver<'a> {
         claim.requests.add(&pod.requests);
         claim.host_ports.extend(pod.host_ports.iter().cloned());
         claim.pods.push(p);
-        let claim = self.claims[claim_idx].clone();
+        // Only the domain-defining parts are needed; cloning the whole claim (its pod list
+        // grows with every commit) would make filling a claim quadratic.
+        let hostname = claim.hostname.clone();
+        let reqs = claim.reqs.clone();
         self.record(
             p,
-            eff,
             |key| {
                 if key == labels::HOSTNAME {
-                    Some(claim.hostname.clone())
+                    Some(hostname.clone())
                 } else {
-                    claim
-                        .reqs
-                        .get(key)
+                    reqs.get(key)
                         .and_then(|r| r.single_value())
                         .map(str::to_string)
                 }
@@ -886,11 +877,9 @@ impl<'a> Solver<'a> {
     fn record(
         &mut self,
         p: usize,
-        eff: &Effective,
         domain: impl Fn(&str) -> Option<String>,
         passes: impl Fn(&crate::topology::GroupSpec) -> bool,
     ) {
-        let _ = eff;
         let pg = &self.pod_groups[p];
         for &gi in &pg.selected_by {
             let g = &mut self.topology.groups[gi];
