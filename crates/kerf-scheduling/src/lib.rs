@@ -14,6 +14,7 @@ mod claim;
 mod explain;
 mod solve;
 mod topology;
+pub mod validate;
 
 use std::collections::BTreeMap;
 

@@ -1,3 +1,4 @@
 //! Integration tests for `kerf_scheduling::solve`.
 
 mod basics;
+mod properties;
