@@ -275,31 +275,16 @@ struct Loader {
 
 impl Loader {
     fn add_source(&mut self, source: &str, text: &str) -> Result<(), Error> {
-        let options = serde_saphyr::options! {
-            // The default budget suits configuration files; `helm template` output for a
-            // big cluster has thousands of documents and millions of nodes.
-            budget: serde_saphyr::budget! {
-                max_documents: 1_000_000,
-                max_nodes: 100_000_000,
-                max_events: 400_000_000,
-            },
-            with_snippet: false,
-        };
-        let documents: Vec<Value> = serde_saphyr::from_multiple_with_options(text, options)
-            .map_err(|e| Error::Yaml {
-                source_name: source.to_string(),
-                message: e.to_string(),
-            })?;
+        let documents = parse_documents(source, text)?;
         let source_idx = self.sources.len();
         self.sources.push(SourceError {
             source: source.to_string(),
             errors: Vec::new(),
         });
-        for (i, document) in documents.iter().enumerate() {
-            if document.is_null() {
-                continue;
+        for (label, document) in &documents {
+            if !document.is_null() {
+                self.add_object(source_idx, label, document);
             }
-            self.add_object(source_idx, &format!("document {}", i + 1), document);
         }
         Ok(())
     }
@@ -554,27 +539,17 @@ impl Loader {
                         .or_else(|| self.priority_classes.get(&class).copied());
                     match value {
                         Some(value) => staged.pod.priority = value,
-                        // Without any PriorityClass objects in the input the class's value
-                        // is unknown; the pod keeps priority 0 rather than failing the plan.
-                        None if self.priority_classes.is_empty() => {}
+                        // The class may exist in the cluster without being in the input;
+                        // the API server would resolve it, kerf can only say it did not.
                         None if !reported.insert((
                             staged.source,
                             staged.object.clone(),
                             class.clone(),
                         )) => {}
-                        None => {
-                            let known: Vec<&str> =
-                                self.priority_classes.keys().map(String::as_str).collect();
-                            let message = format!(
-                                "PriorityClass {class:?} is not among those read ({}); create it or set spec.priority",
-                                known.join(", ")
-                            );
-                            self.sources[staged.source].errors.push(FieldError::new(
-                                staged.object.clone(),
-                                format!("{}.priorityClassName", staged.spec_path),
-                                message,
-                            ));
-                        }
+                        None => manifests.warnings.push(format!(
+                            "{}: {}: {}.priorityClassName {class:?} is not among the PriorityClasses read; using priority 0",
+                            self.sources[staged.source].source, staged.object, staged.spec_path
+                        )),
                     }
                 }
             }
@@ -614,6 +589,51 @@ impl Loader {
             Err(Error::Invalid(invalid))
         }
     }
+}
+
+/// The documents of one source, each with a label saying where it is
+/// (`document 3 at line 41`).
+fn parse_documents(source: &str, text: &str) -> Result<Vec<(String, Value)>, Error> {
+    // `kubectl get -o json` output is JSON, which serde_json reads many times faster than
+    // a YAML parser; anything it cannot read goes to the YAML parser, whose errors are the
+    // ones reported (JSON is YAML).
+    if text.trim_start().starts_with('{') {
+        let json: Result<Vec<Value>, _> = serde_json::Deserializer::from_str(text)
+            .into_iter::<Value>()
+            .collect();
+        if let Ok(values) = json {
+            return Ok(values
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| (format!("document {}", i + 1), v))
+                .collect());
+        }
+    }
+    let options = serde_saphyr::options! {
+        // The default budget suits configuration files; `helm template` output for a big
+        // cluster has thousands of documents and millions of nodes.
+        budget: serde_saphyr::budget! {
+            max_documents: 1_000_000,
+            max_nodes: 100_000_000,
+            max_events: 400_000_000,
+        },
+        with_snippet: false,
+    };
+    // Each document keeps where it starts, so an error in a long `helm template` stream
+    // can say which document it is about even when the object has no name.
+    let documents: Vec<serde_saphyr::Spanned<Value>> =
+        serde_saphyr::from_multiple_with_options(text, options).map_err(|e| Error::Yaml {
+            source_name: source.to_string(),
+            message: e.to_string(),
+        })?;
+    Ok(documents
+        .into_iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let label = format!("document {} at line {}", i + 1, d.referenced.line());
+            (label, d.value)
+        })
+        .collect())
 }
 
 /// The object being converted, for converters that stage pods.

@@ -543,12 +543,27 @@ apiVersion: v1
 kind: Pod
 metadata: {name: c}
 spec: {priority: 0, containers: [{name: app}]}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: d}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: d}}
+  template:
+    metadata: {labels: {app: d}}
+    spec: {priorityClassName: elsewhere, containers: [{name: app}]}
 "#,
         expect![[r#"
             pending default/a owner=- priority=1000 requests: pods=1
             pending default/b owner=- priority=10 requests: pods=1
             pending default/c owner=- priority=0 requests: pods=1
+            pending default/d-0 owner=Deployment/d priority=0 requests: pods=1
+              labels: app=d
+            pending default/d-1 owner=Deployment/d priority=0 requests: pods=1
+              labels: app=d
             namespace default: kubernetes.io/metadata.name=default
+            warning: test.yaml: Deployment default/d: spec.template.spec.priorityClassName "elsewhere" is not among the PriorityClasses read; using priority 0
         "#]],
     );
 }
@@ -625,9 +640,9 @@ spec: {containers: [{name: app}]}
               test.yaml: Pod default/bad-quantity: spec.containers[0].resources.requests.memory: "-1Gi" is negative; resource quantities must be zero or more
               test.yaml: Deployment shop/negative: spec.replicas: -2 is negative; expected 0 or more
               test.yaml: Deployment shop/negative: spec.template.spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].operator: "Near" is not a node selector operator; expected one of In, NotIn, Exists, DoesNotExist, Gt, Lt
-              test.yaml: Pod (document 3): metadata.name: missing; every object needs a name (or metadata.generateName)
+              test.yaml: Pod (document 3 at line 26): metadata.name: missing; every object needs a name (or metadata.generateName)
               test.yaml: Pod default/typed: spec.priority: invalid type: string "high", expected i32
-              test.yaml: document 5: apiVersion: missing; every Kubernetes object needs a string apiVersion and kind, e.g. apiVersion: v1, kind: Pod
+              test.yaml: document 5 at line 38: apiVersion: missing; every Kubernetes object needs a string apiVersion and kind, e.g. apiVersion: v1, kind: Pod
               test.yaml: Deployment default/old: apiVersion: apiVersion apps/v1beta2 is not supported for Deployment; kerf reads apps/v1
               test.yaml: Pod default/bad-constraints: spec.tolerations[0].operator: an empty key needs operator Exists (which tolerates every taint)
               test.yaml: Pod default/bad-constraints: spec.topologySpreadConstraints[0].maxSkew: 0 is not valid; maxSkew must be at least 1
@@ -635,7 +650,7 @@ spec: {containers: [{name: app}]}
               test.yaml: Pod default/bad-constraints: spec.affinity.podAntiAffinity.preferredDuringSchedulingIgnoredDuringExecution[0].weight: 500 is out of range; a preference weight is 1 to 100
               test.yaml: Pod default/bad-constraints: spec.affinity.podAntiAffinity.preferredDuringSchedulingIgnoredDuringExecution[0].podAffinityTerm.labelSelector.matchExpressions[0].operator: "Gt" is not a label selector operator; expected one of In, NotIn, Exists, DoesNotExist
               test.yaml: Pod default/bad-constraints: spec.affinity.podAntiAffinity.preferredDuringSchedulingIgnoredDuringExecution[0].podAffinityTerm.topologyKey: must not be empty; e.g. kubernetes.io/hostname or topology.kubernetes.io/zone
-              test.yaml: Pod default/bad-quantity: metadata.name: defined twice: first in test.yaml document 1, again in test.yaml document 8
+              test.yaml: Pod default/bad-quantity: metadata.name: defined twice: first in test.yaml document 1 at line 2, again in test.yaml document 8 at line 59
         "#]],
     );
 }
@@ -793,4 +808,26 @@ fn the_examples_load() {
     assert!(!m.nodepools.is_empty() && !m.pending_pods.is_empty());
     let m = load_paths(&[examples.join("large-1000-pods.yaml")]).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(m.pending_pods.len(), 1000);
+}
+
+#[test]
+fn json_lists_and_flow_yaml_both_read() {
+    // `kubectl get -o json` output: a List, read by the JSON parser.
+    check(
+        r#"{"apiVersion": "v1", "kind": "List", "items": [
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "a"}},
+            {"apiVersion": "v1", "metadata": {"name": "b"}}
+        ]}"#,
+        expect![[r#"
+            error: 1 invalid field:
+              test.yaml: document 1 items[1]: kind: missing; every Kubernetes object needs a string apiVersion and kind, e.g. apiVersion: v1, kind: Pod
+        "#]],
+    );
+    // Flow-style YAML that is not JSON falls through to the YAML parser.
+    check(
+        "{apiVersion: v1, kind: Namespace, metadata: {name: a, labels: {team: x}}}\n",
+        expect![[r#"
+            namespace a: kubernetes.io/metadata.name=a,team=x
+        "#]],
+    );
 }
