@@ -52,7 +52,10 @@ pub enum Error {
         source: std::io::Error,
     },
     #[error("{source_name}: not valid YAML: {message}")]
-    Yaml { source_name: String, message: String },
+    Yaml {
+        source_name: String,
+        message: String,
+    },
     /// Every invalid object in every input, so one bad object does not hide the others.
     #[error("{}", render_invalid(.0))]
     Invalid(Vec<SourceError>),
