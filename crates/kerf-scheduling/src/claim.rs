@@ -14,6 +14,8 @@ pub(crate) struct Pool {
     pub types: Vec<usize>,
     /// Per entry of `types`: daemonset overhead on such a node.
     pub overhead: Vec<Resources>,
+    /// Per entry of `types`: host ports the DaemonSets running there bind.
+    pub daemon_ports: Vec<Vec<HostPort>>,
     /// Per entry of `types`: allocatable less daemonset overhead.
     pub avail: Vec<Resources>,
     /// Element-wise maximum of `avail`.

@@ -195,6 +195,9 @@ impl<'a> Solver<'a> {
                 let name = ds.owner.as_ref().map_or("", |o| o.name.as_str());
                 if !daemon_on_node[i].contains(name) && daemon_fits_node(ds, node) {
                     self.nodes[i].remaining.sub(&ds.requests);
+                    self.nodes[i]
+                        .host_ports
+                        .extend(ds.host_ports.iter().cloned());
                 }
             }
         }
@@ -217,10 +220,10 @@ impl<'a> Solver<'a> {
                 .filter(|(_, t)| type_compatible(t, &template))
                 .map(|(i, _)| i)
                 .collect();
-            let overhead: Vec<Resources> = types
+            let (overhead, daemon_ports): (Vec<Resources>, Vec<Vec<HostPort>>) = types
                 .iter()
                 .map(|&t| daemon_overhead(&input.daemonsets, np, &input.instance_types[t]))
-                .collect();
+                .unzip();
             let avail: Vec<Resources> = types
                 .iter()
                 .zip(&overhead)
@@ -244,6 +247,7 @@ impl<'a> Solver<'a> {
             }
             self.pools.push(Pool {
                 max_avail,
+                daemon_ports,
                 nodepool: np_idx,
                 template,
                 types,
@@ -660,7 +664,8 @@ impl<'a> Solver<'a> {
                     reqs.add(k, r.clone());
                 }
             }
-            let options = match self.filter_options(pool, claim, &reqs, &requests) {
+            let options = match self.filter_options(pool, claim, &reqs, &requests, &pod.host_ports)
+            {
                 Ok(o) => o,
                 Err(e) => {
                     last_err = e;
@@ -681,6 +686,7 @@ impl<'a> Solver<'a> {
         claim: &ClaimState,
         reqs: &Requirements,
         requests: &Resources,
+        pod_ports: &[HostPort],
     ) -> Result<Vec<usize>, String> {
         let types = &self.input.instance_types;
         let compatible: Vec<usize> = claim
@@ -692,6 +698,32 @@ impl<'a> Solver<'a> {
         if compatible.is_empty() {
             return Err(format!("no instance type satisfies {reqs}"));
         }
+        // A DaemonSet pod binding the same host port would run on such a node too.
+        let compatible: Vec<usize> = if pod_ports.is_empty() {
+            compatible
+        } else {
+            let free: Vec<usize> = compatible
+                .iter()
+                .copied()
+                .filter(|&o| !ports_conflict(&pool.daemon_ports[o], pod_ports))
+                .collect();
+            if free.is_empty() {
+                let taken: Vec<String> = pod_ports
+                    .iter()
+                    .filter(|p| {
+                        pool.daemon_ports[compatible[0]]
+                            .iter()
+                            .any(|d| d.conflicts(p))
+                    })
+                    .map(|p| format!("{}/{}", p.port, p.protocol))
+                    .collect();
+                return Err(format!(
+                    "host port {} is bound by a DaemonSet that would run on the node",
+                    taken.join(", ")
+                ));
+            }
+            free
+        };
         let fitting: Vec<usize> = compatible
             .iter()
             .copied()
@@ -790,7 +822,7 @@ impl<'a> Solver<'a> {
                 }
                 let mut narrowed = reqs.clone();
                 narrowed.add(key, Requirement::single(d.clone()));
-                match self.filter_options(pool, claim, &narrowed, requests) {
+                match self.filter_options(pool, claim, &narrowed, requests, &[]) {
                     Ok(o) => {
                         chosen = Some((narrowed, o));
                         break;
@@ -1016,12 +1048,17 @@ fn daemon_fits_node(ds: &Pod, node: &Node) -> bool {
 }
 
 /// Requests of the DaemonSets whose pods would run on a node of this pool and type.
-fn daemon_overhead(daemonsets: &[Pod], np: &kerf_model::NodePool, t: &InstanceType) -> Resources {
+fn daemon_overhead(
+    daemonsets: &[Pod],
+    np: &kerf_model::NodePool,
+    t: &InstanceType,
+) -> (Resources, Vec<HostPort>) {
     let mut node_reqs = np.template_requirements();
     for (k, v) in &t.labels {
         node_reqs.add(k.clone(), Requirement::single(v.clone()));
     }
     let mut total = Resources::new();
+    let mut ports = Vec::new();
     for ds in daemonsets {
         if first_untolerated(&np.taints, &ds.tolerations).is_some() {
             continue;
@@ -1034,7 +1071,8 @@ fn daemon_overhead(daemonsets: &[Pod], np: &kerf_model::NodePool, t: &InstanceTy
             });
         if affine {
             total.add(&ds.requests);
+            ports.extend(ds.host_ports.iter().cloned());
         }
     }
-    total
+    (total, ports)
 }

@@ -101,3 +101,35 @@ fn too_big_pod_is_explained() {
         "nodepool default: needs cpu=64 but the largest compatible instance type, large, has 8 allocatable after daemonset overhead"
     );
 }
+
+#[test]
+fn daemonset_host_ports_are_reserved_on_new_nodes() {
+    use kerf_model::pod::{HostPort, Owner};
+    let port = HostPort {
+        port: 8080,
+        protocol: "TCP".into(),
+        host_ip: String::new(),
+    };
+    let mut ds = pod("node-exporter", "100m", "64Mi");
+    ds.owner = Some(Owner {
+        kind: "DaemonSet".into(),
+        name: "node-exporter".into(),
+    });
+    ds.host_ports.push(port.clone());
+    let mut web = pod("web", "1", "1Gi");
+    web.host_ports.push(port);
+    let input = Input {
+        pods: vec![web],
+        nodepools: vec![NodePool::new("default")],
+        instance_types: vec![it("large", "8", "16Gi", 0.4)],
+        daemonsets: vec![ds],
+        ..Input::default()
+    };
+    let plan = solve(&input, &Config::default());
+    assert!(plan.new_claims.is_empty());
+    assert_eq!(
+        plan.unschedulable[0].reason,
+        "nodepool default: host port 8080/TCP is bound by a DaemonSet that would run on the node"
+    );
+    assert!(kerf_scheduling::validate::validate(&input, &plan).is_empty());
+}

@@ -83,8 +83,8 @@ struct DaemonSpec {
     mem: u8,
     tolerate_all: bool,
     amd64_only: bool,
-    /// 0 none, 1 port 9100, 2 port 8080 (the port deployments use). The generator draws
-    /// only 0 and 1 for now: `solve` does not yet reserve DaemonSet host ports, so 2 fails.
+    /// 0 none, 1 port 9100, 2 port 8080 (the port deployments use, so pods and the
+    /// DaemonSet compete for it).
     host_port: u8,
 }
 
@@ -189,7 +189,7 @@ fn node_spec() -> impl Strategy<Value = NodeSpec> {
 }
 
 fn daemon_spec() -> impl Strategy<Value = DaemonSpec> {
-    (0..4u8, 0..4u8, any::<bool>(), any::<bool>(), 0..2u8).prop_map(
+    (0..4u8, 0..4u8, any::<bool>(), any::<bool>(), 0..3u8).prop_map(
         |(cpu, mem, tolerate_all, amd64_only, host_port)| DaemonSpec {
             cpu,
             mem,
