@@ -47,10 +47,20 @@ impl NodePool {
     }
 
     /// Requirements plus the template labels, each as `In [value]`: everything a node of
-    /// this pool is known to satisfy before an instance type is chosen.
+    /// this pool is known to satisfy before an instance type is chosen. A pool that says
+    /// nothing about `karpenter.sh/capacity-type` launches on-demand, as Karpenter does:
+    /// spot must be asked for.
     pub fn template_requirements(&self) -> Requirements {
-        self.requirements
-            .intersection(&Requirements::from_labels(&self.labels))
+        let mut reqs = self
+            .requirements
+            .intersection(&Requirements::from_labels(&self.labels));
+        if reqs.get(crate::labels::CAPACITY_TYPE).is_none() {
+            reqs.add(
+                crate::labels::CAPACITY_TYPE,
+                crate::Requirement::single(crate::labels::CAPACITY_TYPE_ON_DEMAND),
+            );
+        }
+        reqs
     }
 }
 

@@ -35,6 +35,15 @@ pub(crate) fn too_big(
             .iter()
             .map(|&o| (pool.avail[o].get(name), &types[pool.types[o]].name))
             .max_by(|a, b| a.0.cmp(&b.0).then_with(|| b.1.cmp(a.1)));
+        if let Some((most, _)) = best
+            && most <= kerf_model::Quantity::ZERO
+            && need > kerf_model::Quantity::ZERO
+        {
+            return format!(
+                "needs {name}={} but no compatible instance type offers {name}",
+                Resources::render(name, need)
+            );
+        }
         if let Some((most, type_name)) = best
             && most < need
         {

@@ -525,6 +525,11 @@ impl<'a> Solver<'a> {
                             ));
                         }
                     } else if g.count(d) == 0 {
+                        if d.starts_with("<claim-") {
+                            return Err(format!(
+                                "pod affinity on {key}: a new node would run no matching pod"
+                            ));
+                        }
                         return Err(format!("pod affinity on {key}: no matching pod in {d}"));
                     }
                 }
@@ -749,10 +754,22 @@ impl<'a> Solver<'a> {
                     })
                     .collect();
                 if within.is_empty() {
-                    let np = &self.input.nodepools[pool.nodepool];
+                    let left: Vec<String> = limits
+                        .iter()
+                        .map(|(k, limit)| {
+                            format!(
+                                "{k} limit {}, {} left",
+                                Resources::render(k, limit),
+                                Resources::render(
+                                    k,
+                                    remaining.get(k).max(kerf_model::Quantity::ZERO)
+                                )
+                            )
+                        })
+                        .collect();
                     return Err(format!(
-                        "limits {} would be exceeded (remaining {})",
-                        np.limits, remaining
+                        "the NodePool's limits would be exceeded by any instance type that fits ({})",
+                        left.join("; ")
                     ));
                 }
                 within
@@ -813,6 +830,7 @@ impl<'a> Solver<'a> {
                     .map(|&g| self.topology.groups[g].count(d))
                     .sum::<i32>()
             });
+            let n_candidates = ordered.len();
             let mut last_err = format!("no value of {key} is possible");
             let mut chosen = None;
             for d in ordered {
@@ -830,7 +848,13 @@ impl<'a> Solver<'a> {
                     Err(e) => last_err = e,
                 }
             }
-            let (narrowed, o) = chosen.ok_or(last_err)?;
+            let (narrowed, o) = chosen.ok_or_else(|| {
+                if n_candidates > 1 {
+                    format!("none of the {n_candidates} possible values of {key} works; the last: {last_err}")
+                } else {
+                    last_err
+                }
+            })?;
             reqs = narrowed;
             options = o;
         }
