@@ -365,20 +365,6 @@ mod tests {
     }
 
     #[test]
-    fn is_sorted_by_name_without_duplicates_and_deterministic() {
-        let types = instance_types();
-        for pair in types.windows(2) {
-            assert!(
-                pair[0].name < pair[1].name,
-                "{} / {}",
-                pair[0].name,
-                pair[1].name
-            );
-        }
-        assert_eq!(types, instance_types());
-    }
-
-    #[test]
     fn every_type_has_six_available_offerings() {
         for t in instance_types() {
             assert_eq!(t.offerings.len(), 6, "{}", t.name);

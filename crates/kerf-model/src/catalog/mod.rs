@@ -39,6 +39,7 @@ mod tests {
                 types.windows(2).all(|w| w[0].name < w[1].name),
                 "{name} is not sorted by name"
             );
+            assert_eq!(types, by_name(name).unwrap(), "{name} is not deterministic");
         }
     }
 
