@@ -78,17 +78,6 @@ impl Pod {
     pub fn is_daemon(&self) -> bool {
         self.owner.as_ref().is_some_and(|o| o.kind == "DaemonSet")
     }
-
-    /// Whether the pod carries any soft constraint that may be relaxed.
-    pub fn has_preferences(&self) -> bool {
-        !self.node_affinity.preferred.is_empty()
-            || !self.preferred_affinity.is_empty()
-            || !self.preferred_anti_affinity.is_empty()
-            || self
-                .topology_spread
-                .iter()
-                .any(|t| t.when_unsatisfiable == WhenUnsatisfiable::ScheduleAnyway)
-    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

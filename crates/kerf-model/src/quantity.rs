@@ -33,19 +33,6 @@ impl Quantity {
         Quantity(milli)
     }
 
-    pub const fn milli(self) -> i64 {
-        self.0
-    }
-
-    /// Whole base units, rounded up.
-    pub fn units_ceil(self) -> i64 {
-        (self.0 + 999).div_euclid(1000)
-    }
-
-    pub fn as_f64_units(self) -> f64 {
-        self.0 as f64 / 1000.0
-    }
-
     /// Parses the Kubernetes quantity grammar: a signed decimal number with an optional
     /// binary suffix (Ki Mi Gi Ti Pi Ei), decimal suffix (n u m "" k M G T P E) or
     /// exponent (`e3`, `E-2`).
@@ -142,11 +129,6 @@ impl Quantity {
             }
         }
         format!("{bytes}")
-    }
-
-    /// Renders a plain count: `7`, or `1500m` when fractional.
-    pub fn to_count_string(self) -> String {
-        self.to_cpu_string()
     }
 }
 

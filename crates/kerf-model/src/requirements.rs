@@ -395,10 +395,6 @@ impl Requirements {
         self.0.keys().map(String::as_str)
     }
 
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -424,14 +420,6 @@ impl Requirements {
             out.add(k.clone(), r.clone());
         }
         out
-    }
-
-    /// The first key whose requirement no node can satisfy.
-    pub fn first_empty(&self) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(_, r)| r.is_empty())
-            .map(|(k, _)| k.as_str())
     }
 
     /// Whether a node with exactly these labels satisfies every requirement.

@@ -134,14 +134,3 @@ impl fmt::Display for Resources {
         Ok(())
     }
 }
-
-impl FromIterator<(String, Quantity)> for Resources {
-    fn from_iter<T: IntoIterator<Item = (String, Quantity)>>(iter: T) -> Self {
-        let mut r = Resources::new();
-        for (k, v) in iter {
-            let sum = r.get(&k) + v;
-            r.set(&k, sum);
-        }
-        r
-    }
-}

@@ -60,7 +60,6 @@ pub(crate) fn too_big(
 /// The reason for an unplaceable pod: what each NodePool said.
 pub(crate) fn unschedulable(
     input: &Input,
-    _pod: usize,
     pool_reasons: &[(usize, String)],
     n_nodes: usize,
 ) -> String {

@@ -599,7 +599,6 @@ impl<'a> Solver<'a> {
         }
         Err(explain::unschedulable(
             self.input,
-            p,
             &reasons,
             self.nodes.len(),
         ))
