@@ -9,6 +9,7 @@
 pub mod crd;
 pub mod error;
 pub mod load;
+mod names;
 
 pub use error::{Error, FieldError};
 pub use load::{Manifests, load_paths, load_str};

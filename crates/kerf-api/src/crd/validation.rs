@@ -2,6 +2,7 @@
 //! collector so that validation reports every problem in an object at once.
 
 use crate::FieldError;
+use crate::names::{is_dns_subdomain, is_label_name};
 
 /// Every error found in one object, each tagged with the object it belongs to.
 pub(crate) struct Errors {
@@ -24,37 +25,6 @@ impl Errors {
 }
 
 const LABEL_VALUE_MAX: usize = 63;
-const DNS_SUBDOMAIN_MAX: usize = 253;
-
-fn is_alnum(c: char) -> bool {
-    c.is_ascii_alphanumeric()
-}
-
-/// `([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]`, the shape of a label value and of the name
-/// part of a qualified name.
-fn is_name_part(s: &str) -> bool {
-    let (Some(first), Some(last)) = (s.chars().next(), s.chars().last()) else {
-        return false;
-    };
-    is_alnum(first)
-        && is_alnum(last)
-        && s.chars()
-            .all(|c| is_alnum(c) || matches!(c, '-' | '_' | '.'))
-}
-
-/// A lowercase RFC 1123 subdomain: dot-separated labels of `[a-z0-9-]`, each starting
-/// and ending alphanumeric.
-fn is_dns_subdomain(s: &str) -> bool {
-    s.len() <= DNS_SUBDOMAIN_MAX
-        && s.split('.').all(|label| {
-            !label.is_empty()
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-                && label
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        })
-}
 
 /// Why `key` is not a Kubernetes qualified name (`[prefix/]name`), as Kubernetes'
 /// `validation.IsQualifiedName` explains it; `None` when it is one.
@@ -85,7 +55,7 @@ pub(crate) fn qualified_name_problem(key: &str) -> Option<String> {
             name.len()
         ));
     }
-    if !is_name_part(name) {
+    if !is_label_name(name) {
         return Some(format!("{key:?} is not a qualified name; {SHAPE}"));
     }
     None
@@ -102,7 +72,7 @@ pub(crate) fn label_value_problem(value: &str) -> Option<String> {
             value.len()
         ));
     }
-    if !is_name_part(value) {
+    if !is_label_name(value) {
         return Some(format!(
             "{value:?} is not a label value: use alphanumerics, '-', '_' or '.', starting and \
              ending alphanumeric"

@@ -3,6 +3,8 @@
 //! The API server would reject a malformed label; kerf rejects it too, so a plan never
 //! rests on an object the cluster would refuse.
 
+use crate::names::{is_dns_subdomain, is_label_name};
+
 /// What is wrong with a label key (`[prefix/]name`), if anything.
 pub(crate) fn label_key_problem(key: &str) -> Option<String> {
     let (prefix, name) = match key.split_once('/') {
@@ -31,32 +33,6 @@ pub(crate) fn label_value_problem(value: &str) -> Option<String> {
             "label value {value:?} is not valid: it must be empty or 1-63 characters of letters, digits, '-', '_' or '.', starting and ending with a letter or digit"
         )
     })
-}
-
-fn is_label_name(s: &str) -> bool {
-    let bytes = s.as_bytes();
-    !bytes.is_empty()
-        && bytes.len() <= 63
-        && bytes[0].is_ascii_alphanumeric()
-        && bytes[bytes.len() - 1].is_ascii_alphanumeric()
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-}
-
-fn is_dns_subdomain(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 253
-        && s.split('.').all(|label| {
-            let bytes = label.as_bytes();
-            !bytes.is_empty()
-                && bytes.len() <= 63
-                && bytes[0].is_ascii_alphanumeric()
-                && bytes[bytes.len() - 1].is_ascii_alphanumeric()
-                && bytes
-                    .iter()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
-        })
 }
 
 /// `path.key`, or `path["key"]` when the key would read as more path (`nvidia.com/gpu`).
