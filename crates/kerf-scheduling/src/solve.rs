@@ -1,7 +1,7 @@
 //! The provisioning loop: pods in Karpenter's order, each onto the first existing node,
 //! open claim or new claim that takes it, relaxing preferences only when nothing does.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use kerf_model::labels;
 use kerf_model::pod::HostPort;
@@ -89,6 +89,10 @@ struct Effective {
     terms: Vec<Requirements>,
     avoid_soft_taints: bool,
     groups: Vec<(usize, GroupUse)>,
+    /// Topology keys whose domain a target must have (or narrow to): those of the groups
+    /// above, of anti-affinity the pod must avoid, and of groups that count it. Computed
+    /// once per attempt, not per candidate node or claim.
+    keys: BTreeSet<String>,
 }
 
 /// Where a pod would go.
@@ -124,6 +128,8 @@ struct Solver<'a> {
     /// Preferred node-affinity terms per pod, heaviest first.
     node_preferences: Vec<Vec<Requirements>>,
     unschedulable: Vec<(usize, String)>,
+    /// Node name → index in `Input::nodes`, so binding pods to nodes is not quadratic.
+    node_index: BTreeMap<&'a str, usize>,
 }
 
 /// Keys a claim may take from a pod's requirements: those its NodePool defines, and the
@@ -144,6 +150,12 @@ impl<'a> Solver<'a> {
             pod_groups: Vec::new(),
             node_preferences: Vec::new(),
             unschedulable: Vec::new(),
+            node_index: input
+                .nodes
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (n.name.as_str(), i))
+                .collect(),
         };
         solver.init_nodes();
         solver.init_pools();
@@ -174,7 +186,7 @@ impl<'a> Solver<'a> {
                 placed: Vec::new(),
             })
             .collect();
-        let node_idx = |name: &str| input.nodes.iter().position(|n| n.name == name);
+        let node_idx = |name: &str| self.node_index.get(name).copied();
         let mut daemon_on_node: Vec<BTreeSet<&str>> = vec![BTreeSet::new(); input.nodes.len()];
         for pod in &input.bound_pods {
             let Some(i) = pod.node_name.as_deref().and_then(node_idx) else {
@@ -305,7 +317,8 @@ impl<'a> Solver<'a> {
             let Some(node) = p
                 .node_name
                 .as_deref()
-                .and_then(|n| input.nodes.iter().find(|x| x.name == n))
+                .and_then(|n| self.node_index.get(n))
+                .map(|&i| &input.nodes[i])
             else {
                 continue;
             };
@@ -462,23 +475,19 @@ impl<'a> Solver<'a> {
         {
             groups.push((g, GroupUse::AntiAffinity));
         }
-        Effective {
-            terms,
-            avoid_soft_taints: relax.avoid_soft_taints,
-            groups,
-        }
-    }
-
-    /// Topology keys this attempt must know the domain of.
-    fn topology_keys(&self, p: usize, eff: &Effective) -> BTreeSet<&str> {
-        let pg = &self.pod_groups[p];
-        eff.groups
+        let keys = groups
             .iter()
             .map(|(g, _)| *g)
             .chain(pg.avoided_by.iter().copied())
             .chain(pg.selected_by.iter().copied())
-            .map(|g| self.topology.groups[g].spec.key.as_str())
-            .collect()
+            .map(|g| self.topology.groups[g].spec.key.clone())
+            .collect();
+        Effective {
+            terms,
+            avoid_soft_taints: relax.avoid_soft_taints,
+            groups,
+            keys,
+        }
     }
 
     /// Whether the pod may go into `domain` (`None`: the node lacks the key) for `key`.
@@ -626,7 +635,7 @@ impl<'a> Solver<'a> {
         if ports_conflict(&state.host_ports, &pod.host_ports) {
             return Err("host port in use".into());
         }
-        for key in self.topology_keys(p, eff) {
+        for key in eff.keys.iter().map(String::as_str) {
             self.check_domain(p, eff, key, node.labels.get(key).map(String::as_str))?;
         }
         Ok(())
@@ -793,7 +802,7 @@ impl<'a> Solver<'a> {
     ) -> Result<ClaimFit, String> {
         let pool = &self.pools[claim.pool];
         let types = &self.input.instance_types;
-        for key in self.topology_keys(p, eff) {
+        for key in eff.keys.iter().map(String::as_str) {
             if key == labels::HOSTNAME {
                 self.check_domain(p, eff, key, Some(&claim.hostname))?;
                 continue;
