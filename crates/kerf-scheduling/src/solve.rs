@@ -581,6 +581,15 @@ impl<'a> Solver<'a> {
         }
         let mut reasons = Vec::new();
         for (pi, pool) in self.pools.iter().enumerate() {
+            if let Some(limits) = &pool.remaining_limits
+                && limits.get(kerf_model::resources::NODES) < kerf_model::Quantity::from_units(1)
+                && self.input.nodepools[pool.nodepool]
+                    .limits
+                    .contains(kerf_model::resources::NODES)
+            {
+                reasons.push((pool.nodepool, "limit on nodes reached".to_string()));
+                continue;
+            }
             let claim = ClaimState {
                 pool: pi,
                 reqs: pool.template.clone(),
@@ -592,15 +601,6 @@ impl<'a> Solver<'a> {
                 hostname: format!("<claim-{}>", self.claims.len()),
                 max_avail: pool.max_avail.clone(),
             };
-            if let Some(limits) = &pool.remaining_limits
-                && limits.get(kerf_model::resources::NODES) < kerf_model::Quantity::from_units(1)
-                && self.input.nodepools[pool.nodepool]
-                    .limits
-                    .contains(kerf_model::resources::NODES)
-            {
-                reasons.push((pool.nodepool, "limit on nodes reached".to_string()));
-                continue;
-            }
             match self.claim_fit(p, eff, &claim) {
                 Ok(fit) => return Ok(Target::NewClaim(claim, fit)),
                 Err(r) => reasons.push((pool.nodepool, r)),
