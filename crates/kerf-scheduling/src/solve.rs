@@ -848,7 +848,8 @@ impl<'a> Solver<'a> {
                 }
                 let mut narrowed = reqs.clone();
                 narrowed.add(key, Requirement::single(d.clone()));
-                match self.filter_options(pool, claim, &narrowed, requests, &[]) {
+                let pod_ports = &self.input.pods[p].host_ports;
+                match self.filter_options(pool, claim, &narrowed, requests, pod_ports) {
                     Ok(o) => {
                         chosen = Some((narrowed, o));
                         break;

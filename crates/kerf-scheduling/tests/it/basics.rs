@@ -133,3 +133,54 @@ fn daemonset_host_ports_are_reserved_on_new_nodes() {
     );
     assert!(kerf_scheduling::validate::validate(&input, &plan).is_empty());
 }
+
+/// Regression (found by the property test in CI): narrowing a claim to a zone for a
+/// spread constraint re-filtered its instance types without the pod's host ports, so
+/// a type whose DaemonSet binds the same port came back and was launched.
+#[test]
+fn zone_narrowing_keeps_daemonset_host_ports_in_mind() {
+    use kerf_model::pod::{HostPort, Owner};
+    use kerf_model::requirements::{Requirement, Requirements};
+    let port = HostPort {
+        port: 8080,
+        protocol: "TCP".into(),
+        host_ip: String::new(),
+    };
+    let mut ds = pod("exporter", "100m", "64Mi");
+    ds.owner = Some(Owner {
+        kind: "DaemonSet".into(),
+        name: "exporter".into(),
+    });
+    ds.host_ports.push(port.clone());
+    let mut amd64_only = Requirements::new();
+    amd64_only.add(labels::ARCH, Requirement::single("amd64"));
+    ds.node_affinity.required.push(amd64_only);
+    let mut web = pod("web", "1", "1Gi");
+    web.host_ports.push(port);
+    web.labels.insert("app".into(), "web".into());
+    let mut sel = Labels::new();
+    sel.insert("app".into(), "web".into());
+    web.topology_spread.push(TopologySpread {
+        max_skew: 1,
+        topology_key: labels::ZONE.into(),
+        when_unsatisfiable: WhenUnsatisfiable::DoNotSchedule,
+        selector: LabelSelector::from_match_labels(&sel),
+        min_domains: None,
+        node_affinity_policy: InclusionPolicy::Honor,
+        node_taints_policy: InclusionPolicy::Ignore,
+    });
+    let mut arm = it("arm-large", "8", "16Gi", 0.5);
+    arm.labels.insert(labels::ARCH.into(), "arm64".into());
+    let input = Input {
+        pods: vec![web],
+        nodepools: vec![NodePool::new("default")],
+        instance_types: vec![it("amd-large", "8", "16Gi", 0.4), arm],
+        daemonsets: vec![ds],
+        ..Input::default()
+    };
+    let plan = solve(&input, &Config::default());
+    assert!(plan.unschedulable.is_empty(), "{:?}", plan.unschedulable);
+    assert_eq!(plan.new_claims[0].launch.instance_type, "arm-large");
+    assert_eq!(plan.new_claims[0].instance_type_options, ["arm-large"]);
+    assert!(kerf_scheduling::validate::validate(&input, &plan).is_empty());
+}
