@@ -11,6 +11,7 @@
 //! same plan. It does not launch anything and records no metrics; the caller does.
 
 mod claim;
+mod dense;
 mod explain;
 mod solve;
 mod topology;
