@@ -177,6 +177,8 @@ struct Solver<'a> {
     compat: RefCell<Memo<Rc<Bits>>>,
     /// (pool, key, hash of requirements) → values of the key the pool's types allow.
     values: RefCell<Memo<Rc<BTreeSet<String>>>>,
+    /// (pool, hash of requirements) → per option, its cheapest allowed offering.
+    offerings: RefCell<Memo<Rc<Vec<Option<usize>>>>>,
     /// Per pending pod: its class, shared by pods with identical constraints and requests.
     pod_class: Vec<usize>,
     /// (class, relaxation level) → how many leading nodes and claims refuse it for good.
@@ -234,6 +236,7 @@ impl<'a> Solver<'a> {
             pod_req: Vec::new(),
             compat: RefCell::default(),
             values: RefCell::default(),
+            offerings: RefCell::default(),
             pod_class: classes(&input.pods),
             cursors: BTreeMap::new(),
         };
@@ -1091,13 +1094,21 @@ impl<'a> Solver<'a> {
             reqs = narrowed;
             options = o;
         }
-        let mut reservation = Resources::new();
         let mut max_avail = Dense::default();
         for &o in &options {
-            reservation.max_with(&types[pool.types[o]].capacity);
             max_avail.max_with(&pool.avail_d[o]);
         }
-        reservation.add(&nodes_one());
+        // Only a pool with limits needs to know what the claim holds against them.
+        let reservation = if pool.remaining_limits.is_some() {
+            let mut r = Resources::new();
+            for &o in &options {
+                r.max_with(&types[pool.types[o]].capacity);
+            }
+            r.add(&nodes_one());
+            r
+        } else {
+            Resources::new()
+        };
         Ok(ClaimFit {
             reqs,
             options,
@@ -1202,8 +1213,7 @@ impl<'a> Solver<'a> {
             }
         }
         for claim in &self.claims {
-            plan.new_claims
-                .push(finish_claim(input, &self.pools[claim.pool], claim));
+            plan.new_claims.push(self.finish_claim(claim));
         }
         plan.unschedulable = self
             .unschedulable
@@ -1217,25 +1227,83 @@ impl<'a> Solver<'a> {
     }
 }
 
-/// Chooses the cheapest option and renders the claim.
-fn finish_claim(input: &Input, pool: &Pool, claim: &ClaimState) -> NewClaim {
+/// At most this many instance types go into a claim's options, cheapest first, as
+/// Karpenter's `MaxInstanceTypes` caps what a NodeClaim sends to the cloud. Claims whose
+/// requirements carry `minValues` keep every option, so truncation cannot break them.
+pub(crate) const MAX_INSTANCE_TYPES: usize = 60;
+
+impl Solver<'_> {
+    /// Per option of the pool: the cheapest offering (index into the type's offerings)
+    /// that `reqs` allows, memoized, since most claims share a few requirement sets.
+    fn cheapest_offerings(&self, pool: usize, reqs: &Requirements) -> Rc<Vec<Option<usize>>> {
+        let h = hash_of("offerings", reqs);
+        if let Some(v) = self
+            .offerings
+            .borrow()
+            .get(&(pool, h))
+            .and_then(|v| v.iter().find(|(r, _)| r == reqs))
+        {
+            return v.1.clone();
+        }
+        let cheapest = Rc::new(
+            self.pools[pool]
+                .types
+                .iter()
+                .map(|&t| {
+                    let t = &self.input.instance_types[t];
+                    t.cheapest_offering(reqs)
+                        .and_then(|best| t.offerings.iter().position(|o| std::ptr::eq(o, best)))
+                })
+                .collect(),
+        );
+        self.offerings
+            .borrow_mut()
+            .entry((pool, h))
+            .or_default()
+            .push((reqs.clone(), Rc::clone(&cheapest)));
+        cheapest
+    }
+
+    /// Chooses the cheapest option and renders the claim.
+    fn finish_claim(&self, claim: &ClaimState) -> NewClaim {
+        finish_claim(
+            self.input,
+            &self.pools[claim.pool],
+            claim,
+            &self.cheapest_offerings(claim.pool, &claim.reqs),
+        )
+    }
+}
+
+fn finish_claim(
+    input: &Input,
+    pool: &Pool,
+    claim: &ClaimState,
+    cheapest: &[Option<usize>],
+) -> NewClaim {
     let np = &input.nodepools[pool.nodepool];
     let mut priced: Vec<(f64, usize, &kerf_model::Offering)> = claim
         .options
         .iter()
         .filter_map(|&o| {
             let t = &input.instance_types[pool.types[o]];
-            t.cheapest_offering(&claim.reqs)
-                .map(|off| (off.price, o, off))
+            cheapest[o].map(|i| (t.offerings[i].price, o, &t.offerings[i]))
         })
         .collect();
-    priced.sort_by(|a, b| {
+    let by_price = |a: &(f64, usize, &kerf_model::Offering),
+                    b: &(f64, usize, &kerf_model::Offering)| {
         a.0.total_cmp(&b.0).then_with(|| {
             input.instance_types[pool.types[a.1]]
                 .name
                 .cmp(&input.instance_types[pool.types[b.1]].name)
         })
-    });
+    };
+    let keep_all = claim.reqs.iter().any(|(_, r)| r.min_values.is_some());
+    if !keep_all && priced.len() > MAX_INSTANCE_TYPES {
+        priced.select_nth_unstable_by(MAX_INSTANCE_TYPES - 1, by_price);
+        priced.truncate(MAX_INSTANCE_TYPES);
+    }
+    priced.sort_by(by_price);
     let (_, best, offering) = priced[0];
     let it: &InstanceType = &input.instance_types[pool.types[best]];
     let mut labels = claim.reqs.single_valued_labels();
