@@ -4,7 +4,7 @@ use kerf_model::labels;
 use kerf_model::pod::HostPort;
 use kerf_model::{InstanceType, Requirements, Resources};
 
-use crate::dense::Dense;
+use crate::dense::{Bits, Dense, Thresholds};
 
 /// A NodePool as one solve uses it.
 #[derive(Clone, Debug)]
@@ -20,10 +20,10 @@ pub(crate) struct Pool {
     pub daemon_ports: Vec<Vec<HostPort>>,
     /// Per entry of `types`: allocatable less daemonset overhead.
     pub avail: Vec<Resources>,
-    /// `avail` as dense vectors, for the fit checks.
-    pub avail_d: Vec<Dense>,
     /// Element-wise maximum of `avail`.
     pub max_avail: Dense,
+    /// Which options hold a given request, by resource.
+    pub thresholds: Thresholds,
     /// Limits less what existing nodes of the pool use; `None` when unlimited.
     pub remaining_limits: Option<Resources>,
 }
@@ -35,7 +35,7 @@ pub(crate) struct ClaimState {
     pub pool: usize,
     pub reqs: Requirements,
     /// Indices into the pool's `types` that still fit every pod.
-    pub options: Vec<usize>,
+    pub options: Bits,
     /// Sum of the pods' requests (daemonset overhead excluded).
     pub requests: Resources,
     /// `requests` as a dense vector.

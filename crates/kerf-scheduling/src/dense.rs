@@ -103,8 +103,113 @@ impl Bits {
         Bits(words)
     }
 
+    /// `0..len`.
+    pub fn full(len: usize) -> Bits {
+        let mut words = vec![u64::MAX; len.div_ceil(64)];
+        if !len.is_multiple_of(64)
+            && let Some(last) = words.last_mut()
+        {
+            *last = (1 << (len % 64)) - 1;
+        }
+        Bits(words)
+    }
+
     pub fn contains(&self, i: usize) -> bool {
         self.0.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0)
+    }
+
+    pub fn insert(&mut self, i: usize) {
+        self.0[i / 64] |= 1 << (i % 64);
+    }
+
+    pub fn remove(&mut self, i: usize) {
+        self.0[i / 64] &= !(1 << (i % 64));
+    }
+
+    /// Keeps only what `other` also holds (sets of the same length).
+    pub fn and(&mut self, other: &Bits) {
+        for (a, b) in self.0.iter_mut().zip(&other.0) {
+            *a &= b;
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.iter().all(|&w| w == 0)
+    }
+
+    /// The members, ascending.
+    pub fn iter(&self) -> impl Iterator<Item = usize> + Clone + '_ {
+        self.0.iter().enumerate().flat_map(|(wi, &w)| {
+            let mut w = w;
+            std::iter::from_fn(move || {
+                if w == 0 {
+                    return None;
+                }
+                let b = w.trailing_zeros() as usize;
+                w &= w - 1;
+                Some(wi * 64 + b)
+            })
+        })
+    }
+}
+
+/// For each resource, which options have at least a given amount available: the
+/// options sorted by that resource, and for each position the set from there up. A
+/// request's fitting options are then one binary search and one AND per resource.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Thresholds {
+    /// Per resource: options in ascending order of it, their values, and the suffix sets.
+    per_resource: Vec<(Vec<usize>, Vec<i64>, Vec<Bits>)>,
+}
+
+impl Thresholds {
+    pub fn new(avail: &[Dense]) -> Thresholds {
+        let n = avail.len();
+        let resources = avail.first().map_or(0, |a| a.0.len());
+        let per_resource = (0..resources)
+            .map(|r| {
+                let mut order: Vec<usize> = (0..n).collect();
+                order.sort_by_key(|&o| avail[o].0[r]);
+                let values: Vec<i64> = order.iter().map(|&o| avail[o].0[r]).collect();
+                let mut suffix = vec![Bits::from_iter(n, []); n + 1];
+                for k in (0..n).rev() {
+                    let mut s = suffix[k + 1].clone();
+                    s.insert(order[k]);
+                    suffix[k] = s;
+                }
+                (order, values, suffix)
+            })
+            .collect();
+        Thresholds { per_resource }
+    }
+
+    /// The options (of `len`) whose availability holds `request` in every resource it asks for.
+    pub fn fitting(&self, len: usize, request: &Dense) -> Bits {
+        let mut out = Bits::full(len);
+        for ((_, values, suffix), &r) in self.per_resource.iter().zip(&request.0) {
+            if r != 0 {
+                out.and(&suffix[values.partition_point(|&v| v < r)]);
+            }
+        }
+        out
+    }
+
+    /// The element-wise maximum availability over the options in `set`: per resource,
+    /// the first member found walking down from the largest, usually a step or two.
+    pub fn max_over(&self, set: &Bits) -> Dense {
+        Dense(
+            self.per_resource
+                .iter()
+                .map(|(order, values, _)| {
+                    order
+                        .iter()
+                        .zip(values)
+                        .rev()
+                        .find(|(o, _)| set.contains(**o))
+                        .map_or(0, |(_, &v)| v)
+                })
+                .collect(),
+        )
     }
 }
 
@@ -141,8 +246,47 @@ mod tests {
 
     #[test]
     fn bits_hold_what_was_put_in() {
-        let b = Bits::from_iter(130, [0, 64, 129]);
+        let mut b = Bits::from_iter(130, [0, 64, 129]);
         assert!(b.contains(0) && b.contains(64) && b.contains(129));
         assert!(!b.contains(1) && !b.contains(128) && !b.contains(500));
+        assert_eq!(b.iter().collect::<Vec<_>>(), [0, 64, 129]);
+        b.remove(64);
+        b.and(&Bits::from_iter(130, [0, 1, 64]));
+        assert_eq!(b.iter().collect::<Vec<_>>(), [0]);
+        b.remove(0);
+        assert!(b.is_empty());
+        assert_eq!(Bits::full(65).iter().count(), 65);
+        assert_eq!(Bits::full(64).iter().count(), 64);
+        assert_eq!(Bits::full(128).iter().count(), 128);
+    }
+
+    #[test]
+    fn thresholds_find_exactly_the_options_that_fit() {
+        let types = [
+            res(&[("cpu", "2"), ("memory", "8Gi")]),
+            res(&[("cpu", "4"), ("memory", "4Gi")]),
+            res(&[("cpu", "8"), ("memory", "16Gi")]),
+            res(&[("cpu", "1"), ("memory", "1Gi")]),
+        ];
+        let index = ResIndex::new(&types);
+        let avail: Vec<Dense> = types.iter().map(|t| index.dense(t)).collect();
+        let th = Thresholds::new(&avail);
+        for req in [
+            res(&[("cpu", "2")]),
+            res(&[("cpu", "2"), ("memory", "5Gi")]),
+            res(&[("memory", "4Gi")]),
+            res(&[("cpu", "9")]),
+            Resources::new(),
+        ] {
+            let d = index.dense(&req);
+            let want: Vec<usize> = (0..4).filter(|&o| avail[o].fits(&d)).collect();
+            let got = th.fitting(4, &d);
+            assert_eq!(got.iter().collect::<Vec<_>>(), want, "{req:?}");
+            let mut max = Dense::default();
+            want.iter().for_each(|&o| max.max_with(&avail[o]));
+            if !want.is_empty() {
+                assert_eq!(th.max_over(&got), max, "{req:?}");
+            }
+        }
     }
 }

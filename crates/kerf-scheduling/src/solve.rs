@@ -12,7 +12,7 @@ use kerf_model::taints::{first_untolerated, untolerated_soft};
 use kerf_model::{InstanceType, Node, Pod, Requirement, Requirements, Resources};
 
 use crate::claim::{ClaimState, Pool, min_values_met, possible_values, type_compatible};
-use crate::dense::{Bits, Dense, ResIndex};
+use crate::dense::{Bits, Dense, ResIndex, Thresholds};
 use crate::explain;
 use crate::topology::{GroupKind, PodGroups, Topology, owned_groups};
 use crate::{
@@ -143,7 +143,7 @@ enum Target {
 /// The result of fitting a pod into a claim.
 struct ClaimFit {
     reqs: Requirements,
-    options: Vec<usize>,
+    options: Bits,
     reservation: Resources,
     max_avail: Dense,
 }
@@ -179,13 +179,18 @@ struct Solver<'a> {
     values: RefCell<Memo<Rc<BTreeSet<String>>>>,
     /// (pool, hash of requirements) → per option, its cheapest allowed offering.
     offerings: RefCell<Memo<Rc<Vec<Option<usize>>>>>,
+    /// (pool, hash of requirements) → options with an allowed offering, cheapest first.
+    ranked: RefCell<Memo<Rc<Ranked>>>,
     /// Per pending pod: its class, shared by pods with identical constraints and requests.
     pod_class: Vec<usize>,
-    /// (class, relaxation level) → how many leading nodes and claims refuse it for good.
-    cursors: BTreeMap<(usize, RelaxKey), (usize, usize)>,
+    /// (class, relaxation level) → what scans of nodes and of claims learned.
+    scans: BTreeMap<(usize, RelaxKey), (Scan, Scan)>,
 }
 
 type Memo<T> = BTreeMap<(usize, u64), Vec<(Requirements, T)>>;
+
+/// (option, index of its cheapest allowed offering), cheapest first.
+type Ranked = Vec<(usize, usize)>;
 
 fn hash_of(key: &str, reqs: &Requirements) -> u64 {
     let mut h = DefaultHasher::new();
@@ -237,8 +242,9 @@ impl<'a> Solver<'a> {
             compat: RefCell::default(),
             values: RefCell::default(),
             offerings: RefCell::default(),
+            ranked: RefCell::default(),
             pod_class: classes(&input.pods),
-            cursors: BTreeMap::new(),
+            scans: BTreeMap::new(),
         };
         solver.pod_req = input
             .pods
@@ -350,7 +356,7 @@ impl<'a> Solver<'a> {
             }
             self.pools.push(Pool {
                 max_avail,
-                avail_d,
+                thresholds: Thresholds::new(&avail_d),
                 daemon_ports,
                 nodepool: np_idx,
                 template,
@@ -482,18 +488,25 @@ impl<'a> Solver<'a> {
 
     fn run(&mut self) {
         let input = self.input;
-        let mut queue: Vec<usize> = (0..input.pods.len()).collect();
         // Karpenter's order: largest CPU, then memory, first; input order breaks ties.
-        queue.sort_by(|&a, &b| {
-            let (ra, rb) = (&input.pods[a].requests, &input.pods[b].requests);
-            rb.get(kerf_model::resources::CPU)
-                .cmp(&ra.get(kerf_model::resources::CPU))
-                .then_with(|| {
-                    rb.get(kerf_model::resources::MEMORY)
-                        .cmp(&ra.get(kerf_model::resources::MEMORY))
-                })
-                .then_with(|| a.cmp(&b))
-        });
+        let mut keyed: Vec<(
+            std::cmp::Reverse<(kerf_model::Quantity, kerf_model::Quantity)>,
+            usize,
+        )> = input
+            .pods
+            .iter()
+            .enumerate()
+            .map(|(i, pod)| {
+                let r = &pod.requests;
+                let size = (
+                    r.get(kerf_model::resources::CPU),
+                    r.get(kerf_model::resources::MEMORY),
+                );
+                (std::cmp::Reverse(size), i)
+            })
+            .collect();
+        keyed.sort_unstable();
+        let mut queue: Vec<usize> = keyed.into_iter().map(|(_, i)| i).collect();
         // Pods that fail are retried while others still succeed: a pod whose affinity
         // target comes later in the order gets another chance once it is placed.
         loop {
@@ -678,26 +691,23 @@ impl<'a> Solver<'a> {
     /// The first existing node, then the first open claim, that takes the pod, else a
     /// new claim from the first NodePool (by weight) that can make one.
     ///
-    /// Targets a pod of the same class (identical constraints and requests) refused for
-    /// good are skipped on later attempts: `cursors` remembers, per class and relaxation
-    /// level, how long the prefix of nodes and of claims is that refuses it permanently.
-    /// This keeps the scan near-constant per pod instead of linear in the claims opened.
+    /// Targets that refused a pod of the same class (identical constraints and requests)
+    /// for good are skipped on later attempts (see `Scan`). This keeps the scan
+    /// near-constant per pod instead of linear in the claims opened.
     fn find_target(&mut self, p: usize, relax: Relax, eff: &Effective) -> Result<Target, String> {
         let class = self.pod_class[p];
         let key = (class, relax.key());
-        let (node_cursor, claim_cursor) = self.cursors.get(&key).copied().unwrap_or((0, 0));
-        let (node_cursor, node) = first_taker(node_cursor, self.nodes.len(), |i| {
+        let (mut node_scan, mut claim_scan) = self.scans.remove(&key).unwrap_or_default();
+        let node = node_scan.first_taker(self.nodes.len(), |i| {
             self.node_fits(p, eff, i).map(|()| Target::Node(i))
         });
-        let (claim_cursor, claim) = match node {
-            Some(_) => (claim_cursor, None),
-            None => first_taker(claim_cursor, self.claims.len(), |c| {
+        let found = node.or_else(|| {
+            claim_scan.first_taker(self.claims.len(), |c| {
                 self.claim_fit(p, eff, &self.claims[c], false)
                     .map(|fit| Target::Claim(c, fit))
-            }),
-        };
-        let found = node.or(claim);
-        self.cursors.insert(key, (node_cursor, claim_cursor));
+            })
+        });
+        self.scans.insert(key, (node_scan, claim_scan));
         if let Some(t) = found {
             return Ok(t);
         }
@@ -715,7 +725,7 @@ impl<'a> Solver<'a> {
             let claim = ClaimState {
                 pool: pi,
                 reqs: pool.template.clone(),
-                options: (0..pool.types.len()).collect(),
+                options: Bits::full(pool.types.len()),
                 requests: Resources::new(),
                 requests_d: self.res.dense(&Resources::new()),
                 host_ports: Vec::new(),
@@ -795,15 +805,20 @@ impl<'a> Solver<'a> {
                 explain::too_big(
                     &self.input.instance_types,
                     pool,
-                    &claim.options,
+                    &claim.options.iter().collect::<Vec<_>>(),
                     &claim.requests.plus(&pod.requests),
                 )
             }));
         }
         // The claim's hostname is fixed: check it before any instance-type work, since
         // hostname (anti-)affinity and spread refuse most claims a pod looks at.
-        if eff.keys.contains(labels::HOSTNAME) {
-            self.check_domain(p, eff, labels::HOSTNAME, Some(&claim.hostname), why)?;
+        // Likewise any domain the claim is already pinned to (a zone, say).
+        for key in eff.keys.iter().map(String::as_str) {
+            if key == labels::HOSTNAME {
+                self.check_domain(p, eff, key, Some(&claim.hostname), why)?;
+            } else if let Some(v) = claim.reqs.get(key).and_then(|r| r.single_value()) {
+                self.check_domain(p, eff, key, Some(v), why)?;
+            }
         }
         let mut requests = claim.requests_d.clone();
         requests.add(&self.pod_req[p]);
@@ -857,29 +872,31 @@ impl<'a> Solver<'a> {
         requests: &Dense,
         pod_ports: &[HostPort],
         why: bool,
-    ) -> Result<Vec<usize>, Reject> {
+    ) -> Result<Bits, Reject> {
         let pool = &self.pools[claim.pool];
         let types = &self.input.instance_types;
         let compat = narrowed.then(|| self.compatible(claim.pool, reqs));
         let compatible = |o: &usize| compat.as_ref().is_none_or(|b| b.contains(*o));
         let port_free =
             |o: &usize| pod_ports.is_empty() || !ports_conflict(&pool.daemon_ports[*o], pod_ports);
-        let fitting: Vec<usize> = claim
-            .options
-            .iter()
-            .filter(|o| compatible(o) && port_free(o) && pool.avail_d[**o].fits(requests))
-            .copied()
-            .collect();
+        let mut fitting = pool.thresholds.fitting(pool.types.len(), requests);
+        fitting.and(&claim.options);
+        if let Some(c) = &compat {
+            fitting.and(c);
+        }
+        if !pod_ports.is_empty() {
+            for o in fitting.clone().iter() {
+                if !port_free(&o) {
+                    fitting.remove(o);
+                }
+            }
+        }
         if fitting.is_empty() {
             // Options only shrink and requirements only narrow: none of these reasons
             // goes away for this claim.
             return Err(Reject::new(true, why, || {
-                let compatible: Vec<usize> = claim
-                    .options
-                    .iter()
-                    .filter(|o| compatible(o))
-                    .copied()
-                    .collect();
+                let compatible: Vec<usize> =
+                    claim.options.iter().filter(|o| compatible(o)).collect();
                 if compatible.is_empty() {
                     return format!("no instance type satisfies {reqs}");
                 }
@@ -906,22 +923,21 @@ impl<'a> Solver<'a> {
                 explain::too_big(types, pool, &free, &self.res.resources(requests))
             }));
         }
-        let within_limits: Vec<usize> = match &pool.remaining_limits {
+        let within_limits: Bits = match &pool.remaining_limits {
             None => fitting,
             Some(remaining) => {
                 let headroom = remaining.plus(&claim.reservation);
                 let limits = &self.input.nodepools[pool.nodepool].limits;
-                let within: Vec<usize> = fitting
-                    .iter()
-                    .copied()
-                    .filter(|&o| {
+                let within = Bits::from_iter(
+                    pool.types.len(),
+                    fitting.iter().filter(|&o| {
                         let cap = &types[pool.types[o]].capacity;
                         limits
                             .names()
                             .filter(|k| *k != kerf_model::resources::NODES)
                             .all(|k| cap.get(k) <= headroom.get(k))
-                    })
-                    .collect();
+                    }),
+                );
                 if within.is_empty() {
                     // Limits free up when other claims narrow: not permanent.
                     return Err(Reject::new(false, why, || {
@@ -948,7 +964,7 @@ impl<'a> Solver<'a> {
             }
         };
         if self.config.min_values_policy == MinValuesPolicy::Strict {
-            min_values_met(reqs, within_limits.iter().map(|&o| &types[pool.types[o]]))
+            min_values_met(reqs, within_limits.iter().map(|o| &types[pool.types[o]]))
                 .map_err(|e| Reject::new(true, why, || e))?;
         }
         Ok(within_limits)
@@ -1014,7 +1030,7 @@ impl<'a> Solver<'a> {
         eff: &Effective,
         claim: &ClaimState,
         mut reqs: Requirements,
-        mut options: Vec<usize>,
+        mut options: Bits,
         requests: &Dense,
         why: bool,
     ) -> Result<ClaimFit, Reject> {
@@ -1094,14 +1110,11 @@ impl<'a> Solver<'a> {
             reqs = narrowed;
             options = o;
         }
-        let mut max_avail = Dense::default();
-        for &o in &options {
-            max_avail.max_with(&pool.avail_d[o]);
-        }
+        let max_avail = pool.thresholds.max_over(&options);
         // Only a pool with limits needs to know what the claim holds against them.
         let reservation = if pool.remaining_limits.is_some() {
             let mut r = Resources::new();
-            for &o in &options {
+            for o in options.iter() {
                 r.max_with(&types[pool.types[o]].capacity);
             }
             r.add(&nodes_one());
@@ -1264,47 +1277,75 @@ impl Solver<'_> {
         cheapest
     }
 
+    /// The pool's options that have an offering `reqs` allows, cheapest first (by that
+    /// offering's price, then type name), with the offering: memoized per requirement set.
+    fn ranked_options(&self, pool: usize, reqs: &Requirements) -> Rc<Ranked> {
+        let h = hash_of("ranked", reqs);
+        if let Some(v) = self
+            .ranked
+            .borrow()
+            .get(&(pool, h))
+            .and_then(|v| v.iter().find(|(r, _)| r == reqs))
+        {
+            return v.1.clone();
+        }
+        let types = &self.input.instance_types;
+        let pool_types = &self.pools[pool].types;
+        let cheapest = self.cheapest_offerings(pool, reqs);
+        let mut ranked: Vec<(usize, usize)> = cheapest
+            .iter()
+            .enumerate()
+            .filter_map(|(o, off)| off.map(|i| (o, i)))
+            .collect();
+        ranked.sort_by(|&(a, ai), &(b, bi)| {
+            let (ta, tb) = (&types[pool_types[a]], &types[pool_types[b]]);
+            ta.offerings[ai]
+                .price
+                .total_cmp(&tb.offerings[bi].price)
+                .then_with(|| ta.name.cmp(&tb.name))
+        });
+        let ranked = Rc::new(ranked);
+        self.ranked
+            .borrow_mut()
+            .entry((pool, h))
+            .or_default()
+            .push((reqs.clone(), Rc::clone(&ranked)));
+        ranked
+    }
+
     /// Chooses the cheapest option and renders the claim.
     fn finish_claim(&self, claim: &ClaimState) -> NewClaim {
-        finish_claim(
-            self.input,
-            &self.pools[claim.pool],
-            claim,
-            &self.cheapest_offerings(claim.pool, &claim.reqs),
-        )
+        let pool = &self.pools[claim.pool];
+        let ranked = self.ranked_options(claim.pool, &claim.reqs);
+        let keep_all = claim.reqs.iter().any(|(_, r)| r.min_values.is_some());
+        let limit = if keep_all {
+            usize::MAX
+        } else {
+            MAX_INSTANCE_TYPES
+        };
+        let chosen: Vec<(usize, usize)> = ranked
+            .iter()
+            .filter(|(o, _)| claim.options.contains(*o))
+            .take(limit)
+            .copied()
+            .collect();
+        finish_claim(self.input, pool, claim, &chosen)
     }
 }
 
+/// Renders a claim launching the first of `priced` (option, offering), cheapest first.
 fn finish_claim(
     input: &Input,
     pool: &Pool,
     claim: &ClaimState,
-    cheapest: &[Option<usize>],
+    priced: &[(usize, usize)],
 ) -> NewClaim {
     let np = &input.nodepools[pool.nodepool];
-    let mut priced: Vec<(f64, usize, &kerf_model::Offering)> = claim
-        .options
+    let priced: Vec<(usize, &kerf_model::Offering)> = priced
         .iter()
-        .filter_map(|&o| {
-            let t = &input.instance_types[pool.types[o]];
-            cheapest[o].map(|i| (t.offerings[i].price, o, &t.offerings[i]))
-        })
+        .map(|&(o, i)| (o, &input.instance_types[pool.types[o]].offerings[i]))
         .collect();
-    let by_price = |a: &(f64, usize, &kerf_model::Offering),
-                    b: &(f64, usize, &kerf_model::Offering)| {
-        a.0.total_cmp(&b.0).then_with(|| {
-            input.instance_types[pool.types[a.1]]
-                .name
-                .cmp(&input.instance_types[pool.types[b.1]].name)
-        })
-    };
-    let keep_all = claim.reqs.iter().any(|(_, r)| r.min_values.is_some());
-    if !keep_all && priced.len() > MAX_INSTANCE_TYPES {
-        priced.select_nth_unstable_by(MAX_INSTANCE_TYPES - 1, by_price);
-        priced.truncate(MAX_INSTANCE_TYPES);
-    }
-    priced.sort_by(by_price);
-    let (_, best, offering) = priced[0];
+    let (best, offering) = priced[0];
     let it: &InstanceType = &input.instance_types[pool.types[best]];
     let mut labels = claim.reqs.single_valued_labels();
     labels.extend(np.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
@@ -1334,7 +1375,7 @@ fn finish_claim(
         },
         instance_type_options: priced
             .iter()
-            .map(|(_, o, _)| input.instance_types[pool.types[*o]].name.clone())
+            .map(|(o, _)| input.instance_types[pool.types[*o]].name.clone())
             .collect(),
         requirements: claim.reqs.clone(),
         labels,
@@ -1344,23 +1385,60 @@ fn finish_claim(
     }
 }
 
-/// The first of `from..to` that `take` accepts, and where the run of permanent refusals
-/// at the front now ends (the next scan for the same class may start there).
-fn first_taker<T>(
-    from: usize,
-    to: usize,
-    mut take: impl FnMut(usize) -> Result<T, Reject>,
-) -> (usize, Option<T>) {
-    let mut cursor = from;
-    let mut prefix = true;
-    for i in from..to {
-        match take(i) {
-            Ok(t) => return (cursor, Some(t)),
-            Err(r) if prefix && r.permanent => cursor = i + 1,
-            Err(_) => prefix = false,
+/// What one pod class has learned about a list of targets (nodes or claims): targets
+/// below `seen` that did not refuse it for good, in order. Later scans visit only those
+/// and the targets added since, in the same order a full scan would, so first-fit picks
+/// the same target while each permanent refusal is paid for once per class.
+#[derive(Clone, Debug, Default)]
+struct Scan {
+    alive: Vec<usize>,
+    seen: usize,
+}
+
+impl Scan {
+    fn first_taker<T>(
+        &mut self,
+        total: usize,
+        mut take: impl FnMut(usize) -> Result<T, Reject>,
+    ) -> Option<T> {
+        let mut keep = 0;
+        let mut next = 0;
+        let mut found = None;
+        while next < self.alive.len() {
+            let t = self.alive[next];
+            next += 1;
+            match take(t) {
+                Err(r) if r.permanent => continue,
+                Err(_) => {}
+                Ok(x) => found = Some(x),
+            }
+            self.alive[keep] = t;
+            keep += 1;
+            if found.is_some() {
+                break;
+            }
         }
+        // Keep the part not visited (after a find) behind the survivors.
+        self.alive.copy_within(next.., keep);
+        let tail = self.alive.len() - next;
+        self.alive.truncate(keep + tail);
+        if found.is_some() {
+            return found;
+        }
+        while self.seen < total {
+            let t = self.seen;
+            self.seen += 1;
+            match take(t) {
+                Err(r) if r.permanent => {}
+                Err(_) => self.alive.push(t),
+                Ok(x) => {
+                    self.alive.push(t);
+                    return Some(x);
+                }
+            }
+        }
+        None
     }
-    (cursor, None)
 }
 
 /// Numbers pods so that two share a number exactly when `solve` must treat them alike:
