@@ -79,6 +79,10 @@ impl Dense {
         }
     }
 
+    pub fn values(&self) -> impl Iterator<Item = i64> + '_ {
+        self.0.iter().copied()
+    }
+
     pub fn max_with(&mut self, other: &Dense) {
         if self.0.is_empty() {
             self.0.clone_from(&other.0);
@@ -160,6 +164,7 @@ impl Bits {
 pub(crate) struct Thresholds {
     /// Per resource: options in ascending order of it, their values, and the suffix sets.
     per_resource: Vec<(Vec<usize>, Vec<i64>, Vec<Bits>)>,
+    avail: Vec<Dense>,
 }
 
 impl Thresholds {
@@ -180,7 +185,10 @@ impl Thresholds {
                 (order, values, suffix)
             })
             .collect();
-        Thresholds { per_resource }
+        Thresholds {
+            per_resource,
+            avail: avail.to_vec(),
+        }
     }
 
     /// The options (of `len`) whose availability holds `request` in every resource it asks for.
@@ -192,6 +200,11 @@ impl Thresholds {
             }
         }
         out
+    }
+
+    /// What option `o` has available.
+    pub fn avail_of(&self, o: usize) -> Dense {
+        self.avail[o].clone()
     }
 
     /// The element-wise maximum availability over the options in `set`: per resource,

@@ -24,8 +24,11 @@ use crate::{
 pub fn solve(input: &Input, config: &Config) -> Plan {
     let mut solver = Solver::new(input, config);
     solver.run();
+    solver.split_claims();
     solver.into_plan()
 }
+
+mod split;
 
 /// How far a pod's preferences have been relaxed. Each step gives up one preference, in
 /// Karpenter's order: preferred pod affinity terms (lightest first), preferred
