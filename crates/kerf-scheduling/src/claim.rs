@@ -50,6 +50,9 @@ pub(crate) struct ClaimState {
     /// Element-wise maximum of what the options can hold: a pod whose requests do not fit
     /// under it cannot join, which rejects full claims without scanning their options.
     pub max_avail: Dense,
+    /// Position of the cheapest option in the ranking for `reqs`, from which the next
+    /// efficiency check resumes.
+    pub cheapest_rank: usize,
 }
 
 /// Whether a node of this instance type can satisfy `reqs`: its labels, an available

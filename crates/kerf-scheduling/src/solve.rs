@@ -28,6 +28,7 @@ pub fn solve(input: &Input, config: &Config) -> Plan {
     solver.into_plan()
 }
 
+mod efficiency;
 mod split;
 
 /// How far a pod's preferences have been relaxed. Each step gives up one preference, in
@@ -147,6 +148,10 @@ enum Target {
 struct ClaimFit {
     reqs: Requirements,
     options: Bits,
+    /// Where the cheapest option sits in the ranking for `reqs` (see `efficiency`).
+    cheapest_rank: usize,
+    /// The claim would launch the same type with the pod as without it.
+    free: bool,
     reservation: Resources,
     max_avail: Dense,
 }
@@ -184,6 +189,8 @@ struct Solver<'a> {
     offerings: RefCell<Memo<Rc<Vec<Option<usize>>>>>,
     /// (pool, hash of requirements) → options with an allowed offering, cheapest first.
     ranked: RefCell<Memo<Rc<Ranked>>>,
+    /// (pool, hash of requirements) → the per-unit cheapest options (see `efficiency`).
+    representatives: RefCell<efficiency::Representatives>,
     /// Per pending pod: its class, shared by pods with identical constraints and requests.
     pod_class: Vec<usize>,
     /// (class, relaxation level) → what scans of nodes and of claims learned.
@@ -246,6 +253,7 @@ impl<'a> Solver<'a> {
             values: RefCell::default(),
             offerings: RefCell::default(),
             ranked: RefCell::default(),
+            representatives: RefCell::default(),
             pod_class: classes(&input.pods),
             scans: BTreeMap::new(),
         };
@@ -704,12 +712,29 @@ impl<'a> Solver<'a> {
         let node = node_scan.first_taker(self.nodes.len(), |i| {
             self.node_fits(p, eff, i).map(|()| Target::Node(i))
         });
-        let found = node.or_else(|| {
-            claim_scan.first_taker(self.claims.len(), |c| {
-                self.claim_fit(p, eff, &self.claims[c], false)
-                    .map(|fit| Target::Claim(c, fit))
+        // Among the first few open claims the class has not ruled out, one with room in
+        // the type it would launch anyway comes first; only then the first claim that
+        // takes the pod at all, growing into a dearer type if it must. The look-ahead is
+        // bounded so that a pod no claim takes for free costs no more than first fit.
+        let found = node
+            .or_else(|| {
+                claim_scan
+                    .alive
+                    .iter()
+                    .take(FREE_RIDE_LOOKAHEAD)
+                    .find_map(|&c| {
+                        self.claim_fit(p, eff, &self.claims[c], false)
+                            .ok()
+                            .filter(|fit| fit.free)
+                            .map(|fit| Target::Claim(c, fit))
+                    })
             })
-        });
+            .or_else(|| {
+                claim_scan.first_taker(self.claims.len(), |c| {
+                    self.claim_fit(p, eff, &self.claims[c], false)
+                        .map(|fit| Target::Claim(c, fit))
+                })
+            });
         self.scans.insert(key, (node_scan, claim_scan));
         if let Some(t) = found {
             return Ok(t);
@@ -735,6 +760,7 @@ impl<'a> Solver<'a> {
                 pods: Vec::new(),
                 reservation: Resources::new(),
                 hostname: format!("<claim-{}>", self.claims.len()),
+                cheapest_rank: 0,
                 max_avail: pool.max_avail.clone(),
             };
             match self.claim_fit(p, eff, &claim, true) {
@@ -857,7 +883,15 @@ impl<'a> Solver<'a> {
                 }
             };
             match self.narrow_topology(p, eff, claim, reqs, options, &requests, why) {
-                Ok(fit) => return Ok(fit),
+                Ok(mut fit) => {
+                    if self.efficient(claim, &mut fit, &requests, &self.pod_req[p]) {
+                        return Ok(fit);
+                    }
+                    // The claim only grows for this class: it stays too big.
+                    last = Reject::new(true, why, || {
+                        "the claim's cheapest remaining type would be markedly less cost-efficient than a new claim".into()
+                    });
+                }
                 Err(e) => last = e,
             }
         }
@@ -1127,6 +1161,8 @@ impl<'a> Solver<'a> {
         };
         Ok(ClaimFit {
             reqs,
+            cheapest_rank: 0,
+            free: false,
             options,
             reservation,
             max_avail,
@@ -1166,6 +1202,7 @@ impl<'a> Solver<'a> {
         claim.options = fit.options;
         claim.reservation = fit.reservation;
         claim.max_avail = fit.max_avail;
+        claim.cheapest_rank = fit.cheapest_rank;
         claim.requests.add(&pod.requests);
         claim.requests_d.add(&self.pod_req[p]);
         claim.host_ports.extend(pod.host_ports.iter().cloned());
@@ -1387,6 +1424,9 @@ fn finish_claim(
         requests,
     }
 }
+
+/// How many open claims a pod looks at for one it fits without a dearer type.
+const FREE_RIDE_LOOKAHEAD: usize = 16;
 
 /// What one pod class has learned about a list of targets (nodes or claims): targets
 /// below `seen` that did not refuse it for good, in order. Later scans visit only those

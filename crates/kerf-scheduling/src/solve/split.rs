@@ -149,6 +149,7 @@ impl Solver<'_> {
                 pods: Vec::new(),
                 reservation: Resources::new(),
                 hostname: String::new(),
+                cheapest_rank: 0,
             };
             for p in bin {
                 let pod = &self.input.pods[p];
