@@ -15,7 +15,7 @@
 //! small pods of two dozen shapes has a search tree no bound prunes quickly. When the limit
 //! is hit the search stops, the best packing found is still returned, and the reported upper
 //! bound falls back to the smaller of the root's surrogate bound and its LP relaxation
-//! ([`lp_bound`], solved by microlp), so callers never over-state what the knapsack proved.
+//! ([`relaxation`], solved by microlp), so callers never over-state what the knapsack proved.
 
 use crate::fleet::{Vector, fits};
 
@@ -45,11 +45,20 @@ pub struct Outcome {
 const SLACK: f64 = 1e-9;
 
 /// The best packing of `items` into `capacity`, searching at most `node_limit` nodes.
-/// `known_bound` is an upper bound the caller has already proven (e.g. [`lp_bound`], or
-/// infinity); it is reported when the search does not finish, if smaller than the root's.
-pub fn solve(capacity: &Vector, items: &[Item], node_limit: u64, known_bound: f64) -> Outcome {
+/// With the LP `relaxation`, its bound is reported when the search does not finish (if
+/// smaller than the root's surrogate bound) and its rounded-down solution, topped up
+/// greedily, is a first incumbent: close to the optimum on large nodes, which is what lets
+/// the search prune at all there.
+pub fn solve(
+    capacity: &Vector,
+    items: &[Item],
+    node_limit: u64,
+    relaxation: Option<&Relaxation>,
+) -> Outcome {
     let search = Search::new(capacity, items);
-    let root = search.bound(capacity, 0).min(known_bound);
+    let root = search
+        .bound(capacity, 0)
+        .min(relaxation.map_or(f64::INFINITY, |r| r.bound));
     let mut state = State {
         counts: vec![0; search.order.len()],
         best: Vec::new(),
@@ -58,7 +67,11 @@ pub fn solve(capacity: &Vector, items: &[Item], node_limit: u64, known_bound: f6
         limit: node_limit,
         aborted: false,
     };
-    search.greedy(capacity, &mut state);
+    search.greedy(capacity, &vec![0; search.order.len()], &mut state);
+    if let Some(r) = relaxation {
+        let floor: Vec<u32> = search.order.iter().map(|&k| r.counts[k] as u32).collect();
+        search.greedy(capacity, &floor, &mut state);
+    }
     search.dfs(0, capacity, 0.0, &mut state);
     let mut counts = vec![0; items.len()];
     for (pos, &n) in state.best.iter().enumerate() {
@@ -83,39 +96,59 @@ pub fn upper_bound(capacity: &Vector, items: &[Item]) -> f64 {
     search.bound(capacity, 0)
 }
 
-/// The LP relaxation's optimum (counts may be fractional), with a relative slack of 1e-7 for
-/// the LP solver's tolerance: an upper bound on the optimum, usually far tighter than the
-/// surrogate ones when many small items fill a large node.
-pub fn lp_bound(capacity: &Vector, items: &[Item]) -> Result<f64, good_lp::ResolutionError> {
+/// The knapsack with fractional counts allowed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Relaxation {
+    /// The LP optimum with a relative slack of 1e-7 for the LP solver's tolerance: an upper
+    /// bound on the knapsack optimum, usually far tighter than the surrogate ones when many
+    /// small items fill a large node.
+    pub bound: f64,
+    /// Fractional copies per item; rounded down, a packing that is almost as good (at most
+    /// three items are fractional in a vertex of a three-row LP).
+    pub counts: Vec<f64>,
+}
+
+/// Solves the LP relaxation with microlp.
+pub fn relaxation(
+    capacity: &Vector,
+    items: &[Item],
+) -> Result<Relaxation, good_lp::ResolutionError> {
     use good_lp::{Expression, ProblemVariables, Solution, SolverModel, constraint, variable};
     let mut vars = ProblemVariables::new();
     let mut chosen = Vec::new();
-    for item in items {
+    for (k, item) in items.iter().enumerate() {
         let fit = (0..3)
             .filter(|&r| item.weight[r] > 0)
             .map(|r| capacity[r] / item.weight[r])
             .min()
             .map_or(i64::from(item.max), |n| n.min(i64::from(item.max)));
         if item.value > 0.0 && fit > 0 {
-            chosen.push((item, vars.add(variable().min(0).max(fit as f64))));
+            chosen.push((k, item, vars.add(variable().min(0).max(fit as f64))));
         }
     }
+    let mut counts = vec![0.0; items.len()];
     if chosen.is_empty() {
-        return Ok(0.0);
+        return Ok(Relaxation { bound: 0.0, counts });
     }
-    let value: Expression = chosen.iter().map(|(item, v)| item.value * *v).sum();
+    let value: Expression = chosen.iter().map(|(_, item, v)| item.value * *v).sum();
     let mut lp = vars.maximise(value.clone()).using(good_lp::microlp);
     for (r, &cap) in capacity.iter().enumerate() {
         // Scaled to the capacity, so every row's coefficients are of order one.
         let scale = cap.max(1) as f64;
         let used: Expression = chosen
             .iter()
-            .map(|(item, v)| (item.weight[r] as f64 / scale) * *v)
+            .map(|(_, item, v)| (item.weight[r] as f64 / scale) * *v)
             .sum();
         lp = lp.with(constraint!(used <= cap as f64 / scale));
     }
     let solution = lp.solve()?;
-    Ok(solution.eval(&value) * (1.0 + 1e-7))
+    for (k, _, v) in &chosen {
+        counts[*k] = solution.value(*v).max(0.0);
+    }
+    Ok(Relaxation {
+        bound: solution.eval(&value) * (1.0 + 1e-7),
+        counts,
+    })
 }
 
 /// The items worth packing, in branching order, and the surrogate weightings.
@@ -230,22 +263,42 @@ impl<'a> Search<'a> {
         if best.is_finite() { best } else { 0.0 }
     }
 
-    /// A first incumbent: as many copies as fit, in branching order.
-    fn greedy(&self, capacity: &Vector, state: &mut State) {
+    /// An incumbent: `start` (copies per position, which must fit), topped up with as many
+    /// copies as fit in branching order; kept if better than the current one.
+    fn greedy(&self, capacity: &Vector, start: &[u32], state: &mut State) {
         let mut room = *capacity;
         let mut value = 0.0;
-        let mut counts = vec![0; self.order.len()];
-        for (pos, count) in counts.iter_mut().enumerate() {
-            let n = self.room_for(pos, &room);
+        let mut counts = start.to_vec();
+        for (pos, &n) in start.iter().enumerate() {
             let item = &self.items[self.order[pos]];
             for (q, w) in room.iter_mut().zip(&item.weight) {
                 *q -= i64::from(n) * w;
             }
             value += f64::from(n) * item.value;
-            *count = n;
         }
-        state.best = counts;
-        state.best_value = value;
+        if room.iter().any(|&q| q < 0)
+            || counts
+                .iter()
+                .zip(&self.order)
+                .any(|(&n, &k)| n > self.items[k].max)
+        {
+            return;
+        }
+        for (pos, count) in counts.iter_mut().enumerate() {
+            let item = &self.items[self.order[pos]];
+            let n = self
+                .room_for(pos, &room)
+                .min(item.max.saturating_sub(*count));
+            for (q, w) in room.iter_mut().zip(&item.weight) {
+                *q -= i64::from(n) * w;
+            }
+            value += f64::from(n) * item.value;
+            *count += n;
+        }
+        if state.best.is_empty() || value > state.best_value {
+            state.best = counts;
+            state.best_value = value;
+        }
     }
 
     fn dfs(&self, pos: usize, room: &Vector, value: f64, state: &mut State) {
@@ -330,7 +383,7 @@ mod tests {
         // By density the 5-cpu item goes first, and then nothing else fits 8 cpu (5.5); two
         // 4-cpu items are worth 8.4.
         let items = [item(5.5, 5, 1, 10), item(4.2, 4, 1, 10)];
-        let out = solve(&[8, 100, 100], &items, 1_000_000, f64::INFINITY);
+        let out = solve(&[8, 100, 100], &items, 1_000_000, None);
         assert!(out.exact);
         assert!((out.value - 8.4).abs() < 1e-9, "{out:?}");
         assert_eq!(out.counts, vec![0, 2]);
@@ -357,7 +410,7 @@ mod tests {
                 rng.random_range(1..16),
                 rng.random_range(1..8),
             ];
-            let out = solve(&cap, &items, u64::MAX, f64::INFINITY);
+            let out = solve(&cap, &items, u64::MAX, None);
             let want = brute_force(&cap, &items);
             assert!(
                 (out.value - want).abs() < 1e-9,
@@ -365,7 +418,10 @@ mod tests {
             );
             assert!(out.upper_bound >= want);
             assert!(upper_bound(&cap, &items) >= want - 1e-9);
-            assert!(lp_bound(&cap, &items).unwrap() >= want - 1e-9);
+            let lp = relaxation(&cap, &items).unwrap();
+            assert!(lp.bound >= want - 1e-9);
+            let seeded = solve(&cap, &items, u64::MAX, Some(&lp));
+            assert!((seeded.value - want).abs() < 1e-9, "{seeded:?} vs {want}");
             // The packing is real.
             let used = out.counts.iter().zip(&items).fold([0; 3], |s, (&c, it)| {
                 [
@@ -384,12 +440,12 @@ mod tests {
         let items: Vec<Item> = (1..=12)
             .map(|k| item(k as f64 + 0.37 * (k % 3) as f64, k, 13 - k, 5))
             .collect();
-        let exact = solve(&[40, 40, 30], &items, u64::MAX, f64::INFINITY);
-        let lp = lp_bound(&[40, 40, 30], &items).unwrap();
-        let cut = solve(&[40, 40, 30], &items, 3, lp);
+        let exact = solve(&[40, 40, 30], &items, u64::MAX, None);
+        let lp = relaxation(&[40, 40, 30], &items).unwrap();
+        let cut = solve(&[40, 40, 30], &items, 3, Some(&lp));
         assert!(exact.exact && !cut.exact);
         assert!(cut.upper_bound >= exact.value - 1e-9);
         assert!(cut.value <= exact.value + 1e-9);
-        assert!(cut.upper_bound <= lp);
+        assert!(cut.upper_bound <= lp.bound);
     }
 }

@@ -38,13 +38,16 @@ use kerf_model::Pod;
 
 use crate::Error;
 use crate::fleet::{Fleet, LP_UNITS, Vector, add, pod_vector};
-use crate::knapsack::{self, Item};
+use crate::knapsack::{self, Item, Relaxation};
 
 /// Column generation stops after this many master solves by default.
 pub const DEFAULT_MAX_ITERATIONS: usize = 200;
 
 /// Search nodes one pricing knapsack may visit before it settles for its bound.
 pub const KNAPSACK_NODE_LIMIT: u64 = 50_000;
+
+/// Improving patterns added to the master per iteration, at most.
+const PATTERNS_PER_ITERATION: usize = 8;
 
 /// A pattern priced at this relative margin above its price is treated as not improving:
 /// it keeps floating-point noise in the duals from generating columns forever. The Farley
@@ -239,36 +242,39 @@ pub fn configuration(
             })
             .collect();
         // Types in decreasing order of what their LP relaxation says they could be worth
-        // per dollar: `theta` rises fastest that way, and once a type's relaxation cannot
-        // beat it, no later type's can.
-        let mut ranked: Vec<(f64, usize)> = Vec::with_capacity(fleet.types.len());
+        // per dollar, searched until a few improving patterns are found; the types not
+        // searched enter the Farley bound through their relaxation, which in this order is
+        // at most the first unsearched one's.
+        let mut ranked: Vec<(Relaxation, usize)> = Vec::with_capacity(fleet.types.len());
         for (t, nt) in fleet.types.iter().enumerate() {
-            let relaxed = knapsack::upper_bound(&nt.avail, &items);
-            if relaxed <= nt.price {
+            if knapsack::upper_bound(&nt.avail, &items) <= nt.price {
                 continue;
             }
-            let lp = knapsack::lp_bound(&nt.avail, &items).map_err(|source| Error::Lp {
+            let relaxed = knapsack::relaxation(&nt.avail, &items).map_err(|source| Error::Lp {
                 what: "a pricing knapsack's relaxation",
                 source,
             })?;
-            ranked.push((relaxed.min(lp), t));
+            if relaxed.bound > nt.price {
+                ranked.push((relaxed, t));
+            }
         }
         ranked.sort_by(|a, b| {
-            let ratio = |&(ub, t): &(f64, usize)| ub / fleet.types[t].price;
+            let ratio = |(r, t): &(Relaxation, usize)| r.bound / fleet.types[*t].price;
             ratio(b).total_cmp(&ratio(a)).then(a.1.cmp(&b.1))
         });
         let mut theta = 1.0_f64;
         let mut fresh: Vec<Pattern> = Vec::new();
-        for (relaxed, t) in ranked {
-            let nt = &fleet.types[t];
-            if relaxed <= nt.price * theta {
+        for (relaxed, t) in &ranked {
+            let nt = &fleet.types[*t];
+            if fresh.len() >= PATTERNS_PER_ITERATION {
+                theta = theta.max(relaxed.bound / nt.price);
                 break;
             }
-            let best = knapsack::solve(&nt.avail, &items, KNAPSACK_NODE_LIMIT, relaxed);
+            let best = knapsack::solve(&nt.avail, &items, KNAPSACK_NODE_LIMIT, Some(relaxed));
             theta = theta.max(best.upper_bound / nt.price);
             if best.value > nt.price * (1.0 + PRICING_TOLERANCE) {
                 fresh.push(Pattern {
-                    node_type: t,
+                    node_type: *t,
                     counts: best.counts,
                 });
             }
