@@ -141,6 +141,10 @@ pub struct CostReport {
     /// stopped it (the value is then Farley's bound, still valid).
     pub configuration_bound: String,
     pub configuration_iterations: usize,
+    /// A real packing (resources only: no spread) priced from the configuration LP's
+    /// solution rounded up; the resource-only optimum lies between `lower_bound_per_hour`
+    /// and this.
+    pub rounded_lp_plan_per_hour: f64,
     pub karpenter_style_cost_per_hour: f64,
     pub karpenter_style_nodes: usize,
     pub karpenter_style_cost_ratio: f64,
@@ -254,6 +258,7 @@ pub fn run_cost(case: &CostCase, max_iterations: usize) -> Result<CostReport, Ca
         configuration_bound_per_hour: configuration.value,
         configuration_bound: configuration.status.as_str().to_string(),
         configuration_iterations: configuration.iterations,
+        rounded_lp_plan_per_hour: configuration.rounded_up,
         karpenter_style_cost_per_hour: karpenter_cost,
         karpenter_style_nodes: karpenter.claims.len(),
         karpenter_style_cost_ratio: karpenter_cost / bound,

@@ -115,6 +115,11 @@ pub struct ConfigurationBound {
     pub iterations: usize,
     /// Patterns in the final master LP.
     pub patterns: usize,
+    /// The master LP's solution with every pattern count rounded up: the cost of a real
+    /// packing (resources only: it ignores topology spread and every other constraint), so
+    /// an upper bound on the resource-only optimum. With `value` it brackets that optimum,
+    /// which tells how much of a plan's distance from the bound is the plan's own.
+    pub rounded_up: f64,
 }
 
 /// Both bounds for one input.
@@ -190,6 +195,7 @@ pub fn configuration(
             status: Status::Optimal,
             iterations: 0,
             patterns: 0,
+            rounded_up: 0.0,
         });
     }
     // Start from the cheapest-per-pod single-class pattern of each class, so every class is
@@ -294,6 +300,7 @@ pub fn configuration(
                 status,
                 iterations: iteration,
                 patterns: patterns.len(),
+                rounded_up: rounded_up(fleet, classes, &patterns)?,
             });
         }
         patterns.extend(fresh);
@@ -303,7 +310,47 @@ pub fn configuration(
         status: Status::IterationCap,
         iterations: max_iterations,
         patterns: patterns.len(),
+        rounded_up: rounded_up(fleet, classes, &patterns)?,
     })
+}
+
+/// Solves the master LP over `patterns` (the primal this time) and prices its solution
+/// with every count rounded up. Rounding up only adds nodes, so the patterns still cover
+/// every class: it is the cost of a real packing.
+fn rounded_up(fleet: &Fleet, classes: &Classes, patterns: &[Pattern]) -> Result<f64, Error> {
+    let mut vars = ProblemVariables::new();
+    let lambda: Vec<Variable> = patterns
+        .iter()
+        .map(|_| vars.add(variable().min(0)))
+        .collect();
+    let cost: Expression = lambda
+        .iter()
+        .zip(patterns)
+        .map(|(&v, p)| fleet.types[p.node_type].price * v)
+        .sum();
+    let mut lp = vars.minimise(cost).using(microlp);
+    for (k, &demand) in classes.counts.iter().enumerate() {
+        let covered: Expression = lambda
+            .iter()
+            .zip(patterns)
+            .filter(|(_, p)| p.counts[k] > 0)
+            .map(|(&v, p)| f64::from(p.counts[k]) * v)
+            .sum();
+        lp = lp.with(constraint!(covered >= f64::from(demand)));
+    }
+    let solution = lp.solve().map_err(|source| Error::Lp {
+        what: "the configuration LP's primal",
+        source,
+    })?;
+    Ok(lambda
+        .iter()
+        .zip(patterns)
+        .map(|(&v, p)| {
+            // A count within the solver's tolerance of an integer is that integer.
+            let n = (solution.value(v) - 1e-6).ceil().max(0.0);
+            n * fleet.types[p.node_type].price
+        })
+        .sum())
 }
 
 /// How many pods of one request fit on an empty node.
@@ -394,6 +441,7 @@ mod tests {
         let conf = configuration(&fleet, &c, 50).unwrap();
         assert_eq!(conf.status, Status::Optimal);
         assert!((conf.value - 5.0).abs() < 1e-6, "{conf:?}");
+        assert!((conf.rounded_up - 5.0).abs() < 1e-6, "{conf:?}");
     }
 
     #[test]

@@ -208,25 +208,32 @@ impl Table {
                 "case", "pods", "nodes", "seconds", "pods/s", "peak MiB"
             ),
             Suite::Cost => {
-                println!(
-                    "{:<14} {:>6} | {:>6} {:>10} {:>6} | {:>6} {:>10} {:>6} | {:>10} {:>10} {:>10} {:<13} | {:>8} {:>8}",
-                    "",
-                    "",
-                    "kerf",
-                    "",
-                    "",
-                    "karp.",
-                    "",
-                    "",
-                    "lower",
-                    "fluid",
-                    "config.",
-                    "",
-                    "solve",
-                    "peak"
-                );
-                println!(
-                    "{:<14} {:>6} | {:>6} {:>10} {:>6} | {:>6} {:>10} {:>6} | {:>10} {:>10} {:>10} {:<13} | {:>8} {:>8}",
+                // Two header lines: what the columns measure, then their units.
+                let line = |c: [&str; 15]| {
+                    println!(
+                        "{:<14} {:>6} | {:>6} {:>10} {:>6} | {:>6} {:>10} {:>6} | {:>10} {:>10} {:>10} {:<14} | {:>10} | {:>8} {:>8}",
+                        c[0],
+                        c[1],
+                        c[2],
+                        c[3],
+                        c[4],
+                        c[5],
+                        c[6],
+                        c[7],
+                        c[8],
+                        c[9],
+                        c[10],
+                        c[11],
+                        c[12],
+                        c[13],
+                        c[14]
+                    )
+                };
+                line([
+                    "", "", "kerf", "", "", "karp.", "", "", "lower", "fluid", "config.", "",
+                    "LP plan", "solve", "peak",
+                ]);
+                line([
                     "case",
                     "pods",
                     "nodes",
@@ -239,9 +246,10 @@ impl Table {
                     "$/h",
                     "$/h",
                     "status",
+                    "$/h",
                     "seconds",
-                    "MiB"
-                );
+                    "MiB",
+                ]);
             }
         }
     }
@@ -276,6 +284,7 @@ impl Table {
                     fluid_bound_per_hour,
                     configuration_bound_per_hour,
                     configuration_bound,
+                    rounded_lp_plan_per_hour,
                     karpenter_style_cost_per_hour,
                     karpenter_style_nodes,
                     karpenter_style_cost_ratio,
@@ -283,7 +292,7 @@ impl Table {
                     ..
                 } = r;
                 println!(
-                    "{case:<14} {pods:>6} | {nodes:>6} {cost_per_hour:>10.4} {cost_ratio:>6.4} | {karpenter_style_nodes:>6} {karpenter_style_cost_per_hour:>10.4} {karpenter_style_cost_ratio:>6.4} | {lower_bound_per_hour:>10.4} {fluid_bound_per_hour:>10.4} {configuration_bound_per_hour:>10.4} {configuration_bound:<13} | {seconds:>8.2} {:>8}",
+                    "{case:<14} {pods:>6} | {nodes:>6} {cost_per_hour:>10.4} {cost_ratio:>6.4} | {karpenter_style_nodes:>6} {karpenter_style_cost_per_hour:>10.4} {karpenter_style_cost_ratio:>6.4} | {lower_bound_per_hour:>10.4} {fluid_bound_per_hour:>10.4} {configuration_bound_per_hour:>10.4} {configuration_bound:<14} | {rounded_lp_plan_per_hour:>10.4} | {seconds:>8.2} {:>8}",
                     mib(*peak_rss_mib)
                 );
             }
