@@ -89,7 +89,7 @@ fn run_one(cli: &Cli, name: &str) -> anyhow::Result<ExitCode> {
         case: name.to_string(),
         known: cli.suite.case_names().join(", "),
     };
-    let mut report = match cli.suite {
+    let report = match cli.suite {
         Suite::Scheduling => {
             let c = scheduling_cases()
                 .into_iter()
@@ -105,23 +105,8 @@ fn run_one(cli: &Cli, name: &str) -> anyhow::Result<ExitCode> {
             Report::Cost(case::run_cost(&c, cli.max_iterations)?)
         }
     };
-    report.set_peak_rss_mib(peak_rss_mib());
     println!("{}", serde_json::to_string(&report)?);
     Ok(ExitCode::SUCCESS)
-}
-
-/// `VmHWM` of this process, in MiB.
-fn peak_rss_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: f64 = line
-        .trim_start_matches("VmHWM:")
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kib / 1024.0)
 }
 
 /// The parent's side: each case in a child process, rows printed as cases finish.
