@@ -20,7 +20,8 @@ use kerf_scheduling::{Config, solve};
 
 fn karpenter_shape(c: &mut Criterion) {
     let mut group = c.benchmark_group("solve/karpenter-shape");
-    // Criterion's minimum; a 5,000-pod solve takes seconds until the solver rewrite lands.
+    // Criterion's minimum sample count: until the solver rewrite lands a 5,000-pod solve
+    // takes 20-30 s, and criterion will say it cannot fit ten in the measurement time.
     group.sample_size(10);
     group.measurement_time(Duration::from_secs(20));
     for pods in [1_000, 5_000] {
