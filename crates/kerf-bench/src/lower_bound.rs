@@ -13,8 +13,9 @@
 //! - **Configuration bound** (Gilmore–Gomory). Pods are grouped into classes with identical
 //!   requests; a *pattern* is one node of type `t` holding `n_k` pods of each class `k` that
 //!   fit together. Minimise `Σ price_p·λ_p` subject to `Σ_p n_{k,p}·λ_p ≥ demand_k`,
-//!   `λ ≥ 0`. Every real plan is a set of patterns, so this too is a lower bound, and it is
-//!   never below the fluid one. There are far too many patterns to list, so they are
+//!   `λ ≥ 0`. Every real plan is a set of patterns, so this too is a lower bound, and at its
+//!   optimum it is never below the fluid one (a Farley bound reported before convergence can
+//!   be, which is why the suite reports the larger of the two). There are far too many patterns to list, so they are
 //!   generated: solve the LP over the patterns found so far (its dual, which microlp can
 //!   solve directly: `max Σ demand_k·y_k` subject to `Σ_k n_{k,p}·y_k ≤ price_p`), then for
 //!   each type find the pattern of largest dual value with an exact integer knapsack
@@ -28,6 +29,11 @@
 //! node limit. The configuration bound reported is the best of these; if the iteration cap
 //! or the knapsack node limit stops generation first, the report says so instead of calling
 //! it optimal.
+//!
+//! Finally the master LP's own solution, every pattern count rounded up, is a real packing:
+//! its price (`ConfigurationBound::rounded_up`) is an upper bound on the resource-only
+//! optimum, so together with the lower bound it says how much of a plan's distance from the
+//! bound could be recovered at all.
 
 use std::collections::BTreeMap;
 
