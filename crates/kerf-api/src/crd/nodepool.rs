@@ -394,6 +394,7 @@ pub fn nodepool_to_model(np: &NodePool) -> Result<kerf_model::NodePool, Vec<Fiel
         return Err(errs.list);
     }
     Ok(kerf_model::NodePool {
+        template_hash: nodepool_hash(np),
         name,
         weight: spec.weight.unwrap_or(0),
         requirements,
@@ -406,6 +407,31 @@ pub fn nodepool_to_model(np: &NodePool) -> Result<kerf_model::NodePool, Vec<Fiel
         expire_after,
         termination_grace_period,
     })
+}
+
+/// kerf's NodePool template hash, written to `karpenter.sh/nodepool-hash` on the claims
+/// it launches (with `karpenter.sh/nodepool-hash-version: kerf-v1`) and compared with it
+/// to find drift.
+///
+/// Like Karpenter's, it covers `spec.template` (labels, annotations, taints, startup
+/// taints, node class reference, `expireAfter`, `terminationGracePeriod`) and leaves out
+/// `spec.template.spec.requirements`, whose drift is checked against the node's labels
+/// instead. Unlike Karpenter's (Go `hashstructure`, which kerf cannot reproduce), it is
+/// FNV-1a 64 over the template as canonical JSON (defaults applied, keys sorted, empty
+/// fields omitted), printed as 16 hex digits. Lists keep their order, so reordering taints
+/// changes the hash where Karpenter's `SlicesAsSets` would not.
+pub fn nodepool_hash(np: &NodePool) -> String {
+    let mut template = serde_json::to_value(&np.spec.template).unwrap_or_default();
+    if let Some(spec) = template.get_mut("spec").and_then(|s| s.as_object_mut()) {
+        spec.remove("requirements");
+    }
+    let canonical = super::sorted(template).to_string();
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in canonical.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{hash:016x}")
 }
 
 fn nillable(value: &str, field: &str, errs: &mut Errors) -> Option<std::time::Duration> {

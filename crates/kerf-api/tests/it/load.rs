@@ -177,8 +177,8 @@ fn a_directory_reads_every_manifest_in_name_order() {
           capacity: cpu=2, memory=8Gi, pods=29
           allocatable: cpu=1930m, memory=7Gi, pods=29
         namespace payments: kubernetes.io/metadata.name=payments,team=money
-        warning: CLUSTER/namespaces.yaml: skipped ConfigMap payments/settings: kerf plan does not use this kind
-        warning: CLUSTER/namespaces.yaml: skipped ClusterRole reader: kerf plan does not use this kind
+        warning: CLUSTER/namespaces.yaml: skipped ConfigMap payments/settings: kerf does not use this kind
+        warning: CLUSTER/namespaces.yaml: skipped ClusterRole reader: kerf does not use this kind
     "#]]
     .assert_eq(&render(&m).replace(&fixture("cluster").display().to_string(), "CLUSTER"));
     assert_eq!(
