@@ -15,6 +15,7 @@
 //! executes the commands.
 
 mod budget;
+pub mod check;
 mod facts;
 mod pass;
 mod world;

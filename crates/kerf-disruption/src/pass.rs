@@ -299,16 +299,16 @@ pub fn compute_commands(snapshot: &Snapshot, now: i64, config: &Config) -> Outco
             if reasons[i].is_some() {
                 continue;
             }
-            if acted.is_some() {
-                reasons[i] = Some(format!(
-                    "drifted ({drift}); waits for a later pass: {} acts first",
-                    acted.as_ref().map_or("", |c| c.method.as_str())
-                ));
-                continue;
-            }
             let (available, why) = budget(i, Reason::Drifted);
             if available == 0 {
                 reasons[i] = Some(format!("drifted ({drift}), but {why}"));
+                continue;
+            }
+            if let Some(first) = &acted {
+                reasons[i] = Some(format!(
+                    "drifted ({drift}); waits for a later pass: {} acts first",
+                    first.method.as_str()
+                ));
                 continue;
             }
             let sim = world.simulate(&[i], true, config);

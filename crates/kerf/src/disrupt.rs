@@ -134,13 +134,18 @@ pub fn render_table(outcome: &Outcome) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "Commands: {}", outcome.commands.len());
     for (i, c) in outcome.commands.iter().enumerate() {
+        let savings = round_price(c.savings_per_hour);
+        let money = if savings < 0.0 {
+            format!("costs ${:.4}/hour more", -savings)
+        } else {
+            format!("saves ${savings:.4}/hour")
+        };
         let _ = writeln!(
             out,
-            "  {i}. {} {} {} (saves ${:.4}/hour)",
+            "  {i}. {} {} {} ({money})",
             c.method.as_str(),
             c.decision.as_str(),
             c.nodes.join(", "),
-            round_price(c.savings_per_hour)
         );
         let _ = writeln!(out, "     why: {}", c.why);
         for (r, claim) in c.replacements.iter().enumerate() {
