@@ -19,7 +19,7 @@ pub(crate) struct Facts<'a> {
     pub(crate) capacity_type: &'a str,
     /// Dollars per hour, when the catalog knows the node's offering.
     pub(crate) price: Option<f64>,
-    /// Indices into `Snapshot::bound_pods`.
+    /// Indices into `World::pods` (initially `Snapshot::bound_pods`).
     pub(crate) pods: Vec<usize>,
     /// The pods a drain would have rescheduled: not DaemonSet pods.
     pub(crate) reschedulable: Vec<usize>,
@@ -52,19 +52,7 @@ pub(crate) fn judge<'a>(snapshot: &'a Snapshot, now: i64) -> Vec<Facts<'a>> {
             pods_of[n].push(p);
         }
     }
-    let pdb_allowed: Vec<i32> = snapshot
-        .pdbs
-        .iter()
-        .map(|pdb| {
-            let n = snapshot
-                .bound_pods
-                .iter()
-                .filter(|p| pdb.selects(&p.key.namespace, &p.labels))
-                .count();
-            pdb.allowed(i32::try_from(n).unwrap_or(i32::MAX))
-        })
-        .collect();
-
+    let pdb_allowed = pdb_allowed(snapshot);
     snapshot
         .nodes
         .iter()
@@ -139,7 +127,14 @@ pub(crate) fn judge<'a>(snapshot: &'a Snapshot, now: i64) -> Vec<Facts<'a>> {
                 .map(|&p| eviction_cost(&snapshot.bound_pods[p]))
                 .sum::<f64>()
                 * lifetime;
-            let blocked = blocker(snapshot, node, claim, &pods, &pdb_allowed);
+            let blocked = blocker(
+                snapshot,
+                &snapshot.bound_pods,
+                node,
+                claim,
+                &pods,
+                &pdb_allowed,
+            );
             let drift = pool.and_then(|pool| {
                 drifted(
                     snapshot,
@@ -173,6 +168,22 @@ pub(crate) fn judge<'a>(snapshot: &'a Snapshot, now: i64) -> Vec<Facts<'a>> {
         .collect()
 }
 
+/// Evictions each PDB allows now, in `Snapshot::pdbs` order.
+pub(crate) fn pdb_allowed(snapshot: &Snapshot) -> Vec<i32> {
+    snapshot
+        .pdbs
+        .iter()
+        .map(|pdb| {
+            let n = snapshot
+                .bound_pods
+                .iter()
+                .filter(|p| pdb.selects(&p.key.namespace, &p.labels))
+                .count();
+            pdb.allowed(i32::try_from(n).unwrap_or(i32::MAX))
+        })
+        .collect()
+}
+
 /// The node's offering price: its zone and capacity type, else the cheapest offering of
 /// its capacity type.
 pub(crate) fn price_of(it: &InstanceType, zone: Option<&str>, capacity_type: &str) -> Option<f64> {
@@ -202,8 +213,9 @@ fn eviction_cost(pod: &Pod) -> f64 {
     cost.clamp(-10.0, 10.0)
 }
 
-fn blocker(
+pub(crate) fn blocker(
     snapshot: &Snapshot,
+    all_pods: &[Pod],
     node: &Node,
     claim: Option<&NodeClaim>,
     pods: &[usize],
@@ -220,13 +232,13 @@ fn blocker(
         return Some(format!("its NodeClaim has {ANNOTATION_DO_NOT_DISRUPT}"));
     }
     for &p in pods {
-        let pod = &snapshot.bound_pods[p];
+        let pod = &all_pods[p];
         if annotated(&pod.annotations) {
             return Some(format!("pod {} has {ANNOTATION_DO_NOT_DISRUPT}", pod.key));
         }
     }
     for &p in pods {
-        let pod = &snapshot.bound_pods[p];
+        let pod = &all_pods[p];
         let matching: Vec<usize> = (0..snapshot.pdbs.len())
             .filter(|&i| snapshot.pdbs[i].selects(&pod.key.namespace, &pod.labels))
             .collect();

@@ -20,20 +20,21 @@ pub fn compute_commands(snapshot: &Snapshot, now: i64, config: &Config) -> Outco
         snapshot,
         facts,
         gone: vec![false; n],
-        moved: Vec::new(),
+        pods: snapshot.bound_pods.clone(),
+        pdb_allowed: facts::pdb_allowed(snapshot),
     };
     let mut reasons: Vec<Option<String>> = vec![None; n];
     let mut commands: Vec<Command> = Vec::new();
     let mut in_command = vec![false; n];
     let managed = |f: &Facts| f.pool_name.is_some();
 
-    // Nodes already being deleted: their pods go elsewhere before anything is decided.
-    let deleting: Vec<usize> = (0..n).filter(|&i| world.facts[i].deleting).collect();
-    if !deleting.is_empty() {
-        let sim = world.simulate(&deleting, false, config);
-        world.apply(&deleting, &sim.moves);
-        for &i in &deleting {
-            reasons[i] = Some("already being deleted".to_string());
+    // Nodes already being deleted are no destination. Their pods will need room
+    // elsewhere, which Karpenter reserves by simulating them with every candidate; kerf
+    // does not yet (see the crate's limitations in ARCHITECTURE.md).
+    for ((f, gone), reason) in world.facts.iter().zip(&mut world.gone).zip(&mut reasons) {
+        if f.deleting {
+            *gone = true;
+            *reason = Some("already being deleted".to_string());
         }
     }
 
@@ -125,7 +126,12 @@ pub fn compute_commands(snapshot: &Snapshot, now: i64, config: &Config) -> Outco
     if !snapshot.pending_pods.is_empty() {
         let input = kerf_scheduling::Input {
             pods: snapshot.pending_pods.clone(),
-            bound_pods: snapshot.bound_pods.clone(),
+            bound_pods: world
+                .pods
+                .iter()
+                .filter(|p| p.node_name.is_some())
+                .cloned()
+                .collect(),
             nodes: (0..n)
                 .filter(|&i| !world.gone[i])
                 .map(|i| snapshot.nodes[i].clone())

@@ -13,8 +13,12 @@ pub(crate) struct World<'a> {
     pub(crate) facts: Vec<Facts<'a>>,
     /// Nodes no longer available as destinations: deleting, or removed by a command.
     pub(crate) gone: Vec<bool>,
-    /// Pods moved in this pass onto nodes that stay, bound there.
-    pub(crate) moved: Vec<Pod>,
+    /// Every bound pod, `Snapshot::bound_pods` at first; a pod a command moves to a node
+    /// that stays is rebound there (and listed in that node's facts), one moved to a
+    /// replacement or nowhere is unbound.
+    pub(crate) pods: Vec<Pod>,
+    /// Evictions each PDB allows, in `Snapshot::pdbs` order.
+    pub(crate) pdb_allowed: Vec<i32>,
 }
 
 /// A simulation's answer for a group of candidates.
@@ -46,34 +50,15 @@ impl<'a> World<'a> {
             .filter(|&i| stays(i))
             .map(|i| snapshot.nodes[i].clone())
             .collect();
-        let mut bound_pods: Vec<Pod> = (0..snapshot.nodes.len())
+        let bound_pods: Vec<Pod> = (0..snapshot.nodes.len())
             .filter(|&i| stays(i))
-            .flat_map(|i| {
-                self.facts[i]
-                    .pods
-                    .iter()
-                    .map(|&p| snapshot.bound_pods[p].clone())
-            })
+            .flat_map(|i| self.facts[i].pods.iter().map(|&p| self.pods[p].clone()))
             .collect();
-        bound_pods.extend(
-            self.moved
-                .iter()
-                .filter(|p| {
-                    p.node_name.as_deref().is_some_and(|n| {
-                        snapshot
-                            .nodes
-                            .iter()
-                            .position(|node| node.name == n)
-                            .is_some_and(stays)
-                    })
-                })
-                .cloned(),
-        );
         let pods = candidates
             .iter()
             .flat_map(|&i| self.facts[i].reschedulable.iter())
             .map(|&p| {
-                let mut pod = snapshot.bound_pods[p].clone();
+                let mut pod = self.pods[p].clone();
                 pod.node_name = None;
                 pod
             })
@@ -123,40 +108,57 @@ impl<'a> World<'a> {
     /// replacements are not tracked further: later commands in the pass do not count on
     /// a replacement's spare room.
     pub(crate) fn apply(&mut self, nodes: &[usize], moves: &[Move]) {
+        let mut displaced: Vec<usize> = Vec::new();
         for &i in nodes {
             self.gone[i] = true;
+            displaced.append(&mut self.facts[i].pods);
+            self.facts[i].reschedulable.clear();
         }
-        let by_key: std::collections::BTreeMap<_, _> = nodes
-            .iter()
-            .flat_map(|&i| self.facts[i].pods.iter())
-            .map(|&p| (&self.snapshot.bound_pods[p].key, p))
-            .collect();
-        // Pods already moved once this pass may move again.
-        let mut moved_again = Vec::new();
+        for &p in &displaced {
+            self.pods[p].node_name = None;
+        }
+        let mut touched = Vec::new();
         for m in moves {
             let Destination::Node(to) = &m.to else {
                 continue;
             };
-            if let Some(&p) = by_key.get(&m.pod) {
-                let mut pod = self.snapshot.bound_pods[p].clone();
-                pod.node_name = Some(to.clone());
-                moved_again.push(pod);
-            } else if let Some(pod) = self.moved.iter_mut().find(|p| p.key == m.pod) {
-                pod.node_name = Some(to.clone());
+            let Some(&p) = displaced.iter().find(|&&p| self.pods[p].key == m.pod) else {
+                continue;
+            };
+            let Some(dest) = self.snapshot.nodes.iter().position(|n| &n.name == to) else {
+                continue;
+            };
+            self.pods[p].node_name = Some(to.clone());
+            self.facts[dest].pods.push(p);
+            if !self.pods[p].is_daemon() {
+                self.facts[dest].reschedulable.push(p);
             }
+            touched.push(dest);
         }
-        self.moved.extend(moved_again);
+        // A node that received a do-not-disrupt pod (or one under an exhausted PDB) is
+        // now protected too.
+        for dest in touched {
+            let f = &self.facts[dest];
+            let blocked = crate::facts::blocker(
+                self.snapshot,
+                &self.pods,
+                f.node,
+                f.claim,
+                &f.pods,
+                &self.pdb_allowed,
+            );
+            self.facts[dest].blocked = blocked;
+        }
     }
 
     /// CPU the candidates' pods ask for, and CPU free on the nodes that would stay, in
     /// cores: for "needs 14.2 vCPU elsewhere, 3.1 free".
     pub(crate) fn cpu_need_and_free(&self, candidates: &[usize]) -> (f64, f64) {
-        let snapshot = self.snapshot;
         let cpu = |q: Quantity| q.0 as f64 / 1000.0;
         let need: f64 = candidates
             .iter()
             .flat_map(|&i| self.facts[i].reschedulable.iter())
-            .map(|&p| cpu(snapshot.bound_pods[p].requests.get("cpu")))
+            .map(|&p| cpu(self.pods[p].requests.get("cpu")))
             .sum();
         let mut free = 0.0;
         for (i, f) in self.facts.iter().enumerate() {
@@ -166,13 +168,7 @@ impl<'a> World<'a> {
             let used: f64 = f
                 .pods
                 .iter()
-                .map(|&p| cpu(snapshot.bound_pods[p].requests.get("cpu")))
-                .chain(
-                    self.moved
-                        .iter()
-                        .filter(|p| p.node_name.as_deref() == Some(f.node.name.as_str()))
-                        .map(|p| cpu(p.requests.get("cpu"))),
-                )
+                .map(|&p| cpu(self.pods[p].requests.get("cpu")))
                 .sum();
             free += (cpu(f.node.allocatable.get("cpu")) - used).max(0.0);
         }
@@ -327,6 +323,24 @@ impl<'a> World<'a> {
         let savings = price - launch.price;
         let mut replacement = claim.clone();
         replacement.instance_type_options = options.iter().map(|o| o.1.to_string()).collect();
+        // A claim carries the labels of the type it launches (as `solve` writes them):
+        // swap the solver's choice for the cheaper launch.
+        let type_named = |n: &str| self.snapshot.instance_types.iter().find(|it| it.name == n);
+        if let Some(old) = type_named(&claim.launch.instance_type) {
+            for key in old.labels.keys() {
+                replacement.labels.remove(key);
+            }
+        }
+        if let Some(new) = type_named(&launch.instance_type) {
+            replacement.labels.extend(new.labels.clone());
+        }
+        replacement
+            .labels
+            .insert(labels::ZONE.to_string(), launch.zone.clone());
+        replacement.labels.insert(
+            labels::CAPACITY_TYPE.to_string(),
+            launch.capacity_type.clone(),
+        );
         replacement.requirements = requirements;
         replacement.launch = launch;
         Ok(Consolidation {
