@@ -366,6 +366,42 @@ pub fn compute_commands(snapshot: &Snapshot, now: i64, config: &Config) -> Outco
         }
     }
 
+    // Balanced (Karpenter v1.14): a consolidation acts only when the share of its pools'
+    // cost it saves is at least half the share of their disruption cost it causes.
+    let balanced = |nodes: &[usize], savings: f64| -> Result<(), String> {
+        let facts = &world.facts;
+        if !nodes.iter().any(|&i| {
+            facts[i]
+                .pool
+                .is_some_and(|p| p.disruption.consolidation_policy == ConsolidationPolicy::Balanced)
+        }) {
+            return Ok(());
+        }
+        let pools: Vec<&str> = nodes.iter().filter_map(|&i| facts[i].pool_name).collect();
+        let (mut total_cost, mut total_disruption) = (0.0, 0.0);
+        for (i, f) in facts.iter().enumerate() {
+            if !world.gone[i] && f.pool_name.is_some_and(|p| pools.contains(&p)) {
+                total_cost += f.price.unwrap_or(0.0);
+                total_disruption += f.disruption_cost;
+            }
+        }
+        let disruption: f64 = nodes.iter().map(|&i| facts[i].disruption_cost).sum();
+        if total_cost <= 0.0 || total_disruption <= 0.0 || disruption <= 0.0 {
+            return Ok(());
+        }
+        let (saved, disrupted) = (savings / total_cost, disruption / total_disruption);
+        let score = saved / disrupted;
+        if score >= 0.5 {
+            Ok(())
+        } else {
+            Err(format!(
+                "consolidationPolicy Balanced: it would save {:.0}% of the pool's cost for {:.0}% of its disruption cost (score {score:.2}, needs 0.50)",
+                saved * 100.0,
+                disrupted * 100.0
+            ))
+        }
+    };
+
     // Multi-node consolidation: every budget-allowed prefix of the candidates in
     // disruption-cost order, keeping the one that saves most.
     {
@@ -390,6 +426,7 @@ pub fn compute_commands(snapshot: &Snapshot, now: i64, config: &Config) -> Outco
                     break;
                 }
                 if let Ok(c) = world.consolidate(prefix, config)
+                    && balanced(prefix, c.savings).is_ok()
                     && best
                         .as_ref()
                         .is_none_or(|(_, b)| c.savings > b.savings + 1e-9)
@@ -417,7 +454,10 @@ pub fn compute_commands(snapshot: &Snapshot, now: i64, config: &Config) -> Outco
         if in_command[i] {
             continue;
         }
-        match world.consolidate(&[i], config) {
+        let consolidation = world
+            .consolidate(&[i], config)
+            .and_then(|c| balanced(&[i], c.savings).map(|()| c));
+        match consolidation {
             Err(why) => reasons[i] = Some(why),
             Ok(c) => {
                 let (available, why) = budget(i, Reason::Underutilized);

@@ -79,6 +79,10 @@ pub struct NodeClassRef {
 pub enum ConsolidationPolicy {
     WhenEmpty,
     WhenEmptyOrUnderutilized,
+    /// Karpenter v1.14: like `WhenEmptyOrUnderutilized`, but a consolidation acts only
+    /// when its share of the pool's cost saved is at least half its share of the pool's
+    /// disruption cost.
+    Balanced,
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -162,9 +162,10 @@ pub struct Disruption {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^(([0-9]+(s|m|h))+|Never)$"))]
     pub consolidate_after: Option<String>,
-    /// Which nodes consolidation may disrupt: `WhenEmpty` or `WhenEmptyOrUnderutilized`.
+    /// Which nodes consolidation may disrupt: `WhenEmpty`, `WhenEmptyOrUnderutilized` or
+    /// `Balanced` (underutilized nodes too, when the saving justifies the disruption).
     #[serde(default = "default_consolidation_policy")]
-    #[schemars(extend("enum" = ["WhenEmpty", "WhenEmptyOrUnderutilized"]))]
+    #[schemars(extend("enum" = ["WhenEmpty", "WhenEmptyOrUnderutilized", "Balanced"]))]
     pub consolidation_policy: String,
     /// Limits on how many nodes may be disrupted at once; the most restrictive active
     /// budget wins.
@@ -606,10 +607,13 @@ fn convert_disruption(d: &Disruption, errs: &mut Errors) -> ModelDisruption {
     let consolidation_policy = match d.consolidation_policy.as_str() {
         "WhenEmpty" => ConsolidationPolicy::WhenEmpty,
         "WhenEmptyOrUnderutilized" => ConsolidationPolicy::WhenEmptyOrUnderutilized,
+        "Balanced" => ConsolidationPolicy::Balanced,
         other => {
             errs.push(
                 "spec.disruption.consolidationPolicy",
-                format!("{other:?} is not a policy; use WhenEmpty or WhenEmptyOrUnderutilized"),
+                format!(
+                    "{other:?} is not a policy; use WhenEmpty, WhenEmptyOrUnderutilized or Balanced"
+                ),
             );
             ConsolidationPolicy::WhenEmptyOrUnderutilized
         }
