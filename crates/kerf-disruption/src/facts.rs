@@ -53,6 +53,19 @@ pub(crate) fn judge<'a>(snapshot: &'a Snapshot, now: i64) -> Vec<Facts<'a>> {
         }
     }
     let pdb_allowed = pdb_allowed(snapshot);
+    // A claim names its node in `status.nodeName`; one not yet registered may share the
+    // node's name.
+    let mut claim_of: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    for (c, claim) in snapshot.nodeclaims.iter().enumerate() {
+        if claim.node_name.is_none() {
+            claim_of.entry(claim.name.as_str()).or_insert(c);
+        }
+    }
+    for (c, claim) in snapshot.nodeclaims.iter().enumerate() {
+        if let Some(node) = &claim.node_name {
+            claim_of.insert(node.as_str(), c);
+        }
+    }
     snapshot
         .nodes
         .iter()
@@ -60,16 +73,9 @@ pub(crate) fn judge<'a>(snapshot: &'a Snapshot, now: i64) -> Vec<Facts<'a>> {
         .map(|(node, pods)| {
             let pool_name = node.nodepool();
             let pool = pool_name.and_then(|p| snapshot.nodepools.iter().find(|np| np.name == p));
-            let claim = snapshot
-                .nodeclaims
-                .iter()
-                .find(|c| c.node_name.as_deref() == Some(node.name.as_str()))
-                .or_else(|| {
-                    snapshot
-                        .nodeclaims
-                        .iter()
-                        .find(|c| c.node_name.is_none() && c.name == node.name)
-                });
+            let claim = claim_of
+                .get(node.name.as_str())
+                .map(|&c| &snapshot.nodeclaims[c]);
             let label = |key: &str| {
                 node.labels
                     .get(key)

@@ -16,13 +16,7 @@ use crate::{
 pub fn compute_commands(snapshot: &Snapshot, now: i64, config: &Config) -> Outcome {
     let facts = facts::judge(snapshot, now);
     let n = facts.len();
-    let mut world = World {
-        snapshot,
-        facts,
-        gone: vec![false; n],
-        pods: snapshot.bound_pods.clone(),
-        pdb_allowed: facts::pdb_allowed(snapshot),
-    };
+    let mut world = World::new(snapshot, facts);
     let mut reasons: Vec<Option<String>> = vec![None; n];
     let mut commands: Vec<Command> = Vec::new();
     let mut in_command = vec![false; n];
@@ -37,6 +31,7 @@ pub fn compute_commands(snapshot: &Snapshot, now: i64, config: &Config) -> Outco
             *reason = Some("already being deleted".to_string());
         }
     }
+    world.rebuild();
 
     // Expiration: forceful, whatever the budgets say. Indexing (not iterating) because
     // each expiry changes the world the next one is simulated in.
@@ -416,14 +411,26 @@ pub fn compute_commands(snapshot: &Snapshot, now: i64, config: &Config) -> Outco
             .iter()
             .map(|it| it.allocatable().get("cpu").0 as f64 / 1000.0)
             .fold(0.0, f64::max);
+        // Largest group first: a group can save at most its nodes' price, which only
+        // shrinks as the group does, so the search stops once that bound cannot beat the
+        // best found.
         let mut best: Option<(usize, Consolidation)> = None;
         if acted.is_none() && group.len() >= 2 {
-            for k in 2..=group.len() {
+            for k in (2..=group.len()).rev() {
                 let prefix = &group[..k];
-                let (need, free) = world.cpu_need_and_free(prefix);
-                // Needs only grow and free room only shrinks as the prefix grows.
-                if need > free + largest_cpu {
+                let bound: f64 = prefix
+                    .iter()
+                    .map(|&i| world.facts[i].price.unwrap_or(0.0))
+                    .sum();
+                if best
+                    .as_ref()
+                    .is_some_and(|(_, b)| bound <= b.savings + 1e-9)
+                {
                     break;
+                }
+                let (need, free) = world.cpu_need_and_free(prefix);
+                if need > free + largest_cpu {
+                    continue;
                 }
                 if let Ok(c) = world.consolidate(prefix, config)
                     && balanced(prefix, c.savings).is_ok()
@@ -452,6 +459,14 @@ pub fn compute_commands(snapshot: &Snapshot, now: i64, config: &Config) -> Outco
     // cheapest to disrupt that works acts.
     for &i in &eligible {
         if in_command[i] {
+            continue;
+        }
+        // As in Karpenter, nothing more is simulated once a command has won the pass.
+        if let Some(first) = &acted {
+            reasons[i] = Some(format!(
+                "not evaluated in this pass: {} acts first",
+                first.method.as_str()
+            ));
             continue;
         }
         let consolidation = world

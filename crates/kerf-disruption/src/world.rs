@@ -1,8 +1,11 @@
 //! The cluster as a pass changes it, and simulations over it: "if these nodes went, where
 //! would their pods go?", answered by `kerf_scheduling::solve`.
 
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+
 use kerf_model::labels;
-use kerf_model::{Pod, Quantity, Requirement};
+use kerf_model::{InstanceType, Pod, Requirement};
 use kerf_scheduling::{Input, Launch, NewClaim, Plan};
 
 use crate::facts::Facts;
@@ -19,6 +22,40 @@ pub(crate) struct World<'a> {
     pub(crate) pods: Vec<Pod>,
     /// Evictions each PDB allows, in `Snapshot::pdbs` order.
     pub(crate) pdb_allowed: Vec<i32>,
+    /// Catalog index by instance type name.
+    pub(crate) type_idx: BTreeMap<&'a str, usize>,
+    /// For each NodePool, the allocatable (CPU, memory) and cheapest offering of every
+    /// type it could launch: a lower bound on any replacement's price.
+    pool_floor: BTreeMap<&'a str, Vec<(i64, i64, f64)>>,
+    /// The scheduling input for "everything that stays", built once per change to the
+    /// world; a simulation lifts its candidates' nodes and pods out and puts them back,
+    /// rather than cloning the cluster each time (cloning was most of a pass's time).
+    scratch: RefCell<Scratch>,
+}
+
+#[derive(Default)]
+struct Scratch {
+    input: Input,
+    /// Position in `input.nodes` of each snapshot node still there.
+    node_pos: Vec<Option<usize>>,
+    /// The range of `input.bound_pods` bound to each `input.nodes` position.
+    pod_range: Vec<(usize, usize)>,
+    /// Unrequested (CPU, memory) in milli-units of each snapshot node that can take pods,
+    /// and their sum: bounds that let a consolidation fail without a simulation.
+    free: Vec<(i64, i64)>,
+    free_total: (i64, i64),
+    /// Snapshot node indices by free CPU, then by free memory, most first.
+    by_free_cpu: Vec<usize>,
+    by_free_mem: Vec<usize>,
+}
+
+/// Room for a group's pods on the nodes that would stay, in milli-units (CPU, memory).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Room {
+    pub(crate) need: (i64, i64),
+    pub(crate) free: (i64, i64),
+    /// Requests of pods larger than any single remaining node's free room.
+    pub(crate) stuck: (i64, i64),
 }
 
 /// A simulation's answer for a group of candidates.
@@ -36,6 +73,106 @@ pub(crate) struct Consolidation {
 }
 
 impl<'a> World<'a> {
+    pub(crate) fn new(snapshot: &'a Snapshot, facts: Vec<Facts<'a>>) -> World<'a> {
+        let n = facts.len();
+        let world = World {
+            snapshot,
+            facts,
+            gone: vec![false; n],
+            pods: snapshot.bound_pods.clone(),
+            pdb_allowed: crate::facts::pdb_allowed(snapshot),
+            type_idx: snapshot
+                .instance_types
+                .iter()
+                .enumerate()
+                .map(|(i, it)| (it.name.as_str(), i))
+                .collect(),
+            pool_floor: snapshot
+                .nodepools
+                .iter()
+                .map(|pool| {
+                    let reqs = pool.template_requirements();
+                    let floors = snapshot
+                        .instance_types
+                        .iter()
+                        .filter(|it| {
+                            it.requirements()
+                                .conflict_with(&reqs, |k| !labels::is_instance_defined(k))
+                                .is_none()
+                        })
+                        .filter_map(|it| {
+                            let cheapest = it.cheapest_offering(&reqs)?.price;
+                            let a = it.allocatable();
+                            Some((a.get("cpu").0, a.get("memory").0, cheapest))
+                        })
+                        .collect();
+                    (pool.name.as_str(), floors)
+                })
+                .collect(),
+            scratch: RefCell::new(Scratch::default()),
+        };
+        world.rebuild();
+        world
+    }
+
+    pub(crate) fn instance_type(&self, name: &str) -> Option<&'a InstanceType> {
+        let snapshot: &'a Snapshot = self.snapshot;
+        self.type_idx
+            .get(name)
+            .map(|&i| &snapshot.instance_types[i])
+    }
+
+    /// Rebuilds the scratch input from the nodes that have not gone, each followed by its
+    /// pods (so a node's pods are one range).
+    pub(crate) fn rebuild(&self) {
+        let snapshot = self.snapshot;
+        let mut scratch = Scratch {
+            node_pos: vec![None; snapshot.nodes.len()],
+            free: vec![(0, 0); snapshot.nodes.len()],
+            ..Scratch::default()
+        };
+        for (i, f) in self.facts.iter().enumerate() {
+            if self.gone[i] {
+                continue;
+            }
+            if !f.node.unschedulable {
+                let (mut cpu, mut mem) = (
+                    f.node.allocatable.get("cpu").0,
+                    f.node.allocatable.get("memory").0,
+                );
+                for &p in &f.pods {
+                    cpu -= self.pods[p].requests.get("cpu").0;
+                    mem -= self.pods[p].requests.get("memory").0;
+                }
+                scratch.free[i] = (cpu.max(0), mem.max(0));
+                scratch.free_total.0 += cpu.max(0);
+                scratch.free_total.1 += mem.max(0);
+            }
+            scratch.node_pos[i] = Some(scratch.input.nodes.len());
+            scratch.input.nodes.push(snapshot.nodes[i].clone());
+            let start = scratch.input.bound_pods.len();
+            scratch
+                .input
+                .bound_pods
+                .extend(f.pods.iter().map(|&p| self.pods[p].clone()));
+            scratch
+                .pod_range
+                .push((start, scratch.input.bound_pods.len()));
+        }
+        let mut order: Vec<usize> = (0..snapshot.nodes.len())
+            .filter(|&i| scratch.free[i] != (0, 0))
+            .collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(scratch.free[i].0));
+        scratch.by_free_cpu = order.clone();
+        order.sort_by_key(|&i| std::cmp::Reverse(scratch.free[i].1));
+        scratch.by_free_mem = order;
+        scratch.input.nodepools = snapshot.nodepools.clone();
+        scratch.input.instance_types = snapshot.instance_types.clone();
+        scratch.input.daemonsets = snapshot.daemonsets.clone();
+        scratch.input.namespaces = snapshot.namespaces.clone();
+        *self.scratch.borrow_mut() = scratch;
+    }
+
     /// Where the reschedulable pods of `candidates` would go if those nodes went:
     /// onto the nodes that stay, and, with `launch`, onto new claims from the NodePools.
     pub(crate) fn simulate(
@@ -44,17 +181,28 @@ impl<'a> World<'a> {
         launch: bool,
         config: &Config,
     ) -> Simulated {
-        let snapshot = self.snapshot;
-        let stays = |i: usize| !self.gone[i] && !candidates.contains(&i);
-        let nodes = (0..snapshot.nodes.len())
-            .filter(|&i| stays(i))
-            .map(|i| snapshot.nodes[i].clone())
+        let mut guard = self.scratch.borrow_mut();
+        let scratch = &mut *guard;
+        let mut positions: Vec<usize> = candidates
+            .iter()
+            .filter_map(|&i| scratch.node_pos[i])
             .collect();
-        let bound_pods: Vec<Pod> = (0..snapshot.nodes.len())
-            .filter(|&i| stays(i))
-            .flat_map(|i| self.facts[i].pods.iter().map(|&p| self.pods[p].clone()))
-            .collect();
-        let pods = candidates
+        positions.sort_unstable();
+        positions.dedup();
+        // Lift the candidates out, last first so earlier positions stay valid; they go
+        // back in the reverse order, which restores the input exactly.
+        let input = &mut scratch.input;
+        let mut lifted_pods = Vec::with_capacity(positions.len());
+        let mut lifted_nodes = Vec::with_capacity(positions.len());
+        for &p in positions.iter().rev() {
+            let (start, end) = scratch.pod_range[p];
+            lifted_pods.push((
+                start,
+                input.bound_pods.drain(start..end).collect::<Vec<_>>(),
+            ));
+            lifted_nodes.push((p, input.nodes.remove(p)));
+        }
+        input.pods = candidates
             .iter()
             .flat_map(|&i| self.facts[i].reschedulable.iter())
             .map(|&p| {
@@ -63,24 +211,28 @@ impl<'a> World<'a> {
                 pod
             })
             .collect();
-        let input = Input {
-            pods,
-            bound_pods,
-            nodes,
-            nodepools: if launch {
-                snapshot.nodepools.clone()
-            } else {
-                Vec::new()
-            },
-            instance_types: if launch {
-                snapshot.instance_types.clone()
-            } else {
-                Vec::new()
-            },
-            daemonsets: snapshot.daemonsets.clone(),
-            namespaces: snapshot.namespaces.clone(),
+        let (pools, types) = if launch {
+            (Vec::new(), Vec::new())
+        } else {
+            (
+                std::mem::take(&mut input.nodepools),
+                std::mem::take(&mut input.instance_types),
+            )
         };
-        let plan = kerf_scheduling::solve(&input, &config.scheduling);
+        let plan = kerf_scheduling::solve(input, &config.scheduling);
+        if !launch {
+            input.nodepools = pools;
+            input.instance_types = types;
+        }
+        input.pods.clear();
+        for ((p, node), (start, pods)) in lifted_nodes
+            .into_iter()
+            .rev()
+            .zip(lifted_pods.into_iter().rev())
+        {
+            input.nodes.insert(p, node);
+            input.bound_pods.splice(start..start, pods);
+        }
         let mut moves = Vec::new();
         for e in &plan.existing {
             moves.extend(e.pods.iter().map(|p| Move {
@@ -149,30 +301,55 @@ impl<'a> World<'a> {
             );
             self.facts[dest].blocked = blocked;
         }
+        self.rebuild();
+    }
+
+    /// (CPU, memory) the candidates' reschedulable pods ask for, what is free on the
+    /// nodes that would stay, and what of the pods can go to none of those nodes because
+    /// it is larger than any one node's free room, in milli-units.
+    pub(crate) fn need_and_free(&self, candidates: &[usize]) -> Room {
+        let scratch = self.scratch.borrow();
+        let mut sorted = candidates.to_vec();
+        sorted.sort_unstable();
+        let outside = |i: &&usize| sorted.binary_search(i).is_err();
+        let max_cpu = scratch
+            .by_free_cpu
+            .iter()
+            .find(outside)
+            .map_or(0, |&i| scratch.free[i].0);
+        let max_mem = scratch
+            .by_free_mem
+            .iter()
+            .find(outside)
+            .map_or(0, |&i| scratch.free[i].1);
+        let mut room = Room::default();
+        for &i in candidates {
+            for &p in &self.facts[i].reschedulable {
+                let (cpu, mem) = (
+                    self.pods[p].requests.get("cpu").0,
+                    self.pods[p].requests.get("memory").0,
+                );
+                room.need.0 += cpu;
+                room.need.1 += mem;
+                if cpu > max_cpu || mem > max_mem {
+                    room.stuck.0 += cpu;
+                    room.stuck.1 += mem;
+                }
+            }
+        }
+        room.free = scratch.free_total;
+        for &i in candidates {
+            room.free.0 -= scratch.free[i].0;
+            room.free.1 -= scratch.free[i].1;
+        }
+        room
     }
 
     /// CPU the candidates' pods ask for, and CPU free on the nodes that would stay, in
     /// cores: for "needs 14.2 vCPU elsewhere, 3.1 free".
     pub(crate) fn cpu_need_and_free(&self, candidates: &[usize]) -> (f64, f64) {
-        let cpu = |q: Quantity| q.0 as f64 / 1000.0;
-        let need: f64 = candidates
-            .iter()
-            .flat_map(|&i| self.facts[i].reschedulable.iter())
-            .map(|&p| cpu(self.pods[p].requests.get("cpu")))
-            .sum();
-        let mut free = 0.0;
-        for (i, f) in self.facts.iter().enumerate() {
-            if self.gone[i] || candidates.contains(&i) || f.node.unschedulable {
-                continue;
-            }
-            let used: f64 = f
-                .pods
-                .iter()
-                .map(|&p| cpu(self.pods[p].requests.get("cpu")))
-                .sum();
-            free += (cpu(f.node.allocatable.get("cpu")) - used).max(0.0);
-        }
-        (need, free)
+        let room = self.need_and_free(candidates);
+        (room.need.0 as f64 / 1000.0, room.free.0 as f64 / 1000.0)
     }
 
     /// Karpenter's `computeConsolidation` for a group: delete when the pods fit on the
@@ -197,17 +374,57 @@ impl<'a> World<'a> {
                 }
             }
         }
-        let delete = self.simulate(candidates, false, config);
-        if delete.plan.unschedulable.is_empty() {
-            return Ok(Consolidation {
-                decision: Decision::Delete,
-                replacement: None,
-                moves: delete.moves,
-                savings: price,
-            });
+        let room = self.need_and_free(candidates);
+        let (need, free) = (room.need, room.free);
+        let cores = |m: i64| m as f64 / 1000.0;
+        let short = format!(
+            "its pods need {:.1} vCPU elsewhere, {:.1} free",
+            cores(need.0),
+            cores(free.0)
+        );
+        // Without the room, no packing can delete: skip that simulation.
+        let fits = need.0 <= free.0 && need.1 <= free.1 && room.stuck == (0, 0);
+        if fits {
+            let delete = self.simulate(candidates, false, config);
+            if delete.plan.unschedulable.is_empty() {
+                return Ok(Consolidation {
+                    decision: Decision::Delete,
+                    replacement: None,
+                    moves: delete.moves,
+                    savings: price,
+                });
+            }
+        } else {
+            // A replacement must hold at least what the other nodes cannot: if the
+            // cheapest type its pools could launch that large is not cheaper, no
+            // simulation can find one.
+            let deficit = (
+                (need.0 - free.0).max(room.stuck.0),
+                (need.1 - free.1).max(room.stuck.1),
+            );
+            let floor = candidates
+                .iter()
+                .filter_map(|&i| self.facts[i].pool_name.and_then(|p| self.pool_floor.get(p)))
+                .flatten()
+                .filter(|(cpu, mem, _)| *cpu >= deficit.0 && *mem >= deficit.1)
+                .map(|(_, _, p)| *p)
+                .min_by(f64::total_cmp);
+            match floor {
+                None => {
+                    return Err(format!(
+                        "no cheaper placement: {short}, and no instance type its NodePool offers holds the {:.1} vCPU left over",
+                        cores(deficit.0)
+                    ));
+                }
+                Some(floor) if floor >= price - 1e-9 => {
+                    return Err(format!(
+                        "no cheaper placement: {short}; a node for the {:.1} vCPU left over costs at least ${floor:.4}/h, not less than ${price:.4}/h",
+                        cores(deficit.0)
+                    ));
+                }
+                Some(_) => {}
+            }
         }
-        let (need, free) = self.cpu_need_and_free(candidates);
-        let short = format!("its pods need {need:.1} vCPU elsewhere, {free:.1} free");
         let replace = self.simulate(candidates, true, config);
         if let Some(u) = replace.plan.unschedulable.first() {
             return Err(format!(
@@ -325,7 +542,7 @@ impl<'a> World<'a> {
         replacement.instance_type_options = options.iter().map(|o| o.1.to_string()).collect();
         // A claim carries the labels of the type it launches (as `solve` writes them):
         // swap the solver's choice for the cheaper launch.
-        let type_named = |n: &str| self.snapshot.instance_types.iter().find(|it| it.name == n);
+        let type_named = |n: &str| self.instance_type(n);
         if let Some(old) = type_named(&claim.launch.instance_type) {
             for key in old.labels.keys() {
                 replacement.labels.remove(key);
