@@ -55,7 +55,7 @@ fn int_or_percent(
             _ => {
                 problems.push(
                     field,
-                    format!("{s:?} is not valid; use a whole number (2) or a percentage (\"50%\")"),
+                    format!("{s:?} is not valid; use a whole number (2) or a percentage from 0% to 100% (\"50%\")"),
                 );
                 None
             }
