@@ -534,7 +534,10 @@ impl<'a> World<'a> {
                     options.len()
                 ));
             }
-            options.truncate(MIN_SPOT_OPTIONS);
+            // Karpenter keeps a multi-node spot replacement's options whole.
+            if candidates.len() == 1 {
+                options.truncate(MIN_SPOT_OPTIONS);
+            }
         }
         let launch = options[0].2.clone();
         let savings = price - launch.price;

@@ -43,7 +43,8 @@ fn cases(n: u32) -> ProptestConfig {
 
 #[derive(Clone, Debug)]
 struct PoolSpec {
-    when_empty: bool,
+    /// 0 WhenEmpty, 1 WhenEmptyOrUnderutilized, 2 Balanced.
+    policy: u8,
     /// 0 = 0s, 1 = 5m, 2 = Never.
     after: u8,
     /// Count budget (`Some(n)`) or percent.
@@ -100,14 +101,14 @@ struct Spec {
 
 fn pool_spec() -> impl Strategy<Value = PoolSpec> {
     (
-        any::<bool>(),
+        0u8..3,
         0u8..3,
         (any::<bool>(), 0u8..4),
         any::<bool>(),
         proptest::option::of(0u8..3),
     )
-        .prop_map(|(when_empty, after, budget, spot, frozen)| PoolSpec {
-            when_empty,
+        .prop_map(|(policy, after, budget, spot, frozen)| PoolSpec {
+            policy,
             after,
             budget,
             spot,
@@ -233,10 +234,10 @@ fn build(spec: &Spec) -> Snapshot {
             );
             pool.requirements
                 .add(labels::ARCH, Requirement::single("amd64"));
-            pool.disruption.consolidation_policy = if p.when_empty {
-                ConsolidationPolicy::WhenEmpty
-            } else {
-                ConsolidationPolicy::WhenEmptyOrUnderutilized
+            pool.disruption.consolidation_policy = match p.policy {
+                0 => ConsolidationPolicy::WhenEmpty,
+                1 => ConsolidationPolicy::WhenEmptyOrUnderutilized,
+                _ => ConsolidationPolicy::Balanced,
             };
             pool.disruption.consolidate_after = match p.after {
                 0 => Some(Duration::ZERO),
