@@ -523,6 +523,25 @@ impl<'a> World<'a> {
             };
             return Err(format!("no cheaper placement: {short}; {cheapest}"));
         }
+        // Karpenter's RemoveInstanceTypeOptionsByPriceAndMinValues: the cheaper options
+        // must still span each requirement's minValues.
+        for (key, requirement) in requirements.iter() {
+            let Some(min) = requirement.min_values else {
+                continue;
+            };
+            let distinct: std::collections::BTreeSet<&str> = options
+                .iter()
+                .filter_map(|o| self.instance_type(o.1)?.labels.get(key).map(String::as_str))
+                .collect();
+            if distinct.len() < min as usize {
+                return Err(format!(
+                    "no cheaper placement: {short}; the {} cheaper instance types span {} value{} of {key}, fewer than its minValues {min}",
+                    options.len(),
+                    distinct.len(),
+                    if distinct.len() == 1 { "" } else { "s" }
+                ));
+            }
+        }
         if spot_to_spot {
             // Karpenter's MinInstanceTypesForSpotToSpotConsolidation: a single spot node is
             // only replaced when at least 15 cheaper types exist, and the launch keeps
