@@ -32,7 +32,7 @@ pub fn replay(snapshot: &Snapshot, outcome: &Outcome) -> Vec<(Input, Plan)> {
                 p.node_name
                     .as_deref()
                     .is_some_and(|n| command.nodes.iter().any(|c| c == n))
-                    && !p.is_daemon()
+                    && crate::facts::reschedulable(p)
             })
             .map(|p| {
                 let mut p = p.clone();

@@ -92,7 +92,7 @@ pub(crate) fn judge<'a>(snapshot: &'a Snapshot, now: i64) -> Vec<Facts<'a>> {
             let reschedulable: Vec<usize> = pods
                 .iter()
                 .copied()
-                .filter(|&p| !snapshot.bound_pods[p].is_daemon())
+                .filter(|&p| reschedulable(&snapshot.bound_pods[p]))
                 .collect();
             let initialized = match claim {
                 Some(c) => c.initialized,
@@ -202,6 +202,12 @@ pub(crate) fn price_of(it: &InstanceType, zone: Option<&str>, capacity_type: &st
         .find(|o| Some(o.zone.as_str()) == zone)
         .or_else(|| same_type().min_by(|a, b| a.price.total_cmp(&b.price)))
         .map(|o| o.price)
+}
+
+/// Whether a drain would have the pod rescheduled elsewhere: not a DaemonSet pod (its
+/// DaemonSet runs one on every node anyway) and not a static pod (owned by its Node).
+pub(crate) fn reschedulable(pod: &Pod) -> bool {
+    !pod.is_daemon() && pod.owner.as_ref().is_none_or(|o| o.kind != "Node")
 }
 
 /// Karpenter's `EvictionCost`: 1, plus pod-deletion-cost / 2^27, plus priority / 2^25,

@@ -282,7 +282,7 @@ impl<'a> World<'a> {
             };
             self.pods[p].node_name = Some(to.clone());
             self.facts[dest].pods.push(p);
-            if !self.pods[p].is_daemon() {
+            if crate::facts::reschedulable(&self.pods[p]) {
                 self.facts[dest].reschedulable.push(p);
             }
             touched.push(dest);

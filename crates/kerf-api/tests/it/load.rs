@@ -929,3 +929,38 @@ spec: {minAvailable: 1, maxUnavailable: "150%", selector: {matchExpressions: [{k
         "#]],
     );
 }
+
+#[test]
+fn nodepool_hash_ignores_requirements_only() {
+    let pool = |name: &str, arch: &str, team: &str| {
+        format!(
+            r#"
+apiVersion: karpenter.sh/v1
+kind: NodePool
+metadata: {{name: {name}}}
+spec:
+  template:
+    metadata: {{labels: {{team: {team}}}}}
+    spec:
+      nodeClassRef: {{group: karpenter.k8s.aws, kind: EC2NodeClass, name: default}}
+      requirements: [{{key: kubernetes.io/arch, operator: In, values: [{arch}]}}]
+"#
+        )
+    };
+    let m = load_str(
+        "test.yaml",
+        &[
+            pool("a", "amd64", "blue"),
+            pool("b", "arm64", "blue"),
+            pool("c", "amd64", "green"),
+        ]
+        .join("---"),
+    )
+    .unwrap();
+    let hash = |i: usize| m.nodepools[i].template_hash.clone();
+    assert_eq!(hash(0).len(), 16);
+    assert_eq!(hash(0), hash(1), "requirements are not part of the hash");
+    assert_ne!(hash(0), hash(2), "template labels are");
+    // The hash is stable across runs and releases: claims carry it.
+    expect!["d90cd27bf0e62f30"].assert_eq(&hash(0));
+}

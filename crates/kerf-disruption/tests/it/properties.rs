@@ -531,6 +531,30 @@ fn check(snapshot: &Snapshot, outcome: &Outcome, config: &Config) -> Result<(), 
             }
         }
     }
+    // Expiration is forceful: every managed node past expireAfter goes, whatever else.
+    for n in &snapshot.nodes {
+        let old = n.created_at.is_some_and(|c| NOW - c >= 720 * 3600);
+        if n.nodepool().is_some() && !n.deleting && old {
+            prop_assert!(
+                expired.contains(&n.name.as_str()),
+                "{} expired but stays",
+                n.name
+            );
+        }
+    }
+    // Emptiness removes only nodes running nothing but DaemonSet pods.
+    for command in outcome
+        .commands
+        .iter()
+        .filter(|c| c.method == Method::Emptiness)
+    {
+        for name in &command.nodes {
+            prop_assert!(
+                pods_on(snapshot, name).all(|p| p.is_daemon()),
+                "emptiness deletes {name}, which runs pods"
+            );
+        }
+    }
     // Every displaced pod lands where kube-scheduler would accept it.
     for (i, (input, plan)) in kerf_disruption::check::replay(snapshot, outcome)
         .iter()
