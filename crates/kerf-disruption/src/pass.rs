@@ -152,7 +152,7 @@ pub fn compute_commands(snapshot: &Snapshot, now: i64, config: &Config) -> Outco
         }
         let why = if f.pool.is_none() {
             Some(format!(
-                "its NodePool {} does not exist",
+                "its NodePool {:?} (label karpenter.sh/nodepool) does not exist",
                 f.pool_name.unwrap_or("")
             ))
         } else if !f.initialized {
@@ -235,7 +235,7 @@ pub fn compute_commands(snapshot: &Snapshot, now: i64, config: &Config) -> Outco
                     .iter()
                     .map(|&i| world.facts[i].node.name.clone())
                     .collect(),
-                why: "empty: nothing but DaemonSet pods runs there".to_string(),
+                why: "empty: nothing but DaemonSet or static pods runs there".to_string(),
                 replacements: Vec::new(),
                 moves: Vec::new(),
                 savings_per_hour: savings,
