@@ -97,3 +97,66 @@ fn disrupt_scenarios() {
         failures.join("\n")
     );
 }
+
+/// The JSON shape is a contract (`kerf disrupt -o json`); the example a newcomer runs
+/// pins it.
+#[test]
+fn example_json_shape() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/disrupt.yaml");
+    let manifests = kerf_api::load_paths(&[path]).unwrap();
+    let types = kerf_model::catalog::by_name("aws").unwrap();
+    let snapshot = kerf::disrupt::snapshot(manifests, types);
+    let now = "2026-11-24T12:00:00Z"
+        .parse::<jiff::Timestamp>()
+        .unwrap()
+        .as_second();
+    let outcome =
+        kerf_disruption::compute_commands(&snapshot, now, &kerf_disruption::Config::default());
+    expect_test::expect![[r#"
+        {
+          "commands": [
+            {
+              "method": "multi-node-consolidation",
+              "decision": "replace",
+              "nodes": [
+                "node-a",
+                "node-b"
+              ],
+              "replacements": [
+                {
+                  "nodepool": "default",
+                  "instance_type": "m6a.xlarge",
+                  "capacity_type": "on-demand",
+                  "zone": "us-east-1a",
+                  "price": 0.1728
+                }
+              ],
+              "moves": [
+                {
+                  "pod": "default/etl-0",
+                  "to": "replacement-0"
+                },
+                {
+                  "pod": "default/web-0",
+                  "to": "node-c"
+                }
+              ],
+              "savings_per_hour": 0.8352
+            }
+          ],
+          "kept": [
+            {
+              "node": "node-c",
+              "reason": "pod default/batch-0 has karpenter.sh/do-not-disrupt"
+            },
+            {
+              "node": "node-d",
+              "reason": "PDB default/db allows 0 disruptions (pod default/db-0)"
+            }
+          ],
+          "cost_per_hour_before": 1.4112,
+          "cost_per_hour_after": 0.576
+        }
+    "#]]
+    .assert_eq(&kerf::disrupt::render_json(&outcome));
+}
