@@ -121,11 +121,9 @@ pub fn compute_commands(snapshot: &Snapshot, now: i64, config: &Config) -> Outco
     if !snapshot.pending_pods.is_empty() {
         let input = kerf_scheduling::Input {
             pods: snapshot.pending_pods.clone(),
-            bound_pods: world
-                .pods
-                .iter()
-                .filter(|p| p.node_name.is_some())
-                .cloned()
+            bound_pods: (0..n)
+                .filter(|&i| !world.gone[i])
+                .flat_map(|i| world.facts[i].pods.iter().map(|&p| world.pods[p].clone()))
                 .collect(),
             nodes: (0..n)
                 .filter(|&i| !world.gone[i])
@@ -264,7 +262,12 @@ pub fn compute_commands(snapshot: &Snapshot, now: i64, config: &Config) -> Outco
             let drift = world.facts[i].drift.clone().unwrap_or_default();
             match take(&mut used, i, Reason::Drifted) {
                 Ok(()) if acted.is_none() => empty.push(i),
-                Ok(()) => {}
+                Ok(()) => {
+                    reasons[i] = Some(format!(
+                        "drifted ({drift}); waits for a later pass: {} acts first",
+                        acted.as_ref().map_or("", |c| c.method.as_str())
+                    ));
+                }
                 Err(why) => reasons[i] = Some(format!("drifted ({drift}), but {why}")),
             }
         }
@@ -455,8 +458,8 @@ pub fn compute_commands(snapshot: &Snapshot, now: i64, config: &Config) -> Outco
         }
     }
 
-    // Single-node consolidation: every candidate is evaluated (for its reason); the
-    // cheapest to disrupt that works acts.
+    // Single-node consolidation: candidates in disruption-cost order, each evaluated
+    // (for its reason) until one works and acts.
     for &i in &eligible {
         if in_command[i] {
             continue;
@@ -469,31 +472,24 @@ pub fn compute_commands(snapshot: &Snapshot, now: i64, config: &Config) -> Outco
             ));
             continue;
         }
+        let (available, why) = budget(i, Reason::Underutilized);
+        if available == 0 {
+            reasons[i] = Some(why);
+            continue;
+        }
         let consolidation = world
             .consolidate(&[i], config)
             .and_then(|c| balanced(&[i], c.savings).map(|()| c));
         match consolidation {
             Err(why) => reasons[i] = Some(why),
             Ok(c) => {
-                let (available, why) = budget(i, Reason::Underutilized);
-                if available == 0 {
-                    reasons[i] = Some(format!("could be consolidated, but {why}"));
-                } else if let Some(first) = &acted {
-                    reasons[i] = Some(format!(
-                        "could be consolidated ({}, saves ${:.4}/h), but {} acts first in this pass",
-                        c.decision.as_str(),
-                        c.savings,
-                        first.method.as_str()
-                    ));
-                } else {
-                    acted = Some(consolidation_command(
-                        &world,
-                        Method::SingleNodeConsolidation,
-                        &[i],
-                        c,
-                    ));
-                    in_command[i] = true;
-                }
+                acted = Some(consolidation_command(
+                    &world,
+                    Method::SingleNodeConsolidation,
+                    &[i],
+                    c,
+                ));
+                in_command[i] = true;
             }
         }
     }
