@@ -10,7 +10,7 @@ use crate::{Destination, Outcome, Snapshot};
 /// For each command in order: the cluster it acts on (nodes not removed by an earlier
 /// command, not deleting, not the command's own; their pods plus pods earlier commands
 /// moved onto them), the displaced pods as pending, and the command's moves as a plan.
-/// Pods relocated off nodes that were already deleting are not replayed.
+/// Pods of nodes already deleting start where `Outcome::assumed_moves` put them.
 pub fn replay(snapshot: &Snapshot, outcome: &Outcome) -> Vec<(Input, Plan)> {
     let mut removed: Vec<String> = snapshot
         .nodes
@@ -18,7 +18,17 @@ pub fn replay(snapshot: &Snapshot, outcome: &Outcome) -> Vec<(Input, Plan)> {
         .filter(|n| n.deleting)
         .map(|n| n.name.clone())
         .collect();
+    // Pods of deleting nodes sit where the pass assumed they go.
     let mut moved: Vec<Pod> = Vec::new();
+    for m in &outcome.assumed_moves {
+        if let (Destination::Node(to), Some(pod)) =
+            (&m.to, snapshot.bound_pods.iter().find(|p| p.key == m.pod))
+        {
+            let mut pod = pod.clone();
+            pod.node_name = Some(to.clone());
+            moved.push(pod);
+        }
+    }
     let mut out = Vec::new();
     for command in &outcome.commands {
         let stays = |name: &str| {

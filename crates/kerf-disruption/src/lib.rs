@@ -146,6 +146,10 @@ pub struct Kept {
 
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Outcome {
+    /// Where the pass assumes the pods of nodes already being deleted go (onto nodes
+    /// that stay; `Pending` when none has room): they take that room in every
+    /// simulation, as Karpenter reserves it. Not commands: those nodes are already going.
+    pub assumed_moves: Vec<Move>,
     pub commands: Vec<Command>,
     /// Every managed node not in a command, by name.
     pub kept: Vec<Kept>,

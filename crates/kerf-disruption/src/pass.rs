@@ -22,16 +22,17 @@ pub fn compute_commands(snapshot: &Snapshot, now: i64, config: &Config) -> Outco
     let mut in_command = vec![false; n];
     let managed = |f: &Facts| f.pool_name.is_some();
 
-    // Nodes already being deleted are no destination. Their pods will need room
-    // elsewhere, which Karpenter reserves by simulating them with every candidate; kerf
-    // does not yet (see the crate's limitations in ARCHITECTURE.md).
-    for ((f, gone), reason) in world.facts.iter().zip(&mut world.gone).zip(&mut reasons) {
-        if f.deleting {
-            *gone = true;
-            *reason = Some("already being deleted".to_string());
+    // Nodes already being deleted are no destination, and their pods need room on the
+    // nodes that stay: place them first and count them there from then on.
+    let deleting: Vec<usize> = (0..n).filter(|&i| world.facts[i].deleting).collect();
+    let mut assumed_moves = Vec::new();
+    if !deleting.is_empty() {
+        assumed_moves = world.simulate(&deleting, false, config).moves;
+        world.apply(&deleting, &assumed_moves);
+        for &i in &deleting {
+            reasons[i] = Some("already being deleted".to_string());
         }
     }
-    world.rebuild();
 
     // Expiration: forceful, whatever the budgets say. Indexing (not iterating) because
     // each expiry changes the world the next one is simulated in.
@@ -507,6 +508,7 @@ pub fn compute_commands(snapshot: &Snapshot, now: i64, config: &Config) -> Outco
     let before: f64 = world.facts.iter().filter_map(|f| f.price).sum();
     let saved: f64 = commands.iter().map(|c| c.savings_per_hour).sum();
     Outcome {
+        assumed_moves,
         commands,
         kept,
         cost_per_hour_before: round(before),

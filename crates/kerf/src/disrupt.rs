@@ -132,6 +132,13 @@ pub fn render_json(outcome: &Outcome) -> String {
 /// The readable report `kerf disrupt` prints by default.
 pub fn render_table(outcome: &Outcome) -> String {
     let mut out = String::new();
+    if !outcome.assumed_moves.is_empty() {
+        let _ = writeln!(out, "Pods of nodes already being deleted, assumed to go:");
+        for m in &outcome.assumed_moves {
+            let _ = writeln!(out, "  {} -> {}", m.pod, destination(&m.to));
+        }
+        let _ = writeln!(out);
+    }
     let _ = writeln!(out, "Commands: {}", outcome.commands.len());
     for (i, c) in outcome.commands.iter().enumerate() {
         let savings = round_price(c.savings_per_hour);
