@@ -401,25 +401,41 @@ pub fn compute_commands(snapshot: &Snapshot, now: i64, config: &Config) -> Outco
         }
     };
 
-    // Multi-node consolidation: every budget-allowed prefix of the candidates in
-    // disruption-cost order, keeping the one that saves most.
+    // Multi-node consolidation: every budget-allowed prefix of the candidates in two
+    // orders — disruption cost (Karpenter's), and least utilized first (where packing
+    // gains hide) — keeping the group that saves most; ties go to the first found.
     {
-        let mut used = BTreeMap::new();
-        let group: Vec<usize> = eligible
-            .iter()
-            .copied()
-            .filter(|&i| take(&mut used, i, Reason::Underutilized).is_ok())
-            .collect();
+        let utilization = |i: usize| {
+            let f = &world.facts[i];
+            let alloc = f.node.allocatable.get("cpu").0.max(1) as f64;
+            let used: i64 = f
+                .reschedulable
+                .iter()
+                .map(|&p| world.pods[p].requests.get("cpu").0)
+                .sum();
+            used as f64 / alloc
+        };
+        let mut by_utilization = eligible.clone();
+        by_utilization.sort_by(|&a, &b| utilization(a).total_cmp(&utilization(b)));
         let largest_cpu = snapshot
             .instance_types
             .iter()
             .map(|it| it.allocatable().get("cpu").0 as f64 / 1000.0)
             .fold(0.0, f64::max);
-        // Largest group first: a group can save at most its nodes' price, which only
-        // shrinks as the group does, so the search stops once that bound cannot beat the
-        // best found.
-        let mut best: Option<(usize, Consolidation)> = None;
-        if acted.is_none() && group.len() >= 2 {
+        let mut best: Option<(Vec<usize>, Consolidation)> = None;
+        for order in [&eligible, &by_utilization] {
+            if acted.is_some() {
+                break;
+            }
+            let mut used = BTreeMap::new();
+            let group: Vec<usize> = order
+                .iter()
+                .copied()
+                .filter(|&i| take(&mut used, i, Reason::Underutilized).is_ok())
+                .collect();
+            // Largest group first: a group can save at most its nodes' price, which only
+            // shrinks as the group does, so the search stops once that bound cannot beat
+            // the best found.
             for k in (2..=group.len()).rev() {
                 let prefix = &group[..k];
                 let bound: f64 = prefix
@@ -442,18 +458,18 @@ pub fn compute_commands(snapshot: &Snapshot, now: i64, config: &Config) -> Outco
                         .as_ref()
                         .is_none_or(|(_, b)| c.savings > b.savings + 1e-9)
                 {
-                    best = Some((k, c));
+                    best = Some((prefix.to_vec(), c));
                 }
             }
         }
-        if let Some((k, c)) = best {
+        if let Some((group, c)) = best {
             acted = Some(consolidation_command(
                 &world,
                 Method::MultiNodeConsolidation,
-                &group[..k],
+                &group,
                 c,
             ));
-            for &i in &group[..k] {
+            for &i in &group {
                 in_command[i] = true;
             }
         }
