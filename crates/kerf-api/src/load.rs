@@ -8,6 +8,7 @@
 
 mod karpenter;
 mod nodes;
+mod pdbs;
 mod pods;
 mod syntax;
 mod volumes;
@@ -17,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use kerf_model::{Labels, Node, NodePool, Pod};
+use kerf_model::{Labels, Node, NodeClaim, NodePool, Pdb, Pod};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -45,6 +46,13 @@ pub struct Manifests {
     pub namespaces: BTreeMap<String, Labels>,
     /// Names of EC2NodeClasses read and validated, sorted.
     pub node_classes: Vec<String>,
+    /// The image IDs each EC2NodeClass resolved to (`status.amis[].id`), by class name;
+    /// a class whose input has no status is absent.
+    pub node_class_images: BTreeMap<String, Vec<String>>,
+    /// Existing NodeClaims, sorted by name.
+    pub nodeclaims: Vec<NodeClaim>,
+    /// PodDisruptionBudgets, sorted by namespace/name.
+    pub pdbs: Vec<Pdb>,
     /// One line per object skipped (unknown kind), for the user to see.
     pub warnings: Vec<String>,
 }
@@ -195,11 +203,13 @@ enum Kind {
     PersistentVolumeClaim,
     PriorityClass,
     NodePool,
+    NodeClaim,
     EC2NodeClass,
+    PodDisruptionBudget,
 }
 
 impl Kind {
-    const ALL: [(Kind, &'static str, &'static str, bool); 13] = [
+    const ALL: [(Kind, &'static str, &'static str, bool); 15] = [
         (Kind::Pod, "v1", "Pod", true),
         (Kind::Deployment, "apps/v1", "Deployment", true),
         (Kind::ReplicaSet, "apps/v1", "ReplicaSet", true),
@@ -222,6 +232,13 @@ impl Kind {
             false,
         ),
         (Kind::NodePool, "karpenter.sh/v1", "NodePool", false),
+        (Kind::NodeClaim, "karpenter.sh/v1", "NodeClaim", false),
+        (
+            Kind::PodDisruptionBudget,
+            "policy/v1",
+            "PodDisruptionBudget",
+            true,
+        ),
         (
             Kind::EC2NodeClass,
             "karpenter.k8s.aws/v1",
@@ -374,7 +391,7 @@ impl Loader {
             Ok(None) => {
                 let source_name = &self.sources[source].source;
                 self.manifests.warnings.push(format!(
-                    "{source_name}: skipped {label}: kerf plan does not use this kind"
+                    "{source_name}: skipped {label}: kerf does not use this kind"
                 ));
                 return;
             }
@@ -500,6 +517,24 @@ impl Loader {
             Kind::EC2NodeClass => {
                 if karpenter::ec2_node_class(value, &mut problems) {
                     self.manifests.node_classes.push(name.clone());
+                    let images = karpenter::ec2_node_class_images(value);
+                    if !images.is_empty() {
+                        self.manifests
+                            .node_class_images
+                            .insert(name.clone(), images);
+                    }
+                }
+            }
+            Kind::NodeClaim => {
+                if let Some(claim) = karpenter::nodeclaim(value, &name, &mut problems) {
+                    self.manifests.nodeclaims.push(claim);
+                }
+            }
+            Kind::PodDisruptionBudget => {
+                if let Some(pdb) = typed(value, &mut problems) {
+                    self.manifests
+                        .pdbs
+                        .push(pdbs::pdb(&namespace, &name, &pdb, &mut problems));
                 }
             }
         }
@@ -576,6 +611,10 @@ impl Loader {
         }
         manifests.nodes.sort_by(|a, b| a.name.cmp(&b.name));
         manifests.nodepools.sort_by(|a, b| a.name.cmp(&b.name));
+        manifests.nodeclaims.sort_by(|a, b| a.name.cmp(&b.name));
+        manifests
+            .pdbs
+            .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
         manifests.node_classes.sort();
 
         let invalid: Vec<SourceError> = self

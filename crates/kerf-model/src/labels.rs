@@ -30,6 +30,13 @@ pub const CAPACITY_TYPE_RESERVED: &str = "reserved";
 
 pub const ANNOTATION_DO_NOT_DISRUPT: &str = "karpenter.sh/do-not-disrupt";
 pub const ANNOTATION_NODEPOOL_HASH: &str = "karpenter.sh/nodepool-hash";
+pub const ANNOTATION_NODEPOOL_HASH_VERSION: &str = "karpenter.sh/nodepool-hash-version";
+/// The `karpenter.sh/nodepool-hash-version` kerf writes. kerf cannot reproduce the bytes
+/// of Karpenter's Go `hashstructure` hash, so it versions its own: a claim whose hash was
+/// written under another version (Karpenter's `v3`) is not drifted by hash, exactly as
+/// Karpenter treats a hash-version change (it re-stamps the claim instead).
+pub const NODEPOOL_HASH_VERSION: &str = "kerf-v1";
+pub const ANNOTATION_POD_DELETION_COST: &str = "controller.kubernetes.io/pod-deletion-cost";
 pub const TAINT_DISRUPTED: &str = "karpenter.sh/disrupted";
 pub const TAINT_UNREGISTERED: &str = "karpenter.sh/unregistered";
 pub const FINALIZER_TERMINATION: &str = "karpenter.sh/termination";

@@ -1,6 +1,6 @@
 //! The kerf domain model: quantities and resource lists, the node-requirements algebra,
-//! taints and tolerations, pods and their scheduling constraints, nodes, instance types
-//! and offerings, NodePools, and the simulated instance catalogs.
+//! taints and tolerations, pods and their scheduling constraints, nodes and NodeClaims,
+//! instance types and offerings, NodePools, PodDisruptionBudgets, and the simulated instance catalogs.
 //!
 //! Everything here is plain data with pure functions over it. It knows no wire format
 //! (that is `kerf-api`'s job), does no I/O and reads no clock.
@@ -9,7 +9,9 @@ pub mod catalog;
 pub mod instance_type;
 pub mod labels;
 pub mod node;
+pub mod nodeclaim;
 pub mod nodepool;
+pub mod pdb;
 pub mod pod;
 pub mod quantity;
 pub mod requirements;
@@ -19,7 +21,9 @@ pub mod taints;
 
 pub use instance_type::{InstanceType, Offering};
 pub use node::Node;
+pub use nodeclaim::NodeClaim;
 pub use nodepool::NodePool;
+pub use pdb::{IntOrPercent, Pdb};
 pub use pod::Pod;
 pub use quantity::{Quantity, QuantityError};
 pub use requirements::{Operator, Requirement, Requirements};

@@ -18,6 +18,8 @@ pub struct Node {
     pub ready: bool,
     /// `metadata.creationTimestamp` as seconds since the Unix epoch, when known.
     pub created_at: Option<i64>,
+    /// `metadata.deletionTimestamp` is set: the node is already being drained.
+    pub deleting: bool,
 }
 
 impl Node {
@@ -36,6 +38,7 @@ impl Node {
             unschedulable: false,
             ready: true,
             created_at: None,
+            deleting: false,
         }
     }
 

@@ -26,6 +26,9 @@ pub struct NodePool {
     /// `None` is `Never`.
     pub expire_after: Option<Duration>,
     pub termination_grace_period: Option<Duration>,
+    /// A stable hash of the template without its requirements (see `kerf-api`'s
+    /// `nodepool_hash`): a NodeClaim annotated with a different one has drifted.
+    pub template_hash: String,
 }
 
 impl NodePool {
@@ -43,6 +46,7 @@ impl NodePool {
             disruption: Disruption::default(),
             expire_after: Some(Duration::from_secs(720 * 3600)),
             termination_grace_period: None,
+            template_hash: String::new(),
         }
     }
 
@@ -75,6 +79,10 @@ pub struct NodeClassRef {
 pub enum ConsolidationPolicy {
     WhenEmpty,
     WhenEmptyOrUnderutilized,
+    /// Karpenter v1.14: like `WhenEmptyOrUnderutilized`, but a consolidation acts only
+    /// when its share of the pool's cost saved is at least half its share of the pool's
+    /// disruption cost.
+    Balanced,
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -1,4 +1,4 @@
-//! `kerf`: plan, and print the CRDs kerf serves.
+//! `kerf`: plan, disrupt, and print the CRDs kerf serves.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -34,6 +34,26 @@ enum Command {
         /// --preference-policy=Ignore).
         #[arg(long)]
         ignore_preferences: bool,
+    },
+    /// Dry run of one disruption pass: which nodes would be removed or replaced
+    /// (expiration, emptiness, drift, consolidation), where their pods go, what it saves,
+    /// and why every other managed node is left alone.
+    Disrupt {
+        /// YAML or JSON files, directories, or - for stdin. Repeatable.
+        #[arg(short = 'f', long = "filename", required = true)]
+        files: Vec<PathBuf>,
+        #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Table)]
+        output: Output,
+        /// The time of the pass, RFC 3339 (e.g. 2026-11-24T12:00:00Z); default now.
+        #[arg(long)]
+        now: Option<String>,
+        /// The simulated instance catalog.
+        #[arg(long, default_value = "aws", value_parser = clap::builder::PossibleValuesParser::new(kerf_model::catalog::NAMES))]
+        catalog: String,
+        /// Allow replacing spot nodes with cheaper spot nodes (Karpenter's
+        /// SpotToSpotConsolidation feature gate).
+        #[arg(long)]
+        spot_to_spot: bool,
     },
     /// Print the CustomResourceDefinitions kerf serves, as YAML.
     Crds,
@@ -83,6 +103,39 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             stdout
                 .write_all(text.as_bytes())
                 .context("writing the plan")?;
+        }
+        Command::Disrupt {
+            files,
+            output,
+            now,
+            catalog,
+            spot_to_spot,
+        } => {
+            let now = match now {
+                Some(text) => text.parse::<jiff::Timestamp>().with_context(|| {
+                    format!("--now {text:?} is not an RFC 3339 time such as 2026-11-24T12:00:00Z")
+                })?,
+                // The only wall-clock read: decisions take the time as a parameter.
+                None => jiff::Timestamp::now(),
+            };
+            let manifests = kerf_api::load_paths(&files)?;
+            for w in &manifests.warnings {
+                eprintln!("warning: {w}");
+            }
+            let types = kerf_model::catalog::by_name(&catalog)?;
+            let snapshot = kerf::disrupt::snapshot(manifests, types);
+            let config = kerf_disruption::Config {
+                spot_to_spot,
+                ..Default::default()
+            };
+            let outcome = kerf_disruption::compute_commands(&snapshot, now.as_second(), &config);
+            let text = match output {
+                Output::Table => kerf::disrupt::render_table(&outcome),
+                Output::Json => kerf::disrupt::render_json(&outcome),
+            };
+            stdout
+                .write_all(text.as_bytes())
+                .context("writing the disruption pass")?;
         }
         Command::Crds => {
             let yaml = kerf_api::crd::crds_yaml().context("rendering the CRDs")?;

@@ -28,7 +28,7 @@ pub use nodeclaim::{
 };
 pub use nodepool::{
     Budget, Disruption, NodeClaimTemplate, NodeClaimTemplateSpec, NodePool, NodePoolSpec,
-    NodePoolStatus, TemplateMetadata, nodepool_to_model,
+    NodePoolStatus, TemplateMetadata, nodepool_hash, nodepool_to_model,
 };
 
 /// Why the served CRDs could not be rendered as YAML.
@@ -107,7 +107,7 @@ pub fn crds_yaml() -> Result<String, CrdRenderError> {
         .collect::<String>())
 }
 
-fn sorted(value: serde_json::Value) -> serde_json::Value {
+pub(crate) fn sorted(value: serde_json::Value) -> serde_json::Value {
     match value {
         serde_json::Value::Object(map) => {
             let mut entries: Vec<_> = map.into_iter().collect();

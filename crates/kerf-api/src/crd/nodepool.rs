@@ -162,9 +162,10 @@ pub struct Disruption {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^(([0-9]+(s|m|h))+|Never)$"))]
     pub consolidate_after: Option<String>,
-    /// Which nodes consolidation may disrupt: `WhenEmpty` or `WhenEmptyOrUnderutilized`.
+    /// Which nodes consolidation may disrupt: `WhenEmpty`, `WhenEmptyOrUnderutilized` or
+    /// `Balanced` (underutilized nodes too, when the saving justifies the disruption).
     #[serde(default = "default_consolidation_policy")]
-    #[schemars(extend("enum" = ["WhenEmpty", "WhenEmptyOrUnderutilized"]))]
+    #[schemars(extend("enum" = ["WhenEmpty", "WhenEmptyOrUnderutilized", "Balanced"]))]
     pub consolidation_policy: String,
     /// Limits on how many nodes may be disrupted at once; the most restrictive active
     /// budget wins.
@@ -394,6 +395,7 @@ pub fn nodepool_to_model(np: &NodePool) -> Result<kerf_model::NodePool, Vec<Fiel
         return Err(errs.list);
     }
     Ok(kerf_model::NodePool {
+        template_hash: nodepool_hash(np),
         name,
         weight: spec.weight.unwrap_or(0),
         requirements,
@@ -406,6 +408,31 @@ pub fn nodepool_to_model(np: &NodePool) -> Result<kerf_model::NodePool, Vec<Fiel
         expire_after,
         termination_grace_period,
     })
+}
+
+/// kerf's NodePool template hash, written to `karpenter.sh/nodepool-hash` on the claims
+/// it launches (with `karpenter.sh/nodepool-hash-version: kerf-v1`) and compared with it
+/// to find drift.
+///
+/// Like Karpenter's, it covers `spec.template` (labels, annotations, taints, startup
+/// taints, node class reference, `expireAfter`, `terminationGracePeriod`) and leaves out
+/// `spec.template.spec.requirements`, whose drift is checked against the node's labels
+/// instead. Unlike Karpenter's (Go `hashstructure`, which kerf cannot reproduce), it is
+/// FNV-1a 64 over the template as canonical JSON (defaults applied, keys sorted, empty
+/// fields omitted), printed as 16 hex digits. Lists keep their order, so reordering taints
+/// changes the hash where Karpenter's `SlicesAsSets` would not.
+pub fn nodepool_hash(np: &NodePool) -> String {
+    let mut template = serde_json::to_value(&np.spec.template).unwrap_or_default();
+    if let Some(spec) = template.get_mut("spec").and_then(|s| s.as_object_mut()) {
+        spec.remove("requirements");
+    }
+    let canonical = super::sorted(template).to_string();
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in canonical.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{hash:016x}")
 }
 
 fn nillable(value: &str, field: &str, errs: &mut Errors) -> Option<std::time::Duration> {
@@ -580,10 +607,13 @@ fn convert_disruption(d: &Disruption, errs: &mut Errors) -> ModelDisruption {
     let consolidation_policy = match d.consolidation_policy.as_str() {
         "WhenEmpty" => ConsolidationPolicy::WhenEmpty,
         "WhenEmptyOrUnderutilized" => ConsolidationPolicy::WhenEmptyOrUnderutilized,
+        "Balanced" => ConsolidationPolicy::Balanced,
         other => {
             errs.push(
                 "spec.disruption.consolidationPolicy",
-                format!("{other:?} is not a policy; use WhenEmpty or WhenEmptyOrUnderutilized"),
+                format!(
+                    "{other:?} is not a policy; use WhenEmpty, WhenEmptyOrUnderutilized or Balanced"
+                ),
             );
             ConsolidationPolicy::WhenEmptyOrUnderutilized
         }

@@ -73,6 +73,7 @@ pub(crate) fn node(name: &str, node: &core::Node, problems: &mut Problems) -> No
             .creation_timestamp
             .as_ref()
             .map(|t| t.0.as_second()),
+        deleting: node.metadata.deletion_timestamp.is_some(),
     }
 }
 

@@ -357,7 +357,7 @@ spec:
             NodePool broken: spec.template.spec.nodeClassRef.group: "karpenter.k8s.aws/v1" contains '/': give the API group only (e.g. karpenter.k8s.aws), not group/version
             NodePool broken: spec.template.spec.expireAfter: "30d" is not a valid duration: unit "d" is not allowed; expected whole numbers with units h, m, s such as "720h", "1h30m" or "30s", or "Never"
             NodePool broken: spec.template.spec.terminationGracePeriod: "Never" is not a valid duration: no number before "Never"; expected whole numbers with units h, m, s such as "720h", "1h30m" or "30s"; Never is not allowed here (leave it unset to wait indefinitely)
-            NodePool broken: spec.disruption.consolidationPolicy: "WhenIdle" is not a policy; use WhenEmpty or WhenEmptyOrUnderutilized
+            NodePool broken: spec.disruption.consolidationPolicy: "WhenIdle" is not a policy; use WhenEmpty, WhenEmptyOrUnderutilized or Balanced
             NodePool broken: spec.disruption.consolidateAfter: "soon" is not a valid duration: no number before "soon"; expected whole numbers with units h, m, s such as "720h", "1h30m" or "30s", or "Never"
             NodePool broken: spec.disruption.budgets[0].nodes: "150%" is not a node count or percentage; use a whole number ("5") or a percentage from 0% to 100% ("10%")
             NodePool broken: spec.disruption.budgets[0]: 'schedule' must be set with 'duration': set both for a scheduled budget, or neither for one that is always active

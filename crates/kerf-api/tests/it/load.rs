@@ -177,8 +177,8 @@ fn a_directory_reads_every_manifest_in_name_order() {
           capacity: cpu=2, memory=8Gi, pods=29
           allocatable: cpu=1930m, memory=7Gi, pods=29
         namespace payments: kubernetes.io/metadata.name=payments,team=money
-        warning: CLUSTER/namespaces.yaml: skipped ConfigMap payments/settings: kerf plan does not use this kind
-        warning: CLUSTER/namespaces.yaml: skipped ClusterRole reader: kerf plan does not use this kind
+        warning: CLUSTER/namespaces.yaml: skipped ConfigMap payments/settings: kerf does not use this kind
+        warning: CLUSTER/namespaces.yaml: skipped ClusterRole reader: kerf does not use this kind
     "#]]
     .assert_eq(&render(&m).replace(&fixture("cluster").display().to_string(), "CLUSTER"));
     assert_eq!(
@@ -830,4 +830,137 @@ fn json_lists_and_flow_yaml_both_read() {
             namespace a: kubernetes.io/metadata.name=a,team=x
         "#]],
     );
+}
+
+#[test]
+fn disruption_objects_load() {
+    let m = load_str(
+        "test.yaml",
+        r#"
+apiVersion: karpenter.sh/v1
+kind: NodeClaim
+metadata:
+  name: default-abc
+  creationTimestamp: "2026-11-20T00:00:00Z"
+  labels: {karpenter.sh/nodepool: default}
+  annotations: {karpenter.sh/nodepool-hash: "123", karpenter.sh/nodepool-hash-version: kerf-v1}
+spec:
+  nodeClassRef: {group: karpenter.k8s.aws, kind: EC2NodeClass, name: default}
+  requirements: []
+  expireAfter: 24h
+  terminationGracePeriod: 1h
+status:
+  nodeName: node-a
+  imageID: ami-1
+  lastPodEventTime: "2026-11-24T11:00:00Z"
+  conditions: [{type: Initialized, status: "True", lastTransitionTime: "2026-11-20T00:01:00Z", reason: Initialized, message: ""}]
+---
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata: {name: web, namespace: shop}
+spec: {maxUnavailable: "25%", selector: {matchLabels: {app: web}}}
+---
+apiVersion: karpenter.k8s.aws/v1
+kind: EC2NodeClass
+metadata: {name: default}
+spec:
+  role: KarpenterNodeRole
+  amiSelectorTerms: [{alias: al2023@latest}]
+  subnetSelectorTerms: [{tags: {karpenter.sh/discovery: demo}}]
+  securityGroupSelectorTerms: [{tags: {karpenter.sh/discovery: demo}}]
+status:
+  amis: [{id: ami-2, requirements: []}, {id: ami-1, requirements: []}]
+---
+apiVersion: v1
+kind: Node
+metadata: {name: node-a, deletionTimestamp: "2026-11-24T11:00:00Z", finalizers: [karpenter.sh/termination]}
+"#,
+    )
+    .unwrap();
+    let claim = &m.nodeclaims[0];
+    assert_eq!(claim.nodepool(), Some("default"));
+    assert_eq!(claim.node_name.as_deref(), Some("node-a"));
+    assert_eq!(claim.image_id.as_deref(), Some("ami-1"));
+    assert!(claim.initialized && !claim.deleting);
+    assert_eq!(
+        claim.expire_after,
+        Some(std::time::Duration::from_secs(24 * 3600))
+    );
+    assert_eq!(
+        claim.termination_grace_period,
+        Some(std::time::Duration::from_secs(3600))
+    );
+    assert_eq!(claim.last_pod_event, Some(1_795_518_000));
+    let pdb = &m.pdbs[0];
+    assert_eq!((pdb.namespace.as_str(), pdb.name.as_str()), ("shop", "web"));
+    assert_eq!(
+        pdb.max_unavailable,
+        Some(kerf_model::IntOrPercent::Percent(25))
+    );
+    // 25% of 5 rounds up to 2, as the disruption controller does.
+    assert_eq!(pdb.allowed(5), 2);
+    assert_eq!(m.node_class_images["default"], ["ami-1", "ami-2"]);
+    assert!(m.nodes[0].deleting);
+}
+
+#[test]
+fn invalid_disruption_objects_name_the_field() {
+    check(
+        r#"
+apiVersion: karpenter.sh/v1
+kind: NodeClaim
+metadata: {name: orphan}
+spec:
+  nodeClassRef: {group: karpenter.k8s.aws, kind: EC2NodeClass, name: default}
+  requirements: []
+  expireAfter: soon
+---
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata: {name: both, namespace: shop}
+spec: {minAvailable: 1, maxUnavailable: "150%", selector: {matchExpressions: [{key: app, operator: Gt, values: ["1"]}]}}
+"#,
+        expect![[r#"
+            error: 4 invalid fields:
+              test.yaml: NodeClaim orphan: metadata.labels: has no karpenter.sh/nodepool label; a NodeClaim names the NodePool that launched it
+              test.yaml: NodeClaim orphan: spec.expireAfter: "soon" is not a valid duration: no number before "soon"; expected whole numbers with units h, m, s such as "720h", "1h30m" or "30s", or "Never"
+              test.yaml: PodDisruptionBudget shop/both: spec.selector.matchExpressions[0].operator: "Gt" is not a label selector operator; expected one of In, NotIn, Exists, DoesNotExist
+              test.yaml: PodDisruptionBudget shop/both: spec.maxUnavailable: "150%" is not valid; use a whole number (2) or a percentage from 0% to 100% ("50%")
+        "#]],
+    );
+}
+
+#[test]
+fn nodepool_hash_ignores_requirements_only() {
+    let pool = |name: &str, arch: &str, team: &str| {
+        format!(
+            r#"
+apiVersion: karpenter.sh/v1
+kind: NodePool
+metadata: {{name: {name}}}
+spec:
+  template:
+    metadata: {{labels: {{team: {team}}}}}
+    spec:
+      nodeClassRef: {{group: karpenter.k8s.aws, kind: EC2NodeClass, name: default}}
+      requirements: [{{key: kubernetes.io/arch, operator: In, values: [{arch}]}}]
+"#
+        )
+    };
+    let m = load_str(
+        "test.yaml",
+        &[
+            pool("a", "amd64", "blue"),
+            pool("b", "arm64", "blue"),
+            pool("c", "amd64", "green"),
+        ]
+        .join("---"),
+    )
+    .unwrap();
+    let hash = |i: usize| m.nodepools[i].template_hash.clone();
+    assert_eq!(hash(0).len(), 16);
+    assert_eq!(hash(0), hash(1), "requirements are not part of the hash");
+    assert_ne!(hash(0), hash(2), "template labels are");
+    // The hash is stable across runs and releases: claims carry it.
+    expect!["d90cd27bf0e62f30"].assert_eq(&hash(0));
 }

@@ -1,3 +1,4 @@
 //! Integration tests for the `kerf` command.
 
+mod disrupt;
 mod scenarios;

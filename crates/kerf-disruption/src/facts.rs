@@ -1,0 +1,338 @@
+//! What a pass knows about each node before simulating anything: its NodePool and
+//! NodeClaim, price, pods, whether it may be disrupted at all, whether it has drifted or
+//! expired, and what disrupting it costs.
+
+use kerf_model::labels::{self, ANNOTATION_DO_NOT_DISRUPT, ANNOTATION_POD_DELETION_COST};
+use kerf_model::{InstanceType, Node, NodeClaim, NodePool, Pod};
+
+use crate::{Snapshot, render_duration};
+
+/// One node of the snapshot, judged.
+#[derive(Clone, Debug)]
+pub(crate) struct Facts<'a> {
+    pub(crate) node: &'a Node,
+    /// The `karpenter.sh/nodepool` label: `None` is unmanaged capacity.
+    pub(crate) pool_name: Option<&'a str>,
+    pub(crate) pool: Option<&'a NodePool>,
+    pub(crate) claim: Option<&'a NodeClaim>,
+    pub(crate) instance_type: Option<&'a str>,
+    pub(crate) capacity_type: &'a str,
+    /// Dollars per hour, when the catalog knows the node's offering.
+    pub(crate) price: Option<f64>,
+    /// Indices into `World::pods` (initially `Snapshot::bound_pods`).
+    pub(crate) pods: Vec<usize>,
+    /// The pods a drain would have rescheduled: not DaemonSet pods.
+    pub(crate) reschedulable: Vec<usize>,
+    pub(crate) initialized: bool,
+    /// Being deleted, or already tainted `karpenter.sh/disrupted`.
+    pub(crate) deleting: bool,
+    /// Counts against budgets as disrupting: deleting or not Ready.
+    pub(crate) disrupting: bool,
+    /// Why no graceful method may touch it (`do-not-disrupt`, a PDB), if so.
+    pub(crate) blocked: Option<String>,
+    pub(crate) drift: Option<String>,
+    /// `Some(age past expireAfter)` once expired.
+    pub(crate) expired: Option<String>,
+    /// Seconds since the last pod event (or creation), when known.
+    pub(crate) since_pod_event: Option<i64>,
+    pub(crate) disruption_cost: f64,
+}
+
+pub(crate) fn judge<'a>(snapshot: &'a Snapshot, now: i64) -> Vec<Facts<'a>> {
+    // Pods by node, and how many pods each PDB selects.
+    let node_idx: std::collections::BTreeMap<&str, usize> = snapshot
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.name.as_str(), i))
+        .collect();
+    let mut pods_of: Vec<Vec<usize>> = vec![Vec::new(); snapshot.nodes.len()];
+    for (p, pod) in snapshot.bound_pods.iter().enumerate() {
+        if let Some(&n) = pod.node_name.as_deref().and_then(|n| node_idx.get(n)) {
+            pods_of[n].push(p);
+        }
+    }
+    let pdb_allowed = pdb_allowed(snapshot);
+    // A claim names its node in `status.nodeName`; one not yet registered may share the
+    // node's name.
+    let mut claim_of: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    for (c, claim) in snapshot.nodeclaims.iter().enumerate() {
+        if claim.node_name.is_none() {
+            claim_of.entry(claim.name.as_str()).or_insert(c);
+        }
+    }
+    for (c, claim) in snapshot.nodeclaims.iter().enumerate() {
+        if let Some(node) = &claim.node_name {
+            claim_of.insert(node.as_str(), c);
+        }
+    }
+    snapshot
+        .nodes
+        .iter()
+        .zip(pods_of)
+        .map(|(node, pods)| {
+            let pool_name = node.nodepool();
+            let pool = pool_name.and_then(|p| snapshot.nodepools.iter().find(|np| np.name == p));
+            let claim = claim_of
+                .get(node.name.as_str())
+                .map(|&c| &snapshot.nodeclaims[c]);
+            let label = |key: &str| {
+                node.labels
+                    .get(key)
+                    .or_else(|| claim.and_then(|c| c.labels.get(key)))
+                    .map(String::as_str)
+            };
+            let instance_type = label(labels::INSTANCE_TYPE);
+            let capacity_type =
+                label(labels::CAPACITY_TYPE).unwrap_or(labels::CAPACITY_TYPE_ON_DEMAND);
+            let zone = label(labels::ZONE);
+            let catalog_type =
+                instance_type.and_then(|t| snapshot.instance_types.iter().find(|it| it.name == t));
+            let price = catalog_type.and_then(|it| price_of(it, zone, capacity_type));
+            let reschedulable: Vec<usize> = pods
+                .iter()
+                .copied()
+                .filter(|&p| reschedulable(&snapshot.bound_pods[p]))
+                .collect();
+            let initialized = match claim {
+                Some(c) => c.initialized,
+                // Without a NodeClaim, the node's own label says it, or readiness does.
+                None => node
+                    .labels
+                    .get(labels::INITIALIZED)
+                    .map_or(node.ready, |v| v == "true"),
+            };
+            let deleting = node.deleting
+                || claim.is_some_and(|c| c.deleting)
+                || node.taints.iter().any(|t| t.key == labels::TAINT_DISRUPTED);
+            let created_at = claim.and_then(|c| c.created_at).or(node.created_at);
+            let expire_after = match claim {
+                Some(c) => c.expire_after,
+                None => pool.and_then(|p| p.expire_after),
+            };
+            let expired = match (created_at, expire_after) {
+                (Some(created), Some(ttl)) if now - created >= ttl.as_secs() as i64 => {
+                    Some(format!(
+                        "expired: {} old, expireAfter {}",
+                        render_duration(now - created),
+                        render_duration(ttl.as_secs() as i64)
+                    ))
+                }
+                _ => None,
+            };
+            let last_event = claim.and_then(|c| c.last_pod_event).or(created_at);
+            let lifetime = match (created_at, expire_after) {
+                (Some(created), Some(ttl)) if !ttl.is_zero() => {
+                    let total = ttl.as_secs_f64();
+                    ((total - (now - created) as f64) / total).clamp(0.0, 1.0)
+                }
+                _ => 1.0,
+            };
+            let disruption_cost = pods
+                .iter()
+                .map(|&p| eviction_cost(&snapshot.bound_pods[p]))
+                .sum::<f64>()
+                * lifetime;
+            let blocked = blocker(
+                snapshot,
+                &snapshot.bound_pods,
+                node,
+                claim,
+                &pods,
+                &pdb_allowed,
+            );
+            let drift = pool.and_then(|pool| {
+                drifted(
+                    snapshot,
+                    node,
+                    claim,
+                    pool,
+                    instance_type,
+                    catalog_type.is_some(),
+                )
+            });
+            Facts {
+                node,
+                pool_name,
+                pool,
+                claim,
+                instance_type,
+                capacity_type,
+                price,
+                pods,
+                reschedulable,
+                initialized,
+                deleting,
+                disrupting: deleting || !node.ready,
+                blocked,
+                drift,
+                expired,
+                since_pod_event: last_event.map(|t| now - t),
+                disruption_cost,
+            }
+        })
+        .collect()
+}
+
+/// Evictions each PDB allows now, in `Snapshot::pdbs` order.
+pub(crate) fn pdb_allowed(snapshot: &Snapshot) -> Vec<i32> {
+    snapshot
+        .pdbs
+        .iter()
+        .map(|pdb| {
+            let n = snapshot
+                .bound_pods
+                .iter()
+                .filter(|p| pdb.selects(&p.key.namespace, &p.labels))
+                .count();
+            pdb.allowed(i32::try_from(n).unwrap_or(i32::MAX))
+        })
+        .collect()
+}
+
+/// The node's offering price: its zone and capacity type, else the cheapest offering of
+/// its capacity type.
+pub(crate) fn price_of(it: &InstanceType, zone: Option<&str>, capacity_type: &str) -> Option<f64> {
+    let same_type = || {
+        it.offerings
+            .iter()
+            .filter(|o| o.capacity_type == capacity_type)
+    };
+    same_type()
+        .find(|o| Some(o.zone.as_str()) == zone)
+        .or_else(|| same_type().min_by(|a, b| a.price.total_cmp(&b.price)))
+        .map(|o| o.price)
+}
+
+/// Whether a drain would have the pod rescheduled elsewhere: not a DaemonSet pod (its
+/// DaemonSet runs one on every node anyway) and not a static pod (owned by its Node).
+pub(crate) fn reschedulable(pod: &Pod) -> bool {
+    !pod.is_daemon() && pod.owner.as_ref().is_none_or(|o| o.kind != "Node")
+}
+
+/// Karpenter's `EvictionCost`: 1, plus pod-deletion-cost / 2^27, plus priority / 2^25,
+/// clamped to [-10, 10].
+fn eviction_cost(pod: &Pod) -> f64 {
+    let mut cost = 1.0;
+    if let Some(c) = pod
+        .annotations
+        .get(ANNOTATION_POD_DELETION_COST)
+        .and_then(|c| c.parse::<f64>().ok())
+    {
+        cost += c / 2f64.powi(27);
+    }
+    cost += f64::from(pod.priority) / 2f64.powi(25);
+    cost.clamp(-10.0, 10.0)
+}
+
+pub(crate) fn blocker(
+    snapshot: &Snapshot,
+    all_pods: &[Pod],
+    node: &Node,
+    claim: Option<&NodeClaim>,
+    pods: &[usize],
+    pdb_allowed: &[i32],
+) -> Option<String> {
+    let annotated = |a: &kerf_model::Labels| {
+        a.get(ANNOTATION_DO_NOT_DISRUPT)
+            .is_some_and(|v| v == "true")
+    };
+    if annotated(&node.annotations) {
+        return Some(format!("node has {ANNOTATION_DO_NOT_DISRUPT}"));
+    }
+    if claim.is_some_and(|c| annotated(&c.annotations)) {
+        return Some(format!("its NodeClaim has {ANNOTATION_DO_NOT_DISRUPT}"));
+    }
+    for &p in pods {
+        let pod = &all_pods[p];
+        if annotated(&pod.annotations) {
+            return Some(format!("pod {} has {ANNOTATION_DO_NOT_DISRUPT}", pod.key));
+        }
+    }
+    for &p in pods {
+        let pod = &all_pods[p];
+        let matching: Vec<usize> = (0..snapshot.pdbs.len())
+            .filter(|&i| snapshot.pdbs[i].selects(&pod.key.namespace, &pod.labels))
+            .collect();
+        if matching.len() > 1 {
+            let names: Vec<String> = matching
+                .iter()
+                .map(|&i| format!("{}/{}", snapshot.pdbs[i].namespace, snapshot.pdbs[i].name))
+                .collect();
+            return Some(format!(
+                "pod {} is selected by more than one PDB ({}); the eviction API refuses it",
+                pod.key,
+                names.join(", ")
+            ));
+        }
+        if let Some(&i) = matching.first()
+            && pdb_allowed[i] == 0
+        {
+            let pdb = &snapshot.pdbs[i];
+            return Some(format!(
+                "PDB {}/{} allows 0 disruptions (pod {})",
+                pdb.namespace, pdb.name, pod.key
+            ));
+        }
+    }
+    None
+}
+
+/// Karpenter's drift causes, in its order: the template hash, the requirements, then the
+/// cloud's (the node class's images, the instance type).
+fn drifted(
+    snapshot: &Snapshot,
+    node: &Node,
+    claim: Option<&NodeClaim>,
+    pool: &NodePool,
+    instance_type: Option<&str>,
+    type_exists: bool,
+) -> Option<String> {
+    let annotations = claim.map_or(&node.annotations, |c| &c.annotations);
+    let version = annotations.get(labels::ANNOTATION_NODEPOOL_HASH_VERSION);
+    if version.map(String::as_str) == Some(labels::NODEPOOL_HASH_VERSION)
+        && let Some(hash) = annotations.get(labels::ANNOTATION_NODEPOOL_HASH)
+        && *hash != pool.template_hash
+    {
+        return Some(format!(
+            "NodePool {}'s template changed (hash {hash}, now {})",
+            pool.name, pool.template_hash
+        ));
+    }
+    for (key, requirement) in pool.requirements.iter() {
+        let value = node.labels.get(key).map(String::as_str);
+        if value.is_none() && labels::is_instance_defined(key) {
+            continue;
+        }
+        if !requirement.admits(value) {
+            return Some(match value {
+                Some(v) => format!(
+                    "label {key}={v} no longer satisfies NodePool {}'s requirement {key} {requirement}",
+                    pool.name
+                ),
+                None => format!(
+                    "it lacks label {key}, which NodePool {} now requires ({key} {requirement})",
+                    pool.name
+                ),
+            });
+        }
+    }
+    if let Some(class) = &pool.node_class
+        && class.kind == "EC2NodeClass"
+        && let Some(images) = snapshot.node_class_images.get(&class.name)
+        && let Some(image) = claim.and_then(|c| c.image_id.as_deref())
+        && !images.iter().any(|i| i == image)
+    {
+        return Some(format!(
+            "image {image} is no longer among EC2NodeClass {}'s AMIs ({})",
+            class.name,
+            images.join(", ")
+        ));
+    }
+    if let Some(t) = instance_type
+        && !type_exists
+    {
+        return Some(format!("instance type {t} no longer exists"));
+    }
+    None
+}

@@ -1,0 +1,592 @@
+//! The cluster as a pass changes it, and simulations over it: "if these nodes went, where
+//! would their pods go?", answered by `kerf_scheduling::solve`.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+
+use kerf_model::labels;
+use kerf_model::{InstanceType, Pod, Requirement};
+use kerf_scheduling::{Input, Launch, NewClaim, Plan};
+
+use crate::facts::Facts;
+use crate::{Config, Decision, Destination, Move, Snapshot};
+
+pub(crate) struct World<'a> {
+    pub(crate) snapshot: &'a Snapshot,
+    pub(crate) facts: Vec<Facts<'a>>,
+    /// Nodes no longer available as destinations: deleting, or removed by a command.
+    pub(crate) gone: Vec<bool>,
+    /// Every bound pod, `Snapshot::bound_pods` at first; a pod a command moves to a node
+    /// that stays is rebound there (and listed in that node's facts), one moved to a
+    /// replacement or nowhere is unbound.
+    pub(crate) pods: Vec<Pod>,
+    /// Evictions each PDB allows, in `Snapshot::pdbs` order.
+    pub(crate) pdb_allowed: Vec<i32>,
+    /// Catalog index by instance type name.
+    pub(crate) type_idx: BTreeMap<&'a str, usize>,
+    /// For each NodePool, the allocatable (CPU, memory) and cheapest offering of every
+    /// type it could launch: a lower bound on any replacement's price.
+    pool_floor: BTreeMap<&'a str, Vec<(i64, i64, f64)>>,
+    /// The scheduling input for "everything that stays", built once per change to the
+    /// world; a simulation lifts its candidates' nodes and pods out and puts them back,
+    /// rather than cloning the cluster each time (cloning was most of a pass's time).
+    scratch: RefCell<Scratch>,
+}
+
+#[derive(Default)]
+struct Scratch {
+    input: Input,
+    /// Position in `input.nodes` of each snapshot node still there.
+    node_pos: Vec<Option<usize>>,
+    /// The range of `input.bound_pods` bound to each `input.nodes` position.
+    pod_range: Vec<(usize, usize)>,
+    /// Unrequested (CPU, memory) in milli-units of each snapshot node that can take pods,
+    /// and their sum: bounds that let a consolidation fail without a simulation.
+    free: Vec<(i64, i64)>,
+    free_total: (i64, i64),
+    /// Snapshot node indices by free CPU, then by free memory, most first.
+    by_free_cpu: Vec<usize>,
+    by_free_mem: Vec<usize>,
+}
+
+/// Room for a group's pods on the nodes that would stay, in milli-units (CPU, memory).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Room {
+    pub(crate) need: (i64, i64),
+    pub(crate) free: (i64, i64),
+    /// Requests of pods larger than any single remaining node's free room.
+    pub(crate) stuck: (i64, i64),
+}
+
+/// A simulation's answer for a group of candidates.
+pub(crate) struct Simulated {
+    pub(crate) plan: Plan,
+    pub(crate) moves: Vec<Move>,
+}
+
+/// A consolidation that works.
+pub(crate) struct Consolidation {
+    pub(crate) decision: Decision,
+    pub(crate) replacement: Option<NewClaim>,
+    pub(crate) moves: Vec<Move>,
+    pub(crate) savings: f64,
+}
+
+impl<'a> World<'a> {
+    pub(crate) fn new(snapshot: &'a Snapshot, facts: Vec<Facts<'a>>) -> World<'a> {
+        let n = facts.len();
+        let world = World {
+            snapshot,
+            facts,
+            gone: vec![false; n],
+            pods: snapshot.bound_pods.clone(),
+            pdb_allowed: crate::facts::pdb_allowed(snapshot),
+            type_idx: snapshot
+                .instance_types
+                .iter()
+                .enumerate()
+                .map(|(i, it)| (it.name.as_str(), i))
+                .collect(),
+            pool_floor: snapshot
+                .nodepools
+                .iter()
+                .map(|pool| {
+                    let reqs = pool.template_requirements();
+                    let floors = snapshot
+                        .instance_types
+                        .iter()
+                        .filter(|it| {
+                            it.requirements()
+                                .conflict_with(&reqs, |k| !labels::is_instance_defined(k))
+                                .is_none()
+                        })
+                        .filter_map(|it| {
+                            let cheapest = it.cheapest_offering(&reqs)?.price;
+                            let a = it.allocatable();
+                            Some((a.get("cpu").0, a.get("memory").0, cheapest))
+                        })
+                        .collect();
+                    (pool.name.as_str(), floors)
+                })
+                .collect(),
+            scratch: RefCell::new(Scratch::default()),
+        };
+        world.rebuild();
+        world
+    }
+
+    pub(crate) fn instance_type(&self, name: &str) -> Option<&'a InstanceType> {
+        let snapshot: &'a Snapshot = self.snapshot;
+        self.type_idx
+            .get(name)
+            .map(|&i| &snapshot.instance_types[i])
+    }
+
+    /// Rebuilds the scratch input from the nodes that have not gone, each followed by its
+    /// pods (so a node's pods are one range).
+    pub(crate) fn rebuild(&self) {
+        let snapshot = self.snapshot;
+        let mut scratch = Scratch {
+            node_pos: vec![None; snapshot.nodes.len()],
+            free: vec![(0, 0); snapshot.nodes.len()],
+            ..Scratch::default()
+        };
+        for (i, f) in self.facts.iter().enumerate() {
+            if self.gone[i] {
+                continue;
+            }
+            if !f.node.unschedulable {
+                let (mut cpu, mut mem) = (
+                    f.node.allocatable.get("cpu").0,
+                    f.node.allocatable.get("memory").0,
+                );
+                for &p in &f.pods {
+                    cpu -= self.pods[p].requests.get("cpu").0;
+                    mem -= self.pods[p].requests.get("memory").0;
+                }
+                scratch.free[i] = (cpu.max(0), mem.max(0));
+                scratch.free_total.0 += cpu.max(0);
+                scratch.free_total.1 += mem.max(0);
+            }
+            scratch.node_pos[i] = Some(scratch.input.nodes.len());
+            scratch.input.nodes.push(snapshot.nodes[i].clone());
+            let start = scratch.input.bound_pods.len();
+            scratch
+                .input
+                .bound_pods
+                .extend(f.pods.iter().map(|&p| self.pods[p].clone()));
+            scratch
+                .pod_range
+                .push((start, scratch.input.bound_pods.len()));
+        }
+        let mut order: Vec<usize> = (0..snapshot.nodes.len())
+            .filter(|&i| scratch.free[i] != (0, 0))
+            .collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(scratch.free[i].0));
+        scratch.by_free_cpu = order.clone();
+        order.sort_by_key(|&i| std::cmp::Reverse(scratch.free[i].1));
+        scratch.by_free_mem = order;
+        scratch.input.nodepools = snapshot.nodepools.clone();
+        scratch.input.instance_types = snapshot.instance_types.clone();
+        scratch.input.daemonsets = snapshot.daemonsets.clone();
+        scratch.input.namespaces = snapshot.namespaces.clone();
+        *self.scratch.borrow_mut() = scratch;
+    }
+
+    /// Where the reschedulable pods of `candidates` would go if those nodes went:
+    /// onto the nodes that stay, and, with `launch`, onto new claims from the NodePools.
+    pub(crate) fn simulate(
+        &self,
+        candidates: &[usize],
+        launch: bool,
+        config: &Config,
+    ) -> Simulated {
+        let mut guard = self.scratch.borrow_mut();
+        let scratch = &mut *guard;
+        let mut positions: Vec<usize> = candidates
+            .iter()
+            .filter_map(|&i| scratch.node_pos[i])
+            .collect();
+        positions.sort_unstable();
+        positions.dedup();
+        // Lift the candidates out, last first so earlier positions stay valid; they go
+        // back in the reverse order, which restores the input exactly.
+        let input = &mut scratch.input;
+        let mut lifted_pods = Vec::with_capacity(positions.len());
+        let mut lifted_nodes = Vec::with_capacity(positions.len());
+        for &p in positions.iter().rev() {
+            let (start, end) = scratch.pod_range[p];
+            lifted_pods.push((
+                start,
+                input.bound_pods.drain(start..end).collect::<Vec<_>>(),
+            ));
+            lifted_nodes.push((p, input.nodes.remove(p)));
+        }
+        input.pods = candidates
+            .iter()
+            .flat_map(|&i| self.facts[i].reschedulable.iter())
+            .map(|&p| {
+                let mut pod = self.pods[p].clone();
+                pod.node_name = None;
+                pod
+            })
+            .collect();
+        let (pools, types) = if launch {
+            (Vec::new(), Vec::new())
+        } else {
+            (
+                std::mem::take(&mut input.nodepools),
+                std::mem::take(&mut input.instance_types),
+            )
+        };
+        let plan = kerf_scheduling::solve(input, &config.scheduling);
+        if !launch {
+            input.nodepools = pools;
+            input.instance_types = types;
+        }
+        input.pods.clear();
+        for ((p, node), (start, pods)) in lifted_nodes
+            .into_iter()
+            .rev()
+            .zip(lifted_pods.into_iter().rev())
+        {
+            input.nodes.insert(p, node);
+            input.bound_pods.splice(start..start, pods);
+        }
+        let mut moves = Vec::new();
+        for e in &plan.existing {
+            moves.extend(e.pods.iter().map(|p| Move {
+                pod: p.clone(),
+                to: Destination::Node(e.node.clone()),
+            }));
+        }
+        for (i, c) in plan.new_claims.iter().enumerate() {
+            moves.extend(c.pods.iter().map(|p| Move {
+                pod: p.clone(),
+                to: Destination::Replacement(i),
+            }));
+        }
+        for u in &plan.unschedulable {
+            moves.push(Move {
+                pod: u.pod.clone(),
+                to: Destination::Pending,
+            });
+        }
+        moves.sort_by(|a, b| a.pod.cmp(&b.pod));
+        Simulated { plan, moves }
+    }
+
+    /// Removes the nodes and binds their moved pods where the moves say. Pods bound for
+    /// replacements are not tracked further: later commands in the pass do not count on
+    /// a replacement's spare room.
+    pub(crate) fn apply(&mut self, nodes: &[usize], moves: &[Move]) {
+        let mut displaced: Vec<usize> = Vec::new();
+        for &i in nodes {
+            self.gone[i] = true;
+            displaced.append(&mut self.facts[i].pods);
+            self.facts[i].reschedulable.clear();
+        }
+        for &p in &displaced {
+            self.pods[p].node_name = None;
+        }
+        let mut touched = Vec::new();
+        for m in moves {
+            let Destination::Node(to) = &m.to else {
+                continue;
+            };
+            let Some(&p) = displaced.iter().find(|&&p| self.pods[p].key == m.pod) else {
+                continue;
+            };
+            let Some(dest) = self.snapshot.nodes.iter().position(|n| &n.name == to) else {
+                continue;
+            };
+            self.pods[p].node_name = Some(to.clone());
+            self.facts[dest].pods.push(p);
+            if crate::facts::reschedulable(&self.pods[p]) {
+                self.facts[dest].reschedulable.push(p);
+            }
+            touched.push(dest);
+        }
+        // A node that received a do-not-disrupt pod (or one under an exhausted PDB) is
+        // now protected too.
+        for dest in touched {
+            let f = &self.facts[dest];
+            let blocked = crate::facts::blocker(
+                self.snapshot,
+                &self.pods,
+                f.node,
+                f.claim,
+                &f.pods,
+                &self.pdb_allowed,
+            );
+            self.facts[dest].blocked = blocked;
+        }
+        self.rebuild();
+    }
+
+    /// (CPU, memory) the candidates' reschedulable pods ask for, what is free on the
+    /// nodes that would stay, and what of the pods can go to none of those nodes because
+    /// it is larger than any one node's free room, in milli-units.
+    pub(crate) fn need_and_free(&self, candidates: &[usize]) -> Room {
+        let scratch = self.scratch.borrow();
+        let mut sorted = candidates.to_vec();
+        sorted.sort_unstable();
+        let outside = |i: &&usize| sorted.binary_search(i).is_err();
+        let max_cpu = scratch
+            .by_free_cpu
+            .iter()
+            .find(outside)
+            .map_or(0, |&i| scratch.free[i].0);
+        let max_mem = scratch
+            .by_free_mem
+            .iter()
+            .find(outside)
+            .map_or(0, |&i| scratch.free[i].1);
+        let mut room = Room::default();
+        for &i in candidates {
+            for &p in &self.facts[i].reschedulable {
+                let (cpu, mem) = (
+                    self.pods[p].requests.get("cpu").0,
+                    self.pods[p].requests.get("memory").0,
+                );
+                room.need.0 += cpu;
+                room.need.1 += mem;
+                if cpu > max_cpu || mem > max_mem {
+                    room.stuck.0 += cpu;
+                    room.stuck.1 += mem;
+                }
+            }
+        }
+        room.free = scratch.free_total;
+        for &i in candidates {
+            room.free.0 -= scratch.free[i].0;
+            room.free.1 -= scratch.free[i].1;
+        }
+        room
+    }
+
+    /// CPU the candidates' pods ask for, and CPU free on the nodes that would stay, in
+    /// cores: for "needs 14.2 vCPU elsewhere, 3.1 free".
+    pub(crate) fn cpu_need_and_free(&self, candidates: &[usize]) -> (f64, f64) {
+        let room = self.need_and_free(candidates);
+        (room.need.0 as f64 / 1000.0, room.free.0 as f64 / 1000.0)
+    }
+
+    /// Karpenter's `computeConsolidation` for a group: delete when the pods fit on the
+    /// nodes that stay; else replace with exactly one claim whose cheapest launchable
+    /// option is cheaper than the group. `Err` is the reason it cannot.
+    pub(crate) fn consolidate(
+        &self,
+        candidates: &[usize],
+        config: &Config,
+    ) -> Result<Consolidation, String> {
+        let mut price = 0.0;
+        for &i in candidates {
+            let f = &self.facts[i];
+            match f.price {
+                Some(p) => price += p,
+                None => {
+                    return Err(format!(
+                        "its price is unknown: the catalog has no {} offering of {}",
+                        f.capacity_type,
+                        f.instance_type.unwrap_or("(no instance type label)")
+                    ));
+                }
+            }
+        }
+        let room = self.need_and_free(candidates);
+        let (need, free) = (room.need, room.free);
+        let cores = |m: i64| m as f64 / 1000.0;
+        let short = format!(
+            "its pods need {:.1} vCPU elsewhere, {:.1} free",
+            cores(need.0),
+            cores(free.0)
+        );
+        // Without the room, no packing can delete: skip that simulation.
+        let fits = need.0 <= free.0 && need.1 <= free.1 && room.stuck == (0, 0);
+        if fits {
+            let delete = self.simulate(candidates, false, config);
+            if delete.plan.unschedulable.is_empty() {
+                return Ok(Consolidation {
+                    decision: Decision::Delete,
+                    replacement: None,
+                    moves: delete.moves,
+                    savings: price,
+                });
+            }
+        } else {
+            // A replacement must hold at least what the other nodes cannot: if the
+            // cheapest type its pools could launch that large is not cheaper, no
+            // simulation can find one.
+            let deficit = (
+                (need.0 - free.0).max(room.stuck.0),
+                (need.1 - free.1).max(room.stuck.1),
+            );
+            let floor = candidates
+                .iter()
+                .filter_map(|&i| self.facts[i].pool_name.and_then(|p| self.pool_floor.get(p)))
+                .flatten()
+                .filter(|(cpu, mem, _)| *cpu >= deficit.0 && *mem >= deficit.1)
+                .map(|(_, _, p)| *p)
+                .min_by(f64::total_cmp);
+            match floor {
+                None => {
+                    return Err(format!(
+                        "no cheaper placement: {short}, and no instance type its NodePool offers holds the {:.1} vCPU left over",
+                        cores(deficit.0)
+                    ));
+                }
+                Some(floor) if floor >= price - 1e-9 => {
+                    return Err(format!(
+                        "no cheaper placement: {short}; a node for the {:.1} vCPU left over costs at least ${floor:.4}/h, not less than ${price:.4}/h",
+                        cores(deficit.0)
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        let replace = self.simulate(candidates, true, config);
+        if let Some(u) = replace.plan.unschedulable.first() {
+            return Err(format!(
+                "no cheaper placement: {short}, and pod {} fits no new node either: {}",
+                u.pod, u.reason
+            ));
+        }
+        if replace.plan.new_claims.len() > 1 {
+            return Err(format!(
+                "no cheaper placement: {short}; they would need {} new nodes, and consolidation launches at most one",
+                replace.plan.new_claims.len()
+            ));
+        }
+        let Some(claim) = replace.plan.new_claims.first() else {
+            // Launching allowed nothing new but moved everything: count it as a delete.
+            return Ok(Consolidation {
+                decision: Decision::Delete,
+                replacement: None,
+                moves: replace.moves,
+                savings: price,
+            });
+        };
+        let all_spot = candidates
+            .iter()
+            .all(|&i| self.facts[i].capacity_type == labels::CAPACITY_TYPE_SPOT);
+        let mut requirements = claim.requirements.clone();
+        let ct = requirements.get(labels::CAPACITY_TYPE).cloned();
+        let spot_possible = ct
+            .as_ref()
+            .is_none_or(|r| r.has(labels::CAPACITY_TYPE_SPOT));
+        let spot_to_spot = all_spot && spot_possible;
+        if spot_to_spot && !config.spot_to_spot {
+            return Err(format!(
+                "no cheaper placement: {short}; replacing spot with spot needs spot-to-spot consolidation, which is off (--spot-to-spot)"
+            ));
+        }
+        // A replacement that could be spot or on-demand is priced as spot, so it must
+        // launch as spot: on-demand might not be cheaper (Karpenter does the same).
+        if spot_to_spot
+            || ct.as_ref().is_some_and(|r| {
+                r.has(labels::CAPACITY_TYPE_SPOT) && r.has(labels::CAPACITY_TYPE_ON_DEMAND)
+            })
+        {
+            requirements.add(
+                labels::CAPACITY_TYPE,
+                Requirement::single(labels::CAPACITY_TYPE_SPOT),
+            );
+        }
+        let candidate_types: Vec<&str> = candidates
+            .iter()
+            .filter_map(|&i| self.facts[i].instance_type)
+            .collect();
+        let mut cheapest_seen: Option<(String, f64)> = None;
+        let mut options: Vec<(f64, &str, Launch)> = Vec::new();
+        for name in &claim.instance_type_options {
+            let Some(it) = self
+                .snapshot
+                .instance_types
+                .iter()
+                .find(|it| &it.name == name)
+            else {
+                continue;
+            };
+            let Some(offering) = it.cheapest_offering(&requirements) else {
+                continue;
+            };
+            if cheapest_seen
+                .as_ref()
+                .is_none_or(|(_, p)| offering.price < *p)
+            {
+                cheapest_seen = Some((name.clone(), offering.price));
+            }
+            // Never the same instance type again: that is churn, not savings.
+            if candidate_types.contains(&name.as_str()) || offering.price >= price - 1e-9 {
+                continue;
+            }
+            options.push((
+                offering.price,
+                name,
+                Launch {
+                    instance_type: name.clone(),
+                    zone: offering.zone.clone(),
+                    capacity_type: offering.capacity_type.clone(),
+                    price: offering.price,
+                    price_is_estimate: offering.price_is_estimate,
+                },
+            ));
+        }
+        options.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(b.1)));
+        if options.is_empty() {
+            let cheapest = match cheapest_seen {
+                Some((name, p)) => format!(
+                    "the cheapest replacement, {name} at ${p:.4}/h, is not cheaper than ${price:.4}/h"
+                ),
+                None => "no replacement instance type has a launchable offering".to_string(),
+            };
+            return Err(format!("no cheaper placement: {short}; {cheapest}"));
+        }
+        // Karpenter's RemoveInstanceTypeOptionsByPriceAndMinValues: the cheaper options
+        // must still span each requirement's minValues.
+        for (key, requirement) in requirements.iter() {
+            let Some(min) = requirement.min_values else {
+                continue;
+            };
+            let distinct: std::collections::BTreeSet<&str> = options
+                .iter()
+                .filter_map(|o| self.instance_type(o.1)?.labels.get(key).map(String::as_str))
+                .collect();
+            if distinct.len() < min as usize {
+                return Err(format!(
+                    "no cheaper placement: {short}; the {} cheaper instance types span {} value{} of {key}, fewer than its minValues {min}",
+                    options.len(),
+                    distinct.len(),
+                    if distinct.len() == 1 { "" } else { "s" }
+                ));
+            }
+        }
+        if spot_to_spot {
+            // Karpenter's MinInstanceTypesForSpotToSpotConsolidation: a single spot node is
+            // only replaced when at least 15 cheaper types exist, and the launch keeps
+            // the 15 cheapest, so the replacement is not itself the next candidate.
+            const MIN_SPOT_OPTIONS: usize = 15;
+            if candidates.len() == 1 && options.len() < MIN_SPOT_OPTIONS {
+                return Err(format!(
+                    "no cheaper placement: {short}; spot-to-spot needs {MIN_SPOT_OPTIONS} cheaper instance types to keep launch flexibility, found {}",
+                    options.len()
+                ));
+            }
+            // Karpenter keeps a multi-node spot replacement's options whole.
+            if candidates.len() == 1 {
+                options.truncate(MIN_SPOT_OPTIONS);
+            }
+        }
+        let launch = options[0].2.clone();
+        let savings = price - launch.price;
+        let mut replacement = claim.clone();
+        replacement.instance_type_options = options.iter().map(|o| o.1.to_string()).collect();
+        // A claim carries the labels of the type it launches (as `solve` writes them):
+        // swap the solver's choice for the cheaper launch.
+        let type_named = |n: &str| self.instance_type(n);
+        if let Some(old) = type_named(&claim.launch.instance_type) {
+            for key in old.labels.keys() {
+                replacement.labels.remove(key);
+            }
+        }
+        if let Some(new) = type_named(&launch.instance_type) {
+            replacement.labels.extend(new.labels.clone());
+        }
+        replacement
+            .labels
+            .insert(labels::ZONE.to_string(), launch.zone.clone());
+        replacement.labels.insert(
+            labels::CAPACITY_TYPE.to_string(),
+            launch.capacity_type.clone(),
+        );
+        replacement.requirements = requirements;
+        replacement.launch = launch;
+        Ok(Consolidation {
+            decision: Decision::Replace,
+            replacement: Some(replacement),
+            moves: replace.moves,
+            savings,
+        })
+    }
+}

@@ -1,0 +1,3 @@
+//! Integration tests for `kerf-disruption`.
+
+mod properties;
