@@ -4,6 +4,8 @@ use kerf_model::labels;
 use kerf_model::pod::HostPort;
 use kerf_model::{InstanceType, Requirements, Resources};
 
+use crate::dense::{Bits, Dense, Thresholds};
+
 /// A NodePool as one solve uses it.
 #[derive(Clone, Debug)]
 pub(crate) struct Pool {
@@ -19,7 +21,9 @@ pub(crate) struct Pool {
     /// Per entry of `types`: allocatable less daemonset overhead.
     pub avail: Vec<Resources>,
     /// Element-wise maximum of `avail`.
-    pub max_avail: Resources,
+    pub max_avail: Dense,
+    /// Which options hold a given request, by resource.
+    pub thresholds: Thresholds,
     /// Limits less what existing nodes of the pool use; `None` when unlimited.
     pub remaining_limits: Option<Resources>,
 }
@@ -31,9 +35,11 @@ pub(crate) struct ClaimState {
     pub pool: usize,
     pub reqs: Requirements,
     /// Indices into the pool's `types` that still fit every pod.
-    pub options: Vec<usize>,
+    pub options: Bits,
     /// Sum of the pods' requests (daemonset overhead excluded).
     pub requests: Resources,
+    /// `requests` as a dense vector.
+    pub requests_d: Dense,
     pub host_ports: Vec<HostPort>,
     pub pods: Vec<usize>,
     /// What this claim holds against the pool's limits: the largest capacity among its
@@ -43,7 +49,7 @@ pub(crate) struct ClaimState {
     pub hostname: String,
     /// Element-wise maximum of what the options can hold: a pod whose requests do not fit
     /// under it cannot join, which rejects full claims without scanning their options.
-    pub max_avail: Resources,
+    pub max_avail: Dense,
 }
 
 /// Whether a node of this instance type can satisfy `reqs`: its labels, an available

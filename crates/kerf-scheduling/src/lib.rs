@@ -11,6 +11,7 @@
 //! same plan. It does not launch anything and records no metrics; the caller does.
 
 mod claim;
+mod dense;
 mod explain;
 mod solve;
 mod topology;
@@ -105,7 +106,8 @@ pub struct NewClaim {
     pub nodepool: String,
     /// The cheapest offering that fits every pod.
     pub launch: Launch,
-    /// Every instance type that would fit, cheapest first: the flexibility a launch keeps.
+    /// The instance types that would fit, cheapest first: the flexibility a launch keeps.
+    /// At most 60 (Karpenter's `MaxInstanceTypes`), unless a requirement sets `minValues`.
     pub instance_type_options: Vec<String>,
     /// NodePool requirements narrowed by the pods' requirements and topology.
     pub requirements: Requirements,

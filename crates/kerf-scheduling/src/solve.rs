@@ -1,7 +1,10 @@
 //! The provisioning loop: pods in Karpenter's order, each onto the first existing node,
 //! open claim or new claim that takes it, relaxing preferences only when nothing does.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::rc::Rc;
 
 use kerf_model::labels;
 use kerf_model::pod::HostPort;
@@ -9,6 +12,7 @@ use kerf_model::taints::{first_untolerated, untolerated_soft};
 use kerf_model::{InstanceType, Node, Pod, Requirement, Requirements, Resources};
 
 use crate::claim::{ClaimState, Pool, min_values_met, possible_values, type_compatible};
+use crate::dense::{Bits, Dense, ResIndex, Thresholds};
 use crate::explain;
 use crate::topology::{GroupKind, PodGroups, Topology, owned_groups};
 use crate::{
@@ -20,8 +24,11 @@ use crate::{
 pub fn solve(input: &Input, config: &Config) -> Plan {
     let mut solver = Solver::new(input, config);
     solver.run();
+    solver.split_claims();
     solver.into_plan()
 }
+
+mod split;
 
 /// How far a pod's preferences have been relaxed. Each step gives up one preference, in
 /// Karpenter's order: preferred pod affinity terms (lightest first), preferred
@@ -75,6 +82,40 @@ impl Relax {
     }
 }
 
+impl Relax {
+    /// An orderable identity, for per-level bookkeeping.
+    fn key(self) -> RelaxKey {
+        (
+            self.affinity_kept,
+            self.anti_affinity_kept,
+            self.node_preferences_dropped,
+            self.soft_spreads,
+            self.avoid_soft_taints,
+        )
+    }
+}
+
+type RelaxKey = (usize, usize, usize, bool, bool);
+
+/// Why a node or claim refuses a pod.
+struct Reject {
+    /// Nothing later in this solve can change the answer for a pod of the same class at
+    /// the same relaxation level: nodes and claims only fill up and narrow, and counts
+    /// only grow.
+    permanent: bool,
+    /// Rendered only when asked for: scans discard most refusals.
+    reason: String,
+}
+
+impl Reject {
+    fn new(permanent: bool, why: bool, reason: impl FnOnce() -> String) -> Reject {
+        Reject {
+            permanent,
+            reason: if why { reason() } else { String::new() },
+        }
+    }
+}
+
 /// How a pod uses one topology group in an attempt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum GroupUse {
@@ -99,19 +140,19 @@ struct Effective {
 enum Target {
     Node(usize),
     Claim(usize, ClaimFit),
-    NewClaim(ClaimState, ClaimFit),
+    NewClaim(Box<ClaimState>, ClaimFit),
 }
 
 /// The result of fitting a pod into a claim.
 struct ClaimFit {
     reqs: Requirements,
-    options: Vec<usize>,
+    options: Bits,
     reservation: Resources,
-    max_avail: Resources,
+    max_avail: Dense,
 }
 
 struct NodeState {
-    remaining: Resources,
+    remaining: Dense,
     host_ports: Vec<HostPort>,
     usable: bool,
     placed: Vec<usize>,
@@ -130,6 +171,35 @@ struct Solver<'a> {
     unschedulable: Vec<(usize, String)>,
     /// Node name → index in `Input::nodes`, so binding pods to nodes is not quadratic.
     node_index: BTreeMap<&'a str, usize>,
+    res: ResIndex,
+    /// Each pending pod's requests as a dense vector.
+    pod_req: Vec<Dense>,
+    /// (pool, hash of requirements) → the pool's type options compatible with them.
+    /// Claims in one solve share a handful of requirement sets, so each is checked
+    /// against the instance types once, not once per pod and claim.
+    compat: RefCell<Memo<Rc<Bits>>>,
+    /// (pool, key, hash of requirements) → values of the key the pool's types allow.
+    values: RefCell<Memo<Rc<BTreeSet<String>>>>,
+    /// (pool, hash of requirements) → per option, its cheapest allowed offering.
+    offerings: RefCell<Memo<Rc<Vec<Option<usize>>>>>,
+    /// (pool, hash of requirements) → options with an allowed offering, cheapest first.
+    ranked: RefCell<Memo<Rc<Ranked>>>,
+    /// Per pending pod: its class, shared by pods with identical constraints and requests.
+    pod_class: Vec<usize>,
+    /// (class, relaxation level) → what scans of nodes and of claims learned.
+    scans: BTreeMap<(usize, RelaxKey), (Scan, Scan)>,
+}
+
+type Memo<T> = BTreeMap<(usize, u64), Vec<(Requirements, T)>>;
+
+/// (option, index of its cheapest allowed offering), cheapest first.
+type Ranked = Vec<(usize, usize)>;
+
+fn hash_of(key: &str, reqs: &Requirements) -> u64 {
+    let mut h = DefaultHasher::new();
+    key.hash(&mut h);
+    reqs.hash(&mut h);
+    h.finish()
 }
 
 /// Keys a claim may take from a pod's requirements: those its NodePool defines, and the
@@ -156,7 +226,34 @@ impl<'a> Solver<'a> {
                 .enumerate()
                 .map(|(i, n)| (n.name.as_str(), i))
                 .collect(),
+            res: ResIndex::new(
+                input
+                    .pods
+                    .iter()
+                    .chain(&input.bound_pods)
+                    .chain(&input.daemonsets)
+                    .map(|p| &p.requests)
+                    .chain(input.nodes.iter().map(|n| &n.allocatable))
+                    .chain(
+                        input
+                            .instance_types
+                            .iter()
+                            .flat_map(|t| [&t.capacity, &t.overhead]),
+                    ),
+            ),
+            pod_req: Vec::new(),
+            compat: RefCell::default(),
+            values: RefCell::default(),
+            offerings: RefCell::default(),
+            ranked: RefCell::default(),
+            pod_class: classes(&input.pods),
+            scans: BTreeMap::new(),
         };
+        solver.pod_req = input
+            .pods
+            .iter()
+            .map(|p| solver.res.dense(&p.requests))
+            .collect();
         solver.init_nodes();
         solver.init_pools();
         solver.init_topology();
@@ -178,7 +275,7 @@ impl<'a> Solver<'a> {
             .nodes
             .iter()
             .map(|n| NodeState {
-                remaining: n.allocatable.clone(),
+                remaining: self.res.dense(&n.allocatable),
                 host_ports: Vec::new(),
                 usable: n.ready
                     && !n.unschedulable
@@ -192,7 +289,8 @@ impl<'a> Solver<'a> {
             let Some(i) = pod.node_name.as_deref().and_then(node_idx) else {
                 continue;
             };
-            self.nodes[i].remaining.sub(&pod.requests);
+            let req = self.res.dense(&pod.requests);
+            self.nodes[i].remaining.sub(&req);
             self.nodes[i]
                 .host_ports
                 .extend(pod.host_ports.iter().cloned());
@@ -206,7 +304,8 @@ impl<'a> Solver<'a> {
             for ds in &input.daemonsets {
                 let name = ds.owner.as_ref().map_or("", |o| o.name.as_str());
                 if !daemon_on_node[i].contains(name) && daemon_fits_node(ds, node) {
-                    self.nodes[i].remaining.sub(&ds.requests);
+                    let req = self.res.dense(&ds.requests);
+                    self.nodes[i].remaining.sub(&req);
                     self.nodes[i]
                         .host_ports
                         .extend(ds.host_ports.iter().cloned());
@@ -253,12 +352,14 @@ impl<'a> Solver<'a> {
                 }
                 np.limits.minus(&used)
             });
-            let mut max_avail = Resources::new();
-            for a in &avail {
+            let avail_d: Vec<Dense> = avail.iter().map(|a| self.res.dense(a)).collect();
+            let mut max_avail = Dense::default();
+            for a in &avail_d {
                 max_avail.max_with(a);
             }
             self.pools.push(Pool {
                 max_avail,
+                thresholds: Thresholds::new(&avail_d),
                 daemon_ports,
                 nodepool: np_idx,
                 template,
@@ -390,18 +491,25 @@ impl<'a> Solver<'a> {
 
     fn run(&mut self) {
         let input = self.input;
-        let mut queue: Vec<usize> = (0..input.pods.len()).collect();
         // Karpenter's order: largest CPU, then memory, first; input order breaks ties.
-        queue.sort_by(|&a, &b| {
-            let (ra, rb) = (&input.pods[a].requests, &input.pods[b].requests);
-            rb.get(kerf_model::resources::CPU)
-                .cmp(&ra.get(kerf_model::resources::CPU))
-                .then_with(|| {
-                    rb.get(kerf_model::resources::MEMORY)
-                        .cmp(&ra.get(kerf_model::resources::MEMORY))
-                })
-                .then_with(|| a.cmp(&b))
-        });
+        let mut keyed: Vec<(
+            std::cmp::Reverse<(kerf_model::Quantity, kerf_model::Quantity)>,
+            usize,
+        )> = input
+            .pods
+            .iter()
+            .enumerate()
+            .map(|(i, pod)| {
+                let r = &pod.requests;
+                let size = (
+                    r.get(kerf_model::resources::CPU),
+                    r.get(kerf_model::resources::MEMORY),
+                );
+                (std::cmp::Reverse(size), i)
+            })
+            .collect();
+        keyed.sort_unstable();
+        let mut queue: Vec<usize> = keyed.into_iter().map(|(_, i)| i).collect();
         // Pods that fail are retried while others still succeed: a pod whose affinity
         // target comes later in the order gets another chance once it is placed.
         loop {
@@ -428,7 +536,7 @@ impl<'a> Solver<'a> {
         let mut relax = Relax::initial(pod, &self.pod_groups[p], self.config.preference_policy);
         loop {
             let eff = self.effective(p, relax);
-            match self.find_target(p, &eff) {
+            match self.find_target(p, relax, &eff) {
                 Ok(target) => {
                     self.commit(p, target);
                     return Ok(());
@@ -497,7 +605,8 @@ impl<'a> Solver<'a> {
         eff: &Effective,
         key: &str,
         domain: Option<&str>,
-    ) -> Result<(), String> {
+        why: bool,
+    ) -> Result<(), Reject> {
         let pod = &self.input.pods[p];
         let new_nodes_possible = !self.pools.is_empty();
         for &(gi, usage) in &eff.groups {
@@ -508,47 +617,59 @@ impl<'a> Solver<'a> {
             match (usage, &g.spec.kind) {
                 (GroupUse::Spread, GroupKind::Spread { max_skew, .. }) => {
                     let Some(d) = domain else {
-                        return Err(format!(
-                            "topology spread needs label {key}, which the node would not have"
-                        ));
+                        return Err(Reject::new(true, why, || {
+                            format!(
+                                "topology spread needs label {key}, which the node would not have"
+                            )
+                        }));
                     };
                     let min = g.min_count(new_nodes_possible);
                     let after = g.count(d) + 1;
                     if after - min > *max_skew {
-                        return Err(format!(
-                            "topology spread on {key} (maxSkew {max_skew}) would be violated: {d} would have {after} matching pods, the least-loaded domain {min}"
-                        ));
+                        // Counts only grow; with new nodes possible a hostname group's
+                        // baseline stays 0, so this domain never takes the pod again.
+                        let permanent = key == labels::HOSTNAME && new_nodes_possible;
+                        return Err(Reject::new(permanent, why, || {
+                            format!(
+                                "topology spread on {key} (maxSkew {max_skew}) would be violated: {d} would have {after} matching pods, the least-loaded domain {min}"
+                            )
+                        }));
                     }
                 }
                 (GroupUse::Affinity, _) => {
                     let Some(d) = domain else {
-                        return Err(format!(
-                            "pod affinity needs label {key}, which the node would not have"
-                        ));
+                        return Err(Reject::new(true, why, || {
+                            format!("pod affinity needs label {key}, which the node would not have")
+                        }));
                     };
                     if g.total() == 0 {
                         let ns_labels = self.input.namespaces.get(&pod.key.namespace);
                         if !g.selects(&pod.key.namespace, &pod.labels, ns_labels) {
-                            return Err(format!(
-                                "pod affinity on {key}: no pod matches its selector anywhere"
-                            ));
+                            return Err(Reject::new(false, why, || {
+                                format!(
+                                    "pod affinity on {key}: no pod matches its selector anywhere"
+                                )
+                            }));
                         }
                     } else if g.count(d) == 0 {
-                        if d.starts_with("<claim-") {
-                            return Err(format!(
-                                "pod affinity on {key}: a new node would run no matching pod"
-                            ));
-                        }
-                        return Err(format!("pod affinity on {key}: no matching pod in {d}"));
+                        return Err(Reject::new(false, why, || {
+                            if d.starts_with("<claim-") {
+                                format!(
+                                    "pod affinity on {key}: a new node would run no matching pod"
+                                )
+                            } else {
+                                format!("pod affinity on {key}: no matching pod in {d}")
+                            }
+                        }));
                     }
                 }
                 (GroupUse::AntiAffinity, _) => {
                     if let Some(d) = domain
                         && g.count(d) > 0
                     {
-                        return Err(format!(
-                            "pod anti-affinity on {key}: {d} already runs a matching pod"
-                        ));
+                        return Err(Reject::new(true, why, || {
+                            format!("pod anti-affinity on {key}: {d} already runs a matching pod")
+                        }));
                     }
                 }
                 _ => {}
@@ -560,24 +681,38 @@ impl<'a> Solver<'a> {
                 && let Some(d) = domain
                 && g.owners_in(d) > 0
             {
-                return Err(format!(
-                    "a pod in {d} has required anti-affinity on {key} against this pod's labels"
-                ));
+                return Err(Reject::new(true, why, || {
+                    format!(
+                        "a pod in {d} has required anti-affinity on {key} against this pod's labels"
+                    )
+                }));
             }
         }
         Ok(())
     }
 
-    fn find_target(&self, p: usize, eff: &Effective) -> Result<Target, String> {
-        for i in 0..self.nodes.len() {
-            if self.node_fits(p, eff, i).is_ok() {
-                return Ok(Target::Node(i));
-            }
-        }
-        for (c, claim) in self.claims.iter().enumerate() {
-            if let Ok(fit) = self.claim_fit(p, eff, claim) {
-                return Ok(Target::Claim(c, fit));
-            }
+    /// The first existing node, then the first open claim, that takes the pod, else a
+    /// new claim from the first NodePool (by weight) that can make one.
+    ///
+    /// Targets that refused a pod of the same class (identical constraints and requests)
+    /// for good are skipped on later attempts (see `Scan`). This keeps the scan
+    /// near-constant per pod instead of linear in the claims opened.
+    fn find_target(&mut self, p: usize, relax: Relax, eff: &Effective) -> Result<Target, String> {
+        let class = self.pod_class[p];
+        let key = (class, relax.key());
+        let (mut node_scan, mut claim_scan) = self.scans.remove(&key).unwrap_or_default();
+        let node = node_scan.first_taker(self.nodes.len(), |i| {
+            self.node_fits(p, eff, i).map(|()| Target::Node(i))
+        });
+        let found = node.or_else(|| {
+            claim_scan.first_taker(self.claims.len(), |c| {
+                self.claim_fit(p, eff, &self.claims[c], false)
+                    .map(|fit| Target::Claim(c, fit))
+            })
+        });
+        self.scans.insert(key, (node_scan, claim_scan));
+        if let Some(t) = found {
+            return Ok(t);
         }
         let mut reasons = Vec::new();
         for (pi, pool) in self.pools.iter().enumerate() {
@@ -593,17 +728,18 @@ impl<'a> Solver<'a> {
             let claim = ClaimState {
                 pool: pi,
                 reqs: pool.template.clone(),
-                options: (0..pool.types.len()).collect(),
+                options: Bits::full(pool.types.len()),
                 requests: Resources::new(),
+                requests_d: self.res.dense(&Resources::new()),
                 host_ports: Vec::new(),
                 pods: Vec::new(),
                 reservation: Resources::new(),
                 hostname: format!("<claim-{}>", self.claims.len()),
                 max_avail: pool.max_avail.clone(),
             };
-            match self.claim_fit(p, eff, &claim) {
-                Ok(fit) => return Ok(Target::NewClaim(claim, fit)),
-                Err(r) => reasons.push((pool.nodepool, r)),
+            match self.claim_fit(p, eff, &claim, true) {
+                Ok(fit) => return Ok(Target::NewClaim(Box::new(claim), fit)),
+                Err(r) => reasons.push((pool.nodepool, r.reason)),
             }
         }
         Err(explain::unschedulable(
@@ -613,214 +749,315 @@ impl<'a> Solver<'a> {
         ))
     }
 
-    fn node_fits(&self, p: usize, eff: &Effective, i: usize) -> Result<(), String> {
+    /// Whether existing node `i` takes the pod. Reasons are not rendered: only whether a
+    /// node refuses, and whether for good, matters to the caller.
+    fn node_fits(&self, p: usize, eff: &Effective, i: usize) -> Result<(), Reject> {
         let pod = &self.input.pods[p];
         let node: &Node = &self.input.nodes[i];
         let state = &self.nodes[i];
-        if !state.usable {
-            return Err("not ready, cordoned or being disrupted".into());
-        }
-        if let Some(t) = first_untolerated(&node.taints, &pod.tolerations) {
-            return Err(format!("taint {t} not tolerated"));
-        }
-        if eff.avoid_soft_taints && untolerated_soft(&node.taints, &pod.tolerations) > 0 {
-            return Err("has a PreferNoSchedule taint the pod does not tolerate".into());
-        }
-        if !eff.terms.iter().any(|t| t.matches_labels(&node.labels)) {
-            return Err("node affinity does not match".into());
-        }
-        if !state.remaining.fits(&pod.requests) {
-            return Err("not enough free capacity".into());
-        }
-        if ports_conflict(&state.host_ports, &pod.host_ports) {
-            return Err("host port in use".into());
+        let never = || Err(Reject::new(true, false, String::new));
+        if !state.usable
+            || first_untolerated(&node.taints, &pod.tolerations).is_some()
+            || (eff.avoid_soft_taints && untolerated_soft(&node.taints, &pod.tolerations) > 0)
+            || !eff.terms.iter().any(|t| t.matches_labels(&node.labels))
+            // A node only fills up, and this class's requests never shrink.
+            || !state.remaining.fits(&self.pod_req[p])
+            || ports_conflict(&state.host_ports, &pod.host_ports)
+        {
+            return never();
         }
         for key in eff.keys.iter().map(String::as_str) {
-            self.check_domain(p, eff, key, node.labels.get(key).map(String::as_str))?;
+            self.check_domain(p, eff, key, node.labels.get(key).map(String::as_str), false)?;
         }
         Ok(())
     }
 
     /// Fits the pod into a claim (open or fresh): the claim's requirements narrowed by
     /// the pod's and by topology, and the instance types that still fit everything.
-    fn claim_fit(&self, p: usize, eff: &Effective, claim: &ClaimState) -> Result<ClaimFit, String> {
+    /// `why` renders the reason for a refusal; scans of open claims skip that work.
+    fn claim_fit(
+        &self,
+        p: usize,
+        eff: &Effective,
+        claim: &ClaimState,
+        why: bool,
+    ) -> Result<ClaimFit, Reject> {
         let pod = &self.input.pods[p];
         let pool = &self.pools[claim.pool];
         let np = &self.input.nodepools[pool.nodepool];
         if let Some(t) = first_untolerated(&np.taints, &pod.tolerations) {
-            return Err(format!("taint {t} is not tolerated"));
+            return Err(Reject::new(true, why, || {
+                format!("taint {t} is not tolerated")
+            }));
         }
         if eff.avoid_soft_taints && untolerated_soft(&np.taints, &pod.tolerations) > 0 {
-            return Err("has a PreferNoSchedule taint the pod does not tolerate".into());
+            return Err(Reject::new(true, why, || {
+                "has a PreferNoSchedule taint the pod does not tolerate".into()
+            }));
         }
         if ports_conflict(&claim.host_ports, &pod.host_ports) {
-            return Err("host port already taken on this claim".into());
+            return Err(Reject::new(true, why, || {
+                "host port already taken on this claim".into()
+            }));
         }
-        let requests = claim.requests.plus(&pod.requests);
-        if !claim.max_avail.fits(&requests) {
-            return Err(explain::too_big(
-                &self.input.instance_types,
-                pool,
-                &claim.options,
-                &requests,
-            ));
+        if !claim
+            .max_avail
+            .fits_sum(&claim.requests_d, &self.pod_req[p])
+        {
+            return Err(Reject::new(true, why, || {
+                explain::too_big(
+                    &self.input.instance_types,
+                    pool,
+                    &claim.options.iter().collect::<Vec<_>>(),
+                    &claim.requests.plus(&pod.requests),
+                )
+            }));
         }
-        let mut last_err = String::new();
+        // The claim's hostname is fixed: check it before any instance-type work, since
+        // hostname (anti-)affinity and spread refuse most claims a pod looks at.
+        // Likewise any domain the claim is already pinned to (a zone, say).
+        for key in eff.keys.iter().map(String::as_str) {
+            if key == labels::HOSTNAME {
+                self.check_domain(p, eff, key, Some(&claim.hostname), why)?;
+            } else if let Some(v) = claim.reqs.get(key).and_then(|r| r.single_value()) {
+                self.check_domain(p, eff, key, Some(v), why)?;
+            }
+        }
+        let mut requests = claim.requests_d.clone();
+        requests.add(&self.pod_req[p]);
+        let mut last = Reject::new(true, why, String::new);
         for term in &eff.terms {
             if let Some(k) = claim.reqs.conflict_with(term, open_key) {
-                last_err = explain::requirement_conflict(k, term, &claim.reqs);
+                // A claim's requirements only narrow: this conflict stays.
+                last = Reject::new(true, why, || {
+                    explain::requirement_conflict(k, term, &claim.reqs)
+                });
                 continue;
             }
             let mut reqs = claim.reqs.clone();
+            let mut narrowed = false;
             for (k, r) in term.iter() {
                 if claim.reqs.get(k).is_some() || open_key(k) {
                     reqs.add(k, r.clone());
+                    narrowed = true;
                 }
             }
-            let options = match self.filter_options(pool, claim, &reqs, &requests, &pod.host_ports)
-            {
+            let options = match self.filter_options(
+                claim,
+                &reqs,
+                narrowed,
+                &requests,
+                &pod.host_ports,
+                why,
+            ) {
                 Ok(o) => o,
                 Err(e) => {
-                    last_err = e;
+                    last = e;
                     continue;
                 }
             };
-            match self.narrow_topology(p, eff, claim, reqs, options, &requests) {
+            match self.narrow_topology(p, eff, claim, reqs, options, &requests, why) {
                 Ok(fit) => return Ok(fit),
-                Err(e) => last_err = e,
+                Err(e) => last = e,
             }
         }
-        Err(last_err)
+        Err(last)
     }
 
+    /// The claim's options that satisfy `reqs` (already known when `narrowed` is false),
+    /// leave the pod's host ports free of DaemonSets, hold `requests`, stay within the
+    /// NodePool's limits and keep `minValues`.
     fn filter_options(
         &self,
-        pool: &Pool,
         claim: &ClaimState,
         reqs: &Requirements,
-        requests: &Resources,
+        narrowed: bool,
+        requests: &Dense,
         pod_ports: &[HostPort],
-    ) -> Result<Vec<usize>, String> {
+        why: bool,
+    ) -> Result<Bits, Reject> {
+        let pool = &self.pools[claim.pool];
         let types = &self.input.instance_types;
-        let compatible: Vec<usize> = claim
-            .options
-            .iter()
-            .copied()
-            .filter(|&o| type_compatible(&types[pool.types[o]], reqs))
-            .collect();
-        if compatible.is_empty() {
-            return Err(format!("no instance type satisfies {reqs}"));
+        let compat = narrowed.then(|| self.compatible(claim.pool, reqs));
+        let compatible = |o: &usize| compat.as_ref().is_none_or(|b| b.contains(*o));
+        let port_free =
+            |o: &usize| pod_ports.is_empty() || !ports_conflict(&pool.daemon_ports[*o], pod_ports);
+        let mut fitting = pool.thresholds.fitting(pool.types.len(), requests);
+        fitting.and(&claim.options);
+        if let Some(c) = &compat {
+            fitting.and(c);
         }
-        // A DaemonSet pod binding the same host port would run on such a node too.
-        let compatible: Vec<usize> = if pod_ports.is_empty() {
-            compatible
-        } else {
-            let free: Vec<usize> = compatible
-                .iter()
-                .copied()
-                .filter(|&o| !ports_conflict(&pool.daemon_ports[o], pod_ports))
-                .collect();
-            if free.is_empty() {
-                let taken: Vec<String> = pod_ports
-                    .iter()
-                    .filter(|p| {
-                        pool.daemon_ports[compatible[0]]
-                            .iter()
-                            .any(|d| d.conflicts(p))
-                    })
-                    .map(|p| format!("{}/{}", p.port, p.protocol))
-                    .collect();
-                return Err(format!(
-                    "host port {} is bound by a DaemonSet that would run on the node",
-                    taken.join(", ")
-                ));
+        if !pod_ports.is_empty() {
+            for o in fitting.clone().iter() {
+                if !port_free(&o) {
+                    fitting.remove(o);
+                }
             }
-            free
-        };
-        let fitting: Vec<usize> = compatible
-            .iter()
-            .copied()
-            .filter(|&o| pool.avail[o].fits(requests))
-            .collect();
-        if fitting.is_empty() {
-            return Err(explain::too_big(types, pool, &compatible, requests));
         }
-        let within_limits: Vec<usize> = match &pool.remaining_limits {
+        if fitting.is_empty() {
+            // Options only shrink and requirements only narrow: none of these reasons
+            // goes away for this claim.
+            return Err(Reject::new(true, why, || {
+                let compatible: Vec<usize> =
+                    claim.options.iter().filter(|o| compatible(o)).collect();
+                if compatible.is_empty() {
+                    return format!("no instance type satisfies {reqs}");
+                }
+                let free: Vec<usize> = compatible
+                    .iter()
+                    .filter(|o| port_free(o))
+                    .copied()
+                    .collect();
+                if free.is_empty() {
+                    let taken: Vec<String> = pod_ports
+                        .iter()
+                        .filter(|p| {
+                            pool.daemon_ports[compatible[0]]
+                                .iter()
+                                .any(|d| d.conflicts(p))
+                        })
+                        .map(|p| format!("{}/{}", p.port, p.protocol))
+                        .collect();
+                    return format!(
+                        "host port {} is bound by a DaemonSet that would run on the node",
+                        taken.join(", ")
+                    );
+                }
+                explain::too_big(types, pool, &free, &self.res.resources(requests))
+            }));
+        }
+        let within_limits: Bits = match &pool.remaining_limits {
             None => fitting,
             Some(remaining) => {
                 let headroom = remaining.plus(&claim.reservation);
                 let limits = &self.input.nodepools[pool.nodepool].limits;
-                let within: Vec<usize> = fitting
-                    .iter()
-                    .copied()
-                    .filter(|&o| {
+                let within = Bits::from_iter(
+                    pool.types.len(),
+                    fitting.iter().filter(|&o| {
                         let cap = &types[pool.types[o]].capacity;
                         limits
                             .names()
                             .filter(|k| *k != kerf_model::resources::NODES)
                             .all(|k| cap.get(k) <= headroom.get(k))
-                    })
-                    .collect();
+                    }),
+                );
                 if within.is_empty() {
-                    let left: Vec<String> = limits
-                        .iter()
-                        .map(|(k, limit)| {
-                            format!(
-                                "{k} limit {}, {} left",
-                                Resources::render(k, limit),
-                                Resources::render(
-                                    k,
-                                    remaining.get(k).max(kerf_model::Quantity::ZERO)
+                    // Limits free up when other claims narrow: not permanent.
+                    return Err(Reject::new(false, why, || {
+                        let left: Vec<String> = limits
+                            .iter()
+                            .map(|(k, limit)| {
+                                format!(
+                                    "{k} limit {}, {} left",
+                                    Resources::render(k, limit),
+                                    Resources::render(
+                                        k,
+                                        remaining.get(k).max(kerf_model::Quantity::ZERO)
+                                    )
                                 )
-                            )
-                        })
-                        .collect();
-                    return Err(format!(
-                        "the NodePool's limits would be exceeded by any instance type that fits ({})",
-                        left.join("; ")
-                    ));
+                            })
+                            .collect();
+                        format!(
+                            "the NodePool's limits would be exceeded by any instance type that fits ({})",
+                            left.join("; ")
+                        )
+                    }));
                 }
                 within
             }
         };
         if self.config.min_values_policy == MinValuesPolicy::Strict {
-            min_values_met(reqs, within_limits.iter().map(|&o| &types[pool.types[o]]))?;
+            min_values_met(reqs, within_limits.iter().map(|o| &types[pool.types[o]]))
+                .map_err(|e| Reject::new(true, why, || e))?;
         }
         Ok(within_limits)
     }
 
+    /// The pool's options whose instance type can satisfy `reqs`, memoized.
+    fn compatible(&self, pool: usize, reqs: &Requirements) -> Rc<Bits> {
+        let h = hash_of("", reqs);
+        if let Some(b) = self
+            .compat
+            .borrow()
+            .get(&(pool, h))
+            .and_then(|v| v.iter().find(|(r, _)| r == reqs))
+        {
+            return b.1.clone();
+        }
+        let types = &self.pools[pool].types;
+        let bits = Rc::new(Bits::from_iter(
+            types.len(),
+            (0..types.len())
+                .filter(|&o| type_compatible(&self.input.instance_types[types[o]], reqs)),
+        ));
+        self.compat
+            .borrow_mut()
+            .entry((pool, h))
+            .or_default()
+            .push((reqs.clone(), bits.clone()));
+        bits
+    }
+
+    /// Values of an instance-defined `key` that the pool's types allow under `reqs`,
+    /// memoized. A superset of what a claim's remaining options allow: each candidate is
+    /// checked against the options when the claim narrows to it.
+    fn pool_values(&self, pool: usize, key: &str, reqs: &Requirements) -> Rc<BTreeSet<String>> {
+        let h = hash_of(key, reqs);
+        if let Some(v) = self
+            .values
+            .borrow()
+            .get(&(pool, h))
+            .and_then(|v| v.iter().find(|(r, _)| r == reqs))
+        {
+            return v.1.clone();
+        }
+        let types = self.pools[pool]
+            .types
+            .iter()
+            .map(|&t| &self.input.instance_types[t]);
+        let values = Rc::new(possible_values(key, types, reqs));
+        self.values
+            .borrow_mut()
+            .entry((pool, h))
+            .or_default()
+            .push((reqs.clone(), values.clone()));
+        values
+    }
+
     /// Fixes the claim's domain for every topology key the pod cares about, choosing the
     /// domain that keeps spread tightest, and checks each constraint there.
+    #[allow(clippy::too_many_arguments)]
     fn narrow_topology(
         &self,
         p: usize,
         eff: &Effective,
         claim: &ClaimState,
         mut reqs: Requirements,
-        mut options: Vec<usize>,
-        requests: &Resources,
-    ) -> Result<ClaimFit, String> {
+        mut options: Bits,
+        requests: &Dense,
+        why: bool,
+    ) -> Result<ClaimFit, Reject> {
         let pool = &self.pools[claim.pool];
         let types = &self.input.instance_types;
         for key in eff.keys.iter().map(String::as_str) {
             if key == labels::HOSTNAME {
-                self.check_domain(p, eff, key, Some(&claim.hostname))?;
+                // Checked by `claim_fit` before any instance-type work.
                 continue;
             }
             if let Some(v) = reqs.get(key).and_then(|r| r.single_value()) {
-                self.check_domain(p, eff, key, Some(v))?;
+                self.check_domain(p, eff, key, Some(v), why)?;
                 continue;
             }
-            let candidates: BTreeSet<String> = if open_key(key) {
-                possible_values(key, options.iter().map(|&o| &types[pool.types[o]]), &reqs)
+            let candidates: Rc<BTreeSet<String>> = if open_key(key) {
+                self.pool_values(claim.pool, key, &reqs)
             } else if let Some(values) = reqs.get(key).and_then(|r| r.values()) {
-                values.clone()
+                Rc::new(values.clone())
             } else {
                 // The node will not carry this label at all.
-                self.check_domain(p, eff, key, None)?;
+                self.check_domain(p, eff, key, None, why)?;
                 continue;
             };
-            let mut ordered: Vec<String> = candidates.into_iter().collect();
+            let mut ordered: Vec<&String> = candidates.iter().collect();
             // Least-loaded domain first for spread groups (the pod's own or ones it counts in).
             let spread_groups: Vec<usize> = self.pod_groups[p]
                 .selected_by
@@ -839,41 +1076,55 @@ impl<'a> Solver<'a> {
                     .sum::<i32>()
             });
             let n_candidates = ordered.len();
-            let mut last_err = format!("no value of {key} is possible");
+            let mut last = Reject::new(false, why, || format!("no value of {key} is possible"));
+            let mut permanent = true;
             let mut chosen = None;
             for d in ordered {
-                if let Err(e) = self.check_domain(p, eff, key, Some(&d)) {
-                    last_err = e;
+                if let Err(e) = self.check_domain(p, eff, key, Some(d), why) {
+                    permanent &= e.permanent;
+                    last = e;
                     continue;
                 }
                 let mut narrowed = reqs.clone();
                 narrowed.add(key, Requirement::single(d.clone()));
                 let pod_ports = &self.input.pods[p].host_ports;
-                match self.filter_options(pool, claim, &narrowed, requests, pod_ports) {
+                match self.filter_options(claim, &narrowed, true, requests, pod_ports, why) {
                     Ok(o) => {
                         chosen = Some((narrowed, o));
                         break;
                     }
-                    Err(e) => last_err = e,
+                    Err(e) => {
+                        permanent &= e.permanent;
+                        last = e;
+                    }
                 }
             }
-            let (narrowed, o) = chosen.ok_or_else(|| {
-                if n_candidates > 1 {
-                    format!("none of the {n_candidates} possible values of {key} works; the last: {last_err}")
-                } else {
-                    last_err
+            let Some((narrowed, o)) = chosen else {
+                // Every candidate domain refused for good, or some may open up later.
+                last.permanent = permanent && n_candidates > 0;
+                if why && n_candidates > 1 {
+                    last.reason = format!(
+                        "none of the {n_candidates} possible values of {key} works; the last: {}",
+                        last.reason
+                    );
                 }
-            })?;
+                return Err(last);
+            };
             reqs = narrowed;
             options = o;
         }
-        let mut reservation = Resources::new();
-        let mut max_avail = Resources::new();
-        for &o in &options {
-            reservation.max_with(&types[pool.types[o]].capacity);
-            max_avail.max_with(&pool.avail[o]);
-        }
-        reservation.add(&nodes_one());
+        let max_avail = pool.thresholds.max_over(&options);
+        // Only a pool with limits needs to know what the claim holds against them.
+        let reservation = if pool.remaining_limits.is_some() {
+            let mut r = Resources::new();
+            for o in options.iter() {
+                r.max_with(&types[pool.types[o]].capacity);
+            }
+            r.add(&nodes_one());
+            r
+        } else {
+            Resources::new()
+        };
         Ok(ClaimFit {
             reqs,
             options,
@@ -886,7 +1137,7 @@ impl<'a> Solver<'a> {
         let pod = &self.input.pods[p];
         let (claim_idx, fit) = match target {
             Target::Node(i) => {
-                self.nodes[i].remaining.sub(&pod.requests);
+                self.nodes[i].remaining.sub(&self.pod_req[p]);
                 self.nodes[i]
                     .host_ports
                     .extend(pod.host_ports.iter().cloned());
@@ -901,7 +1152,7 @@ impl<'a> Solver<'a> {
             }
             Target::Claim(c, fit) => (c, fit),
             Target::NewClaim(claim, fit) => {
-                self.claims.push(claim);
+                self.claims.push(*claim);
                 (self.claims.len() - 1, fit)
             }
         };
@@ -916,6 +1167,7 @@ impl<'a> Solver<'a> {
         claim.reservation = fit.reservation;
         claim.max_avail = fit.max_avail;
         claim.requests.add(&pod.requests);
+        claim.requests_d.add(&self.pod_req[p]);
         claim.host_ports.extend(pod.host_ports.iter().cloned());
         claim.pods.push(p);
         // Only the domain-defining parts are needed; cloning the whole claim (its pod list
@@ -977,8 +1229,7 @@ impl<'a> Solver<'a> {
             }
         }
         for claim in &self.claims {
-            plan.new_claims
-                .push(finish_claim(input, &self.pools[claim.pool], claim));
+            plan.new_claims.push(self.finish_claim(claim));
         }
         plan.unschedulable = self
             .unschedulable
@@ -992,26 +1243,112 @@ impl<'a> Solver<'a> {
     }
 }
 
-/// Chooses the cheapest option and renders the claim.
-fn finish_claim(input: &Input, pool: &Pool, claim: &ClaimState) -> NewClaim {
+/// At most this many instance types go into a claim's options, cheapest first, as
+/// Karpenter's `MaxInstanceTypes` caps what a NodeClaim sends to the cloud. Claims whose
+/// requirements carry `minValues` keep every option, so truncation cannot break them.
+pub(crate) const MAX_INSTANCE_TYPES: usize = 60;
+
+impl Solver<'_> {
+    /// Per option of the pool: the cheapest offering (index into the type's offerings)
+    /// that `reqs` allows, memoized, since most claims share a few requirement sets.
+    fn cheapest_offerings(&self, pool: usize, reqs: &Requirements) -> Rc<Vec<Option<usize>>> {
+        let h = hash_of("offerings", reqs);
+        if let Some(v) = self
+            .offerings
+            .borrow()
+            .get(&(pool, h))
+            .and_then(|v| v.iter().find(|(r, _)| r == reqs))
+        {
+            return v.1.clone();
+        }
+        let cheapest = Rc::new(
+            self.pools[pool]
+                .types
+                .iter()
+                .map(|&t| {
+                    let t = &self.input.instance_types[t];
+                    t.cheapest_offering(reqs)
+                        .and_then(|best| t.offerings.iter().position(|o| std::ptr::eq(o, best)))
+                })
+                .collect(),
+        );
+        self.offerings
+            .borrow_mut()
+            .entry((pool, h))
+            .or_default()
+            .push((reqs.clone(), Rc::clone(&cheapest)));
+        cheapest
+    }
+
+    /// The pool's options that have an offering `reqs` allows, cheapest first (by that
+    /// offering's price, then type name), with the offering: memoized per requirement set.
+    fn ranked_options(&self, pool: usize, reqs: &Requirements) -> Rc<Ranked> {
+        let h = hash_of("ranked", reqs);
+        if let Some(v) = self
+            .ranked
+            .borrow()
+            .get(&(pool, h))
+            .and_then(|v| v.iter().find(|(r, _)| r == reqs))
+        {
+            return v.1.clone();
+        }
+        let types = &self.input.instance_types;
+        let pool_types = &self.pools[pool].types;
+        let cheapest = self.cheapest_offerings(pool, reqs);
+        let mut ranked: Vec<(usize, usize)> = cheapest
+            .iter()
+            .enumerate()
+            .filter_map(|(o, off)| off.map(|i| (o, i)))
+            .collect();
+        ranked.sort_by(|&(a, ai), &(b, bi)| {
+            let (ta, tb) = (&types[pool_types[a]], &types[pool_types[b]]);
+            ta.offerings[ai]
+                .price
+                .total_cmp(&tb.offerings[bi].price)
+                .then_with(|| ta.name.cmp(&tb.name))
+        });
+        let ranked = Rc::new(ranked);
+        self.ranked
+            .borrow_mut()
+            .entry((pool, h))
+            .or_default()
+            .push((reqs.clone(), Rc::clone(&ranked)));
+        ranked
+    }
+
+    /// Chooses the cheapest option and renders the claim.
+    fn finish_claim(&self, claim: &ClaimState) -> NewClaim {
+        let pool = &self.pools[claim.pool];
+        let ranked = self.ranked_options(claim.pool, &claim.reqs);
+        let keep_all = claim.reqs.iter().any(|(_, r)| r.min_values.is_some());
+        let limit = if keep_all {
+            usize::MAX
+        } else {
+            MAX_INSTANCE_TYPES
+        };
+        let chosen: Vec<(usize, usize)> = ranked
+            .iter()
+            .filter(|(o, _)| claim.options.contains(*o))
+            .take(limit)
+            .copied()
+            .collect();
+        finish_claim(self.input, pool, claim, &chosen)
+    }
+}
+
+/// Renders a claim launching the first of `priced` (option, offering), cheapest first.
+fn finish_claim(
+    input: &Input,
+    pool: &Pool,
+    claim: &ClaimState,
+    priced: &[(usize, usize)],
+) -> NewClaim {
     let np = &input.nodepools[pool.nodepool];
-    let mut priced: Vec<(f64, usize, &kerf_model::Offering)> = claim
-        .options
+    let priced: Vec<(usize, &kerf_model::Offering)> = priced
         .iter()
-        .filter_map(|&o| {
-            let t = &input.instance_types[pool.types[o]];
-            t.cheapest_offering(&claim.reqs)
-                .map(|off| (off.price, o, off))
-        })
+        .map(|&(o, i)| (o, &input.instance_types[pool.types[o]].offerings[i]))
         .collect();
-    priced.sort_by(|a, b| {
-        a.0.total_cmp(&b.0).then_with(|| {
-            input.instance_types[pool.types[a.1]]
-                .name
-                .cmp(&input.instance_types[pool.types[b.1]].name)
-        })
-    });
-    let (_, best, offering) = priced[0];
+    let (best, offering) = priced[0];
     let it: &InstanceType = &input.instance_types[pool.types[best]];
     let mut labels = claim.reqs.single_valued_labels();
     labels.extend(np.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
@@ -1041,7 +1378,7 @@ fn finish_claim(input: &Input, pool: &Pool, claim: &ClaimState) -> NewClaim {
         },
         instance_type_options: priced
             .iter()
-            .map(|(_, o, _)| input.instance_types[pool.types[*o]].name.clone())
+            .map(|(o, _)| input.instance_types[pool.types[*o]].name.clone())
             .collect(),
         requirements: claim.reqs.clone(),
         labels,
@@ -1049,6 +1386,104 @@ fn finish_claim(input: &Input, pool: &Pool, claim: &ClaimState) -> NewClaim {
         pods,
         requests,
     }
+}
+
+/// What one pod class has learned about a list of targets (nodes or claims): targets
+/// below `seen` that did not refuse it for good, in order. Later scans visit only those
+/// and the targets added since, in the same order a full scan would, so first-fit picks
+/// the same target while each permanent refusal is paid for once per class.
+#[derive(Clone, Debug, Default)]
+struct Scan {
+    alive: Vec<usize>,
+    seen: usize,
+}
+
+impl Scan {
+    fn first_taker<T>(
+        &mut self,
+        total: usize,
+        mut take: impl FnMut(usize) -> Result<T, Reject>,
+    ) -> Option<T> {
+        let mut keep = 0;
+        let mut next = 0;
+        let mut found = None;
+        while next < self.alive.len() {
+            let t = self.alive[next];
+            next += 1;
+            match take(t) {
+                Err(r) if r.permanent => continue,
+                Err(_) => {}
+                Ok(x) => found = Some(x),
+            }
+            self.alive[keep] = t;
+            keep += 1;
+            if found.is_some() {
+                break;
+            }
+        }
+        // Keep the part not visited (after a find) behind the survivors.
+        self.alive.copy_within(next.., keep);
+        let tail = self.alive.len() - next;
+        self.alive.truncate(keep + tail);
+        if found.is_some() {
+            return found;
+        }
+        while self.seen < total {
+            let t = self.seen;
+            self.seen += 1;
+            match take(t) {
+                Err(r) if r.permanent => {}
+                Err(_) => self.alive.push(t),
+                Ok(x) => {
+                    self.alive.push(t);
+                    return Some(x);
+                }
+            }
+        }
+        None
+    }
+}
+
+/// Numbers pods so that two share a number exactly when `solve` must treat them alike:
+/// same namespace, labels, requests and scheduling constraints (names and owners aside).
+fn classes(pods: &[Pod]) -> Vec<usize> {
+    fn same(a: &Pod, b: &Pod) -> bool {
+        a.key.namespace == b.key.namespace
+            && a.labels == b.labels
+            && a.requests == b.requests
+            && a.node_affinity == b.node_affinity
+            && a.tolerations == b.tolerations
+            && a.topology_spread == b.topology_spread
+            && a.affinity == b.affinity
+            && a.anti_affinity == b.anti_affinity
+            && a.preferred_affinity == b.preferred_affinity
+            && a.preferred_anti_affinity == b.preferred_anti_affinity
+            && a.host_ports == b.host_ports
+    }
+    let mut buckets: BTreeMap<u64, Vec<(usize, usize)>> = BTreeMap::new();
+    let mut next = 0;
+    pods.iter()
+        .enumerate()
+        .map(|(i, pod)| {
+            let mut h = DefaultHasher::new();
+            pod.key.namespace.hash(&mut h);
+            pod.labels.hash(&mut h);
+            pod.requests.hash(&mut h);
+            pod.node_affinity.hash(&mut h);
+            pod.tolerations.hash(&mut h);
+            pod.topology_spread.hash(&mut h);
+            pod.affinity.hash(&mut h);
+            pod.anti_affinity.hash(&mut h);
+            pod.host_ports.hash(&mut h);
+            let bucket = buckets.entry(h.finish()).or_default();
+            if let Some(&(_, class)) = bucket.iter().find(|&&(rep, _)| same(&pods[rep], pod)) {
+                return class;
+            }
+            bucket.push((i, next));
+            next += 1;
+            next - 1
+        })
+        .collect()
 }
 
 fn nodes_one() -> Resources {

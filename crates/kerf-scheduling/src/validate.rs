@@ -12,8 +12,10 @@
 //! Soft constraints (preferred affinities, `ScheduleAnyway` spreads, `PreferNoSchedule`
 //! taints) are never violations: kube-scheduler only scores them.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::rc::Rc;
 
 use kerf_model::pod::{AffinityTerm, InclusionPolicy, PodKey, WhenUnsatisfiable};
 use kerf_model::resources::NODES;
@@ -272,6 +274,23 @@ struct Cluster<'a> {
     input: &'a Input,
     nodes: Vec<VNode<'a>>,
     pods: Vec<VPod<'a>>,
+    /// Counts and pod lists per distinct constraint, built on first use: replicas share
+    /// their constraints, so each is evaluated over the cluster once, not once per pod.
+    /// Keys are the constraint's `Debug` rendering, which is exactly its content.
+    spread_counts: RefCell<BTreeMap<String, Rc<BTreeMap<String, i32>>>>,
+    affinity_index: RefCell<BTreeMap<String, Rc<AffinityIndex>>>,
+    anti_index: RefCell<BTreeMap<String, Rc<DomainPods>>>,
+}
+
+/// Domain → pods there, in cluster order.
+type DomainPods = BTreeMap<String, Vec<usize>>;
+
+/// The pods matching every term of a required affinity, counted per domain of each key.
+struct AffinityIndex {
+    /// term key → domain → matching pods there.
+    per_key: BTreeMap<String, BTreeMap<String, usize>>,
+    /// Matching pods on a node that has at least one of the terms' keys.
+    with_a_domain: usize,
 }
 
 impl<'a> Cluster<'a> {
@@ -285,6 +304,9 @@ impl<'a> Cluster<'a> {
             input,
             nodes: Vec::new(),
             pods: Vec::new(),
+            spread_counts: RefCell::default(),
+            affinity_index: RefCell::default(),
+            anti_index: RefCell::default(),
         };
         for node in &input.nodes {
             let mut condition_taints = Vec::new();
@@ -542,16 +564,34 @@ impl<'a> Cluster<'a> {
             };
             let counted =
                 |q: &Pod| q.key.namespace == pod.key.namespace && s.selector.matches(&q.labels);
-            let mut counts: BTreeMap<&str, i32> = BTreeMap::new();
-            for node in self.nodes.iter().filter(|node| eligible(node)) {
-                let d = node.labels[key].as_str();
-                let matching = node
-                    .pods
-                    .iter()
-                    .filter(|&&q| counted(self.pods[q].pod))
-                    .count() as i32;
-                *counts.entry(d).or_default() += matching;
-            }
+            // Everything `eligible` and `counted` read, so equal keys give equal counts.
+            let memo_key = format!(
+                "{:?}",
+                (
+                    s,
+                    hard.iter().map(|h| &h.topology_key).collect::<Vec<_>>(),
+                    &pod.node_affinity,
+                    &pod.tolerations,
+                    &pod.key.namespace
+                )
+            );
+            let cached = self.spread_counts.borrow().get(&memo_key).cloned();
+            let counts = cached.unwrap_or_else(|| {
+                let mut counts: BTreeMap<String, i32> = BTreeMap::new();
+                for node in self.nodes.iter().filter(|node| eligible(node)) {
+                    let matching = node
+                        .pods
+                        .iter()
+                        .filter(|&&q| counted(self.pods[q].pod))
+                        .count() as i32;
+                    *counts.entry(node.labels[key].clone()).or_default() += matching;
+                }
+                let counts = Rc::new(counts);
+                self.spread_counts
+                    .borrow_mut()
+                    .insert(memo_key, Rc::clone(&counts));
+                counts
+            });
             let mut own = counts.get(own_domain.as_str()).copied().unwrap_or(0);
             if !eligible(&self.nodes[n]) && counted(pod) {
                 own += 1;
@@ -587,29 +627,69 @@ impl<'a> Cluster<'a> {
             return None;
         }
         let matches_all = |q: &Pod| terms.iter().all(|t| self.term_matches(t, q));
-        let others: Vec<usize> = (0..self.pods.len())
-            .filter(|&q| q != v && matches_all(self.pods[q].pod))
-            .collect();
+        let index = self.affinity_index(terms, matches_all);
+        // The index counts every matching pod, this one included when it matches; only
+        // *other* pods satisfy a term. Past the key check below, this pod has a domain
+        // for every key, so it sits in each count it matches.
+        let own = usize::from(matches_all(pod));
         let mut missing = None;
         for t in terms {
             let key = t.topology_key.as_str();
             let Some(d) = self.domain(v, key) else {
                 return Some(format!("the node lacks the affinity key {key}"));
             };
-            if !others.iter().any(|&q| self.domain(q, key) == Some(d)) {
+            let here = index
+                .per_key
+                .get(key)
+                .and_then(|m| m.get(d))
+                .copied()
+                .unwrap_or(0);
+            if here.saturating_sub(own) == 0 {
                 missing.get_or_insert_with(|| format!("no matching pod in {key}={d}"));
             }
         }
         let missing = missing?;
-        let anywhere = others.iter().any(|&q| {
-            terms
-                .iter()
-                .any(|t| self.domain(q, &t.topology_key).is_some())
-        });
-        if !anywhere && matches_all(pod) {
+        let anywhere = index.with_a_domain.saturating_sub(own) > 0;
+        if !anywhere && own == 1 {
             return None;
         }
         Some(missing)
+    }
+
+    fn affinity_index(
+        &self,
+        terms: &[AffinityTerm],
+        matches_all: impl Fn(&Pod) -> bool,
+    ) -> Rc<AffinityIndex> {
+        let memo_key = format!("{terms:?}");
+        if let Some(i) = self.affinity_index.borrow().get(&memo_key) {
+            return Rc::clone(i);
+        }
+        let mut index = AffinityIndex {
+            per_key: BTreeMap::new(),
+            with_a_domain: 0,
+        };
+        for q in (0..self.pods.len()).filter(|&q| matches_all(self.pods[q].pod)) {
+            let mut any = false;
+            for t in terms {
+                if let Some(d) = self.domain(q, &t.topology_key) {
+                    any = true;
+                    *index
+                        .per_key
+                        .entry(t.topology_key.clone())
+                        .or_default()
+                        .entry(d.to_string())
+                        .or_default() += 1;
+                }
+            }
+            // Terms sharing a key must count a pod once per key.
+            index.with_a_domain += usize::from(any);
+        }
+        let index = Rc::new(index);
+        self.affinity_index
+            .borrow_mut()
+            .insert(memo_key, Rc::clone(&index));
+        index
     }
 
     /// Required anti-affinity both ways: the pod's own terms against every other pod, and
@@ -623,16 +703,17 @@ impl<'a> Cluster<'a> {
             let Some(d) = self.domain(v, key) else {
                 continue;
             };
-            for q in (0..self.pods.len()).filter(|&q| q != v) {
-                if self.domain(q, key) == Some(d) && self.term_matches(t, self.pods[q].pod) {
-                    failures.push(format!(
-                        "its anti-affinity on {key} matches pod {} in {key}={d}",
-                        self.pods[q].pod.key
-                    ));
-                }
+            let index = self.anti_index(t);
+            for &q in index.get(d).into_iter().flatten().filter(|&&q| q != v) {
+                failures.push(format!(
+                    "its anti-affinity on {key} matches pod {} in {key}={d}",
+                    self.pods[q].pod.key
+                ));
             }
         }
-        for q in (0..self.pods.len()).filter(|&q| q != v && !self.pods[q].pending) {
+        for q in (0..self.pods.len()).filter(|&q| {
+            q != v && !self.pods[q].pending && !self.pods[q].pod.anti_affinity.is_empty()
+        }) {
             for t in &self.pods[q].pod.anti_affinity {
                 let key = t.topology_key.as_str();
                 if let Some(d) = self.domain(v, key)
@@ -647,6 +728,27 @@ impl<'a> Cluster<'a> {
             }
         }
         failures
+    }
+
+    /// Pods matching an anti-affinity term, per domain of its key, in cluster order.
+    fn anti_index(&self, t: &AffinityTerm) -> Rc<DomainPods> {
+        let memo_key = format!("{t:?}");
+        if let Some(i) = self.anti_index.borrow().get(&memo_key) {
+            return Rc::clone(i);
+        }
+        let mut index = DomainPods::new();
+        for q in 0..self.pods.len() {
+            if let Some(d) = self.domain(q, &t.topology_key)
+                && self.term_matches(t, self.pods[q].pod)
+            {
+                index.entry(d.to_string()).or_default().push(q);
+            }
+        }
+        let index = Rc::new(index);
+        self.anti_index
+            .borrow_mut()
+            .insert(memo_key, Rc::clone(&index));
+        index
     }
 
     fn check_claim(&self, c: usize, claim: &NewClaim, out: &mut Vec<Violation>) {

@@ -45,9 +45,28 @@ fn packs_pods_onto_the_cheapest_type_that_fits() {
     };
     let plan = solve(&input, &Config::default());
     assert!(plan.unschedulable.is_empty(), "{:?}", plan.unschedulable);
+    // First fit grows one claim to a large ($0.40); two smalls hold two pods each for
+    // $0.20, so the claim is split.
+    let launched: Vec<(&str, usize)> = plan
+        .new_claims
+        .iter()
+        .map(|c| (c.launch.instance_type.as_str(), c.pods.len()))
+        .collect();
+    assert_eq!(launched, [("small", 2), ("small", 2)]);
+}
+
+#[test]
+fn a_claim_is_not_split_when_splitting_saves_nothing() {
+    // Linear prices: two smalls cost what one large does, so the large stays.
+    let input = Input {
+        pods: (0..4).map(|i| pod(&format!("p{i}"), "1", "1Gi")).collect(),
+        nodepools: vec![NodePool::new("default")],
+        instance_types: vec![it("small", "2", "4Gi", 0.1), it("large", "4", "8Gi", 0.2)],
+        ..Input::default()
+    };
+    let plan = solve(&input, &Config::default());
     assert_eq!(plan.new_claims.len(), 1);
     assert_eq!(plan.new_claims[0].launch.instance_type, "large");
-    assert_eq!(plan.new_claims[0].pods.len(), 4);
 }
 
 #[test]
