@@ -1,0 +1,3 @@
+//! The simulator: scenario files, the discrete-event engine, and its reports.
+
+pub mod report;
