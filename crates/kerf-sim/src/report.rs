@@ -106,7 +106,10 @@ mod tests {
     #[test]
     fn nearest_rank_percentiles() {
         let s = PendingStats::from_waits((1..=100).rev().map(f64::from).collect());
-        assert_eq!((s.count, s.p50, s.p95, s.p99, s.max), (100, 50.0, 95.0, 99.0, 100.0));
+        assert_eq!(
+            (s.count, s.p50, s.p95, s.p99, s.max),
+            (100, 50.0, 95.0, 99.0, 100.0)
+        );
         assert_eq!(PendingStats::from_waits(vec![]), PendingStats::default());
         let one = PendingStats::from_waits(vec![3.0]);
         assert_eq!((one.p50, one.p99), (3.0, 3.0));
