@@ -130,12 +130,42 @@ impl Namer {
     }
 }
 
-/// The catalog with the offerings that recently ran out of capacity marked unavailable.
+/// The catalog the decisions see: the instance types some NodePool could launch, or some
+/// node or claim already runs (the disruption pass prices them), with the offerings
+/// that recently ran out of capacity marked unavailable. Leaving out types no pool can
+/// use changes no decision and saves the solver from judging them on every pass.
 pub(crate) fn catalog_now(
     view: &ClusterView,
     unavailable: &BTreeMap<Offer, i64>,
 ) -> Vec<InstanceType> {
-    let mut types = view.instance_types.clone();
+    let pools: Vec<Requirements> = view
+        .nodepools
+        .iter()
+        .map(|p| p.template_requirements())
+        .collect();
+    let running: std::collections::BTreeSet<&str> = view
+        .claims
+        .values()
+        .filter_map(|c| c.launched.as_ref().map(|o| o.instance_type.as_str()))
+        .chain(
+            view.nodes
+                .values()
+                .filter_map(|n| n.labels.get(labels::INSTANCE_TYPE).map(String::as_str)),
+        )
+        .collect();
+    let mut types: Vec<InstanceType> = view
+        .instance_types
+        .iter()
+        .filter(|it| {
+            running.contains(it.name.as_str()) || {
+                let reqs = it.requirements();
+                pools
+                    .iter()
+                    .any(|p| reqs.conflict_with(p, |_| true).is_none())
+            }
+        })
+        .cloned()
+        .collect();
     if unavailable.is_empty() {
         return types;
     }

@@ -85,8 +85,10 @@ pub struct Run {
     pub recorded: BTreeMap<String, u64>,
     /// NodeClaim deletions by reason, disruptions or not (`registration-timeout`, ...).
     pub claim_deletions: BTreeMap<String, u64>,
-    /// Nodes at the end, by NodePool.
-    pub nodes_at_end: BTreeMap<String, u32>,
+    /// NodeClaim deletions by NodePool, then reason.
+    pub deletions_by_pool: BTreeMap<String, BTreeMap<String, u64>>,
+    /// The cluster as it stood at the end.
+    pub end: ClusterView,
 }
 
 const TICK_MS: i64 = 1_000;
@@ -114,6 +116,7 @@ pub fn run(
         ..SimReport::default()
     };
     let mut claim_deletions: BTreeMap<String, u64> = BTreeMap::new();
+    let mut deletions_by_pool: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
     let mut next_timeline = 0;
     let mut restarts = options.restarts.clone();
     restarts.sort();
@@ -145,13 +148,15 @@ pub fn run(
         let actions = autoscaler.step(now, &cluster.view, &events);
         for a in &actions {
             if let Action::DeleteClaim { claim, reason } = a
-                && cluster
-                    .view
-                    .claims
-                    .get(claim)
-                    .is_some_and(|c| c.deleting_since.is_none())
+                && let Some(c) = cluster.view.claims.get(claim)
+                && c.deleting_since.is_none()
             {
                 let reason = reason.split(':').next().unwrap_or(reason).to_string();
+                *deletions_by_pool
+                    .entry(c.nodepool.clone())
+                    .or_default()
+                    .entry(reason.clone())
+                    .or_default() += 1;
                 *claim_deletions.entry(reason).or_default() += 1;
             }
         }
@@ -189,17 +194,12 @@ pub fn run(
     report.launches = cluster.cloud.launches;
     report.insufficient_capacity_errors = cluster.cloud.insufficient_capacity_errors;
     report.pending_at_end = cluster.view.pending.len() as u64;
-    let mut nodes_at_end = BTreeMap::new();
-    for node in cluster.view.nodes.values() {
-        *nodes_at_end
-            .entry(node.nodepool().unwrap_or("(unmanaged)").to_string())
-            .or_default() += 1;
-    }
     Run {
         report,
         recorded: std::mem::take(&mut cluster.counters.recorded),
         claim_deletions,
-        nodes_at_end,
+        deletions_by_pool,
+        end: cluster.view,
     }
 }
 
