@@ -11,9 +11,11 @@
 //!
 //! One command is in flight at a time. A pass whose view has not changed since the last
 //! pass (same `generation`) and that found nothing is not repeated for up to
-//! `disruption_idle_recheck_ms`: the pass is a pure function of the view and the time,
-//! and only time-based rules (`consolidateAfter`, budget schedules) can change its answer
-//! on an unchanged view, so those may act up to that much later.
+//! `disruption_idle_recheck_ms` (five minutes, as Karpenter marks the cluster
+//! "consolidated" and skips consolidation until it changes or five minutes pass): the
+//! pass is a pure function of the view and the time, and only time-based rules
+//! (`consolidateAfter`, expiry of the unavailable-offerings cache, budget schedules) can
+//! change its answer on an unchanged view, so those may act up to that much later.
 //!
 //! After a restart the command in flight is forgotten: nodes still tainted
 //! `karpenter.sh/disrupted` whose claims are not deleting are untainted (as Karpenter

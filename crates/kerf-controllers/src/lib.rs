@@ -46,7 +46,7 @@ pub struct Config {
     /// How long a disruption command waits before it is re-validated and acts.
     pub disruption_validation_ms: i64,
     /// An unchanged view is not re-examined by the disruption pass for up to this long
-    /// (see `disruption.rs`).
+    /// (see `disruption.rs`); five minutes, as Karpenter's consolidation state.
     pub disruption_idle_recheck_ms: i64,
     /// Instances with no NodeClaim older than this are terminated.
     pub gc_grace_ms: i64,
@@ -64,7 +64,7 @@ impl Default for Config {
             unavailable_offering_ms: 3 * 60_000,
             disruption_interval_ms: 10_000,
             disruption_validation_ms: 15_000,
-            disruption_idle_recheck_ms: 60_000,
+            disruption_idle_recheck_ms: 300_000,
             gc_grace_ms: 30_000,
             disruption: kerf_disruption::Config::default(),
             scheduling: kerf_scheduling::Config::default(),

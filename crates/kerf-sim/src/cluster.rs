@@ -647,7 +647,11 @@ impl Cluster {
                     }
                     self.sched_dirty = true;
                 }
-                Action::Evict { pod } => self.evict(now, &pod),
+                Action::Evict { pod } => {
+                    if !self.evict(now, &pod) {
+                        continue;
+                    }
+                }
                 Action::ForceDelete { pod } => {
                     if self.view.pods.contains_key(&pod) {
                         if self.pdb_blocks(&pod) {
@@ -668,8 +672,11 @@ impl Cluster {
                 }
                 Action::Record { reason, .. } => {
                     *self.counters.recorded.entry(reason).or_default() += 1;
+                    continue;
                 }
             }
+            // Any other action may have changed the view. (An eviction refused or an
+            // event recorded did not: the disruption pass may skip an unchanged view.)
             self.view.generation += 1;
         }
         if cloud_changed {
@@ -690,19 +697,20 @@ impl Cluster {
     }
 
     /// The eviction API: refused when a PDB selecting the pod allows no disruption.
-    fn evict(&mut self, now: i64, key: &PodKey) {
+    /// Whether the pod went.
+    fn evict(&mut self, now: i64, key: &PodKey) -> bool {
         let Some(state) = self.view.pods.get(key) else {
-            return;
+            return false;
         };
         if state.pod.node_name.is_none() {
-            return;
+            return false;
         }
         if self.pdb_blocks(key) {
             self.events.push(Event::EvictionRefused {
                 pod: key.clone(),
                 reason: "Cannot evict pod as it would violate the pod's disruption budget".into(),
             });
-            return;
+            return false;
         }
         if do_not_disrupt(&state.pod) {
             let deadline_passed = state
@@ -718,6 +726,7 @@ impl Cluster {
         }
         self.counters.evictions += 1;
         self.pod_gone(key, false);
+        true
     }
 
     /// Whether removing the pod would take a PDB that selects it below its allowance.

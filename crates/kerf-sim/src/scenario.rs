@@ -58,8 +58,9 @@ struct File {
     controller: ControllerSpec,
     #[serde(default)]
     cloud: CloudSpec,
+    /// `timeline:` with nothing under it is an empty timeline.
     #[serde(default)]
-    timeline: Vec<Entry>,
+    timeline: Option<Vec<Entry>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -410,7 +411,7 @@ pub fn parse(
     };
 
     let mut timeline = Vec::new();
-    for (i, e) in raw.timeline.iter().enumerate() {
+    for (i, e) in raw.timeline.iter().flatten().enumerate() {
         let name = format!("timeline[{i}]");
         let at = duration(&format!("{name}.at"), &e.at)?;
         let mut happenings = Vec::new();
