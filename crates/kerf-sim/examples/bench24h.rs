@@ -64,7 +64,11 @@ spec:
     for h in 1..hours {
         for k in 0..deployments.div_ceil(5) {
             let d = (h as usize * 7 + k * 5) % deployments;
-            let replicas = if (h + k as u32) % 2 == 0 { 240 } else { 160 };
+            let replicas = if (h + k as u32).is_multiple_of(2) {
+                240
+            } else {
+                160
+            };
             writeln!(
                 yaml,
                 "  - at: {h}h\n    scale: {{workload: bench/app-{d}, replicas: {replicas}}}"
