@@ -227,17 +227,15 @@ impl SimCloud {
 
     /// Dollars billed up to `now`: every instance per second from launch until gone.
     pub fn cost(&self, now: i64) -> f64 {
-        self.billed_gone
-            + self
-                .instances
-                .values()
-                .map(|i| cost_between(i, i.launched_at, now))
-                .sum::<f64>()
+        self.instances.values().fold(self.billed_gone, |sum, i| {
+            sum + cost_between(i, i.launched_at, now)
+        })
     }
 
     /// Dollars per hour of the instances that exist now.
     pub fn cost_per_hour(&self) -> f64 {
-        self.instances.values().map(|i| i.price).sum()
+        // Folded from +0.0: an empty f64 sum is -0.0, which would print as "-0".
+        self.instances.values().fold(0.0, |sum, i| sum + i.price)
     }
 
     pub fn is_short(&self, offer: &Offer, now: i64) -> bool {

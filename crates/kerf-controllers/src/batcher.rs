@@ -4,11 +4,15 @@
 //!
 //! It also opens when pods are still waiting with nowhere nominated (the claim made for
 //! them failed, or they did not fit) and the cluster changed, at most once per
-//! `batch_max_ms`, and when a node starts draining, so replacements launch before the
+//! `batch_max_ms` (once a minute if nothing changed: an offering marked unavailable
+//! comes back without the view changing), and when a node starts draining, so replacements launch before the
 //! drain finishes. A fresh batcher (after a restart) opens on its first step if anything
 //! waits: losing it costs at most one early solve.
 
 use crate::{ClusterView, Config, Event};
+
+/// How often pods still waiting are solved again when nothing in the view changed.
+const RETRY_UNCHANGED_MS: i64 = 60_000;
 
 #[derive(Debug, Default)]
 pub(crate) struct Batcher {
@@ -44,8 +48,12 @@ impl Batcher {
                 };
                 let retry = match self.last_solve_at {
                     None => true,
+                    // Also once a minute on an unchanged view: offerings marked
+                    // unavailable come back without the view changing.
                     Some(at) => {
-                        now - at >= config.batch_max_ms && view.generation != self.solved_generation
+                        now - at >= config.batch_max_ms
+                            && (view.generation != self.solved_generation
+                                || now - at >= RETRY_UNCHANGED_MS)
                     }
                 };
                 if new_pending || drain_started || (retry && waiting()) {
