@@ -262,7 +262,6 @@ fn consolidation_replaces_then_drains() {
             "    disruption: {consolidationPolicy: WhenEmptyOrUnderutilized, consolidateAfter: 1m}\n",
             &deployment("web", 10, "2", "")
         )
-        .replace("    disruption: {", "      disruption: {")
     ));
     let run = run(&s);
     assert_clean(&run);
@@ -306,5 +305,35 @@ fn restarting_the_controller_at_random_times_leaks_nothing_and_launches_nothing_
                 node.name
             );
         }
+    }
+}
+
+#[test]
+fn a_replacement_that_cannot_launch_untaints_the_node_and_gives_up() {
+    // One big node, then one small pod: consolidation wants a smaller replacement, but
+    // no on-demand capacity is left by then.
+    let s = scenario(&format!(
+        "duration: 30m\ncloud:\n  shortages: [{{capacity_type: on-demand, from: 10m}}]\ntimeline:\n  - at: 10m\n    scale: {{workload: web, replicas: 1}}\n{}",
+        cluster(
+            "    disruption: {consolidationPolicy: WhenEmptyOrUnderutilized, consolidateAfter: 1m}\n",
+            &deployment("web", 6, "2", "")
+        )
+    ));
+    let run = run(&s);
+    assert_clean(&run);
+    assert!(
+        run.recorded.contains_key("DisruptionReplacementFailed"),
+        "{:?} {:?}",
+        run.recorded,
+        run.report.disruptions
+    );
+    assert_eq!(run.report.pending_at_end, 0);
+    for node in run.end.nodes.values() {
+        assert!(
+            !node
+                .taints
+                .iter()
+                .any(|t| t.key == "karpenter.sh/disrupted")
+        );
     }
 }
