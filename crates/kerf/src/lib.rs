@@ -5,3 +5,4 @@
 
 pub mod disrupt;
 pub mod plan;
+pub mod simulate;

@@ -1,4 +1,4 @@
-//! `kerf`: plan, disrupt, and print the CRDs kerf serves.
+//! `kerf`: plan, disrupt, simulate, and print the CRDs kerf serves.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -55,6 +55,9 @@ enum Command {
         #[arg(long)]
         spot_to_spot: bool,
     },
+    /// Replay a scenario over virtual time through kerf's control loops on a simulated
+    /// cloud; report cost, nodes, utilization, pod pending time and disruptions.
+    Simulate(kerf::simulate::Args),
     /// Print the CustomResourceDefinitions kerf serves, as YAML.
     Crds,
 }
@@ -136,6 +139,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             stdout
                 .write_all(text.as_bytes())
                 .context("writing the disruption pass")?;
+        }
+        Command::Simulate(args) => {
+            let text = kerf::simulate::run(&args)?;
+            stdout
+                .write_all(text.as_bytes())
+                .context("writing the summary")?;
         }
         Command::Crds => {
             let yaml = kerf_api::crd::crds_yaml().context("rendering the CRDs")?;

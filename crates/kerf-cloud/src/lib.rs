@@ -1,0 +1,104 @@
+//! The cloud-provider contract kerf's shells perform launches through, and the simulated
+//! cloud `kerf simulate` runs on.
+//!
+//! The contract is small and shaped like EC2's: `create` takes a NodeClaim's ordered
+//! offering options and launches the first one with capacity (refusing the others with an
+//! insufficient-capacity error each, as CreateFleet reports them); `delete` terminates;
+//! `list` reports every instance with the NodeClaim it was tagged with, so garbage
+//! collection and a restarted controller can rebuild what exists. The control loops never
+//! call it: they emit actions, and a shell calls it.
+//!
+//! `SimCloud` is the simulated implementation: seeded latency distributions for boot and
+//! registration, per-offering capacity shortages over time windows, spot interruptions
+//! (a two-minute warning, then termination) at a rate or at given times, and prices from
+//! the catalog. It reads no clock: every call takes the virtual time.
+
+mod sim;
+
+use serde::Serialize;
+
+pub use sim::{CloudEvent, INTERRUPTION_NOTICE_MS, Latency, Shortage, SimCloud, SimCloudConfig};
+
+/// One way to launch: an instance type in a zone with a capacity type.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct Offer {
+    pub instance_type: String,
+    pub zone: String,
+    pub capacity_type: String,
+}
+
+impl std::fmt::Display for Offer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}/{}/{}",
+            self.instance_type, self.zone, self.capacity_type
+        )
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum InstanceState {
+    Running,
+    /// Terminate was requested; the instance disappears from `list` once shut down.
+    ShuttingDown,
+}
+
+/// An instance as the cloud reports it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Instance {
+    /// The provider ID, e.g. `sim:///us-east-1a/i-0000000000000001`.
+    pub id: String,
+    /// The `karpenter.sh/nodeclaim` tag: the claim it was launched for.
+    pub claim: String,
+    pub offer: Offer,
+    pub image_id: String,
+    /// Dollars per hour.
+    pub price: f64,
+    /// Milliseconds of virtual time.
+    pub launched_at: i64,
+    pub state: InstanceState,
+}
+
+/// Why a launch did not happen.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum CreateError {
+    /// Every option was refused for lack of capacity; the offerings are listed.
+    #[error("insufficient capacity for every offering: {}", list(.0))]
+    InsufficientCapacity(Vec<Offer>),
+    #[error("no offering options were given for NodeClaim {0}")]
+    NoOptions(String),
+    #[error("instance type {0} is not in the catalog")]
+    UnknownType(String),
+}
+
+fn list(offers: &[Offer]) -> String {
+    offers
+        .iter()
+        .map(Offer::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A successful launch, and the offerings refused on the way.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Created {
+    pub instance: Instance,
+    pub refused: Vec<Offer>,
+}
+
+/// What a shell needs from a cloud. `now` is milliseconds of the shell's clock.
+pub trait CloudProvider {
+    /// Launch one instance for `claim`, trying `options` in order.
+    fn create(
+        &mut self,
+        now: i64,
+        claim: &str,
+        options: &[Offer],
+        image_id: &str,
+    ) -> Result<Created, CreateError>;
+    /// Ask for an instance to be terminated. Unknown IDs are ignored (already gone).
+    fn delete(&mut self, now: i64, id: &str);
+    /// Every instance not yet gone, by ID.
+    fn list(&self) -> Vec<&Instance>;
+}

@@ -1,0 +1,280 @@
+//! The disruption queue. Every `disruption_interval_ms` a pass runs
+//! `kerf_disruption::compute_commands` over the view; a command it returns waits
+//! `disruption_validation_ms` and is re-validated by a fresh pass (the same nodes must
+//! still be chosen, for the same decision) before anything happens. Then its nodes are
+//! tainted `karpenter.sh/disrupted:NoSchedule`, its replacements are created, and once
+//! every replacement is initialized the nodes' claims are deleted (termination drains
+//! them). If a replacement fails, the nodes are untainted and the command given up.
+//!
+//! Expiration commands are left to the lifecycle loop, which deletes expired claims
+//! directly, as Karpenter v1's expiration controller does.
+//!
+//! One command is in flight at a time. A pass whose view has not changed since the last
+//! pass (same `generation`) and that found nothing is not repeated for up to
+//! `disruption_idle_recheck_ms` (five minutes, as Karpenter marks the cluster
+//! "consolidated" and skips consolidation until it changes or five minutes pass): the
+//! pass is a pure function of the view and the time, and only time-based rules
+//! (`consolidateAfter`, expiry of the unavailable-offerings cache, budget schedules) can
+//! change its answer on an unchanged view, so those may act up to that much later.
+//!
+//! After a restart the command in flight is forgotten: nodes still tainted
+//! `karpenter.sh/disrupted` whose claims are not deleting are untainted (as Karpenter
+//! does at startup), and replacements already launched stay as ordinary capacity.
+
+use std::collections::BTreeMap;
+
+use kerf_cloud::Offer;
+use kerf_disruption::{Command, Decision, Method, Snapshot};
+use kerf_model::{Effect, Taint, labels};
+
+use crate::provisioner::{Namer, catalog_now, claim_for};
+use crate::{Action, ClusterView, Config};
+
+#[derive(Debug, Default)]
+pub(crate) struct Queue {
+    last_pass_at: Option<i64>,
+    last_generation: u64,
+    last_found_nothing: bool,
+    pending: Option<(Command, i64)>,
+    active: Option<Active>,
+}
+
+#[derive(Debug)]
+struct Active {
+    method: Method,
+    nodes: Vec<String>,
+    replacements: Vec<String>,
+}
+
+pub(crate) fn cleanup_after_restart(view: &ClusterView, out: &mut Vec<Action>) {
+    for node in view.nodes.values() {
+        if !node.taints.iter().any(|t| t.key == labels::TAINT_DISRUPTED) {
+            continue;
+        }
+        if view
+            .claim_of_node(&node.name)
+            .is_some_and(|c| c.deleting_since.is_none())
+        {
+            out.push(Action::Untaint {
+                node: node.name.clone(),
+                key: labels::TAINT_DISRUPTED.into(),
+            });
+        }
+    }
+}
+
+impl Queue {
+    pub(crate) fn step(
+        &mut self,
+        now: i64,
+        view: &ClusterView,
+        config: &Config,
+        unavailable: &BTreeMap<Offer, i64>,
+        out: &mut Vec<Action>,
+    ) {
+        if let Some(active) = &self.active {
+            if self.advance(active, view, out) {
+                self.active = None;
+            }
+            return;
+        }
+        if let Some((command, decided_at)) = &self.pending {
+            if now - decided_at < config.disruption_validation_ms {
+                return;
+            }
+            let command = command.clone();
+            self.pending = None;
+            let outcome = self.pass(now, view, config, unavailable);
+            let still = outcome
+                .commands
+                .iter()
+                .any(|c| c.decision == command.decision && c.nodes == command.nodes);
+            if !still {
+                out.push(Action::Record {
+                    reason: "DisruptionValidationFailed".into(),
+                    message: format!(
+                        "{} of {} no longer valid after {}s",
+                        command.method.as_str(),
+                        command.nodes.join(", "),
+                        config.disruption_validation_ms / 1000
+                    ),
+                });
+                return;
+            }
+            self.execute(now, view, unavailable, &command, out);
+            return;
+        }
+        let due = self
+            .last_pass_at
+            .is_none_or(|at| now - at >= config.disruption_interval_ms);
+        let idle = self.last_found_nothing
+            && view.generation == self.last_generation
+            && self
+                .last_pass_at
+                .is_some_and(|at| now - at < config.disruption_idle_recheck_ms);
+        if !due || idle {
+            return;
+        }
+        let outcome = self.pass(now, view, config, unavailable);
+        let command = outcome
+            .commands
+            .into_iter()
+            .find(|c| c.method != Method::Expiration);
+        self.last_found_nothing = command.is_none();
+        if let Some(command) = command {
+            self.pending = Some((command, now));
+        }
+    }
+
+    fn pass(
+        &mut self,
+        now: i64,
+        view: &ClusterView,
+        config: &Config,
+        unavailable: &BTreeMap<Offer, i64>,
+    ) -> kerf_disruption::Outcome {
+        self.last_pass_at = Some(now);
+        self.last_generation = view.generation;
+        let snapshot = snapshot(view, config, unavailable);
+        kerf_disruption::compute_commands(
+            &snapshot,
+            config.epoch_secs + now / 1000,
+            &config.disruption,
+        )
+    }
+
+    fn execute(
+        &mut self,
+        now: i64,
+        view: &ClusterView,
+        unavailable: &BTreeMap<Offer, i64>,
+        command: &Command,
+        out: &mut Vec<Action>,
+    ) {
+        for node in &command.nodes {
+            out.push(Action::Taint {
+                node: node.clone(),
+                taint: Taint::new(labels::TAINT_DISRUPTED, "", Effect::NoSchedule),
+            });
+        }
+        out.push(Action::Record {
+            reason: "DisruptionLaunching".into(),
+            message: format!(
+                "{} {} {}: {}",
+                command.method.as_str(),
+                command.decision.as_str(),
+                command.nodes.join(", "),
+                command.why
+            ),
+        });
+        if command.decision == Decision::Delete || command.replacements.is_empty() {
+            delete_nodes(view, command.method, &command.nodes, out);
+            return;
+        }
+        let types = catalog_now(view, unavailable);
+        let mut namer = Namer::new(now);
+        let mut replacements = Vec::new();
+        for new in &command.replacements {
+            let claim = claim_for(now, view, &types, new, namer.next(&new.nodepool));
+            replacements.push(claim.name.clone());
+            out.push(Action::CreateClaim(Box::new(claim)));
+        }
+        self.active = Some(Active {
+            method: command.method,
+            nodes: command.nodes.clone(),
+            replacements,
+        });
+    }
+
+    /// Whether the active command is finished (done or given up).
+    fn advance(&self, active: &Active, view: &ClusterView, out: &mut Vec<Action>) -> bool {
+        let failed = active.replacements.iter().any(|r| {
+            view.claims
+                .get(r)
+                .is_none_or(|c| c.deleting_since.is_some())
+        });
+        if failed {
+            for node in &active.nodes {
+                out.push(Action::Untaint {
+                    node: node.clone(),
+                    key: labels::TAINT_DISRUPTED.into(),
+                });
+            }
+            out.push(Action::Record {
+                reason: "DisruptionReplacementFailed".into(),
+                message: format!(
+                    "{} of {}: a replacement failed to launch; nodes untainted",
+                    active.method.as_str(),
+                    active.nodes.join(", ")
+                ),
+            });
+            return true;
+        }
+        if active
+            .replacements
+            .iter()
+            .all(|r| view.claims.get(r).is_some_and(|c| c.initialized))
+        {
+            delete_nodes(view, active.method, &active.nodes, out);
+            return true;
+        }
+        false
+    }
+}
+
+fn delete_nodes(view: &ClusterView, method: Method, nodes: &[String], out: &mut Vec<Action>) {
+    for node in nodes {
+        if let Some(claim) = view.claim_of_node(node) {
+            out.push(Action::DeleteClaim {
+                claim: claim.name.clone(),
+                reason: method.as_str().to_string(),
+            });
+        }
+    }
+}
+
+/// The disruption pass's snapshot of the view.
+pub fn snapshot(
+    view: &ClusterView,
+    config: &Config,
+    unavailable: &BTreeMap<Offer, i64>,
+) -> Snapshot {
+    let nodes = view
+        .nodes
+        .values()
+        .map(|n| {
+            let mut node = n.clone();
+            if let Some(claim) = view.claim_of_node(&n.name) {
+                node.deleting |= claim.deleting_since.is_some();
+                node.created_at = Some(config.epoch_secs + claim.created_at / 1000);
+            }
+            node
+        })
+        .collect();
+    Snapshot {
+        nodes,
+        nodeclaims: view
+            .claims
+            .values()
+            .map(|c| c.to_model(config.epoch_secs))
+            .collect(),
+        bound_pods: view
+            .pods_by_node
+            .values()
+            .flatten()
+            .filter_map(|k| view.pods.get(k))
+            .map(|p| p.pod.clone())
+            .collect(),
+        pending_pods: view
+            .pending
+            .iter()
+            .map(|k| view.pods[k].pod.clone())
+            .collect(),
+        nodepools: view.nodepools.clone(),
+        pdbs: view.pdbs.clone(),
+        node_class_images: view.node_class_images.clone(),
+        instance_types: catalog_now(view, unavailable),
+        daemonsets: view.daemonsets.clone(),
+        namespaces: view.namespaces.clone(),
+    }
+}

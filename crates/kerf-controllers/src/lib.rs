@@ -1,0 +1,294 @@
+//! kerf's control loops, written once and sans-IO: each takes `now` (milliseconds of the
+//! shell's clock), the cluster as the shell reports it (`ClusterView`) and notification
+//! `Event`s, and returns `Action`s for the shell to perform. No loop calls Kubernetes or a
+//! cloud, reads a clock or spawns anything; the simulator is the first shell that runs
+//! them, the Kubernetes shell will be the second.
+//!
+//! The loops are level-triggered: everything they remember (the open batch, the
+//! disruption command awaiting validation or replacements, the three-minute cache of
+//! offerings that ran out of capacity) is either rebuilt from the view or harmless to
+//! lose. A fresh `Controller` built in the middle of a run picks up where the last one
+//! stopped — the simulator's restart test drops it at random times to prove it.
+//!
+//! Decisions come from the pure functions: `kerf_scheduling::solve` for provisioning and
+//! `kerf_disruption::compute_commands` for disruption. The loops only sequence them.
+
+mod batcher;
+mod disruption;
+mod lifecycle;
+mod provisioner;
+mod termination;
+pub mod view;
+
+use std::collections::BTreeMap;
+
+use kerf_cloud::Offer;
+use kerf_model::pod::PodKey;
+use kerf_model::{Pod, Taint, Toleration};
+
+pub use view::{Claim, ClusterView, PodState};
+
+/// Timings and switches, with Karpenter's defaults.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// Unix seconds at the shell's time 0: the disruption pass wants wall-clock seconds.
+    pub epoch_secs: i64,
+    /// `BATCH_IDLE_DURATION`.
+    pub batch_idle_ms: i64,
+    /// `BATCH_MAX_DURATION`.
+    pub batch_max_ms: i64,
+    /// A launched claim whose node has not registered by then is deleted.
+    pub registration_timeout_ms: i64,
+    /// How long an offering that ran out of capacity is not tried again.
+    pub unavailable_offering_ms: i64,
+    /// How often the disruption pass runs.
+    pub disruption_interval_ms: i64,
+    /// How long a disruption command waits before it is re-validated and acts.
+    pub disruption_validation_ms: i64,
+    /// An unchanged view is not re-examined by the disruption pass for up to this long
+    /// (see `disruption.rs`); five minutes, as Karpenter's consolidation state.
+    pub disruption_idle_recheck_ms: i64,
+    /// Instances with no NodeClaim older than this are terminated.
+    pub gc_grace_ms: i64,
+    pub disruption: kerf_disruption::Config,
+    pub scheduling: kerf_scheduling::Config,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            epoch_secs: 0,
+            batch_idle_ms: 1_000,
+            batch_max_ms: 10_000,
+            registration_timeout_ms: 15 * 60_000,
+            unavailable_offering_ms: 3 * 60_000,
+            disruption_interval_ms: 10_000,
+            disruption_validation_ms: 15_000,
+            disruption_idle_recheck_ms: 300_000,
+            gc_grace_ms: 30_000,
+            disruption: kerf_disruption::Config::default(),
+            scheduling: kerf_scheduling::Config::default(),
+        }
+    }
+}
+
+/// What a shell tells the loops, besides the view.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    /// A pod became pending (created, or recreated after an eviction).
+    PodPending(PodKey),
+    /// A launch was refused for lack of capacity on these offerings (the claim may still
+    /// have launched on a later option).
+    InsufficientCapacity {
+        claim: String,
+        offers: Vec<Offer>,
+    },
+    /// A launch failed for another reason.
+    LaunchFailed {
+        claim: String,
+        message: String,
+    },
+    /// EC2 spot interruption warning: the instance goes in two minutes.
+    SpotInterruption {
+        instance_id: String,
+    },
+    RebalanceRecommendation {
+        instance_id: String,
+    },
+    ScheduledMaintenance {
+        instance_id: String,
+    },
+    EvictionRefused {
+        pod: PodKey,
+        reason: String,
+    },
+}
+
+/// What the loops ask a shell to do. A shell performs them in order and ignores any that
+/// no longer apply (the object is gone).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    CreateClaim(Box<Claim>),
+    /// Record that the pod waits for this claim (`status.nominatedNodeName`).
+    Nominate {
+        pod: PodKey,
+        claim: String,
+    },
+    /// Ask the cloud for an instance, trying the options in order.
+    Launch {
+        claim: String,
+        options: Vec<Offer>,
+        image_id: String,
+    },
+    /// Copy the instance the cloud lists for the claim into its status.
+    MarkLaunched {
+        claim: String,
+        instance_id: String,
+    },
+    /// The node joined: link it, sync labels and taints, drop `karpenter.sh/unregistered`.
+    Register {
+        claim: String,
+        node: String,
+    },
+    /// The node is ready and its startup taints are gone.
+    Initialize {
+        claim: String,
+    },
+    /// Set the deletion timestamp; termination takes it from there.
+    DeleteClaim {
+        claim: String,
+        reason: String,
+    },
+    Taint {
+        node: String,
+        taint: Taint,
+    },
+    Untaint {
+        node: String,
+        key: String,
+    },
+    /// Evict through the eviction API, which refuses what a PDB does not allow.
+    Evict {
+        pod: PodKey,
+    },
+    /// Delete without asking (the grace period ran out).
+    ForceDelete {
+        pod: PodKey,
+    },
+    TerminateInstance {
+        instance_id: String,
+    },
+    RemoveNode {
+        node: String,
+    },
+    /// Drop the termination finalizer: the claim goes.
+    RemoveClaim {
+        claim: String,
+    },
+    /// A Kubernetes event, for people.
+    Record {
+        reason: String,
+        message: String,
+    },
+}
+
+/// The control loops, together. Everything here may be dropped at any time.
+#[derive(Debug)]
+pub struct Controller {
+    config: Config,
+    started: bool,
+    batch: batcher::Batcher,
+    /// Offerings that ran out of capacity, until when (milliseconds). Losing it costs one
+    /// more refused launch per offering.
+    unavailable: BTreeMap<Offer, i64>,
+    disruption: disruption::Queue,
+}
+
+impl Controller {
+    pub fn new(config: Config) -> Controller {
+        Controller {
+            config,
+            started: false,
+            batch: batcher::Batcher::default(),
+            unavailable: BTreeMap::new(),
+            disruption: disruption::Queue::default(),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// One pass of every loop.
+    pub fn step(&mut self, now: i64, view: &ClusterView, events: &[Event]) -> Vec<Action> {
+        let mut out = Vec::new();
+        self.unavailable.retain(|_, until| *until > now);
+        if !self.started {
+            self.started = true;
+            disruption::cleanup_after_restart(view, &mut out);
+        }
+        for event in events {
+            self.on_event(now, view, event, &mut out);
+        }
+        lifecycle::reconcile(now, view, &self.config, &self.unavailable, &mut out);
+        termination::reconcile(now, view, &mut out);
+        if self.batch.ready(now, view, events, &self.config) {
+            provisioner::provision(now, view, &self.config, &self.unavailable, &mut out);
+            self.batch.solved(now, view);
+        }
+        self.disruption
+            .step(now, view, &self.config, &self.unavailable, &mut out);
+        out
+    }
+
+    fn on_event(&mut self, now: i64, view: &ClusterView, event: &Event, out: &mut Vec<Action>) {
+        let until = now + self.config.unavailable_offering_ms;
+        match event {
+            Event::PodPending(_) | Event::EvictionRefused { .. } => {}
+            Event::InsufficientCapacity { claim, offers } => {
+                for offer in offers {
+                    self.unavailable.insert(offer.clone(), until);
+                }
+                out.push(Action::Record {
+                    reason: "InsufficientCapacityError".into(),
+                    message: format!(
+                        "NodeClaim {claim}: {} offering(s) out of capacity, marked unavailable for 3m",
+                        offers.len()
+                    ),
+                });
+            }
+            Event::LaunchFailed { claim, message } => out.push(Action::DeleteClaim {
+                claim: claim.clone(),
+                reason: format!("launch-failed: {message}"),
+            }),
+            Event::SpotInterruption { instance_id }
+            | Event::ScheduledMaintenance { instance_id } => {
+                let Some(instance) = view.instances.get(instance_id) else {
+                    return;
+                };
+                let spot = matches!(event, Event::SpotInterruption { .. });
+                if spot {
+                    self.unavailable.insert(instance.offer.clone(), until);
+                }
+                if let Some(claim) = view.claims.get(&instance.claim)
+                    && claim.deleting_since.is_none()
+                {
+                    out.push(Action::DeleteClaim {
+                        claim: claim.name.clone(),
+                        reason: if spot {
+                            "interruption".into()
+                        } else {
+                            "scheduled-maintenance".into()
+                        },
+                    });
+                }
+            }
+            Event::RebalanceRecommendation { instance_id } => out.push(Action::Record {
+                reason: "RebalanceRecommendation".into(),
+                message: format!("instance {instance_id} received a rebalance recommendation"),
+            }),
+        }
+    }
+}
+
+/// Whether a DaemonSet's pod would run on a node with these labels and taints.
+pub fn daemon_runs_on(ds: &Pod, labels: &kerf_model::Labels, taints: &[Taint]) -> bool {
+    ds.node_affinity.matches_labels(labels)
+        && taints.iter().filter(|t| t.effect.is_hard()).all(|t| {
+            ds.tolerations
+                .iter()
+                .any(|tol: &Toleration| tol.tolerates(t))
+        })
+}
+
+/// Pods Karpenter's drain treats as critical: the system priority classes.
+pub fn is_critical(pod: &Pod) -> bool {
+    pod.priority >= 2_000_000_000
+}
+
+/// Whether the pod carries `karpenter.sh/do-not-disrupt: "true"`.
+pub fn do_not_disrupt(pod: &Pod) -> bool {
+    pod.annotations
+        .get(kerf_model::labels::ANNOTATION_DO_NOT_DISRUPT)
+        .is_some_and(|v| v == "true")
+}

@@ -1,0 +1,151 @@
+//! NodeClaim lifecycle, expiration and garbage collection, level-triggered over the view:
+//!
+//! - launch: a claim with no instance asks the cloud for one, over its options less the
+//!   offerings that recently ran out of capacity; with none left it is deleted, and its
+//!   pods go back to the provisioner. An instance the cloud lists for the claim (launched
+//!   before a restart, say) is adopted, never launched again.
+//! - registration: the node with the claim's provider ID joined → link them; no node
+//!   `registration_timeout_ms` after creation → delete the claim.
+//! - initialization: the node is ready and its startup taints are gone.
+//! - expiration: `expireAfter` after creation the claim is deleted (forceful: no budgets).
+//! - garbage collection: instances with no claim are terminated; claims whose instance
+//!   vanished are deleted; managed nodes whose claim is gone are removed.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use kerf_cloud::{InstanceState, Offer};
+
+use crate::{Action, ClusterView, Config};
+
+pub(crate) fn reconcile(
+    now: i64,
+    view: &ClusterView,
+    config: &Config,
+    unavailable: &BTreeMap<Offer, i64>,
+    out: &mut Vec<Action>,
+) {
+    // Instances by the claim they were tagged with.
+    let mut instance_of: BTreeMap<&str, &kerf_cloud::Instance> = BTreeMap::new();
+    for instance in view.instances.values() {
+        instance_of.insert(instance.claim.as_str(), instance);
+    }
+    let node_of_instance: BTreeMap<&str, &str> = view
+        .node_provider_ids
+        .iter()
+        .map(|(node, id)| (id.as_str(), node.as_str()))
+        .collect();
+
+    for claim in view.claims.values() {
+        if claim.deleting_since.is_some() {
+            continue;
+        }
+        let delete = |reason: &str| Action::DeleteClaim {
+            claim: claim.name.clone(),
+            reason: reason.to_string(),
+        };
+        let Some(provider_id) = claim.provider_id.as_deref() else {
+            if let Some(instance) = instance_of.get(claim.name.as_str()) {
+                out.push(Action::MarkLaunched {
+                    claim: claim.name.clone(),
+                    instance_id: instance.id.clone(),
+                });
+                continue;
+            }
+            let options: Vec<Offer> = claim
+                .options
+                .iter()
+                .filter(|o| !unavailable.contains_key(*o))
+                .cloned()
+                .collect();
+            if options.is_empty() {
+                out.push(delete("insufficient-capacity"));
+                continue;
+            }
+            let image_id = image_for(view, &claim.nodepool);
+            out.push(Action::Launch {
+                claim: claim.name.clone(),
+                options,
+                image_id,
+            });
+            continue;
+        };
+        if !view.instances.contains_key(provider_id) {
+            out.push(delete("instance-terminated"));
+            continue;
+        }
+        if let Some(after) = claim.expire_after
+            && now - claim.created_at >= after.as_millis() as i64
+        {
+            out.push(delete("expiration"));
+            continue;
+        }
+        let Some(node_name) = claim.node_name.as_deref() else {
+            if let Some(&node) = node_of_instance.get(provider_id) {
+                out.push(Action::Register {
+                    claim: claim.name.clone(),
+                    node: node.to_string(),
+                });
+            } else if now - claim.created_at >= config.registration_timeout_ms {
+                out.push(delete("registration-timeout"));
+            }
+            continue;
+        };
+        if !claim.initialized
+            && let Some(node) = view.nodes.get(node_name)
+            && node.ready
+            && !node
+                .taints
+                .iter()
+                .any(|t| claim.startup_taints.iter().any(|s| s.key == t.key))
+        {
+            out.push(Action::Initialize {
+                claim: claim.name.clone(),
+            });
+        }
+    }
+
+    for instance in view.instances.values() {
+        if instance.state == InstanceState::Running
+            && !view.claims.contains_key(&instance.claim)
+            && now - instance.launched_at >= config.gc_grace_ms
+        {
+            out.push(Action::TerminateInstance {
+                instance_id: instance.id.clone(),
+            });
+        }
+    }
+
+    let linked: BTreeSet<&str> = view
+        .claims
+        .values()
+        .filter_map(|c| c.node_name.as_deref())
+        .collect();
+    for node in view.nodes.values() {
+        // Only nodes an instance of ours became; nodes the cluster started with stay.
+        let Some(id) = view.node_provider_ids.get(&node.name) else {
+            continue;
+        };
+        if node.nodepool().is_none() || linked.contains(node.name.as_str()) {
+            continue;
+        }
+        let owned = view
+            .instances
+            .get(id)
+            .is_some_and(|i| view.claims.contains_key(&i.claim));
+        if !owned {
+            out.push(Action::RemoveNode {
+                node: node.name.clone(),
+            });
+        }
+    }
+}
+
+/// The image a pool's claims launch with: its node class's newest.
+pub(crate) fn image_for(view: &ClusterView, nodepool: &str) -> String {
+    view.nodepool(nodepool)
+        .and_then(|p| p.node_class.as_ref())
+        .and_then(|c| view.node_class_images.get(&c.name))
+        .and_then(|images| images.first())
+        .cloned()
+        .unwrap_or_else(|| "ami-default".to_string())
+}

@@ -1,0 +1,79 @@
+//! Termination of deleting NodeClaims: taint the node `karpenter.sh/disrupted:NoSchedule`,
+//! drain it in Karpenter's order — non-critical pods first, then critical ones — through
+//! the eviction API (which refuses what a PodDisruptionBudget does not allow), leaving
+//! `do-not-disrupt` pods until the claim's `terminationGracePeriod` runs out, when every
+//! remaining pod is deleted; then terminate the instance, wait until the cloud no longer
+//! lists it, and remove the node and the claim.
+//!
+//! DaemonSet pods are not evicted: they go with the node (their DaemonSet tolerates the
+//! drain taints, so Karpenter's later tiers only matter for what runs after the node is
+//! gone, which the simulator does not model).
+
+use kerf_cloud::InstanceState;
+use kerf_model::{Effect, Taint, labels};
+
+use crate::{Action, ClusterView, do_not_disrupt, is_critical};
+
+pub(crate) fn reconcile(now: i64, view: &ClusterView, out: &mut Vec<Action>) {
+    for claim in view.claims.values() {
+        if claim.deleting_since.is_none() {
+            continue;
+        }
+        let instance = claim
+            .provider_id
+            .as_deref()
+            .and_then(|id| view.instances.get(id))
+            .or_else(|| view.instances.values().find(|i| i.claim == claim.name));
+        let node = claim.node_name.as_deref().and_then(|n| view.nodes.get(n));
+        if let Some(node) = node {
+            // Once the instance is gone there is nothing left to drain.
+            if instance.is_some() {
+                if !node.taints.iter().any(|t| t.key == labels::TAINT_DISRUPTED) {
+                    out.push(Action::Taint {
+                        node: node.name.clone(),
+                        taint: Taint::new(labels::TAINT_DISRUPTED, "", Effect::NoSchedule),
+                    });
+                }
+                let forced = claim.grace_deadline().is_some_and(|d| now >= d);
+                let pods: Vec<_> = view
+                    .pods_on(&node.name)
+                    .filter(|p| !p.pod.is_daemon())
+                    .collect();
+                if !pods.is_empty() {
+                    if forced {
+                        out.extend(pods.iter().map(|p| Action::ForceDelete {
+                            pod: p.pod.key.clone(),
+                        }));
+                    } else {
+                        let any_non_critical = pods.iter().any(|p| !is_critical(&p.pod));
+                        out.extend(
+                            pods.iter()
+                                .filter(|p| is_critical(&p.pod) != any_non_critical)
+                                .filter(|p| !do_not_disrupt(&p.pod))
+                                .map(|p| Action::Evict {
+                                    pod: p.pod.key.clone(),
+                                }),
+                        );
+                    }
+                    continue;
+                }
+            }
+        }
+        match instance {
+            Some(i) if i.state == InstanceState::Running => out.push(Action::TerminateInstance {
+                instance_id: i.id.clone(),
+            }),
+            Some(_) => {}
+            None => {
+                if let Some(node) = node {
+                    out.push(Action::RemoveNode {
+                        node: node.name.clone(),
+                    });
+                }
+                out.push(Action::RemoveClaim {
+                    claim: claim.name.clone(),
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! The cluster as a shell reports it: the objects the loops read. A shell owns one
+//! `ClusterView` and keeps it true (the simulator mutates it in place; the Kubernetes
+//! shell fills it from watch caches); the loops only read it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use kerf_cloud::{Instance, Offer};
+use kerf_model::pod::PodKey;
+use kerf_model::{InstanceType, Labels, Node, NodeClaim, NodePool, Pdb, Pod, Taint};
+
+/// A pod and what the shell knows about it beyond its spec.
+#[derive(Clone, Debug)]
+pub struct PodState {
+    /// The pod; `node_name` is set once bound.
+    pub pod: Pod,
+    /// Milliseconds of the shell's clock.
+    pub created_at: i64,
+    /// The NodeClaim the provisioner nominated it to (`status.nominatedNodeName`).
+    pub nominated: Option<String>,
+}
+
+/// A `karpenter.sh/v1` NodeClaim: spec and status.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Claim {
+    pub name: String,
+    pub nodepool: String,
+    /// Labels the node will carry; the launched offering's are added at launch.
+    pub labels: Labels,
+    pub annotations: Labels,
+    pub taints: Vec<Taint>,
+    pub startup_taints: Vec<Taint>,
+    /// Offerings to try, cheapest first.
+    pub options: Vec<Offer>,
+    pub created_at: i64,
+    pub expire_after: Option<Duration>,
+    pub termination_grace_period: Option<Duration>,
+    /// Status: the instance, once launched.
+    pub provider_id: Option<String>,
+    pub launched: Option<Offer>,
+    pub image_id: Option<String>,
+    /// Status: the Node, once registered.
+    pub node_name: Option<String>,
+    pub initialized: bool,
+    /// `metadata.deletionTimestamp`, milliseconds.
+    pub deleting_since: Option<i64>,
+    /// Why it is being deleted (a disruption method, `interruption`, ...).
+    pub deletion_reason: Option<String>,
+}
+
+impl Claim {
+    /// The claim as the disruption pass reads it; `epoch` is Unix seconds at time 0.
+    pub fn to_model(&self, epoch: i64) -> NodeClaim {
+        NodeClaim {
+            name: self.name.clone(),
+            labels: self.labels.clone(),
+            annotations: self.annotations.clone(),
+            node_name: self.node_name.clone(),
+            image_id: self.image_id.clone(),
+            created_at: Some(epoch + self.created_at / 1000),
+            deleting: self.deleting_since.is_some(),
+            initialized: self.initialized,
+            last_pod_event: None,
+            expire_after: self.expire_after,
+            termination_grace_period: self.termination_grace_period,
+        }
+    }
+
+    /// When forced termination begins, if the claim is deleting with a grace period.
+    pub fn grace_deadline(&self) -> Option<i64> {
+        let since = self.deleting_since?;
+        let tgp = self.termination_grace_period?;
+        Some(since + tgp.as_millis() as i64)
+    }
+}
+
+/// Everything the loops look at. Iteration is ordered by name everywhere.
+#[derive(Clone, Debug, Default)]
+pub struct ClusterView {
+    /// Bumped by the shell on every change, so a loop can skip work on an unchanged view.
+    pub generation: u64,
+    pub pods: BTreeMap<PodKey, PodState>,
+    /// Pods not bound to a node.
+    pub pending: BTreeSet<PodKey>,
+    /// Bound pods by node name.
+    pub pods_by_node: BTreeMap<String, BTreeSet<PodKey>>,
+    pub nodes: BTreeMap<String, Node>,
+    /// `spec.providerID` of each node that has one.
+    pub node_provider_ids: BTreeMap<String, String>,
+    pub claims: BTreeMap<String, Claim>,
+    /// What the cloud lists, by provider ID.
+    pub instances: BTreeMap<String, Instance>,
+    pub nodepools: Vec<NodePool>,
+    pub pdbs: Vec<Pdb>,
+    /// One template pod per DaemonSet.
+    pub daemonsets: Vec<Pod>,
+    pub namespaces: BTreeMap<String, Labels>,
+    pub instance_types: Vec<InstanceType>,
+    /// Image IDs each node class resolves to now, newest first.
+    pub node_class_images: BTreeMap<String, Vec<String>>,
+}
+
+impl ClusterView {
+    pub fn nodepool(&self, name: &str) -> Option<&NodePool> {
+        self.nodepools.iter().find(|p| p.name == name)
+    }
+
+    /// The claim a node belongs to: by `status.nodeName`, else through its instance's tag.
+    pub fn claim_of_node(&self, node: &str) -> Option<&Claim> {
+        let by_instance = self
+            .node_provider_ids
+            .get(node)
+            .and_then(|id| self.instances.get(id))
+            .and_then(|i| self.claims.get(&i.claim));
+        by_instance.or_else(|| {
+            self.claims
+                .values()
+                .find(|c| c.node_name.as_deref() == Some(node))
+        })
+    }
+
+    pub fn pods_on<'a>(&'a self, node: &str) -> impl Iterator<Item = &'a PodState> + 'a {
+        self.pods_by_node
+            .get(node)
+            .into_iter()
+            .flatten()
+            .filter_map(|k| self.pods.get(k))
+    }
+
+    // The mutators below are for shells: each keeps the indexes true and bumps
+    // `generation`.
+
+    pub fn insert_pod(&mut self, state: PodState) {
+        let key = state.pod.key.clone();
+        match &state.pod.node_name {
+            Some(node) => {
+                self.pods_by_node
+                    .entry(node.clone())
+                    .or_default()
+                    .insert(key.clone());
+            }
+            None => {
+                self.pending.insert(key.clone());
+            }
+        }
+        self.pods.insert(key, state);
+        self.generation += 1;
+    }
+
+    pub fn remove_pod(&mut self, key: &PodKey) -> Option<PodState> {
+        let state = self.pods.remove(key)?;
+        match &state.pod.node_name {
+            Some(node) => {
+                if let Some(set) = self.pods_by_node.get_mut(node) {
+                    set.remove(key);
+                }
+            }
+            None => {
+                self.pending.remove(key);
+            }
+        }
+        self.generation += 1;
+        Some(state)
+    }
+
+    pub fn bind_pod(&mut self, key: &PodKey, node: &str) {
+        let Some(state) = self.pods.get_mut(key) else {
+            return;
+        };
+        if state.pod.node_name.is_some() {
+            return;
+        }
+        state.pod.node_name = Some(node.to_string());
+        state.nominated = None;
+        self.pending.remove(key);
+        self.pods_by_node
+            .entry(node.to_string())
+            .or_default()
+            .insert(key.clone());
+        self.generation += 1;
+    }
+}

@@ -1,0 +1,256 @@
+//! The loops on hand-built views, one step at a time: what they do is the actions they
+//! return.
+
+use kerf_cloud::{Instance, InstanceState, Offer};
+use kerf_controllers::{Action, Claim, ClusterView, Config, Controller, Event, PodState};
+use kerf_model::nodepool::{Budget, BudgetNodes};
+use kerf_model::{Labels, Node, NodePool, Pod, Resources, labels};
+
+const TYPE: &str = "m6i.large";
+
+fn offer() -> Offer {
+    Offer {
+        instance_type: TYPE.into(),
+        zone: "us-east-1a".into(),
+        capacity_type: "on-demand".into(),
+    }
+}
+
+/// One initialized node of pool `default`, with its claim and instance.
+fn view() -> ClusterView {
+    let mut pool = NodePool::new("default");
+    pool.disruption.budgets = vec![Budget {
+        nodes: BudgetNodes::Count(1),
+        schedule: None,
+        duration: None,
+        reasons: Vec::new(),
+    }];
+    pool.template_hash = "h".into();
+    let catalog = kerf_model::catalog::by_name("aws").unwrap();
+    let it = catalog.iter().find(|t| t.name == TYPE).unwrap().clone();
+    let mut node_labels: Labels = it.labels.clone();
+    node_labels.insert(labels::NODEPOOL.into(), "default".into());
+    node_labels.insert(labels::ZONE.into(), "us-east-1a".into());
+    node_labels.insert(labels::CAPACITY_TYPE.into(), "on-demand".into());
+    let node = Node::new("n1", node_labels.clone(), it.allocatable());
+    let instance = Instance {
+        id: "i-1".into(),
+        claim: "c1".into(),
+        offer: offer(),
+        image_id: "ami-1".into(),
+        price: 0.096,
+        launched_at: 0,
+        state: InstanceState::Running,
+    };
+    let claim = Claim {
+        name: "c1".into(),
+        nodepool: "default".into(),
+        labels: node_labels,
+        annotations: Labels::new(),
+        taints: Vec::new(),
+        startup_taints: Vec::new(),
+        options: vec![offer()],
+        created_at: 0,
+        expire_after: None,
+        termination_grace_period: None,
+        provider_id: Some("i-1".into()),
+        launched: Some(offer()),
+        image_id: Some("ami-1".into()),
+        node_name: Some("n1".into()),
+        initialized: true,
+        deleting_since: None,
+        deletion_reason: None,
+    };
+    let mut v = ClusterView {
+        nodepools: vec![pool],
+        instance_types: catalog,
+        ..ClusterView::default()
+    };
+    v.nodes.insert("n1".into(), node);
+    v.node_provider_ids.insert("n1".into(), "i-1".into());
+    v.instances.insert("i-1".into(), instance);
+    v.claims.insert("c1".into(), claim);
+    v
+}
+
+fn controller() -> Controller {
+    Controller::new(Config::default())
+}
+
+fn pod(name: &str, node: Option<&str>) -> PodState {
+    let mut pod = Pod::new(
+        "default",
+        name,
+        Resources::parse([("cpu", "100m")]).unwrap(),
+    );
+    pod.node_name = node.map(String::from);
+    PodState {
+        pod,
+        created_at: 0,
+        nominated: None,
+    }
+}
+
+fn deletes(actions: &[Action]) -> Vec<(&str, &str)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::DeleteClaim { claim, reason } => Some((claim.as_str(), reason.as_str())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn an_empty_node_is_deleted_after_the_validation_delay() {
+    let v = view();
+    let mut c = controller();
+    let first = c.step(600_000, &v, &[]);
+    assert!(
+        deletes(&first).is_empty(),
+        "nothing acts before validation: {first:?}"
+    );
+    let early = c.step(610_000, &v, &[]);
+    assert!(deletes(&early).is_empty());
+    let later = c.step(615_000, &v, &[]);
+    assert_eq!(deletes(&later), vec![("c1", "emptiness")]);
+    assert!(
+        later
+            .iter()
+            .any(|a| matches!(a, Action::Taint { node, .. } if node == "n1"))
+    );
+}
+
+#[test]
+fn a_command_that_no_longer_holds_after_the_delay_is_dropped() {
+    let mut v = view();
+    let mut c = controller();
+    c.step(600_000, &v, &[]);
+    // A pod lands on the node while the command waits: it is no longer empty.
+    v.insert_pod(pod("p", Some("n1")));
+    let later = c.step(615_000, &v, &[]);
+    assert!(deletes(&later).is_empty(), "{later:?}");
+    assert!(later.iter().any(|a| matches!(
+        a,
+        Action::Record { reason, .. } if reason == "DisruptionValidationFailed"
+    )));
+}
+
+#[test]
+fn an_instance_without_a_claim_is_terminated_after_the_grace() {
+    let mut v = view();
+    v.claims.clear();
+    v.nodes.clear();
+    v.node_provider_ids.clear();
+    let mut c = controller();
+    assert!(
+        !c.step(10_000, &v, &[])
+            .contains(&Action::TerminateInstance {
+                instance_id: "i-1".into()
+            })
+    );
+    assert!(
+        c.step(40_000, &v, &[])
+            .contains(&Action::TerminateInstance {
+                instance_id: "i-1".into()
+            })
+    );
+}
+
+#[test]
+fn a_claim_whose_instance_vanished_is_deleted() {
+    let mut v = view();
+    v.instances.clear();
+    let actions = controller().step(1_000, &v, &[]);
+    assert_eq!(deletes(&actions), vec![("c1", "instance-terminated")]);
+}
+
+#[test]
+fn an_instance_launched_before_a_restart_is_adopted_not_launched_again() {
+    let mut v = view();
+    let claim = v.claims.get_mut("c1").unwrap();
+    claim.provider_id = None;
+    claim.launched = None;
+    claim.node_name = None;
+    claim.initialized = false;
+    let actions = controller().step(1_000, &v, &[]);
+    assert!(actions.contains(&Action::MarkLaunched {
+        claim: "c1".into(),
+        instance_id: "i-1".into()
+    }));
+    assert!(!actions.iter().any(|a| matches!(a, Action::Launch { .. })));
+}
+
+#[test]
+fn a_restarted_controller_untaints_nodes_a_lost_command_tainted() {
+    let mut v = view();
+    v.nodes
+        .get_mut("n1")
+        .unwrap()
+        .taints
+        .push(kerf_model::Taint::new(
+            labels::TAINT_DISRUPTED,
+            "",
+            kerf_model::Effect::NoSchedule,
+        ));
+    let actions = controller().step(1_000, &v, &[]);
+    assert!(actions.contains(&Action::Untaint {
+        node: "n1".into(),
+        key: labels::TAINT_DISRUPTED.into()
+    }));
+}
+
+#[test]
+fn a_spot_interruption_deletes_the_claim_and_skips_the_offering() {
+    let mut v = view();
+    let mut c = controller();
+    let actions = c.step(
+        1_000,
+        &v,
+        &[Event::SpotInterruption {
+            instance_id: "i-1".into(),
+        }],
+    );
+    assert_eq!(deletes(&actions), vec![("c1", "interruption")]);
+    // A new claim with only that offering finds nothing to launch for three minutes.
+    let mut claim = v.claims["c1"].clone();
+    claim.name = "c2".into();
+    claim.provider_id = None;
+    claim.launched = None;
+    claim.node_name = None;
+    claim.initialized = false;
+    v.claims.insert("c2".into(), claim);
+    let actions = c.step(2_000, &v, &[]);
+    assert!(
+        deletes(&actions).contains(&("c2", "insufficient-capacity")),
+        "{actions:?}"
+    );
+}
+
+#[test]
+fn a_batch_closes_after_one_idle_second_or_ten_seconds_in_all() {
+    let mut v = view();
+    let mut c = controller();
+    let pending = |v: &mut ClusterView, name: &str| {
+        v.insert_pod(pod(name, None));
+        Event::PodPending(kerf_model::pod::PodKey {
+            namespace: "default".into(),
+            name: name.into(),
+        })
+    };
+    let creates = |a: &[Action]| {
+        a.iter()
+            .any(|a| matches!(a, Action::Nominate { .. } | Action::CreateClaim(_)))
+    };
+    // Pods keep arriving every half second: the batch closes at ten seconds.
+    let mut closed_at = None;
+    for i in 0..30 {
+        let now = 100_000 + i * 500;
+        let e = pending(&mut v, &format!("p{i}"));
+        if creates(&c.step(now, &v, &[e])) {
+            closed_at = Some(now);
+            break;
+        }
+    }
+    assert_eq!(closed_at, Some(110_000));
+}

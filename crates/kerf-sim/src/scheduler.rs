@@ -1,0 +1,101 @@
+//! A minimal kube-scheduler: binds pending pods onto ready nodes with room, honouring the
+//! same constraints `kerf_scheduling::solve` does (it is that function, with no NodePools,
+//! so it can only place onto existing nodes). Pods nominated to a node are tried there
+//! first, pinned by hostname.
+
+use kerf_controllers::ClusterView;
+use kerf_model::pod::PodKey;
+use kerf_model::{Pod, Requirement, Requirements, labels};
+use kerf_scheduling::Input;
+
+/// Placements `(pod, node)` for pending pods.
+pub(crate) fn schedule(view: &ClusterView) -> Vec<(PodKey, String)> {
+    let nodes: Vec<_> = view
+        .nodes
+        .values()
+        .filter(|n| n.ready && !n.unschedulable && !n.deleting)
+        .cloned()
+        .collect();
+    if nodes.is_empty() || view.pending.is_empty() {
+        return Vec::new();
+    }
+    let mut bound: Vec<Pod> = nodes
+        .iter()
+        .flat_map(|n| view.pods_on(&n.name).map(|p| p.pod.clone()))
+        .collect();
+    let mut out = Vec::new();
+
+    let usable = |name: &str| nodes.iter().any(|n| n.name == name);
+    let nominated: Vec<Pod> = view
+        .pending
+        .iter()
+        .filter_map(|k| {
+            let state = &view.pods[k];
+            let claim = view.claims.get(state.nominated.as_deref()?)?;
+            let node = claim.node_name.as_deref().filter(|n| usable(n))?;
+            Some(pinned(&state.pod, node))
+        })
+        .collect();
+    if !nominated.is_empty() {
+        let placed = place(nominated, &bound, &nodes, view);
+        for (key, node) in &placed {
+            let mut pod = view.pods[key].pod.clone();
+            pod.node_name = Some(node.clone());
+            bound.push(pod);
+        }
+        out.extend(placed);
+    }
+    let rest: Vec<Pod> = view
+        .pending
+        .iter()
+        .filter(|k| !out.iter().any(|(p, _)| p == *k))
+        .map(|k| view.pods[k].pod.clone())
+        .collect();
+    if !rest.is_empty() {
+        out.extend(place(rest, &bound, &nodes, view));
+    }
+    out
+}
+
+fn place(
+    pods: Vec<Pod>,
+    bound: &[Pod],
+    nodes: &[kerf_model::Node],
+    view: &ClusterView,
+) -> Vec<(PodKey, String)> {
+    let input = Input {
+        pods,
+        bound_pods: bound.to_vec(),
+        nodes: nodes.to_vec(),
+        nodepools: Vec::new(),
+        instance_types: Vec::new(),
+        daemonsets: Vec::new(),
+        namespaces: view.namespaces.clone(),
+    };
+    let plan = kerf_scheduling::solve(&input, &kerf_scheduling::Config::default());
+    plan.existing
+        .into_iter()
+        .flat_map(|e| {
+            let node = e.node;
+            e.pods.into_iter().map(move |p| (p, node.clone()))
+        })
+        .collect()
+}
+
+/// The pod, allowed only onto `node`.
+fn pinned(pod: &Pod, node: &str) -> Pod {
+    let mut pod = pod.clone();
+    let pin = Requirement::single(node);
+    if pod.node_affinity.required.is_empty() {
+        let mut r = Requirements::new();
+        r.add(labels::HOSTNAME, pin);
+        pod.node_affinity.required.push(r);
+    } else {
+        for term in &mut pod.node_affinity.required {
+            let mut r = Requirements::new();
+            r.add(labels::HOSTNAME, pin.clone());
+            *term = term.intersection(&r);
+        }
+    }
+    pod
+}

@@ -1,0 +1,100 @@
+//! The committed examples: each runs clean, and the behaviour it exists to show happens.
+
+use std::path::Path;
+
+use crate::{assert_clean, run};
+
+fn example(name: &str) -> kerf_sim::Scenario {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples")
+        .join(name);
+    kerf_sim::scenario::load(&path).unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+#[test]
+fn ecommerce_day_serves_every_pod_and_consolidates() {
+    let run = run(&example("ecommerce-day.yaml"));
+    assert_clean(&run);
+    let r = &run.report;
+    assert_eq!(r.pending_at_end, 0);
+    assert!(r.pending.count > 100, "{:?}", r.pending);
+    // The diurnal curve falls after the afternoon peak: nodes are consolidated away.
+    let consolidated: u64 = r
+        .disruptions
+        .iter()
+        .filter(|(k, _)| k.contains("consolidation") || *k == "emptiness")
+        .map(|(_, v)| v)
+        .sum();
+    assert!(consolidated > 0, "{:?}", r.disruptions);
+    let peak = r
+        .samples
+        .iter()
+        .map(|s| s.nodes.values().sum::<u32>())
+        .max()
+        .unwrap();
+    let last = r.samples.last().unwrap().nodes.values().sum::<u32>();
+    assert!(last < peak, "{last} nodes at the end, {peak} at peak");
+}
+
+#[test]
+fn ci_runner_pool_is_only_ever_emptied() {
+    let run = run(&example("ci-runners.yaml"));
+    assert_clean(&run);
+    assert_eq!(run.report.pending_at_end, 0);
+    let ci = run.deletions_by_pool.get("ci").cloned().unwrap_or_default();
+    assert!(ci.get("emptiness").copied().unwrap_or(0) > 0, "{ci:?}");
+    assert!(
+        ci.keys().all(|reason| !reason.contains("consolidation")),
+        "the WhenEmpty pool was consolidated: {ci:?}"
+    );
+    assert_eq!(run.report.evictions, 0, "runner pods are never evicted");
+}
+
+#[test]
+fn ami_rollout_replaces_every_node_by_drift() {
+    let run = run(&example("ami-rollout.yaml"));
+    assert_clean(&run);
+    let r = &run.report;
+    assert_eq!(r.pending_at_end, 0);
+    assert!(
+        r.disruptions.get("drift").copied().unwrap_or(0) >= 3,
+        "{:?}",
+        r.disruptions
+    );
+    let images: Vec<&str> = run
+        .end
+        .claims
+        .values()
+        .filter_map(|c| c.image_id.as_deref())
+        .collect();
+    assert!(!images.is_empty());
+    assert!(
+        images.iter().all(|i| *i == "ami-al2023-20261201"),
+        "old images remain: {images:?}"
+    );
+    // Traffic continued: no sample after the start has fewer running pods than the PDB
+    // allows (30 replicas, maxUnavailable 2).
+    for s in r.samples.iter().filter(|s| s.t >= 600) {
+        assert!(
+            s.running_pods >= 28,
+            "{} running at t={}",
+            s.running_pods,
+            s.t
+        );
+    }
+}
+
+#[test]
+fn spot_storm_falls_back_when_capacity_runs_out() {
+    let run = run(&example("spot-storm.yaml"));
+    assert_clean(&run);
+    let r = &run.report;
+    assert_eq!(r.pending_at_end, 0);
+    assert!(r.insufficient_capacity_errors > 0);
+    assert!(
+        r.disruptions.get("interruption").copied().unwrap_or(0) >= 5,
+        "{:?}",
+        r.disruptions
+    );
+    assert!(run.recorded.contains_key("InsufficientCapacityError"));
+}
