@@ -1,3 +1,4 @@
 //! The simulator: scenario files, the discrete-event engine, and its reports.
 
+pub mod render;
 pub mod report;
