@@ -30,6 +30,7 @@ pub struct Figures {
 }
 
 impl Figures {
+    /// The figures of one run.
     pub fn of(report: &SimReport) -> Figures {
         let hours = report.duration_secs as f64 / 3600.0;
         let ratio =
@@ -67,6 +68,7 @@ pub enum Row {
 /// One report's value for a figure.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Cell {
+    /// The value as shown, units included: `$1.87`, `76.9%`, `38.0s`, `4`.
     pub text: String,
     /// A must-be-zero counter that is not zero.
     pub violation: bool,
