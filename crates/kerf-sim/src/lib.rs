@@ -10,6 +10,8 @@
 
 mod cluster;
 mod engine;
+pub mod html;
+pub mod render;
 pub mod report;
 pub mod scenario;
 mod scheduler;
