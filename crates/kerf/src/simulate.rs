@@ -5,7 +5,6 @@ use std::io::{IsTerminal as _, Write as _};
 use std::path::PathBuf;
 
 use anyhow::{Context as _, bail};
-use kerf_sim::SimReport;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -30,9 +29,6 @@ pub struct Args {
 }
 
 pub fn run(args: &Args) -> anyhow::Result<String> {
-    if args.html.is_some() {
-        bail!("--html is not built yet (the HTML report lands with the renderers)");
-    }
     if let Some(b) = &args.baseline {
         bail!("--baseline {b} is not built yet; the node-groups baseline lands separately");
     }
@@ -74,70 +70,9 @@ pub fn run(args: &Args) -> anyhow::Result<String> {
         let json = serde_json::to_string_pretty(&reports).context("serializing the report")?;
         std::fs::write(path, json + "\n").with_context(|| format!("writing {}", path.display()))?;
     }
-    Ok(summary(&reports))
-}
-
-/// A plain summary, until `kerf_sim::render::summary` (the renderers' work) is merged;
-/// then this goes and `run` calls that.
-fn summary(reports: &[SimReport]) -> String {
-    let mut out = String::new();
-    for r in reports {
-        let hours = r.duration_secs as f64 / 3600.0;
-        let peak_nodes = r
-            .samples
-            .iter()
-            .map(|s| s.nodes.values().sum::<u32>())
-            .max()
-            .unwrap_or(0);
-        let mut util = (0.0, 0.0);
-        for s in &r.samples {
-            util.0 += s.cpu_requested;
-            util.1 += s.cpu_allocatable;
-        }
-        out.push_str(&format!(
-            "{} under {} (seed {}, {})\n",
-            r.scenario,
-            r.autoscaler,
-            r.seed,
-            kerf_disruption::render_duration(r.duration_secs)
-        ));
-        out.push_str(&format!(
-            "  cost            ${:.2} total, ${:.2}/hour average\n",
-            r.total_cost,
-            r.total_cost / hours.max(1e-9)
-        ));
-        out.push_str(&format!(
-            "  nodes           {peak_nodes} at peak; {} launched, {} insufficient-capacity errors\n",
-            r.launches, r.insufficient_capacity_errors
-        ));
-        if util.1 > 0.0 {
-            out.push_str(&format!(
-                "  cpu requested   {:.0}% of allocatable on average\n",
-                100.0 * util.0 / util.1
-            ));
-        }
-        out.push_str(&format!(
-            "  pending time    p50 {:.0}s  p95 {:.0}s  p99 {:.0}s  max {:.0}s  ({} pods bound, {} pending at end)\n",
-            r.pending.p50, r.pending.p95, r.pending.p99, r.pending.max, r.pending.count, r.pending_at_end
-        ));
-        let disruptions: Vec<String> = r
-            .disruptions
-            .iter()
-            .map(|(k, v)| format!("{k} {v}"))
-            .collect();
-        out.push_str(&format!(
-            "  disruptions     {}\n",
-            if disruptions.is_empty() {
-                "none".to_string()
-            } else {
-                disruptions.join(", ")
-            }
-        ));
-        out.push_str(&format!("  evictions       {}\n", r.evictions));
-        out.push_str(&format!(
-            "  must be zero    PDB violations {}, do-not-disrupt violations {}, leaked instances {}, double launches {}\n",
-            r.pdb_violations, r.do_not_disrupt_violations, r.leaked_instances, r.double_launches
-        ));
+    if let Some(path) = &args.html {
+        std::fs::write(path, kerf_sim::html::render(&reports))
+            .with_context(|| format!("writing {}", path.display()))?;
     }
-    out
+    Ok(kerf_sim::render::summary(&reports))
 }
