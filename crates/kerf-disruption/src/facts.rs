@@ -2,6 +2,9 @@
 //! NodeClaim, price, pods, whether it may be disrupted at all, whether it has drifted or
 //! expired, and what disrupting it costs.
 
+use std::collections::BTreeMap;
+
+use kerf_model::Pdb;
 use kerf_model::labels::{self, ANNOTATION_DO_NOT_DISRUPT, ANNOTATION_POD_DELETION_COST};
 use kerf_model::{InstanceType, Node, NodeClaim, NodePool, Pod};
 
@@ -52,7 +55,8 @@ pub(crate) fn judge<'a>(snapshot: &'a Snapshot, now: i64) -> Vec<Facts<'a>> {
             pods_of[n].push(p);
         }
     }
-    let pdb_allowed = pdb_allowed(snapshot);
+    let pdb_index = PdbIndex::new(&snapshot.pdbs);
+    let pdb_allowed = pdb_allowed(snapshot, &pdb_index);
     // A claim names its node in `status.nodeName`; one not yet registered may share the
     // node's name.
     let mut claim_of: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
@@ -140,6 +144,7 @@ pub(crate) fn judge<'a>(snapshot: &'a Snapshot, now: i64) -> Vec<Facts<'a>> {
                 claim,
                 &pods,
                 &pdb_allowed,
+                &pdb_index,
             );
             let drift = pool.and_then(|pool| {
                 drifted(
@@ -175,19 +180,73 @@ pub(crate) fn judge<'a>(snapshot: &'a Snapshot, now: i64) -> Vec<Facts<'a>> {
 }
 
 /// Evictions each PDB allows now, in `Snapshot::pdbs` order.
-pub(crate) fn pdb_allowed(snapshot: &Snapshot) -> Vec<i32> {
+pub(crate) fn pdb_allowed(snapshot: &Snapshot, index: &PdbIndex) -> Vec<i32> {
+    let mut selected = vec![0i32; snapshot.pdbs.len()];
+    for pod in &snapshot.bound_pods {
+        for i in index.matching(&snapshot.pdbs, pod) {
+            selected[i] = selected[i].saturating_add(1);
+        }
+    }
     snapshot
         .pdbs
         .iter()
-        .map(|pdb| {
-            let n = snapshot
-                .bound_pods
-                .iter()
-                .filter(|p| pdb.selects(&p.key.namespace, &p.labels))
-                .count();
-            pdb.allowed(i32::try_from(n).unwrap_or(i32::MAX))
-        })
+        .zip(selected)
+        .map(|(pdb, n)| pdb.allowed(n))
         .collect()
+}
+
+/// PodDisruptionBudgets indexed so that a pod is tested only against those that could
+/// select it: the ones of its namespace whose selector requires a label pair the pod
+/// has, and the ones requiring none. Testing every PDB against every pod dominated a pass
+/// over 2,000 nodes (562 PDBs × 22,035 pods).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct PdbIndex {
+    by_pair: BTreeMap<(String, String, String), Vec<usize>>,
+    by_namespace: BTreeMap<String, Vec<usize>>,
+}
+
+impl PdbIndex {
+    pub(crate) fn new(pdbs: &[Pdb]) -> PdbIndex {
+        let mut index = PdbIndex::default();
+        for (i, pdb) in pdbs.iter().enumerate() {
+            match pdb.selector.required_pair() {
+                Some((k, v)) => index
+                    .by_pair
+                    .entry((pdb.namespace.clone(), k.to_string(), v.to_string()))
+                    .or_default()
+                    .push(i),
+                None => index
+                    .by_namespace
+                    .entry(pdb.namespace.clone())
+                    .or_default()
+                    .push(i),
+            }
+        }
+        index
+    }
+
+    /// The PDBs (indices, ascending) that select the pod.
+    pub(crate) fn matching(&self, pdbs: &[Pdb], pod: &Pod) -> Vec<usize> {
+        let ns = &pod.key.namespace;
+        let mut out: Vec<usize> = self
+            .by_namespace
+            .get(ns)
+            .into_iter()
+            .flatten()
+            .copied()
+            .collect();
+        if !self.by_pair.is_empty() {
+            for (k, v) in &pod.labels {
+                if let Some(list) = self.by_pair.get(&(ns.clone(), k.clone(), v.clone())) {
+                    out.extend(list);
+                }
+            }
+        }
+        out.retain(|&i| pdbs[i].selects(ns, &pod.labels));
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
 }
 
 /// The node's offering price: its zone and capacity type, else the cheapest offering of
@@ -232,6 +291,7 @@ pub(crate) fn blocker(
     claim: Option<&NodeClaim>,
     pods: &[usize],
     pdb_allowed: &[i32],
+    pdb_index: &PdbIndex,
 ) -> Option<String> {
     let annotated = |a: &kerf_model::Labels| {
         a.get(ANNOTATION_DO_NOT_DISRUPT)
@@ -251,9 +311,7 @@ pub(crate) fn blocker(
     }
     for &p in pods {
         let pod = &all_pods[p];
-        let matching: Vec<usize> = (0..snapshot.pdbs.len())
-            .filter(|&i| snapshot.pdbs[i].selects(&pod.key.namespace, &pod.labels))
-            .collect();
+        let matching = pdb_index.matching(&snapshot.pdbs, pod);
         if matching.len() > 1 {
             let names: Vec<String> = matching
                 .iter()
@@ -335,4 +393,75 @@ fn drifted(
         return Some(format!("instance type {t} no longer exists"));
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use kerf_model::{LabelSelector, Labels, Pdb, Pod, Requirement, Resources};
+
+    use super::PdbIndex;
+
+    fn labels(pairs: &[(&str, &str)]) -> Labels {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn pdb(ns: &str, name: &str, selector: LabelSelector) -> Pdb {
+        Pdb {
+            namespace: ns.into(),
+            name: name.into(),
+            selector,
+            min_available: None,
+            max_unavailable: None,
+            disruptions_allowed: None,
+        }
+    }
+
+    #[test]
+    fn the_index_finds_exactly_the_pdbs_a_brute_force_scan_finds() {
+        let mut exists = LabelSelector::everything();
+        exists.add(
+            "tier",
+            Requirement::new(kerf_model::Operator::Exists, Vec::<String>::new()).unwrap(),
+        );
+        let pdbs = vec![
+            pdb(
+                "a",
+                "web",
+                LabelSelector::from_match_labels(&labels(&[("app", "web")])),
+            ),
+            pdb(
+                "a",
+                "web-canary",
+                LabelSelector::from_match_labels(&labels(&[("app", "web"), ("track", "canary")])),
+            ),
+            pdb("a", "everything", LabelSelector::everything()),
+            pdb("a", "tiered", exists),
+            pdb(
+                "b",
+                "web",
+                LabelSelector::from_match_labels(&labels(&[("app", "web")])),
+            ),
+        ];
+        let index = PdbIndex::new(&pdbs);
+        for (ns, l) in [
+            ("a", labels(&[("app", "web")])),
+            (
+                "a",
+                labels(&[("app", "web"), ("track", "canary"), ("tier", "1")]),
+            ),
+            ("a", labels(&[("app", "db")])),
+            ("b", labels(&[("app", "web")])),
+            ("c", labels(&[("app", "web")])),
+        ] {
+            let mut pod = Pod::new(ns, "p", Resources::new());
+            pod.labels = l;
+            let brute: Vec<usize> = (0..pdbs.len())
+                .filter(|&i| pdbs[i].selects(ns, &pod.labels))
+                .collect();
+            assert_eq!(index.matching(&pdbs, &pod), brute, "{ns} {:?}", pod.labels);
+        }
+    }
 }

@@ -22,6 +22,7 @@ pub(crate) struct World<'a> {
     pub(crate) pods: Vec<Pod>,
     /// Evictions each PDB allows, in `Snapshot::pdbs` order.
     pub(crate) pdb_allowed: Vec<i32>,
+    pub(crate) pdb_index: crate::facts::PdbIndex,
     /// Catalog index by instance type name.
     pub(crate) type_idx: BTreeMap<&'a str, usize>,
     /// For each NodePool, the allocatable (CPU, memory) and cheapest offering of every
@@ -75,12 +76,14 @@ pub(crate) struct Consolidation {
 impl<'a> World<'a> {
     pub(crate) fn new(snapshot: &'a Snapshot, facts: Vec<Facts<'a>>) -> World<'a> {
         let n = facts.len();
+        let pdb_index = crate::facts::PdbIndex::new(&snapshot.pdbs);
         let world = World {
             snapshot,
             facts,
             gone: vec![false; n],
             pods: snapshot.bound_pods.clone(),
-            pdb_allowed: crate::facts::pdb_allowed(snapshot),
+            pdb_allowed: crate::facts::pdb_allowed(snapshot, &pdb_index),
+            pdb_index,
             type_idx: snapshot
                 .instance_types
                 .iter()
@@ -298,6 +301,7 @@ impl<'a> World<'a> {
                 f.claim,
                 &f.pods,
                 &self.pdb_allowed,
+                &self.pdb_index,
             );
             self.facts[dest].blocked = blocked;
         }

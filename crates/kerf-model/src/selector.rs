@@ -61,6 +61,16 @@ impl LabelSelector {
                 .all(|(k, r)| r.admits(labels.get(k).map(String::as_str)))
     }
 
+    /// A label (key, value) every object this selector matches must carry, if its terms
+    /// pin one (`matchLabels`, or `In` with one value): lets callers index selectors.
+    pub fn required_pair(&self) -> Option<(&str, &str)> {
+        self.requirements.iter().find_map(|(k, r)| {
+            r.single_value()
+                .filter(|_| !r.admits(None))
+                .map(|v| (k.as_str(), v))
+        })
+    }
+
     pub fn is_everything(&self) -> bool {
         !self.matches_nothing && self.requirements.is_empty()
     }
