@@ -1101,6 +1101,72 @@ mod tests {
         assert!(marks.pinned_bound <= cost, "{marks:?} vs {cost}");
     }
 
+    /// Karpenter checks PDBs node by node (no pod under a PDB that allows 0), not what
+    /// a command's nodes ask of one PDB together, and kerf does the same: two nodes each
+    /// running one pod of a `maxUnavailable: 1` Deployment go in one multi-node command.
+    /// The eviction API then makes the drain wait; `pdb_overdraft` counts it.
+    #[test]
+    fn one_command_may_ask_a_pdb_for_more_evictions_than_it_allows() {
+        let instance_types = kerf_model::catalog::by_name("aws").unwrap();
+        let mut pool = NodePool::new("default");
+        pool.template_hash = TEMPLATE_HASH.to_string();
+        pool.disruption.budgets[0].nodes = kerf_model::nodepool::BudgetNodes::Count(10);
+        let it = instance_types
+            .iter()
+            .find(|t| t.name == "m7i.2xlarge")
+            .unwrap();
+        let mut snapshot = Snapshot {
+            nodepools: vec![pool.clone()],
+            pdbs: vec![Pdb {
+                namespace: "default".to_string(),
+                name: "guarded".to_string(),
+                selector: LabelSelector::from_match_labels(&Labels::from([(
+                    "app".to_string(),
+                    "guarded".to_string(),
+                )])),
+                min_available: None,
+                max_unavailable: Some(IntOrPercent::Int(1)),
+                disruptions_allowed: None,
+            }],
+            ..Snapshot::default()
+        };
+        for (i, app) in ["guarded", "guarded", "other"].into_iter().enumerate() {
+            let name = format!("node-{i}");
+            let (node, claim) = node_and_claim(
+                &name,
+                &format!("claim-{i}"),
+                it,
+                "us-east-1a",
+                labels::CAPACITY_TYPE_ON_DEMAND,
+                &pool,
+                NOW - 86_400,
+                NOW - 3_600,
+            );
+            let mut requests = Resources::new();
+            requests.set(
+                kerf_model::resources::CPU,
+                kerf_model::Quantity::from_milli(500),
+            );
+            requests.set(
+                kerf_model::resources::MEMORY,
+                kerf_model::Quantity::from_units(1 << 30),
+            );
+            let mut pod = Pod::new("default", &format!("{app}-{i}"), requests);
+            pod.labels.insert("app".to_string(), app.to_string());
+            pod.node_name = Some(name);
+            snapshot.nodes.push(node);
+            snapshot.nodeclaims.push(claim);
+            snapshot.bound_pods.push(pod);
+        }
+        snapshot.instance_types = instance_types;
+        let outcome = compute_commands(&snapshot, NOW, &Config::default());
+        let a = audit(&snapshot, &outcome);
+        assert_eq!(outcome.commands.len(), 1, "{outcome:?}");
+        assert_eq!(outcome.commands[0].method, Method::MultiNodeConsolidation);
+        assert_eq!(a.pdb_blocked, 0);
+        assert_eq!(a.pdb_overdraft, 1, "{:?}", outcome.commands[0]);
+    }
+
     #[test]
     fn reasons_are_counted_without_their_numbers() {
         assert_eq!(

@@ -186,7 +186,7 @@ fn run_suite(cli: &Cli) -> anyhow::Result<ExitCode> {
         reports.push(report);
     }
     if !cli.json {
-        for line in targets(&reports) {
+        for line in details(&reports).into_iter().chain(targets(&reports)) {
             println!("{line}");
         }
     }
@@ -389,6 +389,44 @@ impl Table {
             }
         }
     }
+}
+
+/// What a row cannot hold: for `disruption`, how the fixpoint got there and what stopped
+/// it.
+fn details(reports: &[Report]) -> Vec<String> {
+    let count = |m: &std::collections::BTreeMap<String, usize>| {
+        m.iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut out = Vec::new();
+    for r in reports {
+        if let Report::Disruption(d) = r {
+            out.push(format!(
+                "{}: {} PDBs, {} do-not-disrupt pods; 1st pass {} ({:.3} s without PDBs); stopped by {}; commands: {}; {} nodes disrupted, {} replacements, {} pods moved; PDB evictions beyond allowance within a pass: {}; configuration bound {:.3} ({}); kept at the end: {}",
+                d.case,
+                d.pdbs,
+                d.do_not_disrupt_pods,
+                d.first_pass,
+                d.decision_seconds_without_pdbs,
+                d.stopped_by,
+                count(&d.commands_by_method),
+                d.nodes_disrupted,
+                d.replacements,
+                d.pods_moved,
+                d.pdb_overdraft,
+                d.configuration_bound,
+                d.configuration_status,
+                if d.kept_reasons.is_empty() {
+                    "-".to_string()
+                } else {
+                    count(&d.kept_reasons)
+                },
+            ));
+        }
+    }
+    out
 }
 
 /// The targets, checked against the cases that ran. Missing a target is reported,
