@@ -869,7 +869,7 @@ pub struct DisruptionReport {
     /// `cost_after / pinned_bound`.
     pub pinned_ratio: f64,
     pub fresh_solve_cost: f64,
-    /// Through generation, the decision repeats and the fixpoint.
+    /// Through generation, the decision repeats, the yardsticks and the fixpoint.
     pub peak_rss_mib: Option<f64>,
 }
 
