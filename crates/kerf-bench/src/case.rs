@@ -158,6 +158,8 @@ pub struct CostReport {
 pub enum Report {
     Scheduling(SchedulingReport),
     Cost(CostReport),
+    /// Boxed: it is much the largest report.
+    Disruption(Box<crate::disruption::DisruptionReport>),
 }
 
 /// Runs a `scheduling` case: `repeat` solves of the same input, the median timed, the first
@@ -297,7 +299,7 @@ pub fn peak_rss_mib() -> Option<f64> {
 }
 
 /// The median; the mean of the middle two for an even count.
-fn median(xs: &mut [f64]) -> f64 {
+pub(crate) fn median(xs: &mut [f64]) -> f64 {
     xs.sort_by(f64::total_cmp);
     let n = xs.len();
     if n % 2 == 1 {

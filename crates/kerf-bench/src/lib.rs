@@ -11,12 +11,16 @@
 //! - `lower_bound`: the fluid and configuration (Gilmore–Gomory) LP lower bounds, with
 //!   `knapsack` as the configuration bound's exact pricing step;
 //! - `reference`: Karpenter's documented packing algorithm, as a baseline to beat;
-//! - `case`: the suites' cases and what each reports.
+//! - `case`: the suites' cases and what each reports;
+//! - `disruption`: the `disruption` suite — a fragmented cluster, one pass's decision time
+//!   and the cost of applying passes to a fixpoint, against the same lower bounds.
 //!
-//! Nothing here decides anything for kerf: the yardsticks share no code with the solver, so
-//! a solver bug cannot make its own yardstick look good.
+//! Nothing here decides anything for kerf (the `disruption` suite calls
+//! `kerf_disruption::compute_commands` and only applies what it returns): the yardsticks
+//! share no code with the solver, so a solver bug cannot make its own yardstick look good.
 
 pub mod case;
+pub mod disruption;
 pub mod fleet;
 pub mod knapsack;
 pub mod lower_bound;

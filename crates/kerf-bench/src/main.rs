@@ -13,6 +13,7 @@ use kerf_bench::case::{
     self, CostCase, CostReport, Report, SchedulingCase, SchedulingReport, cost_cases,
     scheduling_cases,
 };
+use kerf_bench::disruption::{self, DisruptionCase, DisruptionReport, disruption_cases};
 use kerf_bench::lower_bound::DEFAULT_MAX_ITERATIONS;
 
 #[derive(Parser, Debug)]
@@ -27,12 +28,16 @@ struct Cli {
     /// `1000,1000-spread`.
     #[arg(long, value_delimiter = ',')]
     cases: Option<Vec<String>>,
-    /// Solves per `scheduling` case; `seconds` is their median.
+    /// Solves per `scheduling` case, or first passes per `disruption` case; the time
+    /// reported is their median.
     #[arg(long, default_value_t = 3)]
     repeat: usize,
     /// Master-LP iterations before column generation for the configuration bound stops.
     #[arg(long, default_value_t = DEFAULT_MAX_ITERATIONS)]
     max_iterations: usize,
+    /// Passes a `disruption` fixpoint may take before it gives up (reported as `cap`).
+    #[arg(long, default_value_t = disruption::MAX_PASSES)]
+    max_passes: usize,
     /// One JSON object per case, one per line, instead of the table.
     #[arg(long)]
     json: bool,
@@ -47,6 +52,9 @@ enum Suite {
     Scheduling,
     /// Realistic mixes on the aws catalog: cost against lower bounds and a Karpenter-style packer.
     Cost,
+    /// Fragmented clusters on the aws catalog: one disruption pass's decision time, and the
+    /// cost after applying passes to a fixpoint against the pods' lower bound.
+    Disruption,
 }
 
 impl Suite {
@@ -54,6 +62,7 @@ impl Suite {
         match self {
             Suite::Scheduling => "scheduling",
             Suite::Cost => "cost",
+            Suite::Disruption => "disruption",
         }
     }
 
@@ -64,6 +73,10 @@ impl Suite {
                 .map(SchedulingCase::name)
                 .collect(),
             Suite::Cost => cost_cases().iter().map(CostCase::name).collect(),
+            Suite::Disruption => disruption_cases()
+                .iter()
+                .map(DisruptionCase::name)
+                .collect(),
         }
     }
 }
@@ -104,6 +117,18 @@ fn run_one(cli: &Cli, name: &str) -> anyhow::Result<ExitCode> {
                 .ok_or_else(unknown)?;
             Report::Cost(case::run_cost(&c, cli.max_iterations)?)
         }
+        Suite::Disruption => {
+            let c = disruption_cases()
+                .into_iter()
+                .find(|c| c.name() == name)
+                .ok_or_else(unknown)?;
+            Report::Disruption(Box::new(disruption::run_disruption(
+                &c,
+                cli.repeat,
+                cli.max_iterations,
+                cli.max_passes,
+            )?))
+        }
     };
     println!("{}", serde_json::to_string(&report)?);
     Ok(ExitCode::SUCCESS)
@@ -140,6 +165,7 @@ fn run_suite(cli: &Cli) -> anyhow::Result<ExitCode> {
             .args(["--one-case", name])
             .args(["--repeat", &cli.repeat.to_string()])
             .args(["--max-iterations", &cli.max_iterations.to_string()])
+            .args(["--max-passes", &cli.max_passes.to_string()])
             .output()
             .with_context(|| format!("running case {name}"))?;
         if !output.status.success() {
@@ -160,7 +186,7 @@ fn run_suite(cli: &Cli) -> anyhow::Result<ExitCode> {
         reports.push(report);
     }
     if !cli.json {
-        for line in targets(&reports) {
+        for line in details(&reports).into_iter().chain(targets(&reports)) {
             println!("{line}");
         }
     }
@@ -236,6 +262,54 @@ impl Table {
                     "MiB",
                 ]);
             }
+            Suite::Disruption => {
+                // Two header lines, as for `cost`.
+                let line = |c: [&str; 17]| {
+                    println!(
+                        "{:<6} {:>6} | {:>6} {:>9} {:>8} | {:>6} {:>6} {:>9} {:>8} {:>8} | {:>9} {:>6} | {:>9} {:>6} {:>6} | {:>9} | {:>5}",
+                        c[0],
+                        c[1],
+                        c[2],
+                        c[3],
+                        c[4],
+                        c[5],
+                        c[6],
+                        c[7],
+                        c[8],
+                        c[9],
+                        c[10],
+                        c[11],
+                        c[12],
+                        c[13],
+                        c[14],
+                        c[15],
+                        c[16]
+                    )
+                };
+                line([
+                    "", "", "start", "", "1st pass", "fixpt", "", "", "total", "slowest", "lower",
+                    "", "pinned", "", "pinned", "fresh", "peak",
+                ]);
+                line([
+                    "case",
+                    "pods",
+                    "nodes",
+                    "$/h",
+                    "seconds",
+                    "passes",
+                    "nodes",
+                    "$/h",
+                    "seconds",
+                    "pass s",
+                    "bound $/h",
+                    "ratio",
+                    "bound $/h",
+                    "ratio",
+                    "nodes",
+                    "solve $/h",
+                    "MiB",
+                ]);
+            }
         }
     }
 
@@ -281,8 +355,78 @@ impl Table {
                     mib(*peak_rss_mib)
                 );
             }
+            Report::Disruption(r) => {
+                let DisruptionReport {
+                    case,
+                    pods,
+                    nodes_before,
+                    cost_before,
+                    decision_seconds,
+                    passes,
+                    stopped_by,
+                    nodes_after,
+                    cost_after,
+                    fixpoint_seconds,
+                    slowest_pass_seconds,
+                    lower_bound,
+                    cost_ratio,
+                    pinned_bound,
+                    pinned_ratio,
+                    pinned_nodes,
+                    fresh_solve_cost,
+                    peak_rss_mib,
+                    ..
+                } = r.as_ref();
+                let passes = if stopped_by == "cap" {
+                    format!("{passes}+")
+                } else {
+                    passes.to_string()
+                };
+                println!(
+                    "{case:<6} {pods:>6} | {nodes_before:>6} {cost_before:>9.3} {decision_seconds:>8.3} | {passes:>6} {nodes_after:>6} {cost_after:>9.3} {fixpoint_seconds:>8.2} {slowest_pass_seconds:>8.3} | {lower_bound:>9.3} {cost_ratio:>6.3} | {pinned_bound:>9.3} {pinned_ratio:>6.3} {pinned_nodes:>6} | {fresh_solve_cost:>9.3} | {:>5}",
+                    mib(*peak_rss_mib)
+                );
+            }
         }
     }
+}
+
+/// What a row cannot hold: for `disruption`, how the fixpoint got there and what stopped
+/// it.
+fn details(reports: &[Report]) -> Vec<String> {
+    let count = |m: &std::collections::BTreeMap<String, usize>| {
+        m.iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut out = Vec::new();
+    for r in reports {
+        if let Report::Disruption(d) = r {
+            out.push(format!(
+                "{}: {} PDBs, {} do-not-disrupt pods; 1st pass {} ({:.3} s without PDBs); stopped by {}; commands: {}; {} nodes disrupted, {} replacements, {} pods moved; PDB evictions beyond allowance within a pass: {}; configuration bound {:.3} ({}); kept at the end: {}",
+                d.case,
+                d.pdbs,
+                d.do_not_disrupt_pods,
+                d.first_pass,
+                d.decision_seconds_without_pdbs,
+                d.stopped_by,
+                count(&d.commands_by_method),
+                d.nodes_disrupted,
+                d.replacements,
+                d.pods_moved,
+                d.pdb_overdraft,
+                d.configuration_bound,
+                d.configuration_status,
+                if d.kept_reasons.is_empty() {
+                    "-".to_string()
+                } else {
+                    count(&d.kept_reasons)
+                },
+            ));
+        }
+    }
+    out
 }
 
 /// The targets, checked against the cases that ran. Missing a target is reported,
@@ -332,6 +476,31 @@ fn targets(reports: &[Report]) -> Vec<String> {
         }
     }
     for r in reports {
+        if let Report::Disruption(d) = r {
+            if d.case == "2000" {
+                check(
+                    d.decision_seconds < 1.0,
+                    format!(
+                        "disruption 2000: one pass in {:.3} s (want < 1)",
+                        d.decision_seconds
+                    ),
+                );
+            }
+            check(
+                d.cost_ratio <= 1.10,
+                format!(
+                    "disruption {}: fixpoint at {:.4} x the lower bound, {:.4} x the bound with do-not-disrupt nodes pinned (want <= 1.10)",
+                    d.case, d.cost_ratio, d.pinned_ratio
+                ),
+            );
+            check(
+                d.do_not_disrupt_moved == 0 && d.pdb_blocked == 0 && d.pdb_overdraft == 0,
+                format!(
+                    "disruption {}: {} do-not-disrupt pod(s) moved, {} eviction(s) under a PDB at 0, {} beyond a PDB's allowance within a pass (want 0, 0, 0)",
+                    d.case, d.do_not_disrupt_moved, d.pdb_blocked, d.pdb_overdraft
+                ),
+            );
+        }
         if let Report::Cost(c) = r {
             let limit = if c.case.ends_with("-spread") {
                 1.10
