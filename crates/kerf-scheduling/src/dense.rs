@@ -203,8 +203,8 @@ impl Thresholds {
     }
 
     /// What option `o` has available.
-    pub fn avail_of(&self, o: usize) -> Dense {
-        self.avail[o].clone()
+    pub fn avail_of(&self, o: usize) -> &Dense {
+        &self.avail[o]
     }
 
     /// The element-wise maximum availability over the options in `set`: per resource,

@@ -182,32 +182,67 @@ struct Solver<'a> {
     /// (pool, hash of requirements) → the pool's type options compatible with them.
     /// Claims in one solve share a handful of requirement sets, so each is checked
     /// against the instance types once, not once per pod and claim.
-    compat: RefCell<Memo<Rc<Bits>>>,
+    compat: Memo<Rc<Bits>>,
     /// (pool, key, hash of requirements) → values of the key the pool's types allow.
-    values: RefCell<Memo<Rc<BTreeSet<String>>>>,
+    values: Memo<Rc<BTreeSet<String>>>,
     /// (pool, hash of requirements) → per option, its cheapest allowed offering.
-    offerings: RefCell<Memo<Rc<Vec<Option<usize>>>>>,
+    offerings: Memo<Rc<Vec<Option<usize>>>>,
     /// (pool, hash of requirements) → options with an allowed offering, cheapest first.
-    ranked: RefCell<Memo<Rc<Ranked>>>,
+    ranked: Memo<Rc<Ranked>>,
     /// (pool, hash of requirements) → the per-unit cheapest options (see `efficiency`).
-    representatives: RefCell<efficiency::Representatives>,
+    representatives: Memo<Rc<Vec<(usize, f64)>>>,
     /// Per pending pod: its class, shared by pods with identical constraints and requests.
     pod_class: Vec<usize>,
     /// (class, relaxation level) → what scans of nodes and of claims learned.
     scans: BTreeMap<(usize, RelaxKey), (Scan, Scan)>,
 }
 
-type Memo<T> = BTreeMap<(usize, u64), Vec<(Requirements, T)>>;
+/// Values computed once per (pool, requirement set, key) in a solve: claims share a
+/// handful of requirement sets, so each fact about a pool's types under one is worked out
+/// once rather than per pod and claim. Entries are bucketed by a hash and compared whole.
+struct Memo<T> {
+    /// (pool, hash) → the (key, requirements, value) entries that share the hash.
+    entries: RefCell<BTreeMap<(usize, u64), Bucket<T>>>,
+}
+
+type Bucket<T> = Vec<(String, Requirements, T)>;
+
+impl<T> Default for Memo<T> {
+    fn default() -> Memo<T> {
+        Memo {
+            entries: RefCell::default(),
+        }
+    }
+}
+
+impl<T: Clone> Memo<T> {
+    /// The value for (pool, `key`, `reqs`), computing it with `compute` the first time.
+    /// `compute` may use other memos; it runs with no borrow of this one held.
+    fn get(&self, pool: usize, key: &str, reqs: &Requirements, compute: impl FnOnce() -> T) -> T {
+        let mut h = DefaultHasher::new();
+        key.hash(&mut h);
+        reqs.hash(&mut h);
+        let slot = (pool, h.finish());
+        if let Some((_, _, v)) = self
+            .entries
+            .borrow()
+            .get(&slot)
+            .and_then(|bucket| bucket.iter().find(|(k, r, _)| k == key && r == reqs))
+        {
+            return v.clone();
+        }
+        let v = compute();
+        self.entries.borrow_mut().entry(slot).or_default().push((
+            key.to_string(),
+            reqs.clone(),
+            v.clone(),
+        ));
+        v
+    }
+}
 
 /// (option, index of its cheapest allowed offering), cheapest first.
 type Ranked = Vec<(usize, usize)>;
-
-fn hash_of(key: &str, reqs: &Requirements) -> u64 {
-    let mut h = DefaultHasher::new();
-    key.hash(&mut h);
-    reqs.hash(&mut h);
-    h.finish()
-}
 
 /// Keys a claim may take from a pod's requirements: those its NodePool defines, and the
 /// ones an instance type or offering defines (never the hostname: a claim has none yet).
@@ -249,11 +284,11 @@ impl<'a> Solver<'a> {
                     ),
             ),
             pod_req: Vec::new(),
-            compat: RefCell::default(),
-            values: RefCell::default(),
-            offerings: RefCell::default(),
-            ranked: RefCell::default(),
-            representatives: RefCell::default(),
+            compat: Memo::default(),
+            values: Memo::default(),
+            offerings: Memo::default(),
+            ranked: Memo::default(),
+            representatives: Memo::default(),
             pod_class: classes(&input.pods),
             scans: BTreeMap::new(),
         };
@@ -1009,53 +1044,27 @@ impl<'a> Solver<'a> {
 
     /// The pool's options whose instance type can satisfy `reqs`, memoized.
     fn compatible(&self, pool: usize, reqs: &Requirements) -> Rc<Bits> {
-        let h = hash_of("", reqs);
-        if let Some(b) = self
-            .compat
-            .borrow()
-            .get(&(pool, h))
-            .and_then(|v| v.iter().find(|(r, _)| r == reqs))
-        {
-            return b.1.clone();
-        }
-        let types = &self.pools[pool].types;
-        let bits = Rc::new(Bits::from_iter(
-            types.len(),
-            (0..types.len())
-                .filter(|&o| type_compatible(&self.input.instance_types[types[o]], reqs)),
-        ));
-        self.compat
-            .borrow_mut()
-            .entry((pool, h))
-            .or_default()
-            .push((reqs.clone(), bits.clone()));
-        bits
+        self.compat.get(pool, "", reqs, || {
+            let types = &self.pools[pool].types;
+            Rc::new(Bits::from_iter(
+                types.len(),
+                (0..types.len())
+                    .filter(|&o| type_compatible(&self.input.instance_types[types[o]], reqs)),
+            ))
+        })
     }
 
     /// Values of an instance-defined `key` that the pool's types allow under `reqs`,
     /// memoized. A superset of what a claim's remaining options allow: each candidate is
     /// checked against the options when the claim narrows to it.
     fn pool_values(&self, pool: usize, key: &str, reqs: &Requirements) -> Rc<BTreeSet<String>> {
-        let h = hash_of(key, reqs);
-        if let Some(v) = self
-            .values
-            .borrow()
-            .get(&(pool, h))
-            .and_then(|v| v.iter().find(|(r, _)| r == reqs))
-        {
-            return v.1.clone();
-        }
-        let types = self.pools[pool]
-            .types
-            .iter()
-            .map(|&t| &self.input.instance_types[t]);
-        let values = Rc::new(possible_values(key, types, reqs));
-        self.values
-            .borrow_mut()
-            .entry((pool, h))
-            .or_default()
-            .push((reqs.clone(), values.clone()));
-        values
+        self.values.get(pool, key, reqs, || {
+            let types = self.pools[pool]
+                .types
+                .iter()
+                .map(|&t| &self.input.instance_types[t]);
+            Rc::new(possible_values(key, types, reqs))
+        })
     }
 
     /// Fixes the claim's domain for every topology key the pod cares about, choosing the
@@ -1289,68 +1298,42 @@ impl Solver<'_> {
     /// Per option of the pool: the cheapest offering (index into the type's offerings)
     /// that `reqs` allows, memoized, since most claims share a few requirement sets.
     fn cheapest_offerings(&self, pool: usize, reqs: &Requirements) -> Rc<Vec<Option<usize>>> {
-        let h = hash_of("offerings", reqs);
-        if let Some(v) = self
-            .offerings
-            .borrow()
-            .get(&(pool, h))
-            .and_then(|v| v.iter().find(|(r, _)| r == reqs))
-        {
-            return v.1.clone();
-        }
-        let cheapest = Rc::new(
-            self.pools[pool]
-                .types
-                .iter()
-                .map(|&t| {
-                    let t = &self.input.instance_types[t];
-                    t.cheapest_offering(reqs)
-                        .and_then(|best| t.offerings.iter().position(|o| std::ptr::eq(o, best)))
-                })
-                .collect(),
-        );
-        self.offerings
-            .borrow_mut()
-            .entry((pool, h))
-            .or_default()
-            .push((reqs.clone(), Rc::clone(&cheapest)));
-        cheapest
+        self.offerings.get(pool, "", reqs, || {
+            Rc::new(
+                self.pools[pool]
+                    .types
+                    .iter()
+                    .map(|&t| {
+                        let t = &self.input.instance_types[t];
+                        t.cheapest_offering(reqs)
+                            .and_then(|best| t.offerings.iter().position(|o| std::ptr::eq(o, best)))
+                    })
+                    .collect(),
+            )
+        })
     }
 
     /// The pool's options that have an offering `reqs` allows, cheapest first (by that
     /// offering's price, then type name), with the offering: memoized per requirement set.
     fn ranked_options(&self, pool: usize, reqs: &Requirements) -> Rc<Ranked> {
-        let h = hash_of("ranked", reqs);
-        if let Some(v) = self
-            .ranked
-            .borrow()
-            .get(&(pool, h))
-            .and_then(|v| v.iter().find(|(r, _)| r == reqs))
-        {
-            return v.1.clone();
-        }
-        let types = &self.input.instance_types;
-        let pool_types = &self.pools[pool].types;
-        let cheapest = self.cheapest_offerings(pool, reqs);
-        let mut ranked: Vec<(usize, usize)> = cheapest
-            .iter()
-            .enumerate()
-            .filter_map(|(o, off)| off.map(|i| (o, i)))
-            .collect();
-        ranked.sort_by(|&(a, ai), &(b, bi)| {
-            let (ta, tb) = (&types[pool_types[a]], &types[pool_types[b]]);
-            ta.offerings[ai]
-                .price
-                .total_cmp(&tb.offerings[bi].price)
-                .then_with(|| ta.name.cmp(&tb.name))
-        });
-        let ranked = Rc::new(ranked);
-        self.ranked
-            .borrow_mut()
-            .entry((pool, h))
-            .or_default()
-            .push((reqs.clone(), Rc::clone(&ranked)));
-        ranked
+        self.ranked.get(pool, "", reqs, || {
+            let types = &self.input.instance_types;
+            let pool_types = &self.pools[pool].types;
+            let mut ranked: Ranked = self
+                .cheapest_offerings(pool, reqs)
+                .iter()
+                .enumerate()
+                .filter_map(|(o, off)| off.map(|i| (o, i)))
+                .collect();
+            ranked.sort_by(|&(a, ai), &(b, bi)| {
+                let (ta, tb) = (&types[pool_types[a]], &types[pool_types[b]]);
+                ta.offerings[ai]
+                    .price
+                    .total_cmp(&tb.offerings[bi].price)
+                    .then_with(|| ta.name.cmp(&tb.name))
+            });
+            Rc::new(ranked)
+        })
     }
 
     /// Chooses the cheapest option and renders the claim.

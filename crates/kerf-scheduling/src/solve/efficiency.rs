@@ -19,7 +19,7 @@
 
 use std::rc::Rc;
 
-use super::{ClaimFit, Memo, Solver, hash_of};
+use super::{ClaimFit, Solver};
 use crate::claim::ClaimState;
 use crate::dense::Dense;
 
@@ -70,11 +70,11 @@ impl Solver<'_> {
         // The per-unit view is a fleet-scale one: it assumes more pods like this will
         // fill the type. On a type that holds only a few of them, rounding dominates and
         // a small claim growing one size is usually cheapest; leave those alone.
-        if stretch(pod, &pool.thresholds.avail_of(o)) * MIN_COPIES_TO_JUDGE > 1.0 {
+        if stretch(pod, pool.thresholds.avail_of(o)) * MIN_COPIES_TO_JUDGE > 1.0 {
             return true;
         }
         let price = self.input.instance_types[pool.types[o]].offerings[off].price;
-        let mine = price * stretch(requests, &pool.thresholds.avail_of(o));
+        let mine = price * stretch(requests, pool.thresholds.avail_of(o));
         // Only types too small for the claim count against it: a bigger, more efficient
         // type is where the claim is heading as it grows, not a reason to stop. And only
         // types that hold several pods like this one: the per-unit measure assumes pods
@@ -84,8 +84,8 @@ impl Solver<'_> {
             .iter()
             .filter_map(|&(t, p)| {
                 let avail = pool.thresholds.avail_of(t);
-                let s = stretch(requests, &avail);
-                (s > 1.0 && stretch(pod, &avail) * MIN_COPIES <= 1.0).then_some(p * s)
+                let s = stretch(requests, avail);
+                (s > 1.0 && stretch(pod, avail) * MIN_COPIES <= 1.0).then_some(p * s)
             })
             .fold(f64::INFINITY, f64::min);
         mine <= best * (1.0 + SLACK)
@@ -98,15 +98,15 @@ impl Solver<'_> {
         pool: usize,
         reqs: &kerf_model::Requirements,
     ) -> Rc<Vec<(usize, f64)>> {
-        let h = hash_of("representatives", reqs);
-        if let Some(v) = self
-            .representatives
-            .borrow()
-            .get(&(pool, h))
-            .and_then(|v| v.iter().find(|(r, _)| r == reqs))
-        {
-            return Rc::clone(&v.1);
-        }
+        self.representatives
+            .get(pool, "", reqs, || self.compute_representatives(pool, reqs))
+    }
+
+    fn compute_representatives(
+        &self,
+        pool: usize,
+        reqs: &kerf_model::Requirements,
+    ) -> Rc<Vec<(usize, f64)>> {
         let p = &self.pools[pool];
         let types = &self.input.instance_types;
         let priced: Vec<(usize, f64, Vec<f64>)> = self
@@ -141,13 +141,7 @@ impl Solver<'_> {
                 reps.push((o, price, unit));
             }
         }
-        let reps = Rc::new(reps.into_iter().map(|(o, p, _)| (o, p)).collect::<Vec<_>>());
-        self.representatives
-            .borrow_mut()
-            .entry((pool, h))
-            .or_default()
-            .push((reqs.clone(), Rc::clone(&reps)));
-        reps
+        Rc::new(reps.into_iter().map(|(o, p, _)| (o, p)).collect())
     }
 }
 
@@ -167,5 +161,3 @@ fn stretch(contents: &Dense, avail: &Dense) -> f64 {
         })
         .fold(0.0, f64::max)
 }
-
-pub(super) type Representatives = Memo<Rc<Vec<(usize, f64)>>>;

@@ -103,13 +103,13 @@ impl Solver<'_> {
         for &(t, t_price) in candidates.iter().filter(|(_, p)| *p < current) {
             let bound = best.as_ref().map_or(current, |(c, _)| *c);
             let avail = pool.thresholds.avail_of(t);
-            let Some(min_bins) = min_bins(&claim.requests_d, &avail) else {
+            let Some(min_bins) = min_bins(&claim.requests_d, avail) else {
                 continue;
             };
             if min_bins as f64 * t_price >= bound - MIN_SAVING || min_bins < 2 {
                 continue;
             }
-            let Some(bins) = self.first_fit(&pods, &avail) else {
+            let Some(bins) = self.first_fit(&pods, avail) else {
                 continue;
             };
             // Each bin then launches the cheapest allowed type that holds it.
