@@ -37,9 +37,7 @@ pub(crate) struct ClaimState {
     /// Indices into the pool's `types` that still fit every pod.
     pub options: Bits,
     /// Sum of the pods' requests (daemonset overhead excluded).
-    pub requests: Resources,
-    /// `requests` as a dense vector.
-    pub requests_d: Dense,
+    pub requests: Dense,
     pub host_ports: Vec<HostPort>,
     pub pods: Vec<usize>,
     /// What this claim holds against the pool's limits: the largest capacity among its

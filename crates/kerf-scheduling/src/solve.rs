@@ -789,8 +789,7 @@ impl<'a> Solver<'a> {
                 pool: pi,
                 reqs: pool.template.clone(),
                 options: Bits::full(pool.types.len()),
-                requests: Resources::new(),
-                requests_d: self.res.dense(&Resources::new()),
+                requests: self.res.dense(&Resources::new()),
                 host_ports: Vec::new(),
                 pods: Vec::new(),
                 reservation: Resources::new(),
@@ -861,16 +860,17 @@ impl<'a> Solver<'a> {
                 "host port already taken on this claim".into()
             }));
         }
-        if !claim
-            .max_avail
-            .fits_sum(&claim.requests_d, &self.pod_req[p])
-        {
+        if !claim.max_avail.fits_sum(&claim.requests, &self.pod_req[p]) {
             return Err(Reject::new(true, why, || {
                 explain::too_big(
                     &self.input.instance_types,
                     pool,
                     &claim.options.iter().collect::<Vec<_>>(),
-                    &claim.requests.plus(&pod.requests),
+                    &self.res.resources(&{
+                        let mut sum = claim.requests.clone();
+                        sum.add(&self.pod_req[p]);
+                        sum
+                    }),
                 )
             }));
         }
@@ -884,7 +884,7 @@ impl<'a> Solver<'a> {
                 self.check_domain(p, eff, key, Some(v), why)?;
             }
         }
-        let mut requests = claim.requests_d.clone();
+        let mut requests = claim.requests.clone();
         requests.add(&self.pod_req[p]);
         let mut last = Reject::new(true, why, String::new);
         for term in &eff.terms {
@@ -1212,8 +1212,7 @@ impl<'a> Solver<'a> {
         claim.reservation = fit.reservation;
         claim.max_avail = fit.max_avail;
         claim.cheapest_rank = fit.cheapest_rank;
-        claim.requests.add(&pod.requests);
-        claim.requests_d.add(&self.pod_req[p]);
+        claim.requests.add(&self.pod_req[p]);
         claim.host_ports.extend(pod.host_ports.iter().cloned());
         claim.pods.push(p);
         // Only the domain-defining parts are needed; cloning the whole claim (its pod list
@@ -1352,7 +1351,8 @@ impl Solver<'_> {
             .take(limit)
             .copied()
             .collect();
-        finish_claim(self.input, pool, claim, &chosen)
+        let requests = self.res.resources(&claim.requests);
+        finish_claim(self.input, pool, claim, requests, &chosen)
     }
 }
 
@@ -1361,6 +1361,7 @@ fn finish_claim(
     input: &Input,
     pool: &Pool,
     claim: &ClaimState,
+    requests: Resources,
     priced: &[(usize, usize)],
 ) -> NewClaim {
     let np = &input.nodepools[pool.nodepool];
@@ -1379,7 +1380,7 @@ fn finish_claim(
         labels::CAPACITY_TYPE.to_string(),
         offering.capacity_type.clone(),
     );
-    let mut requests = claim.requests.clone();
+    let mut requests = requests;
     requests.add(&pool.overhead[best]);
     let mut pods: Vec<_> = claim
         .pods

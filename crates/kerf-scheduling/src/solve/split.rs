@@ -103,7 +103,7 @@ impl Solver<'_> {
         for &(t, t_price) in candidates.iter().filter(|(_, p)| *p < current) {
             let bound = best.as_ref().map_or(current, |(c, _)| *c);
             let avail = pool.thresholds.avail_of(t);
-            let Some(min_bins) = min_bins(&claim.requests_d, avail) else {
+            let Some(min_bins) = min_bins(&claim.requests, avail) else {
                 continue;
             };
             if min_bins as f64 * t_price >= bound - MIN_SAVING || min_bins < 2 {
@@ -143,8 +143,7 @@ impl Solver<'_> {
                 reqs: claim.reqs.clone(),
                 max_avail: pool.thresholds.max_over(&options),
                 options,
-                requests: Resources::new(),
-                requests_d: self.res.dense(&Resources::new()),
+                requests: self.res.dense(&Resources::new()),
                 host_ports: Vec::new(),
                 pods: Vec::new(),
                 reservation: Resources::new(),
@@ -153,8 +152,7 @@ impl Solver<'_> {
             };
             for p in bin {
                 let pod = &self.input.pods[p];
-                part.requests.add(&pod.requests);
-                part.requests_d.add(&self.pod_req[p]);
+                part.requests.add(&self.pod_req[p]);
                 part.host_ports.extend(pod.host_ports.iter().cloned());
                 part.pods.push(p);
             }
