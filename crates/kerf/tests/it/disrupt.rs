@@ -65,37 +65,7 @@ fn run_scenario(path: &Path) -> String {
 
 #[test]
 fn disrupt_scenarios() {
-    let update = std::env::var_os("UPDATE_EXPECT").is_some();
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(scenarios_dir())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-        .collect();
-    paths.sort();
-    assert!(!paths.is_empty(), "no scenarios found");
-    let mut failures = Vec::new();
-    for path in &paths {
-        let actual = run_scenario(path);
-        let expected_path = path.with_extension("out");
-        let expected = std::fs::read_to_string(&expected_path).unwrap_or_default();
-        if actual != expected {
-            if update {
-                std::fs::write(&expected_path, &actual).unwrap();
-            } else {
-                failures.push(format!(
-                    "{}:\n--- expected\n{expected}--- actual\n{actual}",
-                    path.file_name().unwrap().to_string_lossy()
-                ));
-            }
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "{} of {} scenarios differ (UPDATE_EXPECT=1 rewrites them):\n{}",
-        failures.len(),
-        paths.len(),
-        failures.join("\n")
-    );
+    crate::check_golden_files(&scenarios_dir(), "out", run_scenario);
 }
 
 /// The JSON shape is a contract (`kerf disrupt -o json`); the example a newcomer runs
