@@ -182,6 +182,9 @@ pub struct Controller {
     /// more refused launch per offering.
     unavailable: BTreeMap<Offer, i64>,
     disruption: disruption::Queue,
+    /// The view generation the lifecycle loop last saw, and when a time-based rule of
+    /// it next falls due on that view.
+    lifecycle_seen: Option<(u64, i64)>,
 }
 
 impl Controller {
@@ -192,6 +195,7 @@ impl Controller {
             batch: batcher::Batcher::default(),
             unavailable: BTreeMap::new(),
             disruption: disruption::Queue::default(),
+            lifecycle_seen: None,
         }
     }
 
@@ -210,7 +214,15 @@ impl Controller {
         for event in events {
             self.on_event(now, view, event, &mut out);
         }
-        lifecycle::reconcile(now, view, &self.config, &self.unavailable, &mut out);
+        // Level-triggered, but on an unchanged view only time can make it act: skip it
+        // until then (it runs every step of a large cluster otherwise).
+        let unchanged = self
+            .lifecycle_seen
+            .is_some_and(|(generation, due)| generation == view.generation && now < due);
+        if !unchanged || !events.is_empty() {
+            let due = lifecycle::reconcile(now, view, &self.config, &self.unavailable, &mut out);
+            self.lifecycle_seen = Some((view.generation, due));
+        }
         termination::reconcile(now, view, &mut out);
         if self.batch.ready(now, view, events, &self.config) {
             provisioner::provision(now, view, &self.config, &self.unavailable, &mut out);

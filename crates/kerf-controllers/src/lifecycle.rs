@@ -10,6 +10,10 @@
 //! - expiration: `expireAfter` after creation the claim is deleted (forceful: no budgets).
 //! - garbage collection: instances with no claim are terminated; claims whose instance
 //!   vanished are deleted; managed nodes whose claim is gone are removed.
+//!
+//! Besides the view, only time moves these rules (expiry, the registration timeout, the
+//! garbage-collection grace), so `reconcile` says when the earliest of them next falls
+//! due; on an unchanged view the controller need not run it again before then.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -17,23 +21,25 @@ use kerf_cloud::{InstanceState, Offer};
 
 use crate::{Action, ClusterView, Config};
 
+/// Performs one reconcile; returns the earliest time after `now` at which a time-based
+/// rule would act on this same view (`i64::MAX` for none).
 pub(crate) fn reconcile(
     now: i64,
     view: &ClusterView,
     config: &Config,
     unavailable: &BTreeMap<Offer, i64>,
     out: &mut Vec<Action>,
-) {
-    // Instances by the claim they were tagged with.
-    let mut instance_of: BTreeMap<&str, &kerf_cloud::Instance> = BTreeMap::new();
-    for instance in view.instances.values() {
-        instance_of.insert(instance.claim.as_str(), instance);
-    }
-    let node_of_instance: BTreeMap<&str, &str> = view
-        .node_provider_ids
-        .iter()
-        .map(|(node, id)| (id.as_str(), node.as_str()))
-        .collect();
+) -> i64 {
+    let mut next_due = i64::MAX;
+    let mut due_at = |t: i64| {
+        if t > now {
+            next_due = next_due.min(t);
+        }
+    };
+    // Instances by the claim they were tagged with, and nodes by provider ID: only
+    // claims not yet launched or registered need them, so they are built on first use.
+    let mut instance_of: Option<BTreeMap<&str, &kerf_cloud::Instance>> = None;
+    let mut node_of_instance: Option<BTreeMap<&str, &str>> = None;
 
     for claim in view.claims.values() {
         if claim.deleting_since.is_some() {
@@ -44,6 +50,12 @@ pub(crate) fn reconcile(
             reason: reason.to_string(),
         };
         let Some(provider_id) = claim.provider_id.as_deref() else {
+            let instance_of = instance_of.get_or_insert_with(|| {
+                view.instances
+                    .values()
+                    .map(|i| (i.claim.as_str(), i))
+                    .collect()
+            });
             if let Some(instance) = instance_of.get(claim.name.as_str()) {
                 out.push(Action::MarkLaunched {
                     claim: claim.name.clone(),
@@ -73,13 +85,22 @@ pub(crate) fn reconcile(
             out.push(delete("instance-terminated"));
             continue;
         }
-        if let Some(after) = claim.expire_after
-            && now - claim.created_at >= after.as_millis() as i64
-        {
-            out.push(delete("expiration"));
-            continue;
+        if let Some(after) = claim.expire_after {
+            let expires = claim.created_at.saturating_add(after.as_millis() as i64);
+            if now >= expires {
+                out.push(delete("expiration"));
+                continue;
+            }
+            due_at(expires);
         }
         let Some(node_name) = claim.node_name.as_deref() else {
+            let node_of_instance = node_of_instance.get_or_insert_with(|| {
+                view.node_provider_ids
+                    .iter()
+                    .map(|(node, id)| (id.as_str(), node.as_str()))
+                    .collect()
+            });
+            due_at(claim.created_at + config.registration_timeout_ms);
             if let Some(&node) = node_of_instance.get(provider_id) {
                 out.push(Action::Register {
                     claim: claim.name.clone(),
@@ -105,13 +126,14 @@ pub(crate) fn reconcile(
     }
 
     for instance in view.instances.values() {
-        if instance.state == InstanceState::Running
-            && !view.claims.contains_key(&instance.claim)
-            && now - instance.launched_at >= config.gc_grace_ms
-        {
-            out.push(Action::TerminateInstance {
-                instance_id: instance.id.clone(),
-            });
+        if instance.state == InstanceState::Running && !view.claims.contains_key(&instance.claim) {
+            if now - instance.launched_at >= config.gc_grace_ms {
+                out.push(Action::TerminateInstance {
+                    instance_id: instance.id.clone(),
+                });
+            } else {
+                due_at(instance.launched_at + config.gc_grace_ms);
+            }
         }
     }
 
@@ -138,6 +160,7 @@ pub(crate) fn reconcile(
             });
         }
     }
+    next_due
 }
 
 /// The image a pool's claims launch with: its node class's newest.

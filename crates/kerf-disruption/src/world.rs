@@ -28,6 +28,10 @@ pub(crate) struct World<'a> {
     /// For each NodePool, the allocatable (CPU, memory) and cheapest offering of every
     /// type it could launch: a lower bound on any replacement's price.
     pool_floor: BTreeMap<&'a str, Vec<(i64, i64, f64)>>,
+    /// Per pod in `pods`: whether a simulation's solve must see it as a bound pod. A pod
+    /// that no simulated pod's constraints can look at is folded into its node's
+    /// allocatable instead (see `rebuild`).
+    visible: Vec<bool>,
     /// The scheduling input for "everything that stays", built once per change to the
     /// world; a simulation lifts its candidates' nodes and pods out and puts them back,
     /// rather than cloning the cluster each time (cloning was most of a pass's time).
@@ -112,6 +116,16 @@ impl<'a> World<'a> {
                     (pool.name.as_str(), floors)
                 })
                 .collect(),
+            // Every pod a simulation reschedules is one of the bound pods, so their own
+            // constraints are all the ones a simulation can look with.
+            visible: {
+                let visibility = kerf_scheduling::Visibility::new(&snapshot.bound_pods);
+                snapshot
+                    .bound_pods
+                    .iter()
+                    .map(|p| visibility.sees(p))
+                    .collect()
+            },
             scratch: RefCell::new(Scratch::default()),
         };
         world.rebuild();
@@ -126,7 +140,10 @@ impl<'a> World<'a> {
     }
 
     /// Rebuilds the scratch input from the nodes that have not gone, each followed by its
-    /// pods (so a node's pods are one range).
+    /// visible pods (so a node's pods are one range). The other pods are folded into their
+    /// node: its allocatable is lowered by their requests. To the solver that is the same
+    /// node (a pod's requests include its `pods: 1`), and a simulation's cost no longer
+    /// grows with every pod in the cluster, only with the nodes and the visible pods.
     pub(crate) fn rebuild(&self) {
         let snapshot = self.snapshot;
         let mut scratch = Scratch {
@@ -152,12 +169,18 @@ impl<'a> World<'a> {
                 scratch.free_total.1 += mem.max(0);
             }
             scratch.node_pos[i] = Some(scratch.input.nodes.len());
-            scratch.input.nodes.push(snapshot.nodes[i].clone());
+            let mut node = snapshot.nodes[i].clone();
+            for &p in f.pods.iter().filter(|&&p| !self.visible[p]) {
+                node.allocatable.sub(&self.pods[p].requests);
+            }
+            scratch.input.nodes.push(node);
             let start = scratch.input.bound_pods.len();
-            scratch
-                .input
-                .bound_pods
-                .extend(f.pods.iter().map(|&p| self.pods[p].clone()));
+            scratch.input.bound_pods.extend(
+                f.pods
+                    .iter()
+                    .filter(|&&p| self.visible[p])
+                    .map(|&p| self.pods[p].clone()),
+            );
             scratch
                 .pod_range
                 .push((start, scratch.input.bound_pods.len()));

@@ -3,8 +3,6 @@
 //! only ever sees the names its input mentions, so they are numbered once and every
 //! quantity on the hot path becomes a `Dense` of that length.
 
-use std::collections::BTreeSet;
-
 use kerf_model::{Quantity, Resources};
 
 /// The resource names of one solve, in name order.
@@ -15,7 +13,18 @@ pub(crate) struct ResIndex {
 
 impl ResIndex {
     pub fn new<'a>(all: impl IntoIterator<Item = &'a Resources>) -> ResIndex {
-        let names: BTreeSet<&str> = all.into_iter().flat_map(|r| r.names()).collect();
+        // A solve sees a handful of names across thousands of `Resources`: a linear
+        // membership test (which compares lengths before bytes) beats collecting them all
+        // into a set.
+        let mut names: Vec<&str> = Vec::new();
+        for r in all {
+            for name in r.names() {
+                if !names.contains(&name) {
+                    names.push(name);
+                }
+            }
+        }
+        names.sort_unstable();
         ResIndex {
             names: names.into_iter().map(str::to_string).collect(),
         }
@@ -27,8 +36,9 @@ impl ResIndex {
         for (name, q) in r.iter() {
             let i = self
                 .names
-                .binary_search_by(|n| n.as_str().cmp(name))
-                .unwrap_or_else(|_| panic!("resource {name} missing from the solve's index"));
+                .iter()
+                .position(|n| n == name)
+                .unwrap_or_else(|| panic!("resource {name} missing from the solve's index"));
             out[i] = q.0;
         }
         Dense(out)

@@ -13,6 +13,7 @@
 mod claim;
 mod dense;
 mod explain;
+mod fold;
 mod solve;
 mod topology;
 pub mod validate;
@@ -22,6 +23,7 @@ use std::collections::BTreeMap;
 use kerf_model::pod::PodKey;
 use kerf_model::{InstanceType, Labels, Node, NodePool, Pod, Requirements, Resources, Taint};
 
+pub use fold::{Visibility, fold_bound_pods};
 pub use solve::solve;
 
 /// Everything `solve` looks at: a snapshot of the cluster and the cloud.

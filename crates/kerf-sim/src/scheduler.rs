@@ -5,24 +5,38 @@
 
 use kerf_controllers::ClusterView;
 use kerf_model::pod::PodKey;
-use kerf_model::{Pod, Requirement, Requirements, labels};
-use kerf_scheduling::Input;
+use kerf_model::{Node, Pod, Requirement, Requirements, labels};
+use kerf_scheduling::{Input, Visibility};
 
 /// Placements `(pod, node)` for pending pods.
 pub(crate) fn schedule(view: &ClusterView) -> Vec<(PodKey, String)> {
-    let nodes: Vec<_> = view
+    if view.pending.is_empty() {
+        return Vec::new();
+    }
+    // Bound pods that no pending pod's constraints can look at are only room used on
+    // their node: fold them into its allocatable rather than hand the solve every pod
+    // in the cluster (see `kerf_scheduling::Visibility`).
+    let visibility = Visibility::new(view.pending.iter().map(|k| &view.pods[k].pod));
+    let mut bound: Vec<Pod> = Vec::new();
+    let nodes: Vec<Node> = view
         .nodes
         .values()
         .filter(|n| n.ready && !n.unschedulable && !n.deleting)
-        .cloned()
+        .map(|n| {
+            let mut node = n.clone();
+            for p in view.pods_on(&n.name) {
+                if visibility.sees(&p.pod) {
+                    bound.push(p.pod.clone());
+                } else {
+                    node.allocatable.sub(&p.pod.requests);
+                }
+            }
+            node
+        })
         .collect();
-    if nodes.is_empty() || view.pending.is_empty() {
+    if nodes.is_empty() {
         return Vec::new();
     }
-    let mut bound: Vec<Pod> = nodes
-        .iter()
-        .flat_map(|n| view.pods_on(&n.name).map(|p| p.pod.clone()))
-        .collect();
     let mut out = Vec::new();
 
     let usable = |name: &str| nodes.iter().any(|n| n.name == name);
@@ -60,7 +74,7 @@ pub(crate) fn schedule(view: &ClusterView) -> Vec<(PodKey, String)> {
 fn place(
     pods: Vec<Pod>,
     bound: &[Pod],
-    nodes: &[kerf_model::Node],
+    nodes: &[Node],
     view: &ClusterView,
 ) -> Vec<(PodKey, String)> {
     let input = Input {

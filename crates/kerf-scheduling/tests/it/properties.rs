@@ -16,7 +16,7 @@ use kerf_model::{
     Requirement, Requirements, Resources, Taint, Toleration, TolerationOperator,
 };
 use kerf_scheduling::validate::validate;
-use kerf_scheduling::{Config, Input, Plan, PreferencePolicy, solve};
+use kerf_scheduling::{Config, Input, Plan, PreferencePolicy, fold_bound_pods, solve};
 use proptest::prelude::*;
 use proptest::sample::Index;
 
@@ -759,6 +759,23 @@ proptest! {
                 "{policy:?}:\n{}",
                 render_violations(&plan, &violations)
             );
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(cases(96))]
+
+    /// (a') Folding the bound pods the pending pods cannot see into their nodes'
+    /// allocatable (what disruption's simulations and the simulator's kube-scheduler do
+    /// for speed) gives the same plan, under both preference policies.
+    #[test]
+    fn folding_bound_pods_keeps_the_plan(spec in spec()) {
+        let input = build(&spec);
+        let mut folded = input.clone();
+        fold_bound_pods(&mut folded);
+        for policy in [PreferencePolicy::Respect, PreferencePolicy::Ignore] {
+            prop_assert_eq!(solve(&input, &config(policy)), solve(&folded, &config(policy)));
         }
     }
 }
