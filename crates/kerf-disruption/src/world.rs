@@ -32,6 +32,11 @@ pub(crate) struct World<'a> {
     /// that no simulated pod's constraints can look at is folded into its node's
     /// allocatable instead (see `rebuild`).
     visible: Vec<bool>,
+    /// No pod has a topology spread or pod (anti-)affinity term: nodes only matter to a
+    /// solve one by one, so a simulation may leave out nodes none of its pods fits.
+    plain: bool,
+    /// Some NodePool sets `limits`, which the solve counts against existing nodes.
+    limited: bool,
     /// The scheduling input for "everything that stays", built once per change to the
     /// world; a simulation lifts its candidates' nodes and pods out and puts them back,
     /// rather than cloning the cluster each time (cloning was most of a pass's time).
@@ -126,6 +131,14 @@ impl<'a> World<'a> {
                     .map(|p| visibility.sees(p))
                     .collect()
             },
+            plain: snapshot.bound_pods.iter().all(|p| {
+                p.topology_spread.is_empty()
+                    && p.affinity.is_empty()
+                    && p.anti_affinity.is_empty()
+                    && p.preferred_affinity.is_empty()
+                    && p.preferred_anti_affinity.is_empty()
+            }),
+            limited: snapshot.nodepools.iter().any(|np| !np.limits.is_empty()),
             scratch: RefCell::new(Scratch::default()),
         };
         world.rebuild();
@@ -207,6 +220,130 @@ impl<'a> World<'a> {
         launch: bool,
         config: &Config,
     ) -> Simulated {
+        let pods: Vec<Pod> = candidates
+            .iter()
+            .flat_map(|&i| self.facts[i].reschedulable.iter())
+            .map(|&p| {
+                let mut pod = self.pods[p].clone();
+                pod.node_name = None;
+                pod
+            })
+            .collect();
+        // Without inter-pod terms a node no pod fits in changes nothing in a solve
+        // (unless NodePool limits count it): leave those out. In a well-packed cluster
+        // that is most of them. Only the placements are the same, though: a pod left
+        // unschedulable would be explained without the nodes left out, so where the
+        // reason is shown (launching simulations) it is solved again over every node.
+        let plan = if self.plain && !(launch && self.limited) {
+            let plan = self.solve_narrowed(candidates, pods.clone(), launch, config);
+            // Every debug build (the tests) checks the claim against the full solve.
+            #[cfg(debug_assertions)]
+            {
+                let full = self.solve_lifted(candidates, pods.clone(), launch, config);
+                debug_assert_eq!(plan.existing, full.existing, "narrowed simulation differs");
+                debug_assert_eq!(
+                    plan.new_claims, full.new_claims,
+                    "narrowed simulation differs"
+                );
+                let stuck = |p: &Plan| {
+                    p.unschedulable
+                        .iter()
+                        .map(|u| u.pod.clone())
+                        .collect::<Vec<_>>()
+                };
+                debug_assert_eq!(stuck(&plan), stuck(&full), "narrowed simulation differs");
+            }
+            if launch && !plan.unschedulable.is_empty() {
+                self.solve_lifted(candidates, pods, launch, config)
+            } else {
+                plan
+            }
+        } else {
+            self.solve_lifted(candidates, pods, launch, config)
+        };
+        let mut moves = Vec::new();
+        for e in &plan.existing {
+            moves.extend(e.pods.iter().map(|p| Move {
+                pod: p.clone(),
+                to: Destination::Node(e.node.clone()),
+            }));
+        }
+        for (i, c) in plan.new_claims.iter().enumerate() {
+            moves.extend(c.pods.iter().map(|p| Move {
+                pod: p.clone(),
+                to: Destination::Replacement(i),
+            }));
+        }
+        for u in &plan.unschedulable {
+            moves.push(Move {
+                pod: u.pod.clone(),
+                to: Destination::Pending,
+            });
+        }
+        moves.sort_by(|a, b| a.pod.cmp(&b.pod));
+        Simulated { plan, moves }
+    }
+
+    /// Solves `pods` over the nodes that stay, with room for at least the smallest of
+    /// them in CPU and memory (`free` is an upper bound on what the solve finds free, so
+    /// no node left out could have taken a pod).
+    fn solve_narrowed(
+        &self,
+        candidates: &[usize],
+        pods: Vec<Pod>,
+        launch: bool,
+        config: &Config,
+    ) -> Plan {
+        let mut guard = self.scratch.borrow_mut();
+        let scratch = &mut *guard;
+        let smallest = pods.iter().fold((i64::MAX, i64::MAX), |(cpu, mem), p| {
+            (
+                cpu.min(p.requests.get("cpu").0),
+                mem.min(p.requests.get("memory").0),
+            )
+        });
+        let input = &mut scratch.input;
+        let mut narrowed = Input {
+            pods,
+            daemonsets: std::mem::take(&mut input.daemonsets),
+            namespaces: std::mem::take(&mut input.namespaces),
+            ..Input::default()
+        };
+        if launch {
+            narrowed.nodepools = std::mem::take(&mut input.nodepools);
+            narrowed.instance_types = std::mem::take(&mut input.instance_types);
+        }
+        for (i, pos) in scratch.node_pos.iter().enumerate() {
+            let Some(pos) = *pos else { continue };
+            let (cpu, mem) = scratch.free[i];
+            if cpu < smallest.0 || mem < smallest.1 || candidates.contains(&i) {
+                continue;
+            }
+            narrowed.nodes.push(input.nodes[pos].clone());
+            let (start, end) = scratch.pod_range[pos];
+            narrowed
+                .bound_pods
+                .extend_from_slice(&input.bound_pods[start..end]);
+        }
+        let plan = kerf_scheduling::solve(&narrowed, &config.scheduling);
+        input.daemonsets = narrowed.daemonsets;
+        input.namespaces = narrowed.namespaces;
+        if launch {
+            input.nodepools = narrowed.nodepools;
+            input.instance_types = narrowed.instance_types;
+        }
+        plan
+    }
+
+    /// Solves `pods` over every node that stays: the candidates' nodes and pods are
+    /// lifted out of the scratch input and put back.
+    fn solve_lifted(
+        &self,
+        candidates: &[usize],
+        pods: Vec<Pod>,
+        launch: bool,
+        config: &Config,
+    ) -> Plan {
         let mut guard = self.scratch.borrow_mut();
         let scratch = &mut *guard;
         let mut positions: Vec<usize> = candidates
@@ -228,15 +365,7 @@ impl<'a> World<'a> {
             ));
             lifted_nodes.push((p, input.nodes.remove(p)));
         }
-        input.pods = candidates
-            .iter()
-            .flat_map(|&i| self.facts[i].reschedulable.iter())
-            .map(|&p| {
-                let mut pod = self.pods[p].clone();
-                pod.node_name = None;
-                pod
-            })
-            .collect();
+        input.pods = pods;
         let (pools, types) = if launch {
             (Vec::new(), Vec::new())
         } else {
@@ -259,27 +388,7 @@ impl<'a> World<'a> {
             input.nodes.insert(p, node);
             input.bound_pods.splice(start..start, pods);
         }
-        let mut moves = Vec::new();
-        for e in &plan.existing {
-            moves.extend(e.pods.iter().map(|p| Move {
-                pod: p.clone(),
-                to: Destination::Node(e.node.clone()),
-            }));
-        }
-        for (i, c) in plan.new_claims.iter().enumerate() {
-            moves.extend(c.pods.iter().map(|p| Move {
-                pod: p.clone(),
-                to: Destination::Replacement(i),
-            }));
-        }
-        for u in &plan.unschedulable {
-            moves.push(Move {
-                pod: u.pod.clone(),
-                to: Destination::Pending,
-            });
-        }
-        moves.sort_by(|a, b| a.pod.cmp(&b.pod));
-        Simulated { plan, moves }
+        plan
     }
 
     /// Removes the nodes and binds their moved pods where the moves say. Pods bound for
