@@ -1,7 +1,8 @@
 //! The disruption queue. Every `disruption_interval_ms` a pass runs
 //! `kerf_disruption::compute_commands` over the view; a command it returns waits
-//! `disruption_validation_ms` and is re-validated by a fresh pass (the same nodes must
-//! still be chosen, for the same decision) before anything happens. Then its nodes are
+//! `disruption_validation_ms` and is re-validated by a fresh pass over its own nodes
+//! (`compute_commands_among`: those nodes must still be chosen, for the same decision)
+//! before anything happens. Then its nodes are
 //! tainted `karpenter.sh/disrupted:NoSchedule`, its replacements are created, and once
 //! every replacement is initialized the nodes' claims are deleted (termination drains
 //! them). If a replacement fails, the nodes are untainted and the command given up.
@@ -84,11 +85,15 @@ impl Queue {
             }
             let command = command.clone();
             self.pending = None;
-            let outcome = self.pass(now, view, config, unavailable);
-            let still = outcome
-                .commands
-                .iter()
-                .any(|c| c.decision == command.decision && c.nodes == command.nodes);
+            let outcome = self.pass(now, view, config, unavailable, Some(&command.nodes));
+            let sorted = |nodes: &[String]| {
+                let mut nodes = nodes.to_vec();
+                nodes.sort();
+                nodes
+            };
+            let still = outcome.commands.iter().any(|c| {
+                c.decision == command.decision && sorted(&c.nodes) == sorted(&command.nodes)
+            });
             if !still {
                 out.push(Action::Record {
                     reason: "DisruptionValidationFailed".into(),
@@ -115,7 +120,7 @@ impl Queue {
         if !due || idle {
             return;
         }
-        let outcome = self.pass(now, view, config, unavailable);
+        let outcome = self.pass(now, view, config, unavailable, None);
         let command = outcome
             .commands
             .into_iter()
@@ -126,21 +131,29 @@ impl Queue {
         }
     }
 
+    /// A pass over the view; `among`, when validating a command, limits the candidates
+    /// to its nodes.
     fn pass(
         &mut self,
         now: i64,
         view: &ClusterView,
         config: &Config,
         unavailable: &BTreeMap<Offer, i64>,
+        among: Option<&[String]>,
     ) -> kerf_disruption::Outcome {
         self.last_pass_at = Some(now);
         self.last_generation = view.generation;
         let snapshot = snapshot(view, config, unavailable);
-        kerf_disruption::compute_commands(
-            &snapshot,
-            config.epoch_secs + now / 1000,
-            &config.disruption,
-        )
+        let now_secs = config.epoch_secs + now / 1000;
+        match among {
+            Some(nodes) => kerf_disruption::compute_commands_among(
+                &snapshot,
+                now_secs,
+                &config.disruption,
+                nodes,
+            ),
+            None => kerf_disruption::compute_commands(&snapshot, now_secs, &config.disruption),
+        }
     }
 
     fn execute(

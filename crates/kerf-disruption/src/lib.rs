@@ -27,7 +27,7 @@ use kerf_model::{InstanceType, Labels, Node, NodeClaim, NodePool, Pdb, Pod};
 use kerf_scheduling::NewClaim;
 
 pub use budget::{Allowance, Reason, Schedule, allowance};
-pub use pass::compute_commands;
+pub use pass::{compute_commands, compute_commands_among};
 
 /// Everything a disruption pass looks at.
 #[derive(Clone, Debug, Default)]

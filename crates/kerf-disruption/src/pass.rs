@@ -14,6 +14,25 @@ use crate::{
 
 /// Computes one disruption pass over `snapshot` at `now` (Unix seconds, UTC).
 pub fn compute_commands(snapshot: &Snapshot, now: i64, config: &Config) -> Outcome {
+    pass(snapshot, now, config, None)
+}
+
+/// A pass with only `nodes` as candidates for emptiness, drift and consolidation; every
+/// other node stays a destination. This is what validating a command needs: as
+/// Karpenter's validator, it asks whether this command's own nodes would still be
+/// chosen, for the same decision, not whether the whole cluster would choose it again,
+/// which costs a simulation per candidate in the cluster. Expiration still covers every
+/// node, as it does in a full pass.
+pub fn compute_commands_among(
+    snapshot: &Snapshot,
+    now: i64,
+    config: &Config,
+    nodes: &[String],
+) -> Outcome {
+    pass(snapshot, now, config, Some(nodes))
+}
+
+fn pass(snapshot: &Snapshot, now: i64, config: &Config, among: Option<&[String]>) -> Outcome {
     let facts = facts::judge(snapshot, now);
     let n = facts.len();
     let mut world = World::new(snapshot, facts);
@@ -156,6 +175,8 @@ pub fn compute_commands(snapshot: &Snapshot, now: i64, config: &Config) -> Outco
             ))
         } else if !f.initialized {
             Some("not initialized yet".to_string())
+        } else if among.is_some_and(|among| !among.contains(&f.node.name)) {
+            Some("not among the nodes being validated".to_string())
         } else if !nominated[i].is_empty() {
             Some(format!(
                 "nominated for pending pods ({})",

@@ -131,13 +131,7 @@ impl<'a> World<'a> {
                     .map(|p| visibility.sees(p))
                     .collect()
             },
-            plain: snapshot.bound_pods.iter().all(|p| {
-                p.topology_spread.is_empty()
-                    && p.affinity.is_empty()
-                    && p.anti_affinity.is_empty()
-                    && p.preferred_affinity.is_empty()
-                    && p.preferred_anti_affinity.is_empty()
-            }),
+            plain: !snapshot.bound_pods.iter().any(Pod::has_inter_pod_terms),
             limited: snapshot.nodepools.iter().any(|np| !np.limits.is_empty()),
             scratch: RefCell::new(Scratch::default()),
         };

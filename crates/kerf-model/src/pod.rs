@@ -78,6 +78,16 @@ impl Pod {
     pub fn is_daemon(&self) -> bool {
         self.owner.as_ref().is_some_and(|o| o.kind == "DaemonSet")
     }
+
+    /// Whether the pod has a topology spread or a pod (anti-)affinity term, required or
+    /// preferred: a constraint that looks at other pods, not just at a node.
+    pub fn has_inter_pod_terms(&self) -> bool {
+        !self.topology_spread.is_empty()
+            || !self.affinity.is_empty()
+            || !self.anti_affinity.is_empty()
+            || !self.preferred_affinity.is_empty()
+            || !self.preferred_anti_affinity.is_empty()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

@@ -16,13 +16,41 @@ pub(crate) fn schedule(view: &ClusterView) -> Vec<(PodKey, String)> {
     // Bound pods that no pending pod's constraints can look at are only room used on
     // their node: fold them into its allocatable rather than hand the solve every pod
     // in the cluster (see `kerf_scheduling::Visibility`).
-    let visibility = Visibility::new(view.pending.iter().map(|k| &view.pods[k].pod));
-    let mut bound: Vec<Pod> = Vec::new();
-    let nodes: Vec<Node> = view
+    let pending = || view.pending.iter().map(|k| &view.pods[k].pod);
+    let visibility = Visibility::new(pending());
+    // And where no pod has an inter-pod term, a node none of the pending pods fits in
+    // changes nothing in the solve: leave it out.
+    let smallest = pending().fold((i64::MAX, i64::MAX), |(cpu, mem), p| {
+        (
+            cpu.min(p.requests.get("cpu").0),
+            mem.min(p.requests.get("memory").0),
+        )
+    });
+    let mut plain = !pending().any(Pod::has_inter_pod_terms);
+    let mut rooms = Vec::new();
+    for n in view
         .nodes
         .values()
         .filter(|n| n.ready && !n.unschedulable && !n.deleting)
-        .map(|n| {
+    {
+        let (mut cpu, mut mem) = (n.allocatable.get("cpu").0, n.allocatable.get("memory").0);
+        for p in view.pods_on(&n.name) {
+            cpu -= p.pod.requests.get("cpu").0;
+            mem -= p.pod.requests.get("memory").0;
+            plain &= !p.pod.has_inter_pod_terms();
+        }
+        rooms.push((n, cpu, mem));
+    }
+    let mut bound: Vec<Pod> = Vec::new();
+    let nodes: Vec<Node> = rooms
+        .into_iter()
+        // (A request of zero fits even an overcommitted node.)
+        .filter(|&(_, cpu, mem)| {
+            !plain
+                || ((smallest.0 == 0 || cpu >= smallest.0)
+                    && (smallest.1 == 0 || mem >= smallest.1))
+        })
+        .map(|(n, _, _)| {
             let mut node = n.clone();
             for p in view.pods_on(&n.name) {
                 if visibility.sees(&p.pod) {

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use kerf_disruption::{
     Config, Destination, Method, Outcome, Reason, Snapshot, allowance, compute_commands,
+    compute_commands_among,
 };
 use kerf_model::nodepool::{Budget, BudgetNodes, ConsolidationPolicy};
 use kerf_model::{
@@ -597,5 +598,27 @@ proptest! {
         let outcome = compute_commands(&snapshot, NOW, &config);
         check(&snapshot, &outcome, &config)?;
         prop_assert_eq!(&outcome, &compute_commands(&snapshot, NOW, &config), "not deterministic");
+    }
+
+    /// Validating a command with a pass over its own nodes only (what the controller
+    /// does before it acts) finds the same command again on the same cluster.
+    #[test]
+    fn a_pass_among_a_commands_nodes_finds_it_again(spec in spec(), spot_to_spot in any::<bool>()) {
+        let snapshot = build(&spec);
+        let config = Config { spot_to_spot, ..Config::default() };
+        let outcome = compute_commands(&snapshot, NOW, &config);
+        let sorted = |nodes: &[String]| {
+            let mut nodes = nodes.to_vec();
+            nodes.sort();
+            nodes
+        };
+        for command in outcome.commands.iter().filter(|c| c.method != Method::Expiration) {
+            let again = compute_commands_among(&snapshot, NOW, &config, &command.nodes);
+            prop_assert!(
+                again.commands.iter().any(|c| c.decision == command.decision
+                    && sorted(&c.nodes) == sorted(&command.nodes)),
+                "{command:#?} not found again among its nodes: {:#?}", again.commands
+            );
+        }
     }
 }
