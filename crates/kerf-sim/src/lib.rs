@@ -8,6 +8,7 @@
 //! sleeps and nothing reads the clock: the same scenario and seed give the same report.
 //! Rendering reports is not here (`render`, `html`).
 
+pub mod baseline;
 mod cluster;
 mod engine;
 pub mod html;
@@ -16,6 +17,7 @@ pub mod report;
 pub mod scenario;
 mod scheduler;
 
+pub use baseline::NodeGroups;
 pub use engine::{Autoscaler, Kerf, Run, RunOptions, run};
 pub use report::SimReport;
 pub use scenario::{Scenario, ScenarioError};
