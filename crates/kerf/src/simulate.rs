@@ -99,3 +99,26 @@ fn run_one(
     }
     outcome.report
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_baseline_names_the_valid_ones() {
+        let args = Args {
+            scenario: PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../../examples/ci-runners.yaml"),
+            json: None,
+            html: None,
+            baseline: Some("cluster-autoscaler".into()),
+            seed: None,
+            quiet: true,
+        };
+        let err = format!("{:#}", run(&args).unwrap_err());
+        assert_eq!(
+            err,
+            "unknown --baseline \"cluster-autoscaler\"; valid models: node-groups"
+        );
+    }
+}
