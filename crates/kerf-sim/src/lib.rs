@@ -4,8 +4,9 @@
 //! nodes, NodeClaims, workloads that recreate their pods, PDB-enforcing evictions), a
 //! minimal kube-scheduler (`scheduler.rs`), the simulated cloud (`kerf-cloud`), and an
 //! autoscaler driven through the `Autoscaler` trait — kerf's control loops, unchanged, or
-//! another autoscaler (the node-group baseline) over the same cluster and cloud. Nothing
-//! sleeps and nothing reads the clock: the same scenario and seed give the same report.
+//! another autoscaler (`baseline.rs`, the node-group baseline) over the same cluster and
+//! cloud. Nothing sleeps and nothing reads the clock: the same scenario and seed give the
+//! same report.
 //! Rendering reports is not here (`render`, `html`).
 
 pub mod baseline;
