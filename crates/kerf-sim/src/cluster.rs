@@ -62,8 +62,9 @@ pub(crate) struct Counters {
     pub(crate) recorded: BTreeMap<String, u64>,
 }
 
-/// Reasons a NodeClaim deletion counts as a disruption in the report.
-const DISRUPTION_REASONS: [&str; 7] = [
+/// Reasons a NodeClaim deletion counts as a disruption in the report (the last two are
+/// the node-group baseline's).
+const DISRUPTION_REASONS: [&str; 9] = [
     "emptiness",
     "drift",
     "expiration",
@@ -71,6 +72,8 @@ const DISRUPTION_REASONS: [&str; 7] = [
     "multi-node-consolidation",
     "interruption",
     "scheduled-maintenance",
+    "scale-down",
+    "scale-down-empty",
 ];
 
 pub(crate) struct Cluster {
@@ -734,27 +737,39 @@ impl Cluster {
         let Some(state) = self.view.pods.get(key) else {
             return false;
         };
-        let healthy_on = |p: &PodState| {
-            p.pod
-                .node_name
-                .as_deref()
-                .and_then(|n| self.view.nodes.get(n))
-                .is_some_and(|n| n.ready)
-        };
-        self.view
-            .pdbs
-            .iter()
-            .filter(|pdb| pdb.selects(&state.pod.key.namespace, &state.pod.labels))
-            .any(|pdb| {
-                // A pod that is not healthy does not count against the budget.
-                healthy_on(state) && allowed(pdb, &self.view, &healthy_on) < 1
-            })
+        // A pod that is not healthy does not count against the budget.
+        let healthy = state
+            .pod
+            .node_name
+            .as_deref()
+            .and_then(|n| self.view.nodes.get(n))
+            .is_some_and(|n| n.ready);
+        healthy
+            && self
+                .view
+                .pdbs
+                .iter()
+                .filter(|pdb| pdb.selects(&state.pod.key.namespace, &state.pod.labels))
+                .any(|pdb| pdb_allowed(pdb, &self.view) < 1)
     }
 
     /// Pods the report counts as running.
     pub(crate) fn running(&self) -> usize {
         self.view.pods.len() - self.view.pending.len()
     }
+}
+
+/// Disruptions a PDB allows now, as the eviction API judges them (healthy pods are bound
+/// to a ready node).
+pub(crate) fn pdb_allowed(pdb: &Pdb, view: &ClusterView) -> i32 {
+    let healthy_on = |p: &PodState| {
+        p.pod
+            .node_name
+            .as_deref()
+            .and_then(|n| view.nodes.get(n))
+            .is_some_and(|n| n.ready)
+    };
+    allowed(pdb, view, &healthy_on)
 }
 
 /// Disruptions a PDB allows now, as the disruption controller computes them: expected

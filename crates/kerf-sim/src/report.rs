@@ -26,7 +26,7 @@ pub struct SimReport {
     pub pending: PendingStats,
     /// Nodes disrupted, by reason: `emptiness`, `drift`, `expiration`,
     /// `single-node-consolidation`, `multi-node-consolidation`, `interruption`,
-    /// `scale-down` (baseline), ...
+    /// `scale-down` and `scale-down-empty` (the node-group baseline), ...
     pub disruptions: BTreeMap<String, u64>,
     /// Pods evicted through the eviction API (PDB-respecting).
     pub evictions: u64,
@@ -55,7 +55,8 @@ pub struct Sample {
     pub t: i64,
     /// Sum of the hourly prices of the instances running.
     pub cost_per_hour: f64,
-    /// Nodes by `<nodepool>/<capacity-type>` (for the baseline, `<node group>/<capacity-type>`).
+    /// Nodes by `<nodepool>/<capacity-type>` (the baseline's nodes carry their NodePool's
+    /// label too).
     pub nodes: BTreeMap<String, u32>,
     /// vCPUs requested by bound pods (DaemonSet pods included) and allocatable on ready nodes.
     pub cpu_requested: f64,

@@ -2,7 +2,18 @@
 
 use std::path::Path;
 
+use kerf_sim::NodeGroups;
+
 use crate::{assert_clean, run};
+
+/// The scenario under the node-group baseline.
+fn baseline(scenario: &kerf_sim::Scenario) -> kerf_sim::Run {
+    kerf_sim::run(
+        scenario,
+        &mut NodeGroups::for_scenario(scenario),
+        kerf_sim::RunOptions::default(),
+    )
+}
 
 fn example(name: &str) -> kerf_sim::Scenario {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -13,7 +24,8 @@ fn example(name: &str) -> kerf_sim::Scenario {
 
 #[test]
 fn ecommerce_day_serves_every_pod_and_consolidates() {
-    let run = run(&example("ecommerce-day.yaml"));
+    let scenario = example("ecommerce-day.yaml");
+    let run = run(&scenario);
     assert_clean(&run);
     let r = &run.report;
     assert_eq!(r.pending_at_end, 0);
@@ -34,6 +46,39 @@ fn ecommerce_day_serves_every_pod_and_consolidates() {
         .unwrap();
     let last = r.samples.last().unwrap().nodes.values().sum::<u32>();
     assert!(last < peak, "{last} nodes at the end, {peak} at peak");
+
+    // The same day under the node-group baseline: clean, every pod served, nodes scaled
+    // down after the peak — and dearer than kerf, as the summary says.
+    let node_groups = baseline(&scenario);
+    assert_clean(&node_groups);
+    let b = &node_groups.report;
+    assert_eq!(b.pending_at_end, 0);
+    assert!(
+        b.disruptions.keys().any(|k| k.starts_with("scale-down")),
+        "{:?}",
+        b.disruptions
+    );
+    assert!(
+        r.total_cost < b.total_cost,
+        "kerf ${:.2}, node groups ${:.2}",
+        r.total_cost,
+        b.total_cost
+    );
+    let verdict = kerf_sim::render::cost_verdict(&[run.report.clone(), b.clone()]).unwrap();
+    assert!(
+        verdict.starts_with("kerf saves $") && verdict.contains("versus the node-groups baseline"),
+        "{verdict}"
+    );
+}
+
+#[test]
+fn the_other_examples_run_clean_under_the_node_group_baseline() {
+    for name in ["ci-runners.yaml", "ami-rollout.yaml", "spot-storm.yaml"] {
+        let run = baseline(&example(name));
+        assert_clean(&run);
+        assert_eq!(run.report.pending_at_end, 0, "{name}");
+        assert!(run.report.launches > 0, "{name}");
+    }
 }
 
 #[test]

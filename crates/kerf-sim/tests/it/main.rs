@@ -1,6 +1,7 @@
 //! Simulations in virtual time: each control loop on a small scenario, the committed
 //! examples, and the controller-restart test. Nothing sleeps.
 
+mod baseline;
 mod examples;
 mod loops;
 
