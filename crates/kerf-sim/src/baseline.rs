@@ -5,7 +5,9 @@
 //! **Node groups.** Cluster Autoscaler knows no NodePools; operators give it ASGs of
 //! one instance type each. The model derives them from the scenario's NodePools: one
 //! group per (NodePool, instance type the pool's requirements allow), at one capacity
-//! type (on-demand if the pool allows it, else spot), spanning the zones the pool allows.
+//! type (spot if the pool allows it, else on-demand: the same pricing kerf may use, so
+//! the comparison measures the autoscalers' decisions, not the price list), spanning the
+//! zones the pool allows.
 //! A group's node carries the NodePool's template labels and taints plus the well-known
 //! labels (`karpenter.sh/nodepool` included), so pods' selectors and tolerations work as
 //! they do under kerf. A pool whose `consolidateAfter` is `Never` is taken to be an ASG
@@ -465,12 +467,12 @@ impl NodeGroups {
     }
 }
 
-/// A NodePool's node groups: one per instance type its requirements allow, on-demand
-/// if it allows on-demand, else spot.
+/// A NodePool's node groups: one per instance type its requirements allow, spot if it
+/// allows spot, else on-demand.
 fn groups_of(pool: &NodePool, view: &ClusterView) -> Vec<Group> {
     let reqs = pool.template_requirements();
     let allowed = |key: &str, value: &str| reqs.get(key).is_none_or(|r| r.has(value));
-    let capacity_type = [labels::CAPACITY_TYPE_ON_DEMAND, labels::CAPACITY_TYPE_SPOT]
+    let capacity_type = [labels::CAPACITY_TYPE_SPOT, labels::CAPACITY_TYPE_ON_DEMAND]
         .into_iter()
         .find(|ct| allowed(labels::CAPACITY_TYPE, ct));
     let Some(capacity_type) = capacity_type else {
