@@ -524,6 +524,30 @@ impl<'a> World<'a> {
                     savings: price,
                 });
             }
+            // A replacement holds at least one of the pods, so it costs at least the
+            // cheapest type any NodePool could launch that holds the smallest of them.
+            // Where that is not cheaper, no simulation can find one: in a packed cluster
+            // of one instance type that is every candidate, and a pass saved a solve each.
+            let smallest = candidates
+                .iter()
+                .flat_map(|&i| &self.facts[i].reschedulable)
+                .map(|&p| {
+                    let r = &self.pods[p].requests;
+                    (r.get("cpu").0, r.get("memory").0)
+                })
+                .fold((i64::MAX, i64::MAX), |a, b| (a.0.min(b.0), a.1.min(b.1)));
+            let floor = self
+                .pool_floor
+                .values()
+                .flatten()
+                .filter(|(cpu, mem, _)| *cpu >= smallest.0 && *mem >= smallest.1)
+                .map(|(_, _, p)| *p)
+                .min_by(f64::total_cmp);
+            if floor.is_none_or(|floor| floor >= price - 1e-9) {
+                return Err(format!(
+                    "no cheaper placement: {short}, but not every pod fits on them, and no node any NodePool could launch for them costs less than ${price:.4}/h"
+                ));
+            }
         } else {
             // A replacement must hold at least what the other nodes cannot: if the
             // cheapest type its pools could launch that large is not cheaper, no
