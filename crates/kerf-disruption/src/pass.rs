@@ -139,22 +139,10 @@ fn pass(snapshot: &Snapshot, now: i64, config: &Config, among: Option<&[String]>
     // Nominated nodes: where the scheduler would put pending pods.
     let mut nominated: Vec<Vec<String>> = vec![Vec::new(); n];
     if !snapshot.pending_pods.is_empty() {
-        let input = kerf_scheduling::Input {
-            pods: snapshot.pending_pods.clone(),
-            bound_pods: (0..n)
-                .filter(|&i| !world.gone[i])
-                .flat_map(|i| world.facts[i].pods.iter().map(|&p| world.pods[p].clone()))
-                .collect(),
-            nodes: (0..n)
-                .filter(|&i| !world.gone[i])
-                .map(|i| snapshot.nodes[i].clone())
-                .collect(),
-            nodepools: snapshot.nodepools.clone(),
-            instance_types: snapshot.instance_types.clone(),
-            daemonsets: snapshot.daemonsets.clone(),
-            namespaces: snapshot.namespaces.clone(),
-        };
-        for e in kerf_scheduling::solve(&input, &config.scheduling).existing {
+        for e in world
+            .solve_pending(snapshot.pending_pods.clone(), config)
+            .existing
+        {
             if let Some(i) = snapshot.nodes.iter().position(|node| node.name == e.node) {
                 nominated[i] = e.pods.iter().map(|p| p.to_string()).collect();
             }

@@ -16,10 +16,11 @@ pub(crate) struct World<'a> {
     pub(crate) facts: Vec<Facts<'a>>,
     /// Nodes no longer available as destinations: deleting, or removed by a command.
     pub(crate) gone: Vec<bool>,
-    /// Every bound pod, `Snapshot::bound_pods` at first; a pod a command moves to a node
-    /// that stays is rebound there (and listed in that node's facts), one moved to a
-    /// replacement or nowhere is unbound.
-    pub(crate) pods: Vec<Pod>,
+    /// Every bound pod (`Snapshot::bound_pods`), by index. Where a pod is now is the
+    /// nodes' `Facts::pods`: a pod a command moves to a node that stays is listed there,
+    /// one moved to a replacement or nowhere is listed nowhere. Its own `node_name` is
+    /// the snapshot's, and is not read.
+    pub(crate) pods: &'a [Pod],
     /// Evictions each PDB allows, in `Snapshot::pdbs` order.
     pub(crate) pdb_allowed: Vec<i32>,
     pub(crate) pdb_index: crate::facts::PdbIndex,
@@ -90,7 +91,7 @@ impl<'a> World<'a> {
             snapshot,
             facts,
             gone: vec![false; n],
-            pods: snapshot.bound_pods.clone(),
+            pods: &snapshot.bound_pods,
             pdb_allowed: crate::facts::pdb_allowed(snapshot, &pdb_index),
             pdb_index,
             type_idx: snapshot
@@ -121,10 +122,13 @@ impl<'a> World<'a> {
                     (pool.name.as_str(), floors)
                 })
                 .collect(),
-            // Every pod a simulation reschedules is one of the bound pods, so their own
-            // constraints are all the ones a simulation can look with.
+            // Every pod a simulation reschedules is one of the bound pods, and the pending
+            // pods are solved once for nominations: their constraints are all the ones a
+            // solve over this world looks with.
             visible: {
-                let visibility = kerf_scheduling::Visibility::new(&snapshot.bound_pods);
+                let visibility = kerf_scheduling::Visibility::new(
+                    snapshot.bound_pods.iter().chain(&snapshot.pending_pods),
+                );
                 snapshot
                     .bound_pods
                     .iter()
@@ -182,12 +186,14 @@ impl<'a> World<'a> {
             }
             scratch.input.nodes.push(node);
             let start = scratch.input.bound_pods.len();
-            scratch.input.bound_pods.extend(
-                f.pods
-                    .iter()
-                    .filter(|&&p| self.visible[p])
-                    .map(|&p| self.pods[p].clone()),
-            );
+            scratch
+                .input
+                .bound_pods
+                .extend(f.pods.iter().filter(|&&p| self.visible[p]).map(|&p| {
+                    let mut pod = self.pods[p].clone();
+                    pod.node_name = Some(f.node.name.clone());
+                    pod
+                }));
             scratch
                 .pod_range
                 .push((start, scratch.input.bound_pods.len()));
@@ -204,6 +210,16 @@ impl<'a> World<'a> {
         scratch.input.daemonsets = snapshot.daemonsets.clone();
         scratch.input.namespaces = snapshot.namespaces.clone();
         *self.scratch.borrow_mut() = scratch;
+    }
+
+    /// Where `pods` (not bound, not the world's) would go in the world as it stands:
+    /// onto the nodes that stay, or onto new claims.
+    pub(crate) fn solve_pending(&self, pods: Vec<Pod>, config: &Config) -> Plan {
+        let mut scratch = self.scratch.borrow_mut();
+        scratch.input.pods = pods;
+        let plan = kerf_scheduling::solve(&scratch.input, &config.scheduling);
+        scratch.input.pods.clear();
+        plan
     }
 
     /// Where the reschedulable pods of `candidates` would go if those nodes went:
@@ -395,9 +411,6 @@ impl<'a> World<'a> {
             displaced.append(&mut self.facts[i].pods);
             self.facts[i].reschedulable.clear();
         }
-        for &p in &displaced {
-            self.pods[p].node_name = None;
-        }
         let mut touched = Vec::new();
         for m in moves {
             let Destination::Node(to) = &m.to else {
@@ -409,7 +422,6 @@ impl<'a> World<'a> {
             let Some(dest) = self.snapshot.nodes.iter().position(|n| &n.name == to) else {
                 continue;
             };
-            self.pods[p].node_name = Some(to.clone());
             self.facts[dest].pods.push(p);
             if crate::facts::reschedulable(&self.pods[p]) {
                 self.facts[dest].reschedulable.push(p);
@@ -422,7 +434,7 @@ impl<'a> World<'a> {
             let f = &self.facts[dest];
             let blocked = crate::facts::blocker(
                 self.snapshot,
-                &self.pods,
+                self.pods,
                 f.node,
                 f.claim,
                 &f.pods,
@@ -475,6 +487,33 @@ impl<'a> World<'a> {
         room
     }
 
+    /// Free (CPU, memory) on the nodes that would stay and have room for at least the
+    /// candidates' smallest pod. Where no pod has an inter-pod term that is all the room
+    /// a simulation can use: the rest is fragments no pod of theirs fits in.
+    fn usable_free(&self, candidates: &[usize]) -> (i64, i64) {
+        let smallest = candidates
+            .iter()
+            .flat_map(|&i| &self.facts[i].reschedulable)
+            .map(|&p| {
+                let r = &self.pods[p].requests;
+                (r.get("cpu").0, r.get("memory").0)
+            })
+            .fold((i64::MAX, i64::MAX), |a, b| (a.0.min(b.0), a.1.min(b.1)));
+        let scratch = self.scratch.borrow();
+        let mut total = (0, 0);
+        for (i, &(cpu, mem)) in scratch.free.iter().enumerate() {
+            if scratch.node_pos[i].is_some()
+                && cpu >= smallest.0
+                && mem >= smallest.1
+                && !candidates.contains(&i)
+            {
+                total.0 += cpu;
+                total.1 += mem;
+            }
+        }
+        total
+    }
+
     /// CPU the candidates' pods ask for, and CPU free on the nodes that would stay, in
     /// cores: for "needs 14.2 vCPU elsewhere, 3.1 free".
     pub(crate) fn cpu_need_and_free(&self, candidates: &[usize]) -> (f64, f64) {
@@ -512,6 +551,13 @@ impl<'a> World<'a> {
             cores(need.0),
             cores(free.0)
         );
+        // Where no pod has an inter-pod term, only the free room of nodes that hold at
+        // least the smallest pod is of use to them.
+        let free = if self.plain {
+            self.usable_free(candidates)
+        } else {
+            free
+        };
         // Without the room, no packing can delete: skip that simulation.
         let fits = need.0 <= free.0 && need.1 <= free.1 && room.stuck == (0, 0);
         if fits {
