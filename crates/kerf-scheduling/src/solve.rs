@@ -374,9 +374,10 @@ impl<'a> Solver<'a> {
                 .filter(|(_, t)| type_compatible(t, &template))
                 .map(|(i, _)| i)
                 .collect();
+            let daemons = PoolDaemons::new(&input.daemonsets, np);
             let (overhead, daemon_ports): (Vec<Resources>, Vec<Vec<HostPort>>) = types
                 .iter()
-                .map(|&t| daemon_overhead(&input.daemonsets, np, &input.instance_types[t]))
+                .map(|&t| daemons.overhead(&template, &input.instance_types[t]))
                 .unzip();
             let avail: Vec<Resources> = types
                 .iter()
@@ -1539,32 +1540,58 @@ fn daemon_fits_node(ds: &Pod, node: &Node) -> bool {
         && ds.node_affinity.matches_labels(&node.labels)
 }
 
-/// Requests of the DaemonSets whose pods would run on a node of this pool and type.
-fn daemon_overhead(
-    daemonsets: &[Pod],
-    np: &kerf_model::NodePool,
-    t: &InstanceType,
-) -> (Resources, Vec<HostPort>) {
-    let mut node_reqs = np.template_requirements();
-    for (k, v) in &t.labels {
-        node_reqs.add(k.clone(), Requirement::single(v.clone()));
-    }
-    let mut total = Resources::new();
-    let mut ports = Vec::new();
-    for ds in daemonsets {
-        if first_untolerated(&np.taints, &ds.tolerations).is_some() {
-            continue;
+/// The DaemonSets whose pods would run on a pool's nodes, split by whether the instance
+/// type can matter: the requests of those without required node affinity are the same
+/// on every type, so they are summed once per pool rather than once per type.
+struct PoolDaemons<'a> {
+    everywhere: (Resources, Vec<HostPort>),
+    /// Tolerate the pool's taints, but select nodes by label.
+    selective: Vec<&'a Pod>,
+}
+
+impl<'a> PoolDaemons<'a> {
+    fn new(daemonsets: &'a [Pod], np: &kerf_model::NodePool) -> PoolDaemons<'a> {
+        let mut everywhere = (Resources::new(), Vec::new());
+        let mut selective = Vec::new();
+        for ds in daemonsets {
+            if first_untolerated(&np.taints, &ds.tolerations).is_some() {
+                continue;
+            }
+            if ds.node_affinity.required.is_empty() {
+                everywhere.0.add(&ds.requests);
+                everywhere.1.extend(ds.host_ports.iter().cloned());
+            } else {
+                selective.push(ds);
+            }
         }
-        let affine = ds.node_affinity.required.is_empty()
-            || ds.node_affinity.required.iter().any(|term| {
+        PoolDaemons {
+            everywhere,
+            selective,
+        }
+    }
+
+    /// Requests and host ports of the DaemonSets whose pods would run on a node of this
+    /// pool (`template`: its template requirements) and type.
+    fn overhead(&self, template: &Requirements, t: &InstanceType) -> (Resources, Vec<HostPort>) {
+        let (mut total, mut ports) = self.everywhere.clone();
+        if self.selective.is_empty() {
+            return (total, ports);
+        }
+        let mut node_reqs = template.clone();
+        for (k, v) in &t.labels {
+            node_reqs.add(k.clone(), Requirement::single(v.clone()));
+        }
+        for ds in &self.selective {
+            let affine = ds.node_affinity.required.iter().any(|term| {
                 node_reqs
                     .conflict_with(term, |k| k == labels::ZONE || k == labels::CAPACITY_TYPE)
                     .is_none()
             });
-        if affine {
-            total.add(&ds.requests);
-            ports.extend(ds.host_ports.iter().cloned());
+            if affine {
+                total.add(&ds.requests);
+                ports.extend(ds.host_ports.iter().cloned());
+            }
         }
+        (total, ports)
     }
-    (total, ports)
 }
