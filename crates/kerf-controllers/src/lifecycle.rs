@@ -73,7 +73,7 @@ pub(crate) fn reconcile(
                 out.push(delete("insufficient-capacity"));
                 continue;
             }
-            let image_id = image_for(view, &claim.nodepool);
+            let image_id = view.image_for(&claim.nodepool);
             out.push(Action::Launch {
                 claim: claim.name.clone(),
                 options,
@@ -161,14 +161,4 @@ pub(crate) fn reconcile(
         }
     }
     next_due
-}
-
-/// The image a pool's claims launch with: its node class's newest.
-pub(crate) fn image_for(view: &ClusterView, nodepool: &str) -> String {
-    view.nodepool(nodepool)
-        .and_then(|p| p.node_class.as_ref())
-        .and_then(|c| view.node_class_images.get(&c.name))
-        .and_then(|images| images.first())
-        .cloned()
-        .unwrap_or_else(|| "ami-default".to_string())
 }

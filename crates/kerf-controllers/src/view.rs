@@ -105,6 +105,16 @@ impl ClusterView {
         self.nodepools.iter().find(|p| p.name == name)
     }
 
+    /// The image a pool's claims launch with: its node class's newest.
+    pub fn image_for(&self, nodepool: &str) -> String {
+        self.nodepool(nodepool)
+            .and_then(|p| p.node_class.as_ref())
+            .and_then(|c| self.node_class_images.get(&c.name))
+            .and_then(|images| images.first())
+            .cloned()
+            .unwrap_or_else(|| "ami-default".to_string())
+    }
+
     /// The claim a node belongs to: by `status.nodeName`, else through its instance's tag.
     pub fn claim_of_node(&self, node: &str) -> Option<&Claim> {
         let by_instance = self

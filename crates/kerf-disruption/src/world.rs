@@ -306,12 +306,7 @@ impl<'a> World<'a> {
     ) -> Plan {
         let mut guard = self.scratch.borrow_mut();
         let scratch = &mut *guard;
-        let smallest = pods.iter().fold((i64::MAX, i64::MAX), |(cpu, mem), p| {
-            (
-                cpu.min(p.requests.get("cpu").0),
-                mem.min(p.requests.get("memory").0),
-            )
-        });
+        let smallest = kerf_scheduling::smallest_request(&pods);
         let input = &mut scratch.input;
         let mut narrowed = Input {
             pods,
@@ -487,18 +482,21 @@ impl<'a> World<'a> {
         room
     }
 
+    /// The smallest CPU and memory a pod of the candidates asks for.
+    fn smallest_request(&self, candidates: &[usize]) -> (i64, i64) {
+        kerf_scheduling::smallest_request(
+            candidates
+                .iter()
+                .flat_map(|&i| &self.facts[i].reschedulable)
+                .map(|&p| &self.pods[p]),
+        )
+    }
+
     /// Free (CPU, memory) on the nodes that would stay and have room for at least the
     /// candidates' smallest pod. Where no pod has an inter-pod term that is all the room
     /// a simulation can use: the rest is fragments no pod of theirs fits in.
     fn usable_free(&self, candidates: &[usize]) -> (i64, i64) {
-        let smallest = candidates
-            .iter()
-            .flat_map(|&i| &self.facts[i].reschedulable)
-            .map(|&p| {
-                let r = &self.pods[p].requests;
-                (r.get("cpu").0, r.get("memory").0)
-            })
-            .fold((i64::MAX, i64::MAX), |a, b| (a.0.min(b.0), a.1.min(b.1)));
+        let smallest = self.smallest_request(candidates);
         let scratch = self.scratch.borrow();
         let mut total = (0, 0);
         for (i, &(cpu, mem)) in scratch.free.iter().enumerate() {
@@ -574,14 +572,7 @@ impl<'a> World<'a> {
             // cheapest type any NodePool could launch that holds the smallest of them.
             // Where that is not cheaper, no simulation can find one: in a packed cluster
             // of one instance type that is every candidate, and a pass saved a solve each.
-            let smallest = candidates
-                .iter()
-                .flat_map(|&i| &self.facts[i].reschedulable)
-                .map(|&p| {
-                    let r = &self.pods[p].requests;
-                    (r.get("cpu").0, r.get("memory").0)
-                })
-                .fold((i64::MAX, i64::MAX), |a, b| (a.0.min(b.0), a.1.min(b.1)));
+            let smallest = self.smallest_request(candidates);
             let floor = self
                 .pool_floor
                 .values()

@@ -54,6 +54,19 @@ impl<'a> Visibility<'a> {
     }
 }
 
+/// The smallest CPU and the smallest memory any of `pods` requests, in milli-units
+/// (`i64::MAX` each for no pods). A node with less free CPU or memory than this holds
+/// none of them: where no pod has inter-pod terms, a solve may leave it out.
+pub fn smallest_request<'a>(pods: impl IntoIterator<Item = &'a Pod>) -> (i64, i64) {
+    pods.into_iter()
+        .fold((i64::MAX, i64::MAX), |(cpu, mem), p| {
+            (
+                cpu.min(p.requests.get("cpu").0),
+                mem.min(p.requests.get("memory").0),
+            )
+        })
+}
+
 /// Folds the bound pods that `input.pods` cannot see (`Visibility`) into their
 /// nodes' allocatable; bound pods on no listed node, which `solve` ignores, are dropped.
 /// `solve` gives the same plan for the folded input.

@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use kerf_model::pod::PodKey;
 use kerf_model::{InstanceType, Labels, Node, NodePool, Pod, Requirements, Resources, Taint};
 
-pub use fold::{Visibility, fold_bound_pods};
+pub use fold::{Visibility, fold_bound_pods, smallest_request};
 pub use solve::solve;
 
 /// Everything `solve` looks at: a snapshot of the cluster and the cloud.

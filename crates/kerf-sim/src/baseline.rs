@@ -273,7 +273,7 @@ impl NodeGroups {
                     let image_id = view
                         .claims
                         .get(&claim)
-                        .map(|c| image_for(view, &c.nodepool))
+                        .map(|c| view.image_for(&c.nodepool))
                         .unwrap_or_else(|| "ami-default".into());
                     out.push(Action::Launch {
                         claim,
@@ -401,17 +401,6 @@ fn in_motion(view: &ClusterView, events: &[Event]) -> Option<ClusterView> {
     }
     slice.generation = view.generation;
     Some(slice)
-}
-
-/// The image a pool's nodes launch with: its node class's newest, as kerf's lifecycle
-/// picks it (the slice it sees has no NodePools to look it up in).
-fn image_for(view: &ClusterView, nodepool: &str) -> String {
-    view.nodepool(nodepool)
-        .and_then(|p| p.node_class.as_ref())
-        .and_then(|c| view.node_class_images.get(&c.name))
-        .and_then(|images| images.first())
-        .cloned()
-        .unwrap_or_else(|| "ami-default".to_string())
 }
 
 /// CA removes its taint from every node at startup: a drain a restart interrupted is

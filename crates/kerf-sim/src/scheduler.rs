@@ -20,12 +20,7 @@ pub(crate) fn schedule(view: &ClusterView) -> Vec<(PodKey, String)> {
     let visibility = Visibility::new(pending());
     // And where no pod has an inter-pod term, a node none of the pending pods fits in
     // changes nothing in the solve: leave it out.
-    let smallest = pending().fold((i64::MAX, i64::MAX), |(cpu, mem), p| {
-        (
-            cpu.min(p.requests.get("cpu").0),
-            mem.min(p.requests.get("memory").0),
-        )
-    });
+    let smallest = kerf_scheduling::smallest_request(pending());
     let mut plain = !pending().any(Pod::has_inter_pod_terms);
     let mut rooms = Vec::new();
     for n in view
