@@ -271,11 +271,12 @@ pub fn snapshot(
             .values()
             .map(|c| c.to_model(config.epoch_secs))
             .collect(),
+        // In key order, which is each node's order too: one walk of the pods, not a
+        // lookup per bound pod.
         bound_pods: view
-            .pods_by_node
+            .pods
             .values()
-            .flatten()
-            .filter_map(|k| view.pods.get(k))
+            .filter(|p| p.pod.node_name.is_some())
             .map(|p| p.pod.clone())
             .collect(),
         pending_pods: view
