@@ -24,7 +24,7 @@ use std::collections::BTreeMap;
 
 use kerf_cloud::Offer;
 use kerf_model::pod::PodKey;
-use kerf_model::{Pod, Taint, Toleration};
+use kerf_model::{Pod, Taint};
 
 pub use view::{Claim, ClusterView, PodState};
 
@@ -286,11 +286,7 @@ impl Controller {
 /// Whether a DaemonSet's pod would run on a node with these labels and taints.
 pub fn daemon_runs_on(ds: &Pod, labels: &kerf_model::Labels, taints: &[Taint]) -> bool {
     ds.node_affinity.matches_labels(labels)
-        && taints.iter().filter(|t| t.effect.is_hard()).all(|t| {
-            ds.tolerations
-                .iter()
-                .any(|tol: &Toleration| tol.tolerates(t))
-        })
+        && kerf_model::taints::first_untolerated(taints, &ds.tolerations).is_none()
 }
 
 /// Pods Karpenter's drain treats as critical: the system priority classes.

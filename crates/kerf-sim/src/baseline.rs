@@ -60,8 +60,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use kerf_cloud::{InstanceState, Offer};
 use kerf_controllers::{Action, Claim, ClusterView, Controller, Event, daemon_runs_on};
 use kerf_model::pod::PodKey;
+use kerf_model::taints::first_untolerated;
 use kerf_model::{Effect, Labels, Node, NodePool, Pod, Quantity, Resources, Taint, labels};
-use kerf_scheduling::Input;
 
 use crate::render::BASELINE;
 
@@ -354,13 +354,15 @@ fn in_motion(view: &ClusterView, events: &[Event]) -> Option<ClusterView> {
         .filter(|i| claims.contains(i.claim.as_str()) || orphan(&i.claim))
         .map(|i| (i.id.clone(), i.clone()))
         .collect();
+    let claimed_nodes: BTreeSet<&str> = claims
+        .iter()
+        .filter_map(|c| view.claims[*c].node_name.as_deref())
+        .collect();
     let node_names: BTreeSet<&str> = view
         .nodes
         .keys()
         .filter(|n| {
-            let by_name = claims
-                .iter()
-                .any(|c| view.claims[*c].node_name.as_deref() == Some(n.as_str()));
+            let by_name = claimed_nodes.contains(n.as_str());
             let by_instance = view.node_provider_ids.get(n.as_str()).is_some_and(|id| {
                 match view.instances.get(id) {
                     Some(i) => claims.contains(i.claim.as_str()) || orphan(&i.claim),
@@ -399,6 +401,7 @@ fn in_motion(view: &ClusterView, events: &[Event]) -> Option<ClusterView> {
             }
         }
     }
+    // `insert_pod` bumped it; the slice changes when the view does.
     slice.generation = view.generation;
     Some(slice)
 }
@@ -643,16 +646,8 @@ fn zones_for(
             nodes.push(node);
         }
     }
-    let input = Input {
-        pods: pods.iter().map(|p| (*p).clone()).collect(),
-        bound_pods: bound,
-        nodes,
-        nodepools: Vec::new(),
-        instance_types: Vec::new(),
-        daemonsets: Vec::new(),
-        namespaces: view.namespaces.clone(),
-    };
-    let plan = kerf_scheduling::solve(&input, &kerf_scheduling::Config::default());
+    let pods = pods.iter().map(|p| (*p).clone()).collect();
+    let plan = crate::scheduler::onto_nodes(pods, bound, nodes, view);
     let mut out: BTreeMap<String, usize> = BTreeMap::new();
     for e in &plan.existing {
         if let Some((_, zone)) = templates.iter().find(|(t, _)| *t == e.node) {
@@ -721,23 +716,9 @@ fn unhelped(view: &ClusterView) -> Vec<Pod> {
     if nodes.is_empty() {
         return pods;
     }
-    let input = Input {
-        pods,
-        bound_pods: bound,
-        nodes,
-        nodepools: Vec::new(),
-        instance_types: Vec::new(),
-        daemonsets: Vec::new(),
-        namespaces: view.namespaces.clone(),
-    };
-    let plan = kerf_scheduling::solve(&input, &kerf_scheduling::Config::default());
+    let plan = crate::scheduler::onto_nodes(pods.clone(), bound, nodes, view);
     let left: BTreeSet<&PodKey> = plan.unschedulable.iter().map(|u| &u.pod).collect();
-    input
-        .pods
-        .iter()
-        .filter(|p| left.contains(&p.key))
-        .cloned()
-        .collect()
+    pods.into_iter().filter(|p| left.contains(&p.key)).collect()
 }
 
 /// A ready node pods may be placed on.
@@ -801,11 +782,7 @@ fn estimate(index: usize, group: &Group, waiting: &[Pod], view: &ClusterView) ->
         let fit = *class_fits
             .entry(crate::cluster::workload_key(pod))
             .or_insert_with(|| {
-                let tolerated = group
-                    .taints
-                    .iter()
-                    .filter(|t| t.effect.is_hard())
-                    .all(|t| pod.tolerations.iter().any(|tol| tol.tolerates(t)));
+                let tolerated = first_untolerated(&group.taints, &pod.tolerations).is_none();
                 tolerated
                     && free.fits(&pod.requests)
                     && zone_labels
@@ -1205,31 +1182,23 @@ fn fit_elsewhere(
         return None;
     }
     bound.extend(moved.iter().cloned());
-    let input = Input {
-        pods: pods
-            .iter()
-            .map(|p| {
-                let mut pod = (*p).clone();
-                pod.node_name = None;
-                pod
-            })
-            .collect(),
-        bound_pods: bound,
-        nodes,
-        nodepools: Vec::new(),
-        instance_types: Vec::new(),
-        daemonsets: Vec::new(),
-        namespaces: view.namespaces.clone(),
-    };
-    let plan = kerf_scheduling::solve(&input, &kerf_scheduling::Config::default());
+    let pending = pods
+        .iter()
+        .map(|p| {
+            let mut pod = (*p).clone();
+            pod.node_name = None;
+            pod
+        })
+        .collect();
+    let plan = crate::scheduler::onto_nodes(pending, bound, nodes, view);
     if !plan.unschedulable.is_empty() {
         return None;
     }
     let mut placed = Vec::new();
     for e in plan.existing {
         for key in e.pods {
-            if let Some(p) = input.pods.iter().find(|p| p.key == key) {
-                let mut pod = p.clone();
+            if let Some(p) = pods.iter().find(|p| p.key == key) {
+                let mut pod = (*p).clone();
                 pod.node_name = Some(e.node.clone());
                 placed.push(pod);
             }

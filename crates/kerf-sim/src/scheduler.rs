@@ -3,10 +3,12 @@
 //! so it can only place onto existing nodes). Pods nominated to a node are tried there
 //! first, pinned by hostname.
 
+use std::collections::BTreeSet;
+
 use kerf_controllers::ClusterView;
 use kerf_model::pod::PodKey;
 use kerf_model::{Node, Pod, Requirement, Requirements, labels};
-use kerf_scheduling::{Input, Visibility};
+use kerf_scheduling::{Input, Plan, Visibility};
 
 /// Placements `(pod, node)` for pending pods.
 pub(crate) fn schedule(view: &ClusterView) -> Vec<(PodKey, String)> {
@@ -62,7 +64,8 @@ pub(crate) fn schedule(view: &ClusterView) -> Vec<(PodKey, String)> {
     }
     let mut out = Vec::new();
 
-    let usable = |name: &str| nodes.iter().any(|n| n.name == name);
+    let names: BTreeSet<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
+    let usable = |name: &str| names.contains(name);
     let nominated: Vec<Pod> = view
         .pending
         .iter()
@@ -82,10 +85,11 @@ pub(crate) fn schedule(view: &ClusterView) -> Vec<(PodKey, String)> {
         }
         out.extend(placed);
     }
+    let placed: BTreeSet<&PodKey> = out.iter().map(|(p, _)| p).collect();
     let rest: Vec<Pod> = view
         .pending
         .iter()
-        .filter(|k| !out.iter().any(|(p, _)| p == *k))
+        .filter(|k| !placed.contains(k))
         .map(|k| view.pods[k].pod.clone())
         .collect();
     if !rest.is_empty() {
@@ -100,23 +104,33 @@ fn place(
     nodes: &[Node],
     view: &ClusterView,
 ) -> Vec<(PodKey, String)> {
-    let input = Input {
-        pods,
-        bound_pods: bound.to_vec(),
-        nodes: nodes.to_vec(),
-        nodepools: Vec::new(),
-        instance_types: Vec::new(),
-        daemonsets: Vec::new(),
-        namespaces: view.namespaces.clone(),
-    };
-    let plan = kerf_scheduling::solve(&input, &kerf_scheduling::Config::default());
-    plan.existing
+    onto_nodes(pods, bound.to_vec(), nodes.to_vec(), view)
+        .existing
         .into_iter()
         .flat_map(|e| {
             let node = e.node;
             e.pods.into_iter().map(move |p| (p, node.clone()))
         })
         .collect()
+}
+
+/// Where `pods` would go onto these nodes alone, with these pods bound to them: `solve`
+/// with no NodePools, as the kube-scheduler (and Cluster Autoscaler's simulations) see
+/// the cluster.
+pub(crate) fn onto_nodes(
+    pods: Vec<Pod>,
+    bound_pods: Vec<Pod>,
+    nodes: Vec<Node>,
+    view: &ClusterView,
+) -> Plan {
+    let input = Input {
+        pods,
+        bound_pods,
+        nodes,
+        namespaces: view.namespaces.clone(),
+        ..Input::default()
+    };
+    kerf_scheduling::solve(&input, &kerf_scheduling::Config::default())
 }
 
 /// The pod, allowed only onto `node`.
