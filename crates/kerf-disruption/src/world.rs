@@ -205,11 +205,20 @@ impl<'a> World<'a> {
         scratch.by_free_cpu = order.clone();
         order.sort_by_key(|&i| std::cmp::Reverse(scratch.free[i].1));
         scratch.by_free_mem = order;
-        scratch.input.nodepools = snapshot.nodepools.clone();
-        scratch.input.instance_types = snapshot.instance_types.clone();
-        scratch.input.daemonsets = snapshot.daemonsets.clone();
-        scratch.input.namespaces = snapshot.namespaces.clone();
-        *self.scratch.borrow_mut() = scratch;
+        // The per-pass parts of the input carry over from the last build; the first
+        // takes them from the snapshot.
+        let mut old = self.scratch.borrow_mut();
+        if old.node_pos.is_empty() {
+            old.input.nodepools = snapshot.nodepools.clone();
+            old.input.instance_types = snapshot.instance_types.clone();
+            old.input.daemonsets = snapshot.daemonsets.clone();
+            old.input.namespaces = snapshot.namespaces.clone();
+        }
+        scratch.input.nodepools = std::mem::take(&mut old.input.nodepools);
+        scratch.input.instance_types = std::mem::take(&mut old.input.instance_types);
+        scratch.input.daemonsets = std::mem::take(&mut old.input.daemonsets);
+        scratch.input.namespaces = std::mem::take(&mut old.input.namespaces);
+        *old = scratch;
     }
 
     /// Where `pods` (not bound, not the world's) would go in the world as it stands:
@@ -307,6 +316,8 @@ impl<'a> World<'a> {
         let mut guard = self.scratch.borrow_mut();
         let scratch = &mut *guard;
         let smallest = kerf_scheduling::smallest_request(&pods);
+        let mut sorted = candidates.to_vec();
+        sorted.sort_unstable();
         let input = &mut scratch.input;
         let mut narrowed = Input {
             pods,
@@ -321,7 +332,7 @@ impl<'a> World<'a> {
         for (i, pos) in scratch.node_pos.iter().enumerate() {
             let Some(pos) = *pos else { continue };
             let (cpu, mem) = scratch.free[i];
-            if cpu < smallest.0 || mem < smallest.1 || candidates.contains(&i) {
+            if cpu < smallest.0 || mem < smallest.1 || sorted.binary_search(&i).is_ok() {
                 continue;
             }
             narrowed.nodes.push(input.nodes[pos].clone());
@@ -497,13 +508,15 @@ impl<'a> World<'a> {
     /// a simulation can use: the rest is fragments no pod of theirs fits in.
     fn usable_free(&self, candidates: &[usize]) -> (i64, i64) {
         let smallest = self.smallest_request(candidates);
+        let mut sorted = candidates.to_vec();
+        sorted.sort_unstable();
         let scratch = self.scratch.borrow();
         let mut total = (0, 0);
         for (i, &(cpu, mem)) in scratch.free.iter().enumerate() {
             if scratch.node_pos[i].is_some()
                 && cpu >= smallest.0
                 && mem >= smallest.1
-                && !candidates.contains(&i)
+                && sorted.binary_search(&i).is_err()
             {
                 total.0 += cpu;
                 total.1 += mem;
