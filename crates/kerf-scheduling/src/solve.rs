@@ -152,7 +152,6 @@ struct ClaimFit {
     cheapest_rank: usize,
     /// The claim would launch the same type with the pod as without it.
     free: bool,
-    reservation: Resources,
     max_avail: Dense,
 }
 
@@ -1082,7 +1081,6 @@ impl<'a> Solver<'a> {
         why: bool,
     ) -> Result<ClaimFit, Reject> {
         let pool = &self.pools[claim.pool];
-        let types = &self.input.instance_types;
         for key in eff.keys.iter().map(String::as_str) {
             if key == labels::HOSTNAME {
                 // Checked by `claim_fit` before any instance-type work.
@@ -1158,23 +1156,11 @@ impl<'a> Solver<'a> {
             options = o;
         }
         let max_avail = pool.thresholds.max_over(&options);
-        // Only a pool with limits needs to know what the claim holds against them.
-        let reservation = if pool.remaining_limits.is_some() {
-            let mut r = Resources::new();
-            for o in options.iter() {
-                r.max_with(&types[pool.types[o]].capacity);
-            }
-            r.add(&nodes_one());
-            r
-        } else {
-            Resources::new()
-        };
         Ok(ClaimFit {
             reqs,
             cheapest_rank: 0,
             free: false,
             options,
-            reservation,
             max_avail,
         })
     }
@@ -1203,14 +1189,18 @@ impl<'a> Solver<'a> {
             }
         };
         let pool_idx = self.claims[claim_idx].pool;
-        if let Some(limits) = self.pools[pool_idx].remaining_limits.as_mut() {
+        if self.pools[pool_idx].remaining_limits.is_some() {
+            // `filter_options` kept only options within the limits' headroom, so whichever
+            // of them the claim carries, the pool stays within its limits.
+            let reservation = self.reservation(pool_idx, &fit.reqs, &fit.options);
+            let limits = self.pools[pool_idx].remaining_limits.as_mut().unwrap();
             limits.add(&self.claims[claim_idx].reservation);
-            limits.sub(&fit.reservation);
+            limits.sub(&reservation);
+            self.claims[claim_idx].reservation = reservation;
         }
         let claim = &mut self.claims[claim_idx];
         claim.reqs = fit.reqs;
         claim.options = fit.options;
-        claim.reservation = fit.reservation;
         claim.max_avail = fit.max_avail;
         claim.cheapest_rank = fit.cheapest_rank;
         claim.requests.add(&self.pod_req[p]);
@@ -1336,22 +1326,71 @@ impl Solver<'_> {
         })
     }
 
-    /// Chooses the cheapest option and renders the claim.
-    fn finish_claim(&self, claim: &ClaimState) -> NewClaim {
-        let pool = &self.pools[claim.pool];
-        let ranked = self.ranked_options(claim.pool, &claim.reqs);
-        let keep_all = claim.reqs.iter().any(|(_, r)| r.min_values.is_some());
+    /// The (option, offering) pairs a claim with these requirements and options launches
+    /// with, cheapest first: at most `MAX_INSTANCE_TYPES`, as Karpenter, unless a
+    /// `minValues` needs them all.
+    ///
+    /// In a pool with limits, only options no larger than the cheapest in every limited
+    /// resource are carried (unless that would break a `minValues`): the cloud may start
+    /// any carried option, so each claim holds the largest against the limits, and a claim
+    /// carrying a 24xlarge as a fallback for a 4xlarge would run the limit dry at a fraction
+    /// of the capacity it allows. Karpenter holds the largest type that fits and hits
+    /// exactly that. Same-size types of other families remain as fallbacks.
+    fn carried(&self, pool: usize, reqs: &Requirements, options: &Bits) -> Vec<(usize, usize)> {
+        let keep_all = reqs.iter().any(|(_, r)| r.min_values.is_some());
         let limit = if keep_all {
             usize::MAX
         } else {
             MAX_INSTANCE_TYPES
         };
-        let chosen: Vec<(usize, usize)> = ranked
+        let carried: Vec<(usize, usize)> = self
+            .ranked_options(pool, reqs)
             .iter()
-            .filter(|(o, _)| claim.options.contains(*o))
+            .filter(|(o, _)| options.contains(*o))
             .take(limit)
             .copied()
             .collect();
+        let pool = &self.pools[pool];
+        let Some(&(launch, _)) = carried.first() else {
+            return carried;
+        };
+        if pool.remaining_limits.is_none() {
+            return carried;
+        }
+        let types = &self.input.instance_types;
+        let capacity = |o: usize| &types[pool.types[o]].capacity;
+        let limits = &self.input.nodepools[pool.nodepool].limits;
+        let trimmed: Vec<(usize, usize)> = carried
+            .iter()
+            .filter(|&&(o, _)| {
+                limits
+                    .names()
+                    .filter(|k| *k != kerf_model::resources::NODES)
+                    .all(|k| capacity(o).get(k) <= capacity(launch).get(k))
+            })
+            .copied()
+            .collect();
+        let keeps_min_values =
+            min_values_met(reqs, trimmed.iter().map(|&(o, _)| &types[pool.types[o]])).is_ok();
+        if keeps_min_values { trimmed } else { carried }
+    }
+
+    /// What a claim holds against its pool's limits: the largest capacity among the options
+    /// it carries to the launch, and one node.
+    fn reservation(&self, pool: usize, reqs: &Requirements, options: &Bits) -> Resources {
+        let types = &self.input.instance_types;
+        let mut r = Resources::new();
+        for (o, _) in self.carried(pool, reqs, options) {
+            r.max_with(&types[self.pools[pool].types[o]].capacity);
+        }
+        r.add(&nodes_one());
+        r
+    }
+
+    /// Chooses the cheapest option and renders the claim.
+    fn finish_claim(&self, claim: &ClaimState) -> NewClaim {
+        let pool = &self.pools[claim.pool];
+        let chosen = self.carried(claim.pool, &claim.reqs, &claim.options);
         let requests = self.res.resources(&claim.requests);
         finish_claim(self.input, pool, claim, requests, &chosen)
     }

@@ -922,15 +922,17 @@ impl<'a> Cluster<'a> {
         None
     }
 
-    /// Existing plus new capacity of each NodePool with limits, for the launched types and
-    /// for every option a claim could launch instead.
+    /// Existing plus new capacity of each NodePool with limits, with every claim at the
+    /// largest option it carries: the cloud may start any of them, so the limits must hold
+    /// whichever it picks.
     fn check_limits(&self, plan: &Plan, out: &mut Vec<Violation>) {
         let capacity_of = |name: &str| {
             self.input
                 .instance_types
                 .iter()
                 .find(|t| t.name == name)
-                .map(|t| t.capacity.plus(&one_node()))
+                .map(|t| t.capacity.clone())
+                .unwrap_or_default()
         };
         for np in self
             .input
@@ -957,41 +959,24 @@ impl<'a> Cluster<'a> {
                 used.add(&one_node());
             }
             for c in &claims {
-                used.add(&capacity_of(&c.launch.instance_type).unwrap_or_default());
-            }
-            let exceeded = |total: &Resources| {
-                np.limits
-                    .iter()
-                    .find(|(k, lim)| total.get(k) > *lim)
-                    .map(|(k, lim)| {
-                        format!(
-                            "{k} would reach {} over the limit {}",
-                            Resources::render(k, total.get(k)),
-                            Resources::render(k, lim)
-                        )
-                    })
-            };
-            let name = Some(format!("nodepool {}", np.name));
-            if let Some(detail) = exceeded(&used) {
-                out.push(violation(Rule::Limits, None, name, detail));
-                continue;
-            }
-            for c in &claims {
-                let launched = capacity_of(&c.launch.instance_type).unwrap_or_default();
+                let mut largest = capacity_of(&c.launch.instance_type);
                 for option in &c.instance_type_options {
-                    let Some(cap) = capacity_of(option) else {
-                        continue;
-                    };
-                    let total = used.minus(&launched).plus(&cap);
-                    if let Some(detail) = exceeded(&total) {
-                        out.push(violation(
-                            Rule::Limits,
-                            None,
-                            name.clone(),
-                            format!("if a claim launched option {option}, {detail}"),
-                        ));
-                    }
+                    largest.max_with(&capacity_of(option));
                 }
+                used.add(&largest);
+                used.add(&one_node());
+            }
+            if let Some((k, lim)) = np.limits.iter().find(|(k, lim)| used.get(k) > *lim) {
+                out.push(violation(
+                    Rule::Limits,
+                    None,
+                    Some(format!("nodepool {}", np.name)),
+                    format!(
+                        "{k} would reach {} over the limit {} with each claim at its largest option",
+                        Resources::render(k, used.get(k)),
+                        Resources::render(k, lim)
+                    ),
+                ));
             }
         }
     }
