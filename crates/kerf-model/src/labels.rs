@@ -65,12 +65,7 @@ pub fn is_restricted_label(key: &str) -> bool {
     let in_domain = |d: &str| domain == d || domain.ends_with(&format!(".{d}"));
     let allowed = matches!(
         key,
-        ARCH | OS
-            | INSTANCE_TYPE
-            | ZONE
-            | REGION
-            | CAPACITY_TYPE
-            | "topology.kubernetes.io/zone-id"
+        ARCH | OS | INSTANCE_TYPE | ZONE | REGION | CAPACITY_TYPE
     ) || key.starts_with("karpenter.k8s.aws/")
         || in_domain("node.kubernetes.io")
         || in_domain("node-restriction.kubernetes.io")
@@ -101,6 +96,8 @@ mod tests {
             "kubernetes.io/custom",
             "karpenter.sh/anything",
             "foo.k8s.io/x",
+            // Not a well-known label: AWS's zone ID is `topology.k8s.aws/zone-id`.
+            "topology.kubernetes.io/zone-id",
         ] {
             assert!(is_restricted_label(bad), "{bad}");
         }
