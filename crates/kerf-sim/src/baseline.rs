@@ -1136,7 +1136,12 @@ fn unneeded_nodes(view: &ClusterView, groups: &[Group], threshold: f64) -> BTree
                 }
             }
         }
-        if take.iter().zip(&pdb_left).any(|(t, left)| t > left) {
+        // A PDB already below its minimum (negative allowance) only blocks its own pods.
+        if take
+            .iter()
+            .zip(&pdb_left)
+            .any(|(t, left)| *t > 0 && t > left)
+        {
             continue;
         }
         if !pods.is_empty() {

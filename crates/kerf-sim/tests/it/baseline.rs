@@ -216,6 +216,31 @@ fn a_node_whose_pods_a_pdb_protects_is_not_drained() {
 }
 
 #[test]
+fn a_pdb_below_its_minimum_blocks_only_its_own_pods() {
+    // The PDB selects no running pod, so it allows -1 disruptions: it must not stand in
+    // the way of draining nodes whose pods it does not select.
+    let pdb = "
+  ---
+  apiVersion: policy/v1
+  kind: PodDisruptionBudget
+  metadata: {name: ghost, namespace: default}
+  spec:
+    minAvailable: 1
+    selector: {matchLabels: {app: ghost}}
+";
+    let (run, watched) = run_watched(&shrinking("", pdb), RunOptions::default());
+    assert_clean(&run);
+    assert_eq!(
+        run.report.disruptions.get("scale-down"),
+        Some(&1),
+        "{:?}",
+        run.report.disruptions
+    );
+    assert_eq!(watched.scale_downs.len(), 1);
+    assert_eq!(run.end.nodes.len(), 1);
+}
+
+#[test]
 fn do_not_disrupt_pods_protect_their_node() {
     let (run, watched) = run_watched(
         &shrinking("karpenter.sh/do-not-disrupt: \"true\"", ""),
