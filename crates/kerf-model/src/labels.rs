@@ -24,6 +24,32 @@ pub const INSTANCE_MEMORY: &str = "karpenter.k8s.aws/instance-memory";
 pub const INSTANCE_HYPERVISOR: &str = "karpenter.k8s.aws/instance-hypervisor";
 pub const INSTANCE_NETWORK_BANDWIDTH: &str = "karpenter.k8s.aws/instance-network-bandwidth";
 
+/// The `karpenter.k8s.aws` labels the AWS provider registers as well known: the only keys
+/// of that domain a NodePool may name (its template labels and requirements).
+pub const AWS_WELL_KNOWN: [&str; 21] = [
+    INSTANCE_CATEGORY,
+    INSTANCE_FAMILY,
+    INSTANCE_GENERATION,
+    INSTANCE_SIZE,
+    INSTANCE_CPU,
+    INSTANCE_CPU_MANUFACTURER,
+    "karpenter.k8s.aws/instance-cpu-sustained-clock-speed-mhz",
+    INSTANCE_MEMORY,
+    INSTANCE_HYPERVISOR,
+    INSTANCE_NETWORK_BANDWIDTH,
+    "karpenter.k8s.aws/instance-ebs-bandwidth",
+    "karpenter.k8s.aws/instance-encryption-in-transit-supported",
+    "karpenter.k8s.aws/instance-local-nvme",
+    "karpenter.k8s.aws/instance-gpu-name",
+    "karpenter.k8s.aws/instance-gpu-manufacturer",
+    "karpenter.k8s.aws/instance-gpu-count",
+    "karpenter.k8s.aws/instance-gpu-memory",
+    "karpenter.k8s.aws/instance-accelerator-name",
+    "karpenter.k8s.aws/instance-accelerator-manufacturer",
+    "karpenter.k8s.aws/instance-accelerator-count",
+    "karpenter.k8s.aws/instance-capability-flex",
+];
+
 pub const CAPACITY_TYPE_ON_DEMAND: &str = "on-demand";
 pub const CAPACITY_TYPE_SPOT: &str = "spot";
 pub const CAPACITY_TYPE_RESERVED: &str = "reserved";
@@ -54,8 +80,9 @@ pub fn is_instance_defined(key: &str) -> bool {
 
 /// Label domains Karpenter forbids in NodePool template labels and requirements
 /// (`karpenter.sh/v1` restricted labels): the `kubernetes.io`, `k8s.io` and `karpenter.sh`
-/// domains, except the well-known keys it allows and the domains it exempts
-/// (`node.kubernetes.io`, `node-restriction.kubernetes.io`, `kops.k8s.io`).
+/// domains, and the AWS provider's `karpenter.k8s.aws`, except the well-known keys it
+/// allows and the domains it exempts (`node.kubernetes.io`,
+/// `node-restriction.kubernetes.io`, `kops.k8s.io`).
 pub fn is_restricted_label(key: &str) -> bool {
     const RESTRICTED_EXACT: [&str; 4] = [NODEPOOL, HOSTNAME, INITIALIZED, REGISTERED];
     if RESTRICTED_EXACT.contains(&key) {
@@ -66,11 +93,15 @@ pub fn is_restricted_label(key: &str) -> bool {
     let allowed = matches!(
         key,
         ARCH | OS | INSTANCE_TYPE | ZONE | REGION | CAPACITY_TYPE
-    ) || key.starts_with("karpenter.k8s.aws/")
+    ) || AWS_WELL_KNOWN.contains(&key)
         || in_domain("node.kubernetes.io")
         || in_domain("node-restriction.kubernetes.io")
         || in_domain("kops.k8s.io");
-    !allowed && (in_domain("kubernetes.io") || in_domain("k8s.io") || in_domain("karpenter.sh"))
+    !allowed
+        && (in_domain("kubernetes.io")
+            || in_domain("k8s.io")
+            || in_domain("karpenter.sh")
+            || in_domain("karpenter.k8s.aws"))
 }
 
 #[cfg(test)]
@@ -85,6 +116,8 @@ mod tests {
             CAPACITY_TYPE,
             "node.kubernetes.io/lifecycle",
             "kops.k8s.io/group",
+            INSTANCE_FAMILY,
+            "karpenter.k8s.aws/instance-gpu-count",
             "team",
             "example.com/x",
         ] {
@@ -96,6 +129,8 @@ mod tests {
             "kubernetes.io/custom",
             "karpenter.sh/anything",
             "foo.k8s.io/x",
+            "karpenter.k8s.aws/foo",
+            NODECLASS_EC2,
             // Not a well-known label: AWS's zone ID is `topology.k8s.aws/zone-id`.
             "topology.kubernetes.io/zone-id",
         ] {

@@ -44,7 +44,11 @@ use crate::FieldError;
         type_ = "string",
         json_path = ".spec.template.spec.nodeClassRef.name"
     ),
-    printcolumn(name = "Nodes", type_ = "string", json_path = ".status.nodes"),
+    printcolumn(
+        name = "Nodes",
+        type_ = "string",
+        json_path = ".status.resources.nodes"
+    ),
     printcolumn(
         name = "Ready",
         type_ = "string",
@@ -272,7 +276,7 @@ fn normalized_key(key: &str) -> &str {
 const WELL_KNOWN_HINT: &str = "use a well-known label (kubernetes.io/arch, kubernetes.io/os, \
      node.kubernetes.io/instance-type, topology.kubernetes.io/zone, \
      topology.kubernetes.io/region, karpenter.sh/capacity-type, karpenter.k8s.aws/instance-*) \
-     or a custom key outside the kubernetes.io, k8s.io and karpenter.sh domains";
+     or a custom key outside the kubernetes.io, k8s.io, karpenter.sh and karpenter.k8s.aws domains";
 
 /// Validates a NodePool as Karpenter's API server and webhook would, applying Karpenter's
 /// defaults, and converts it into the model. Every problem is reported, not just the first.
@@ -522,14 +526,6 @@ fn convert_requirements(
                 errs.push(
                     format!("{at}.minValues"),
                     format!("{m} is out of range: must be 1-50"),
-                );
-            } else if !matches!(operator, Some(Operator::In | Operator::Exists) | None) {
-                errs.push(
-                    format!("{at}.minValues"),
-                    format!(
-                        "minValues is only allowed with operator In or Exists, not {}",
-                        r.operator
-                    ),
                 );
             } else if operator == Some(Operator::In) && (values.len() as i64) < m {
                 errs.push(

@@ -113,6 +113,15 @@ fn restricted_key_rules(var: &str, wrap: impl Fn(String) -> String) -> serde_jso
             "label domain \"karpenter.sh\" is restricted",
         ),
         (
+            format!(
+                "{var} in [{}] || !{domain}.endsWith(\"karpenter.k8s.aws\")",
+                kerf_model::labels::AWS_WELL_KNOWN
+                    .map(|k| format!("\"{k}\""))
+                    .join(", ")
+            ),
+            "label domain \"karpenter.k8s.aws\" is restricted",
+        ),
+        (
             format!("{var} != \"karpenter.sh/nodepool\""),
             "label \"karpenter.sh/nodepool\" is restricted",
         ),

@@ -339,15 +339,14 @@ spec:
         reasons: [Expired]
 "#,
         expect![[r#"
-            NodePool broken: spec.template.metadata.labels[karpenter.sh/nodepool]: label "karpenter.sh/nodepool" is restricted; use a well-known label (kubernetes.io/arch, kubernetes.io/os, node.kubernetes.io/instance-type, topology.kubernetes.io/zone, topology.kubernetes.io/region, karpenter.sh/capacity-type, karpenter.k8s.aws/instance-*) or a custom key outside the kubernetes.io, k8s.io and karpenter.sh domains
-            NodePool broken: spec.template.metadata.labels[kubernetes.io/hostname]: label "kubernetes.io/hostname" is restricted; use a well-known label (kubernetes.io/arch, kubernetes.io/os, node.kubernetes.io/instance-type, topology.kubernetes.io/zone, topology.kubernetes.io/region, karpenter.sh/capacity-type, karpenter.k8s.aws/instance-*) or a custom key outside the kubernetes.io, k8s.io and karpenter.sh domains
+            NodePool broken: spec.template.metadata.labels[karpenter.sh/nodepool]: label "karpenter.sh/nodepool" is restricted; use a well-known label (kubernetes.io/arch, kubernetes.io/os, node.kubernetes.io/instance-type, topology.kubernetes.io/zone, topology.kubernetes.io/region, karpenter.sh/capacity-type, karpenter.k8s.aws/instance-*) or a custom key outside the kubernetes.io, k8s.io, karpenter.sh and karpenter.k8s.aws domains
+            NodePool broken: spec.template.metadata.labels[kubernetes.io/hostname]: label "kubernetes.io/hostname" is restricted; use a well-known label (kubernetes.io/arch, kubernetes.io/os, node.kubernetes.io/instance-type, topology.kubernetes.io/zone, topology.kubernetes.io/region, karpenter.sh/capacity-type, karpenter.k8s.aws/instance-*) or a custom key outside the kubernetes.io, k8s.io, karpenter.sh and karpenter.k8s.aws domains
             NodePool broken: spec.template.metadata.labels[team]: "bad value!" is not a label value: use alphanumerics, '-', '_' or '.', starting and ending alphanumeric
             NodePool broken: spec.template.spec.requirements[0].values: operator In needs at least one value
             NodePool broken: spec.template.spec.requirements[1].key: "example.com/Bad Key" is not a qualified name; a qualified name is an optional DNS subdomain prefix and '/', then 1-63 alphanumerics, '-', '_' or '.', starting and ending alphanumeric (e.g. "example.com/my-key")
             NodePool broken: spec.template.spec.requirements[2].operator: "Equals" is not an operator; use one of In, NotIn, Exists, DoesNotExist, Gt, Lt, Gte, Lte
             NodePool broken: spec.template.spec.requirements[3].values: operator Gt needs exactly one non-negative integer value, got ["4", "8"]
             NodePool broken: spec.template.spec.requirements[4].minValues: minValues is 3 but only 2 values are listed; list at least 3
-            NodePool broken: spec.template.spec.requirements[5].minValues: minValues is only allowed with operator In or Exists, not NotIn
             NodePool broken: spec.template.spec.requirements[6].values: operator DoesNotExist takes no values, got 1
             NodePool broken: spec.template.spec.requirements[7].minValues: 51 is out of range: must be 1-50
             NodePool broken: spec.template.spec.taints[0].effect: "NoWhere" is not a taint effect; use NoSchedule, PreferNoSchedule or NoExecute
@@ -607,7 +606,7 @@ fn served_crds_have_karpenters_names_and_columns() {
         nodepools.karpenter.sh kind=NodePool scope=Cluster shortNames=[] categories=["karpenter"]
           v1 served=true storage=true status=true
             NodeClass string .spec.template.spec.nodeClassRef.name priority=0
-            Nodes string .status.nodes priority=0
+            Nodes string .status.resources.nodes priority=0
             Ready string .status.conditions[?(@.type=="Ready")].status priority=0
             Age date .metadata.creationTimestamp priority=0
             Weight integer .spec.weight priority=1
