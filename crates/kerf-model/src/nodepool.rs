@@ -50,14 +50,19 @@ impl NodePool {
         }
     }
 
-    /// Requirements plus the template labels, each as `In [value]`: everything a node of
-    /// this pool is known to satisfy before an instance type is chosen. A pool that says
-    /// nothing about `karpenter.sh/capacity-type` launches on-demand, as Karpenter does:
-    /// spot must be asked for.
+    /// Requirements plus the template labels and `karpenter.sh/nodepool`, each as
+    /// `In [value]`: everything a node of this pool is known to satisfy before an instance
+    /// type is chosen (Karpenter's `NewNodeClaimTemplate`). A pool that says nothing about
+    /// `karpenter.sh/capacity-type` launches on-demand, as Karpenter does: spot must be
+    /// asked for.
     pub fn template_requirements(&self) -> Requirements {
         let mut reqs = self
             .requirements
             .intersection(&Requirements::from_labels(&self.labels));
+        reqs.add(
+            crate::labels::NODEPOOL,
+            crate::Requirement::single(&self.name),
+        );
         if reqs.get(crate::labels::CAPACITY_TYPE).is_none() {
             reqs.add(
                 crate::labels::CAPACITY_TYPE,

@@ -1210,6 +1210,9 @@ impl<'a> Solver<'a> {
         // grows with every commit) would make filling a claim quadratic.
         let hostname = claim.hostname.clone();
         let reqs = claim.reqs.clone();
+        let taints = self.input.nodepools[self.pools[pool_idx].nodepool]
+            .taints
+            .clone();
         self.record(
             p,
             |key| {
@@ -1221,7 +1224,10 @@ impl<'a> Solver<'a> {
                         .map(str::to_string)
                 }
             },
-            |_| true,
+            // A spread's node inclusion policies apply to claims as to nodes (Karpenter's
+            // `TopologyGroup.Counts`): a pod on a claim the group's filter leaves out does
+            // not count in it.
+            |spec| claim_passes_filter(spec, &reqs, &taints),
         );
     }
 
@@ -1571,6 +1577,25 @@ fn node_passes_filter(spec: &crate::topology::GroupSpec, node: &Node) -> bool {
             .taint_filter
             .as_ref()
             .is_none_or(|tols| first_untolerated(&node.taints, tols).is_none())
+}
+
+/// Whether a claim with these requirements and taints is among the nodes a spread group
+/// counts: its taints tolerated (`nodeTaintsPolicy: Honor`) and its requirements
+/// compatible with a term of the pod's node affinity (`nodeAffinityPolicy: Honor`).
+fn claim_passes_filter(
+    spec: &crate::topology::GroupSpec,
+    reqs: &Requirements,
+    taints: &[kerf_model::Taint],
+) -> bool {
+    spec.node_filter.as_ref().is_none_or(|f| {
+        f.required.is_empty()
+            || f.required
+                .iter()
+                .any(|term| reqs.conflict_with(term, open_key).is_none())
+    }) && spec
+        .taint_filter
+        .as_ref()
+        .is_none_or(|tols| first_untolerated(taints, tols).is_none())
 }
 
 /// Whether a DaemonSet's pod would run on this existing node.
