@@ -433,6 +433,7 @@ impl<'a> Solver<'a> {
                     namespaces: t.namespaces.clone(),
                     node_filter: None,
                     taint_filter: None,
+                    also: Vec::new(),
                 }));
             }
             bound_anti.push(owned);
@@ -667,7 +668,10 @@ impl<'a> Solver<'a> {
                         }));
                     };
                     let min = g.min_count(new_nodes_possible);
-                    let after = g.count(d) + 1;
+                    // The pod counts itself only if the selector matches it.
+                    let ns_labels = self.input.namespaces.get(&pod.key.namespace);
+                    let own = i32::from(g.selects(&pod.key.namespace, &pod.labels, ns_labels));
+                    let after = g.count(d) + own;
                     if after - min > *max_skew {
                         // Counts only grow; with new nodes possible a hostname group's
                         // baseline stays 0, so this domain never takes the pod again.

@@ -36,6 +36,10 @@ pub(crate) struct GroupSpec {
     pub node_filter: Option<NodeAffinity>,
     /// Spread with `nodeTaintsPolicy: Honor`: only nodes whose taints the owner tolerates.
     pub taint_filter: Option<Vec<Toleration>>,
+    /// Required affinity of a pod with several terms: the other terms' selectors and
+    /// namespaces, which a pod must match too to count. kube-scheduler counts an existing
+    /// pod for a pod's affinity only if it matches every term (`podMatchesAllAffinityTerms`).
+    pub also: Vec<(LabelSelector, NamespaceScope)>,
 }
 
 #[derive(Clone, Debug)]
@@ -91,6 +95,9 @@ impl Group {
     ) -> bool {
         self.spec.namespaces.contains(namespace, ns_labels)
             && self.spec.selector.matches(pod_labels)
+            && self.spec.also.iter().all(|(selector, namespaces)| {
+                namespaces.contains(namespace, ns_labels) && selector.matches(pod_labels)
+            })
     }
 }
 
@@ -146,6 +153,7 @@ fn affinity_spec(kind: GroupKind, term: &kerf_model::pod::AffinityTerm) -> Group
         namespaces: term.namespaces.clone(),
         node_filter: None,
         taint_filter: None,
+        also: Vec::new(),
     }
 }
 
@@ -167,13 +175,18 @@ pub(crate) fn owned_groups(topology: &mut Topology, pod: &Pod) -> PodGroups {
                 .then(|| pod.node_affinity.clone()),
             taint_filter: (s.node_taints_policy == InclusionPolicy::Honor)
                 .then(|| pod.tolerations.clone()),
+            also: Vec::new(),
         };
         let hard = s.when_unsatisfiable == WhenUnsatisfiable::DoNotSchedule;
         pg.spreads.push((topology.intern(spec), hard));
     }
-    for t in &pod.affinity {
-        pg.affinity
-            .push(topology.intern(affinity_spec(GroupKind::Affinity, t)));
+    for (i, t) in pod.affinity.iter().enumerate() {
+        let mut spec = affinity_spec(GroupKind::Affinity, t);
+        spec.also = (pod.affinity.iter().enumerate())
+            .filter(|&(j, _)| j != i)
+            .map(|(_, o)| (o.selector.clone(), o.namespaces.clone()))
+            .collect();
+        pg.affinity.push(topology.intern(spec));
     }
     for t in &pod.anti_affinity {
         pg.anti_affinity

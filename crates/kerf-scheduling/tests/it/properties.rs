@@ -109,8 +109,9 @@ struct DeploySpec {
     host_spread: Option<(bool, u8)>,
     /// 0 none, 1 required, 2 preferred.
     anti_host: u8,
-    /// (target deployment, required).
-    zone_affinity: Option<(Index, bool)>,
+    /// (target deployment, 0 preferred, 1 required, 2 required plus a second term: a pod
+    /// with `tier: front` on the same host, so only pods matching both terms count).
+    zone_affinity: Option<(Index, u8)>,
     host_port: bool,
 }
 
@@ -230,7 +231,7 @@ fn deploy_spec() -> impl Strategy<Value = DeploySpec> {
         prop::option::of((any::<bool>(), 1..3u8, 0..8u8)),
         prop::option::of((any::<bool>(), 1..3u8)),
         prop::sample::select(vec![0u8, 0, 1, 2]),
-        prop::option::weighted(0.3, (any::<Index>(), any::<bool>())),
+        prop::option::weighted(0.3, (any::<Index>(), 0..3u8)),
         prop::bool::weighted(0.15),
     );
     (shape, constraints).prop_map(
@@ -325,6 +326,10 @@ fn req(op: Operator, values: &[&str]) -> Requirement {
 fn quantity(s: &str) -> Quantity {
     Quantity::parse(s).expect("generated quantities parse")
 }
+
+/// Even deployments are `tier: front`, odd ones `back`, so some targets of a two-term affinity
+/// match both terms and some only one.
+const TIERS: [&str; 2] = ["front", "back"];
 
 fn app_selector(app: &str) -> LabelSelector {
     let mut l = Labels::new();
@@ -567,6 +572,7 @@ fn deployment(v: &Vocab, spec: &Spec, i: usize, ds: &DeploySpec) -> Pod {
         requests(CPUS[ds.cpu as usize], MEMS[ds.mem as usize], ds.gpu),
     );
     p.labels.insert("app".into(), app.clone());
+    p.labels.insert("tier".into(), TIERS[i % 2].into());
     p.owner = Some(Owner {
         kind: "ReplicaSet".into(),
         name: app.clone(),
@@ -700,11 +706,21 @@ fn deployment(v: &Vocab, spec: &Spec, i: usize, ds: &DeploySpec) -> Pod {
         }),
         _ => {}
     }
-    if let Some((target, required)) = &ds.zone_affinity {
+    if let Some((target, kind)) = &ds.zone_affinity {
         let target = format!("d{}", target.index(spec.deployments.len()));
-        if *required {
+        if *kind > 0 {
             p.affinity.push(term(&target, labels::ZONE));
-        } else {
+        }
+        if *kind == 2 {
+            let mut tier = Labels::new();
+            tier.insert("tier".into(), TIERS[0].into());
+            p.affinity.push(AffinityTerm {
+                selector: LabelSelector::from_match_labels(&tier),
+                namespaces: NamespaceScope::own(namespace),
+                topology_key: labels::HOSTNAME.into(),
+            });
+        }
+        if *kind == 0 {
             p.preferred_affinity.push(Weighted {
                 weight: 30,
                 term: term(&target, labels::ZONE),
