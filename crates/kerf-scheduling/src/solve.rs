@@ -32,16 +32,26 @@ mod efficiency;
 mod split;
 
 /// How far a pod's preferences have been relaxed. Each step gives up one preference, in
-/// Karpenter's order: preferred pod affinity terms (lightest first), preferred
-/// anti-affinity terms, preferred node affinity terms (the heaviest is treated as required
-/// until it is dropped), `ScheduleAnyway` spreads, then `PreferNoSchedule` taints.
+/// Karpenter's order (`preferences.go`): preferred pod affinity terms, then preferred
+/// anti-affinity terms, each heaviest first (Karpenter sorts by weight and removes the
+/// first, to try the lighter ones); preferred node affinity terms (the heaviest is treated
+/// as required until it is dropped); `ScheduleAnyway` spreads one at a time, in the pod's
+/// order; then `PreferNoSchedule` taints.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Relax {
+    /// The lightest this many preferred affinity terms are kept.
     affinity_kept: usize,
     anti_affinity_kept: usize,
     node_preferences_dropped: usize,
-    soft_spreads: bool,
+    /// The first this many `ScheduleAnyway` spreads are given up.
+    soft_spreads_dropped: usize,
     avoid_soft_taints: bool,
+}
+
+fn soft_spreads(pod: &Pod) -> usize {
+    (pod.topology_spread.iter())
+        .filter(|s| s.when_unsatisfiable == kerf_model::pod::WhenUnsatisfiable::ScheduleAnyway)
+        .count()
 }
 
 impl Relax {
@@ -51,14 +61,14 @@ impl Relax {
                 affinity_kept: groups.preferred_affinity.len(),
                 anti_affinity_kept: groups.preferred_anti_affinity.len(),
                 node_preferences_dropped: 0,
-                soft_spreads: true,
+                soft_spreads_dropped: 0,
                 avoid_soft_taints: true,
             },
             PreferencePolicy::Ignore => Relax {
                 affinity_kept: 0,
                 anti_affinity_kept: 0,
                 node_preferences_dropped: pod.node_affinity.preferred.len(),
-                soft_spreads: false,
+                soft_spreads_dropped: soft_spreads(pod),
                 avoid_soft_taints: false,
             },
         }
@@ -72,8 +82,8 @@ impl Relax {
             r.anti_affinity_kept -= 1;
         } else if r.node_preferences_dropped < pod.node_affinity.preferred.len() {
             r.node_preferences_dropped += 1;
-        } else if r.soft_spreads {
-            r.soft_spreads = false;
+        } else if r.soft_spreads_dropped < soft_spreads(pod) {
+            r.soft_spreads_dropped += 1;
         } else if r.avoid_soft_taints {
             r.avoid_soft_taints = false;
         } else {
@@ -90,13 +100,13 @@ impl Relax {
             self.affinity_kept,
             self.anti_affinity_kept,
             self.node_preferences_dropped,
-            self.soft_spreads,
+            self.soft_spreads_dropped,
             self.avoid_soft_taints,
         )
     }
 }
 
-type RelaxKey = (usize, usize, usize, bool, bool);
+type RelaxKey = (usize, usize, usize, usize, bool);
 
 /// Why a node or claim refuses a pod.
 struct Reject {
@@ -608,23 +618,27 @@ impl<'a> Solver<'a> {
             }
         }
         let mut groups = Vec::new();
+        let mut soft_seen = 0;
         for &(g, hard) in &pg.spreads {
-            if hard || relax.soft_spreads {
+            if !hard {
+                soft_seen += 1;
+            }
+            if hard || soft_seen > relax.soft_spreads_dropped {
                 groups.push((g, GroupUse::Spread));
             }
         }
+        let lightest = |terms: &[usize], kept: usize| terms.len() - kept;
         for &g in pg
             .affinity
             .iter()
-            .chain(&pg.preferred_affinity[..relax.affinity_kept])
+            .chain(&pg.preferred_affinity[lightest(&pg.preferred_affinity, relax.affinity_kept)..])
         {
             groups.push((g, GroupUse::Affinity));
         }
-        for &g in pg
-            .anti_affinity
-            .iter()
-            .chain(&pg.preferred_anti_affinity[..relax.anti_affinity_kept])
-        {
+        for &g in pg.anti_affinity.iter().chain(
+            &pg.preferred_anti_affinity
+                [lightest(&pg.preferred_anti_affinity, relax.anti_affinity_kept)..],
+        ) {
             groups.push((g, GroupUse::AntiAffinity));
         }
         let keys = groups
