@@ -329,8 +329,10 @@ impl<'a> Solver<'a> {
             .map(|n| NodeState {
                 remaining: self.res.dense(&n.allocatable),
                 host_ports: Vec::new(),
+                // Karpenter schedules only onto active nodes: not being deleted.
                 usable: n.ready
                     && !n.unschedulable
+                    && !n.deleting
                     && !n.taints.iter().any(|t| t.key == labels::TAINT_DISRUPTED),
                 placed: Vec::new(),
             })

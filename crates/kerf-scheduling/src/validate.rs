@@ -255,8 +255,9 @@ struct VNode<'a> {
     name: String,
     labels: Labels,
     taints: &'a [Taint],
-    /// Taints the node lifecycle controller puts on cordoned and not-ready nodes; they keep
-    /// pods off but are not in the snapshot's taint list.
+    /// Taints the node lifecycle controller puts on cordoned and not-ready nodes, and
+    /// Karpenter on nodes it deletes; they keep pods off but may not be in the snapshot's
+    /// taint list.
     condition_taints: Vec<Taint>,
     allocatable: Resources,
     pods: Vec<usize>,
@@ -320,6 +321,14 @@ impl<'a> Cluster<'a> {
             if !node.ready {
                 condition_taints.push(Taint::new(
                     "node.kubernetes.io/not-ready",
+                    "",
+                    Effect::NoSchedule,
+                ));
+            }
+            // Karpenter taints a node it deletes before it drains it.
+            if node.deleting {
+                condition_taints.push(Taint::new(
+                    kerf_model::labels::TAINT_DISRUPTED,
                     "",
                     Effect::NoSchedule,
                 ));
