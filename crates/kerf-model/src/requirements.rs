@@ -244,6 +244,31 @@ impl Requirement {
         }
     }
 
+    /// A value a node may carry to satisfy this, chosen deterministically: the smallest
+    /// listed value for `In`, else the smallest non-negative integer allowed (Karpenter's
+    /// `Requirement.Any` picks a random one). `None` when no value is allowed.
+    pub fn any_value(&self) -> Option<String> {
+        if !self.allows_some_value() {
+            return None;
+        }
+        if !self.complement {
+            return self.values.iter().find(|v| self.has(v)).cloned();
+        }
+        let start = self
+            .greater_than
+            .map_or(0, |gt| gt.saturating_add(1).max(0));
+        let start = if self.greater_than.is_none() && self.less_than.is_some_and(|lt| lt <= 0) {
+            self.less_than
+                .unwrap_or(0)
+                .saturating_sub(1 + self.values.len() as i64)
+        } else {
+            start
+        };
+        (0..=self.values.len() as i64)
+            .map(|i| start.saturating_add(i).to_string())
+            .find(|v| self.has(v))
+    }
+
     /// No node at all satisfies this.
     pub fn is_empty(&self) -> bool {
         !self.allows_absent && !self.allows_some_value()
@@ -497,6 +522,33 @@ mod tests {
         assert!(!req(Operator::In, &["a"]).admits(None));
         assert!(!req(Operator::Gt, &["3"]).admits(None));
         assert!(!req(Operator::Lt, &["3"]).admits(None));
+    }
+
+    #[test]
+    fn any_value_is_allowed_and_deterministic() {
+        let cases = [
+            (req(Operator::In, &["b", "a"]), Some("a")),
+            (req(Operator::Exists, &[]), Some("0")),
+            (req(Operator::NotIn, &["0", "1"]), Some("2")),
+            (req(Operator::Gt, &["4"]), Some("5")),
+            (req(Operator::Lt, &["0"]), Some("-1")),
+            (
+                req(Operator::Gt, &["3"]).intersection(&req(Operator::NotIn, &["4", "5"])),
+                Some("6"),
+            ),
+            (req(Operator::DoesNotExist, &[]), None),
+            (
+                req(Operator::Gt, &["3"]).intersection(&req(Operator::Lt, &["4"])),
+                None,
+            ),
+        ];
+        for (r, want) in cases {
+            let got = r.any_value();
+            assert_eq!(got.as_deref(), want, "{r:?}");
+            if let Some(v) = got {
+                assert!(r.has(&v), "{r:?} does not admit {v}");
+            }
+        }
     }
 
     #[test]

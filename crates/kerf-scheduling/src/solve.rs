@@ -1438,6 +1438,17 @@ fn finish_claim(
     let (best, offering) = priced[0];
     let it: &InstanceType = &input.instance_types[pool.types[best]];
     let mut labels = claim.reqs.single_valued_labels();
+    // A custom label the claim requires but does not pin (`Exists`, `In [a, b]`) still
+    // goes on the node, with one allowed value, as Karpenter's `Requirements.Labels`.
+    for (key, r) in claim.reqs.iter() {
+        if !labels.contains_key(key)
+            && key != labels::HOSTNAME
+            && !labels::is_instance_defined(key)
+            && let Some(v) = r.any_value()
+        {
+            labels.insert(key.to_string(), v);
+        }
+    }
     labels.extend(np.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
     labels.extend(it.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
     labels.insert(labels::NODEPOOL.to_string(), np.name.clone());
