@@ -1131,17 +1131,28 @@ impl<'a> Solver<'a> {
                     g.spec.key == key && matches!(g.spec.kind, GroupKind::Spread { .. })
                 })
                 .collect();
-            ordered.sort_by_key(|d| {
+            let load = |d: &String| -> i32 {
                 spread_groups
                     .iter()
                     .map(|&g| self.topology.groups[g].count(d))
-                    .sum::<i32>()
-            });
+                    .sum()
+            };
+            ordered.sort_by_key(|d| load(d));
+            // A key the instance type decides (other than zone and capacity type, whose
+            // offerings the launch chooses among anyway) fixes what the claim can launch:
+            // among equally loaded domains, take the one whose cheapest option is cheapest
+            // rather than the first by name (a 24xlarge for a 250m pod).
+            let by_price = open_key(key) && key != labels::ZONE && key != labels::CAPACITY_TYPE;
             let n_candidates = ordered.len();
             let mut last = Reject::new(false, why, || format!("no value of {key} is possible"));
             let mut permanent = true;
-            let mut chosen = None;
+            let mut chosen: Option<(Requirements, Bits)> = None;
+            let mut chosen_load = None;
+            let mut chosen_price = f64::INFINITY;
             for d in ordered {
+                if chosen_load.is_some_and(|l| l < load(d)) {
+                    break;
+                }
                 if let Err(e) = self.check_domain(p, eff, key, Some(d), why) {
                     permanent &= e.permanent;
                     last = e;
@@ -1151,9 +1162,17 @@ impl<'a> Solver<'a> {
                 narrowed.add(key, Requirement::single(d.clone()));
                 let pod_ports = &self.input.pods[p].host_ports;
                 match self.filter_options(claim, &narrowed, true, requests, pod_ports, why) {
-                    Ok(o) => {
+                    Ok(o) if !by_price => {
                         chosen = Some((narrowed, o));
                         break;
+                    }
+                    Ok(o) => {
+                        let price = self.cheapest_price(claim.pool, &narrowed, &o);
+                        if price < chosen_price {
+                            chosen_price = price;
+                            chosen_load = Some(load(d));
+                            chosen = Some((narrowed, o));
+                        }
                     }
                     Err(e) => {
                         permanent &= e.permanent;
@@ -1399,6 +1418,16 @@ impl Solver<'_> {
         let keeps_min_values =
             min_values_met(reqs, trimmed.iter().map(|&(o, _)| &types[pool.types[o]])).is_ok();
         if keeps_min_values { trimmed } else { carried }
+    }
+
+    /// The price of the cheapest of `options` launchable under `reqs`.
+    fn cheapest_price(&self, pool: usize, reqs: &Requirements, options: &Bits) -> f64 {
+        let types = &self.input.instance_types;
+        (self.ranked_options(pool, reqs).iter())
+            .find(|(o, _)| options.contains(*o))
+            .map_or(f64::INFINITY, |&(o, i)| {
+                types[self.pools[pool].types[o]].offerings[i].price
+            })
     }
 
     /// What a claim holds against its pool's limits: the largest capacity among the options
