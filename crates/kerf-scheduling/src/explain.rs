@@ -57,17 +57,22 @@ pub(crate) fn too_big(
     format!("no single compatible instance type fits {requests} together")
 }
 
-/// The reason for an unplaceable pod: what each NodePool said.
+/// Why one existing node refused a pod: a kind shared across nodes ("not enough cpu")
+/// and this node's figures ("needs 3, 100m free").
+pub(crate) struct Refusal {
+    pub node: String,
+    pub kind: String,
+    pub detail: Option<String>,
+}
+
+/// The reason for an unplaceable pod: why the existing nodes refused it, then what each
+/// NodePool said.
 pub(crate) fn unschedulable(
     input: &Input,
     pool_reasons: &[(usize, String)],
-    n_nodes: usize,
+    refusals: &[Refusal],
 ) -> String {
-    let nodes = match n_nodes {
-        0 => String::new(),
-        1 => "the existing node does not fit it; ".to_string(),
-        n => format!("none of the {n} existing nodes fits it; "),
-    };
+    let nodes = node_refusals(refusals);
     if pool_reasons.is_empty() {
         return format!("{nodes}no NodePool exists to launch a node");
     }
@@ -76,4 +81,83 @@ pub(crate) fn unschedulable(
         .map(|(np, r)| format!("nodepool {}: {r}", input.nodepools[*np].name))
         .collect();
     format!("{nodes}{}", per_pool.join("; "))
+}
+
+/// The existing nodes' refusals: each node's when there are few, else each kind with how
+/// many nodes gave it (most first) and one node as an example.
+fn node_refusals(refusals: &[Refusal]) -> String {
+    const LISTED: usize = 3;
+    let with_detail = |r: &Refusal| match &r.detail {
+        Some(d) => format!("{} ({d})", r.kind),
+        None => r.kind.clone(),
+    };
+    if refusals.is_empty() {
+        return String::new();
+    }
+    if refusals.len() <= LISTED {
+        let each: Vec<String> = refusals
+            .iter()
+            .map(|r| format!("node {}: {}", r.node, with_detail(r)))
+            .collect();
+        return format!("{}; ", each.join("; "));
+    }
+    let mut kinds: Vec<(&str, usize, &Refusal)> = Vec::new();
+    for r in refusals {
+        match kinds.iter_mut().find(|k| k.0 == r.kind) {
+            Some(k) => k.1 += 1,
+            None => kinds.push((&r.kind, 1, r)),
+        }
+    }
+    kinds.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+    let parts: Vec<String> = kinds
+        .iter()
+        .map(|(kind, n, example)| match &example.detail {
+            Some(d) => format!("{n} {kind} (e.g. {}: {d})", example.node),
+            None if *n == 1 => format!("1 {kind} ({})", example.node),
+            None => format!("{n} {kind} (e.g. {})", example.node),
+        })
+        .collect();
+    format!(
+        "none of the {} existing nodes fits it: {}; ",
+        refusals.len(),
+        parts.join(", ")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusal(node: &str, kind: &str, detail: Option<&str>) -> Refusal {
+        Refusal {
+            node: node.into(),
+            kind: kind.into(),
+            detail: detail.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn few_nodes_are_listed_and_many_are_counted_by_kind() {
+        let few = [
+            refusal("a", "cordoned", None),
+            refusal("b", "not enough cpu", Some("needs 2, 1 free")),
+        ];
+        assert_eq!(
+            node_refusals(&few),
+            "node a: cordoned; node b: not enough cpu (needs 2, 1 free); "
+        );
+        let many = [
+            refusal("a", "not enough cpu", Some("needs 2, 1 free")),
+            refusal("b", "cordoned", None),
+            refusal("c", "not enough cpu", Some("needs 2, 500m free")),
+            refusal("d", "not ready", None),
+            refusal("e", "not ready", None),
+            refusal("f", "not enough cpu", Some("needs 2, 0 free")),
+        ];
+        assert_eq!(
+            node_refusals(&many),
+            "none of the 6 existing nodes fits it: 3 not enough cpu (e.g. a: needs 2, 1 free), \
+             2 not ready (e.g. d), 1 cordoned (b); "
+        );
+    }
 }

@@ -847,11 +847,67 @@ impl<'a> Solver<'a> {
                 Err(r) => reasons.push((pool.nodepool, r.reason)),
             }
         }
-        Err(explain::unschedulable(
-            self.input,
-            &reasons,
-            self.nodes.len(),
-        ))
+        let refusals: Vec<explain::Refusal> = (0..self.nodes.len())
+            .map(|i| self.node_refusal(p, eff, i))
+            .collect();
+        Err(explain::unschedulable(self.input, &reasons, &refusals))
+    }
+
+    /// Why existing node `i` does not take the pod, for a person: the first check that
+    /// fails, in `node_fits`' order.
+    fn node_refusal(&self, p: usize, eff: &Effective, i: usize) -> explain::Refusal {
+        let pod = &self.input.pods[p];
+        let node: &Node = &self.input.nodes[i];
+        let state = &self.nodes[i];
+        let refusal = |kind: String, detail: Option<String>| explain::Refusal {
+            node: node.name.clone(),
+            kind,
+            detail,
+        };
+        let plain = |kind: &str| refusal(kind.to_string(), None);
+        if node.deleting || node.taints.iter().any(|t| t.key == labels::TAINT_DISRUPTED) {
+            return plain("being deleted");
+        }
+        if node.unschedulable {
+            return plain("cordoned");
+        }
+        if !node.ready {
+            return plain("not ready");
+        }
+        if let Some(t) = first_untolerated(&node.taints, &pod.tolerations) {
+            return refusal(format!("taint {t} not tolerated"), None);
+        }
+        if eff.avoid_soft_taints && untolerated_soft(&node.taints, &pod.tolerations) > 0 {
+            return plain("a PreferNoSchedule taint not tolerated");
+        }
+        if !eff.terms.iter().any(|t| t.matches_labels(&node.labels)) {
+            return plain("labels do not match the pod's node selector or affinity");
+        }
+        if !state.remaining.fits(&self.pod_req[p]) {
+            let free = self.res.resources(&state.remaining);
+            if let Some((k, need)) = pod.requests.iter().find(|&(k, q)| free.get(k) < q) {
+                let left = free.get(k).max(kerf_model::Quantity::ZERO);
+                return refusal(
+                    format!("not enough {k}"),
+                    Some(format!(
+                        "needs {}, {} free",
+                        Resources::render(k, need),
+                        Resources::render(k, left)
+                    )),
+                );
+            }
+        }
+        if ports_conflict(&state.host_ports, &pod.host_ports) {
+            return plain("a host port it needs is taken");
+        }
+        for key in eff.keys.iter().map(String::as_str) {
+            if let Err(e) =
+                self.check_domain(p, eff, key, node.labels.get(key).map(String::as_str), true)
+            {
+                return refusal(e.reason, None);
+            }
+        }
+        plain("does not fit it")
     }
 
     /// Whether existing node `i` takes the pod. Reasons are not rendered: only whether a
