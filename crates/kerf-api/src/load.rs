@@ -10,6 +10,7 @@ mod karpenter;
 mod nodes;
 mod pdbs;
 mod pods;
+mod strict;
 mod syntax;
 mod volumes;
 mod workloads;
@@ -19,6 +20,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use kerf_model::{Labels, Node, NodeClaim, NodePool, Pdb, Pod};
+use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -684,9 +686,24 @@ pub(crate) struct ObjectRef<'a> {
     pub(crate) name: &'a str,
 }
 
-/// Deserializes a typed object, naming the failing field when the document does not fit.
-fn typed<T: DeserializeOwned>(value: &Value, problems: &mut Problems) -> Option<T> {
-    match serde_path_to_error::deserialize::<_, T>(value) {
+/// Deserializes a typed object, naming the failing field when the document does not fit
+/// and every field the type does not have (kubectl's strict validation).
+fn typed<T: DeserializeOwned + JsonSchema>(value: &Value, problems: &mut Problems) -> Option<T> {
+    let mut unknown = Vec::new();
+    let mut record = |path: serde_ignored::Path<'_>| {
+        let steps = strict::steps(&path);
+        if strict::is_checked(&steps) {
+            unknown.push(steps);
+        }
+    };
+    let result = serde_path_to_error::deserialize::<_, T>(serde_ignored::Deserializer::new(
+        value,
+        &mut record,
+    ));
+    for steps in &unknown {
+        problems.push(strict::render(steps), strict::message::<T>(steps));
+    }
+    match result {
         Ok(object) => Some(object),
         Err(e) => {
             problems.push(e.path().to_string(), e.inner().to_string());

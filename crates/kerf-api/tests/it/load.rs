@@ -964,3 +964,56 @@ spec:
     // The hash is stable across runs and releases: claims carry it.
     expect!["d90cd27bf0e62f30"].assert_eq(&hash(0));
 }
+
+#[test]
+fn unknown_fields_are_errors_with_the_nearest_name() {
+    check(
+        r#"
+apiVersion: karpenter.sh/v1
+kind: NodePool
+metadata: {name: typo}
+spec:
+  limit: {cpu: "4"}
+  wieght: 10
+  template:
+    spec:
+      nodeClassRef: {group: karpenter.k8s.aws, kind: EC2NodeClass, name: default}
+      requirements:
+        - {key: karpenter.sh/capacity-type, operator: In, values: [on-demand], minValue: 3}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: typo, labelz: {app: x}}
+spec:
+  nodeselector: {disk: ssd}
+  containers: [{name: c, image: x, resource: {requests: {cpu: "100"}}}]
+  frobnicate: true
+"#,
+        expect![[r#"
+            error: 7 invalid fields:
+              test.yaml: NodePool typo: spec.limit: unknown field "spec.limit"; did you mean limits?
+              test.yaml: NodePool typo: spec.template.spec.requirements[0].minValue: unknown field "spec.template.spec.requirements[0].minValue"; did you mean minValues?
+              test.yaml: NodePool typo: spec.wieght: unknown field "spec.wieght"; did you mean weight?
+              test.yaml: Pod default/typo: metadata.labelz: unknown field "metadata.labelz"; did you mean labels?
+              test.yaml: Pod default/typo: spec.containers[0].resource: unknown field "spec.containers[0].resource"; did you mean resources?
+              test.yaml: Pod default/typo: spec.frobnicate: unknown field "spec.frobnicate"; it is not in the schema kerf reads this kind with
+              test.yaml: Pod default/typo: spec.nodeselector: unknown field "spec.nodeselector"; did you mean nodeSelector?
+        "#]],
+    );
+}
+
+#[test]
+fn kubectl_get_output_loads_with_its_status_and_managed_fields() {
+    // Status belongs to the API server, and newer servers add to it: never checked.
+    let mut text = std::fs::read_to_string(fixture("kubectl-get-pod.yaml")).unwrap();
+    text.push_str("  resize: Proposed\n  someFutureField: {x: 1}\n");
+    let m = load_str("pod.yaml", &text).unwrap_or_else(|e| panic!("{e}"));
+    expect![[r#"
+        pending default/web-7d4b9c-abcde owner=- priority=0 requests: cpu=250m, memory=64Mi, pods=1
+          labels: app=web
+          tolerates: "node.kubernetes.io/not-ready" Exists "" NoExecute
+          tolerates: "node.kubernetes.io/unreachable" Exists "" NoExecute
+        namespace default: kubernetes.io/metadata.name=default
+    "#]]
+    .assert_eq(&render(&m));
+}
