@@ -6,6 +6,7 @@
 //! sense across objects: volumes pin the zones of the pods that mount them, duplicate
 //! objects are reported, and outputs are sorted. Nothing here schedules anything.
 
+mod documents;
 mod karpenter;
 mod nodes;
 mod pdbs;
@@ -64,6 +65,7 @@ pub struct Manifests {
 pub fn load_paths(paths: &[PathBuf]) -> Result<Manifests, Error> {
     let mut loader = Loader::default();
     for path in paths {
+        loader.inputs.push(path.display().to_string());
         if path.as_os_str() == "-" {
             let mut text = String::new();
             std::io::stdin()
@@ -72,7 +74,7 @@ pub fn load_paths(paths: &[PathBuf]) -> Result<Manifests, Error> {
                     path: path.clone(),
                     source,
                 })?;
-            loader.add_source("<stdin>", &text)?;
+            loader.add_source("<stdin>", &text);
             continue;
         }
         let metadata = std::fs::metadata(path).map_err(|source| Error::Io {
@@ -87,11 +89,11 @@ pub fn load_paths(paths: &[PathBuf]) -> Result<Manifests, Error> {
             files.sort();
             for file in files {
                 let text = read_file(&file)?;
-                loader.add_source(&file.display().to_string(), &text)?;
+                loader.add_source(&file.display().to_string(), &text);
             }
         } else {
             let text = read_file(path)?;
-            loader.add_source(&path.display().to_string(), &text)?;
+            loader.add_source(&path.display().to_string(), &text);
         }
     }
     loader.finish()
@@ -100,7 +102,8 @@ pub fn load_paths(paths: &[PathBuf]) -> Result<Manifests, Error> {
 /// Reads one YAML stream; `source` names it in errors.
 pub fn load_str(source: &str, text: &str) -> Result<Manifests, Error> {
     let mut loader = Loader::default();
-    loader.add_source(source, text)?;
+    loader.inputs.push(source.to_string());
+    loader.add_source(source, text);
     loader.finish()
 }
 
@@ -276,6 +279,10 @@ impl Kind {
 
 #[derive(Default)]
 struct Loader {
+    /// The paths as the user gave them, for the error when none holds an object.
+    inputs: Vec<String>,
+    /// Objects read, valid or not, skipped or not; list items count, lists do not.
+    n_objects: usize,
     manifests: Manifests,
     sources: Vec<SourceError>,
     /// Every object read, by (kind, namespace, name), with where it was first seen, so a
@@ -293,19 +300,19 @@ struct Loader {
 }
 
 impl Loader {
-    fn add_source(&mut self, source: &str, text: &str) -> Result<(), Error> {
-        let documents = parse_documents(source, text)?;
+    fn add_source(&mut self, source: &str, text: &str) {
+        let parsed = documents::parse(source, text);
         let source_idx = self.sources.len();
         self.sources.push(SourceError {
             source: source.to_string(),
+            syntax: parsed.syntax,
             errors: Vec::new(),
         });
-        for (label, document) in &documents {
+        for (label, document) in &parsed.documents {
             if !document.is_null() {
                 self.add_object(source_idx, label, document);
             }
         }
-        Ok(())
     }
 
     fn error(&mut self, source: usize, error: FieldError) {
@@ -356,6 +363,7 @@ impl Loader {
             }
             return;
         }
+        self.n_objects += 1;
 
         let metadata = object.get("metadata");
         let meta_str = |key: &str| {
@@ -622,59 +630,16 @@ impl Loader {
         let invalid: Vec<SourceError> = self
             .sources
             .into_iter()
-            .filter(|s| !s.errors.is_empty())
+            .filter(|s| !s.errors.is_empty() || !s.syntax.is_empty())
             .collect();
-        if invalid.is_empty() {
-            Ok(manifests)
-        } else {
+        if !invalid.is_empty() {
             Err(Error::Invalid(invalid))
+        } else if self.n_objects == 0 {
+            Err(Error::NoObjects(self.inputs))
+        } else {
+            Ok(manifests)
         }
     }
-}
-
-/// The documents of one source, each with a label saying where it is
-/// (`document 3 at line 41`).
-fn parse_documents(source: &str, text: &str) -> Result<Vec<(String, Value)>, Error> {
-    // `kubectl get -o json` output is JSON, which serde_json reads many times faster than
-    // a YAML parser; anything it cannot read goes to the YAML parser, whose errors are the
-    // ones reported (JSON is YAML).
-    if text.trim_start().starts_with('{') {
-        let json: Result<Vec<Value>, _> = serde_json::Deserializer::from_str(text)
-            .into_iter::<Value>()
-            .collect();
-        if let Ok(values) = json {
-            return Ok(values
-                .into_iter()
-                .enumerate()
-                .map(|(i, v)| (format!("document {}", i + 1), v))
-                .collect());
-        }
-    }
-    let options = serde_saphyr::options! {
-        // The default budget suits configuration files; `helm template` output for a big
-        // cluster has thousands of documents and millions of nodes.
-        budget: serde_saphyr::budget! {
-            max_documents: 1_000_000,
-            max_nodes: 100_000_000,
-            max_events: 400_000_000,
-        },
-        with_snippet: false,
-    };
-    // Each document keeps where it starts, so an error in a long `helm template` stream
-    // can say which document it is about even when the object has no name.
-    let documents: Vec<serde_saphyr::Spanned<Value>> =
-        serde_saphyr::from_multiple_with_options(text, options).map_err(|e| Error::Yaml {
-            source_name: source.to_string(),
-            message: e.to_string(),
-        })?;
-    Ok(documents
-        .into_iter()
-        .enumerate()
-        .map(|(i, d)| {
-            let label = format!("document {} at line {}", i + 1, d.referenced.line());
-            (label, d.value)
-        })
-        .collect())
 }
 
 /// The object being converted, for converters that stage pods.

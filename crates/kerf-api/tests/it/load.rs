@@ -700,7 +700,84 @@ fn yaml_syntax_errors_name_the_location() {
     check(
         "apiVersion: v1\nkind: Pod\nmetadata: {name: p\nspec: {}\n",
         expect![[r#"
-            error: test.yaml: not valid YAML: while parsing a flow mapping, did not find expected ',' or '}' at line 4, column 5
+            error: 1 syntax error:
+              test.yaml: not valid YAML: while parsing a flow mapping, did not find expected ',' or '}' at line 4, column 5
+        "#]],
+    );
+    // Parser wording is kerf's: no library options, and JSON errors for JSON.
+    check(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: d}\nspec:\n  containers:\n  - name: c\n    resources:\n      requests:\n        cpu: \"1\"\n        cpu: \"8\"\n",
+        expect![[r#"
+            error: 1 syntax error:
+              test.yaml: not valid YAML: key "cpu" appears twice in one mapping at line 10, column 9; a key may appear once (kubectl rejects it too)
+        "#]],
+    );
+    let Err(e) = load_str(
+        "pod.json",
+        "{\"apiVersion\":\"v1\",\"kind\":\"Pod\",\n\"metadata\":{\"name\":\"j\"},,}",
+    ) else {
+        panic!("invalid JSON loaded")
+    };
+    expect![[r#"
+        1 syntax error:
+          pod.json: not valid JSON: key must be a string at line 2, column 25"#]]
+    .assert_eq(&e.to_string());
+}
+
+#[test]
+fn a_syntax_error_hides_no_other_document_or_source() {
+    let dir = std::env::temp_dir().join(format!("kerf-syntax-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("a.yaml"),
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: a\nspec: {containers: [{name: c}]}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("b.yaml"),
+        r#"apiVersion: v1
+kind: Pod
+metadata: {name: b}
+spec: {containers: [{name: c, resources: {requests: {cpu: lots}}}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: c]
+---
+# A comment-only document is no document.
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: d}
+spec: {containers: [{name: c, resources: {requests: {cpu: -1}}}]}
+"#,
+    )
+    .unwrap();
+    let result = load_paths(std::slice::from_ref(&dir));
+    std::fs::remove_dir_all(&dir).unwrap();
+    let e = result.unwrap_err().to_string();
+    expect![[r#"
+        2 syntax errors and 2 invalid fields:
+          DIR/a.yaml: not valid YAML: while parsing a flow mapping, did not find expected ',' or '}' at line 4, column 5
+          DIR/b.yaml: not valid YAML: mismatched bracket '{' closed by ']' at line 8, column 11
+          DIR/b.yaml: Pod default/b: spec.containers[0].resources.requests.cpu: "lots" is not a Kubernetes quantity (no number); expected e.g. "500m", "2", "1.5Gi", "512Mi", "1e3"
+          DIR/b.yaml: Pod default/d: spec.containers[0].resources.requests.cpu: "-1" is negative; resource quantities must be zero or more"#]]
+    .assert_eq(&e.replace(&dir.display().to_string(), "DIR"));
+}
+
+#[test]
+fn inputs_without_objects_are_an_error() {
+    let dir = std::env::temp_dir().join(format!("kerf-empty-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("comments.yaml"), "# nothing yet\n---\n").unwrap();
+    let result = load_paths(std::slice::from_ref(&dir));
+    std::fs::remove_dir_all(&dir).unwrap();
+    expect!["no objects passed: DIR holds no Kubernetes objects (a directory is read for .yaml, .yml and .json files)"]
+        .assert_eq(&result.unwrap_err().to_string().replace(&dir.display().to_string(), "DIR"));
+    check(
+        "apiVersion: v1\nkind: List\nitems: []\n",
+        expect![[r#"
+            error: no objects passed: test.yaml holds no Kubernetes objects (a directory is read for .yaml, .yml and .json files)
         "#]],
     );
 }
