@@ -252,29 +252,44 @@ impl Kind {
         ),
     ];
 
-    /// The kind kerf reads for this `apiVersion`/`kind`. `Err` names the version kerf
-    /// reads when the group is right but the version is not (an old `apps/v1beta2`
-    /// Deployment, a `karpenter.sh/v1beta1` NodePool); `Ok(None)` is a kind kerf skips.
-    fn resolve(api_version: &str, kind: &str) -> Result<Option<(Kind, bool)>, String> {
+    /// What kerf makes of an `apiVersion`/`kind`.
+    fn resolve(api_version: &str, kind: &str) -> Resolved {
         let group = |v: &str| v.rsplit_once('/').map_or("", |(g, _)| g).to_string();
-        for (k, version, name, namespaced) in Kind::ALL {
-            if name != kind {
-                continue;
-            }
-            if api_version == version {
-                return Ok(Some((k, namespaced)));
-            }
-            let same_group = group(api_version) == group(version)
-                // Workloads lived in `extensions` before `apps`.
-                || (group(version) == "apps" && group(api_version) == "extensions");
-            if same_group {
-                return Err(format!(
-                    "apiVersion {api_version} is not supported for {kind}; kerf reads {version}"
-                ));
-            }
+        let Some(&(k, version, _, _)) = Kind::ALL.iter().find(|(_, _, name, _)| *name == kind)
+        else {
+            return Resolved::Unused;
+        };
+        if api_version == version {
+            return Resolved::Read(k);
         }
-        Ok(None)
+        let same_group = group(api_version) == group(version)
+            // Workloads lived in `extensions` before `apps`.
+            || (group(version) == "apps" && group(api_version) == "extensions");
+        if same_group {
+            Resolved::OldVersion(format!(
+                "apiVersion {api_version} is not supported for {kind}; kerf reads {version}"
+            ))
+        } else {
+            Resolved::OtherGroup(format!(
+                "kerf reads {kind} only as {version}, not {api_version} (another API group's kind of the same name)"
+            ))
+        }
     }
+}
+
+/// What kerf makes of an object's `apiVersion`/`kind`.
+enum Resolved {
+    /// A kind kerf reads.
+    Read(Kind),
+    /// A kind kerf reads, in a version of its group kerf does not (an old `apps/v1beta2`
+    /// Deployment, a `karpenter.sh/v1beta1` NodePool): an error naming the version kerf
+    /// reads.
+    OldVersion(String),
+    /// A kind of that name in another group (`example.com/v1` NodePool): skipped with a
+    /// warning naming the group/version kerf reads.
+    OtherGroup(String),
+    /// A kind kerf does not use: skipped with a warning.
+    Unused,
 }
 
 #[derive(Default)]
@@ -396,16 +411,20 @@ impl Loader {
             (None, _) => format!("{kind} ({document})"),
         };
 
-        let (kind_id, _) = match resolved {
-            Ok(Some(k)) => k,
-            Ok(None) => {
+        let kind_id = match resolved {
+            Resolved::Read(k) => k,
+            Resolved::Unused | Resolved::OtherGroup(_) => {
+                let why = match resolved {
+                    Resolved::OtherGroup(why) => why,
+                    _ => "kerf does not use this kind".to_string(),
+                };
                 let source_name = &self.sources[source].source;
-                self.manifests.warnings.push(format!(
-                    "{source_name}: skipped {label}: kerf does not use this kind"
-                ));
+                self.manifests
+                    .warnings
+                    .push(format!("{source_name}: skipped {label}: {why}"));
                 return;
             }
-            Err(message) => {
+            Resolved::OldVersion(message) => {
                 self.error(source, FieldError::new(label, "apiVersion", message));
                 return;
             }

@@ -783,6 +783,16 @@ fn inputs_without_objects_are_an_error() {
 }
 
 #[test]
+fn a_kind_of_the_same_name_in_another_group_is_skipped_with_the_group_kerf_reads() {
+    check(
+        "apiVersion: example.com/v1\nkind: NodePool\nmetadata: {name: foreign}\n",
+        expect![[r#"
+            warning: test.yaml: skipped NodePool foreign: kerf reads NodePool only as karpenter.sh/v1, not example.com/v1 (another API group's kind of the same name)
+        "#]],
+    );
+}
+
+#[test]
 fn workload_pods_that_collide_with_pods_are_reported() {
     check(
         r#"
