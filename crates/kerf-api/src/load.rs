@@ -83,7 +83,7 @@ pub fn load_paths(paths: &[PathBuf]) -> Result<Manifests, Error> {
         })?;
         if metadata.is_dir() {
             let mut files = Vec::new();
-            manifest_files(path, &mut files)?;
+            manifest_files(path, &mut files, &mut loader.manifests.warnings)?;
             // Whole paths sort so that a directory's files and subdirectories interleave by
             // name, the order `ls -R`-style listings and `kubectl apply -R` users expect.
             files.sort();
@@ -114,17 +114,34 @@ fn read_file(path: &Path) -> Result<String, Error> {
     })
 }
 
-/// Every `.yaml`, `.yml` and `.json` file under `dir`, recursively.
-fn manifest_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), Error> {
+/// Every `.yaml`, `.yml` and `.json` file under `dir`, recursively. Symlinked
+/// directories are not followed, as kubectl's walk does not follow them: a link back up
+/// the tree would otherwise be read again and again. Symlinked files are read.
+fn manifest_files(
+    dir: &Path,
+    out: &mut Vec<PathBuf>,
+    warnings: &mut Vec<String>,
+) -> Result<(), Error> {
     let io_error = |source| Error::Io {
         path: dir.to_path_buf(),
         source,
     };
     for entry in std::fs::read_dir(dir).map_err(io_error)? {
-        let path = entry.map_err(io_error)?.path();
-        if path.is_dir() {
-            manifest_files(&path, out)?;
-        } else if path
+        let entry = entry.map_err(io_error)?;
+        let path = entry.path();
+        let file_type = entry.file_type().map_err(io_error)?;
+        if file_type.is_dir() {
+            manifest_files(&path, out, warnings)?;
+            continue;
+        }
+        if file_type.is_symlink() && path.is_dir() {
+            warnings.push(format!(
+                "{}: skipped: a symlink to a directory; directories are walked without following symlinks, as kubectl does (name the target to read it)",
+                path.display()
+            ));
+            continue;
+        }
+        if path
             .extension()
             .and_then(|e| e.to_str())
             .is_some_and(|e| matches!(e, "yaml" | "yml" | "json"))

@@ -782,6 +782,28 @@ fn inputs_without_objects_are_an_error() {
     );
 }
 
+#[cfg(unix)]
+#[test]
+fn symlinked_directories_are_not_followed() {
+    let dir = std::env::temp_dir().join(format!("kerf-loop-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("pod.yml"),
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: nested}\nspec: {containers: [{name: c}]}\n",
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(&dir, dir.join("self")).unwrap();
+    let result = load_paths(std::slice::from_ref(&dir));
+    std::fs::remove_dir_all(&dir).unwrap();
+    let m = result.unwrap_or_else(|e| panic!("{e}"));
+    expect![[r#"
+        pending default/nested owner=- priority=0 requests: pods=1
+        namespace default: kubernetes.io/metadata.name=default
+        warning: DIR/self: skipped: a symlink to a directory; directories are walked without following symlinks, as kubectl does (name the target to read it)
+    "#]]
+    .assert_eq(&render(&m).replace(&dir.display().to_string(), "DIR"));
+}
+
 #[test]
 fn a_kind_of_the_same_name_in_another_group_is_skipped_with_the_group_kerf_reads() {
     check(
