@@ -321,6 +321,10 @@ struct Loader {
     /// second definition is reported rather than silently winning.
     seen: BTreeMap<(String, String, String), String>,
     pods: Vec<StagedPod>,
+    /// Workloads, expanded once every Pod is read (`workloads::expand`).
+    workloads: Vec<workloads::Workload>,
+    /// Every Pod read that has not finished, skipped or not.
+    existing: Vec<workloads::ExistingPod>,
     volumes: volumes::VolumeIndex,
     priority_classes: BTreeMap<String, i32>,
     /// The value of the PriorityClass marked `globalDefault`, for pods naming no class.
@@ -486,26 +490,32 @@ impl Loader {
         };
         match kind_id {
             Kind::Pod => {
-                if let Some(pod) = typed(value, &mut problems) {
-                    self.pods
-                        .extend(workloads::bare_pod(&object, &pod, &mut problems));
+                if let Some(pod) = typed::<k8s_openapi::api::core::v1::Pod>(value, &mut problems) {
+                    let staged = workloads::bare_pod(&object, &pod, &mut problems);
+                    if !workloads::is_terminal(&pod) {
+                        // The pod exists: its workload does not add it again, and no
+                        // replica takes its name.
+                        self.existing
+                            .push(workloads::ExistingPod::new(&pod, &namespace, &name));
+                    }
+                    self.pods.extend(staged);
                 }
             }
             Kind::Deployment => {
                 if let Some(d) = typed(value, &mut problems) {
-                    self.pods
+                    self.workloads
                         .extend(workloads::deployment(&object, &d, &mut problems));
                 }
             }
             Kind::ReplicaSet => {
                 if let Some(rs) = typed(value, &mut problems) {
-                    self.pods
+                    self.workloads
                         .extend(workloads::replica_set(&object, &rs, &mut problems));
                 }
             }
             Kind::StatefulSet => {
                 if let Some(sts) = typed(value, &mut problems) {
-                    self.pods
+                    self.workloads
                         .extend(workloads::stateful_set(&object, &sts, &mut problems));
                 }
             }
@@ -517,7 +527,7 @@ impl Loader {
             }
             Kind::Job => {
                 if let Some(job) = typed(value, &mut problems) {
-                    self.pods
+                    self.workloads
                         .extend(workloads::job(&object, &job, &mut problems));
                 }
             }
@@ -590,27 +600,11 @@ impl Loader {
     fn finish(mut self) -> Result<Manifests, Error> {
         let mut manifests = std::mem::take(&mut self.manifests);
         let mut pods = std::mem::take(&mut self.pods);
+        // Replicas are named around the pods that exist, so no two pods share a name.
+        pods.extend(workloads::expand(&self.workloads, &self.existing));
         pods.sort_by(|a, b| a.pod.key.cmp(&b.pod.key));
-        // Two objects can expand to the same pod name (a Deployment `web` and a Pod
-        // `web-0`); the plan names pods by namespace/name, so that is an error.
-        // Replicas share their object's errors: report each once per object, not per pod.
+        // Replicas share their object's warnings: report each once per object, not per pod.
         let mut reported = BTreeSet::new();
-        for pair in pods.windows(2) {
-            if pair[0].pod.key == pair[1].pod.key {
-                let (first, again) = (&pair[0], &pair[1]);
-                if !reported.insert((again.source, again.object.clone(), first.object.clone())) {
-                    continue;
-                }
-                let message = format!(
-                    "pod {} is also produced by {} in {}",
-                    again.pod.key, first.object, self.sources[first.source].source
-                );
-                self.error(
-                    again.source,
-                    FieldError::new(again.object.clone(), "metadata.name", message),
-                );
-            }
-        }
         for staged in &mut pods {
             match std::mem::replace(&mut staged.priority, PriorityFrom::Explicit) {
                 PriorityFrom::Explicit => {}

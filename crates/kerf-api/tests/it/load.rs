@@ -815,7 +815,9 @@ fn a_kind_of_the_same_name_in_another_group_is_skipped_with_the_group_kerf_reads
 }
 
 #[test]
-fn workload_pods_that_collide_with_pods_are_reported() {
+fn workload_replicas_take_names_no_pod_has() {
+    // The Pod web-1 is not the Deployment's (no ownerReference): both run, and the
+    // Deployment's replicas are named around it. Existing pods are never an error.
     check(
         r#"
 apiVersion: apps/v1
@@ -834,8 +836,178 @@ metadata: {name: web-1}
 spec: {containers: [{name: app}]}
 "#,
         expect![[r#"
-            error: 1 invalid field:
-              test.yaml: Pod default/web-1: metadata.name: pod default/web-1 is also produced by Deployment default/web in test.yaml
+            pending default/web-0 owner=Deployment/web priority=0 requests: pods=1
+              labels: app=web
+            pending default/web-1 owner=- priority=0 requests: pods=1
+            pending default/web-2 owner=Deployment/web priority=0 requests: pods=1
+              labels: app=web
+            namespace default: kubernetes.io/metadata.name=default
+        "#]],
+    );
+}
+
+#[test]
+fn a_cluster_dump_adds_only_the_pods_workloads_lack() {
+    let pod = |name: &str, owner_kind: &str, owner: &str, extra: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: shop\n  labels: {{app: x{extra}}}\n  ownerReferences: [{{apiVersion: apps/v1, kind: {owner_kind}, name: {owner}, uid: u, controller: true}}]\nspec:\n  nodeName: node-a\n  containers: [{{name: c}}]\nstatus: {{phase: Running}}\n"
+        )
+    };
+    let workload = |kind: &str, name: &str, replicas: u32, extra: &str| {
+        let service = if kind == "StatefulSet" {
+            "  serviceName: x\n"
+        } else {
+            ""
+        };
+        format!(
+            "apiVersion: apps/v1\nkind: {kind}\nmetadata:\n  name: {name}\n  namespace: shop\n{extra}spec:\n  replicas: {replicas}\n{service}  selector: {{matchLabels: {{app: x}}}}\n  template:\n    metadata: {{labels: {{app: x}}}}\n    spec: {{containers: [{{name: c}}]}}\n"
+        )
+    };
+    let docs = [
+        // A Deployment of 3, its ReplicaSet (in the input) with one pod, and a pod of an
+        // older ReplicaSet that is not in the input: one pod is missing.
+        workload("Deployment", "web", 3, ""),
+        workload(
+            "ReplicaSet",
+            "web-7d4b9c",
+            2,
+            "  ownerReferences: [{apiVersion: apps/v1, kind: Deployment, name: web, uid: d, controller: true}]\n",
+        ),
+        pod("web-7d4b9c-abcde", "ReplicaSet", "web-7d4b9c", ""),
+        pod(
+            "web-5f6a7b-vwxyz",
+            "ReplicaSet",
+            "web-5f6a7b",
+            ", pod-template-hash: 5f6a7b",
+        ),
+        // A ReplicaSet of its own (its Deployment is not in the input) of 2, with 2 pods.
+        workload(
+            "ReplicaSet",
+            "api-1a2b3c",
+            2,
+            "  ownerReferences: [{apiVersion: apps/v1, kind: Deployment, name: api, uid: a, controller: true}]\n",
+        ),
+        pod("api-1a2b3c-aaaaa", "ReplicaSet", "api-1a2b3c", ""),
+        pod("api-1a2b3c-bbbbb", "ReplicaSet", "api-1a2b3c", ""),
+        // A StatefulSet of 3 with db-0 and db-2 running: db-1 is missing.
+        workload("StatefulSet", "db", 3, ""),
+        pod("db-0", "StatefulSet", "db", ""),
+        pod("db-2", "StatefulSet", "db", ""),
+    ];
+    check(
+        &docs.join("---\n"),
+        expect![[r#"
+            pending shop/db-1 owner=StatefulSet/db priority=0 requests: pods=1
+              labels: app=x
+            pending shop/web-0 owner=Deployment/web priority=0 requests: pods=1
+              labels: app=x
+            bound shop/api-1a2b3c-aaaaa owner=ReplicaSet/api-1a2b3c priority=0 requests: pods=1
+              node: node-a
+              labels: app=x
+            bound shop/api-1a2b3c-bbbbb owner=ReplicaSet/api-1a2b3c priority=0 requests: pods=1
+              node: node-a
+              labels: app=x
+            bound shop/db-0 owner=StatefulSet/db priority=0 requests: pods=1
+              node: node-a
+              labels: app=x
+            bound shop/db-2 owner=StatefulSet/db priority=0 requests: pods=1
+              node: node-a
+              labels: app=x
+            bound shop/web-5f6a7b-vwxyz owner=ReplicaSet/web-5f6a7b priority=0 requests: pods=1
+              node: node-a
+              labels: app=x,pod-template-hash=5f6a7b
+            bound shop/web-7d4b9c-abcde owner=ReplicaSet/web-7d4b9c priority=0 requests: pods=1
+              node: node-a
+              labels: app=x
+            namespace shop: kubernetes.io/metadata.name=shop
+        "#]],
+    );
+}
+
+#[test]
+fn stateful_sets_count_from_their_first_ordinal() {
+    check(
+        r#"
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: db}
+spec:
+  replicas: 3
+  ordinals: {start: 5}
+  serviceName: db
+  selector: {matchLabels: {app: db}}
+  template:
+    metadata: {labels: {app: db}}
+    spec: {containers: [{name: c}]}
+  volumeClaimTemplates: [{metadata: {name: data}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: db-5}
+spec: {containers: [{name: c}]}
+"#,
+        expect![[r#"
+            pending default/db-5 owner=- priority=0 requests: pods=1
+            pending default/db-6 owner=StatefulSet/db priority=0 requests: pods=1
+              labels: app=db
+            pending default/db-7 owner=StatefulSet/db priority=0 requests: pods=1
+              labels: app=db
+            namespace default: kubernetes.io/metadata.name=default
+        "#]],
+    );
+}
+
+#[test]
+fn jobs_run_what_their_status_leaves_to_do() {
+    check(
+        r#"
+apiVersion: batch/v1
+kind: Job
+metadata: {name: finished}
+spec:
+  parallelism: 3
+  completions: 3
+  template: {spec: {restartPolicy: Never, containers: [{name: c}]}}
+status: {succeeded: 3, conditions: [{type: Complete, status: "True"}]}
+---
+apiVersion: batch/v1
+kind: Job
+metadata: {name: failed}
+spec:
+  parallelism: 2
+  template: {spec: {restartPolicy: Never, containers: [{name: c}]}}
+status: {failed: 6, conditions: [{type: Failed, status: "True"}]}
+---
+# 10 completions, 8 done, parallelism 4: 2 to go, one of them already running.
+apiVersion: batch/v1
+kind: Job
+metadata: {name: halfway}
+spec:
+  parallelism: 4
+  completions: 10
+  template: {spec: {restartPolicy: Never, containers: [{name: c}]}}
+status: {succeeded: 8, active: 1}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: halfway-abcde
+  ownerReferences: [{apiVersion: batch/v1, kind: Job, name: halfway, uid: j, controller: true}]
+spec: {containers: [{name: c}]}
+---
+# Without completions, the first success ends the Job.
+apiVersion: batch/v1
+kind: Job
+metadata: {name: queue}
+spec:
+  parallelism: 3
+  template: {spec: {restartPolicy: Never, containers: [{name: c}]}}
+status: {succeeded: 1}
+"#,
+        expect![[r#"
+            pending default/halfway-0 owner=Job/halfway priority=0 requests: pods=1
+            pending default/halfway-abcde owner=Job/halfway priority=0 requests: pods=1
+            namespace default: kubernetes.io/metadata.name=default
         "#]],
     );
 }
