@@ -31,8 +31,10 @@ use crate::{Error, FieldError};
 /// Everything kerf read from its inputs, converted and validated.
 #[derive(Clone, Debug, Default)]
 pub struct Manifests {
-    /// Pods with no `spec.nodeName` that are not terminal, workload replicas included,
-    /// sorted by namespace/name.
+    /// Pods with no `spec.nodeName` that are not terminal, workload replicas the input's
+    /// pods do not already account for included, sorted by namespace/name. Pods Karpenter
+    /// never provisions for (scheduling gates, DaemonSet and mirror pods) are left out,
+    /// each with a warning.
     pub pending_pods: Vec<Pod>,
     /// Pods bound to a node (`spec.nodeName`), sorted by namespace/name.
     pub bound_pods: Vec<Pod>,
@@ -56,7 +58,8 @@ pub struct Manifests {
     pub nodeclaims: Vec<NodeClaim>,
     /// PodDisruptionBudgets, sorted by namespace/name.
     pub pdbs: Vec<Pdb>,
-    /// One line per object skipped (unknown kind), for the user to see.
+    /// One line per object or path skipped (a kind kerf does not use, a pod Karpenter
+    /// would not provision for, a symlinked directory), for the user to see.
     pub warnings: Vec<String>,
 }
 
@@ -493,12 +496,19 @@ impl Loader {
                 if let Some(pod) = typed::<k8s_openapi::api::core::v1::Pod>(value, &mut problems) {
                     let staged = workloads::bare_pod(&object, &pod, &mut problems);
                     if !workloads::is_terminal(&pod) {
-                        // The pod exists: its workload does not add it again, and no
-                        // replica takes its name.
+                        // Skipped or not, the pod exists: its workload does not add it
+                        // again, and no replica takes its name.
                         self.existing
                             .push(workloads::ExistingPod::new(&pod, &namespace, &name));
+                        if let Some(why) = workloads::not_provisionable(&pod) {
+                            let source_name = &self.sources[source].source;
+                            self.manifests
+                                .warnings
+                                .push(format!("{source_name}: skipped {label}: {why}"));
+                        } else {
+                            self.pods.extend(staged);
+                        }
                     }
-                    self.pods.extend(staged);
                 }
             }
             Kind::Deployment => {

@@ -36,6 +36,52 @@ pub(crate) fn controller_of(meta: &meta::ObjectMeta) -> Option<(String, String)>
         .map(|r| (r.kind.clone(), r.name.clone()))
 }
 
+/// Why Karpenter would never launch a node for this unbound pod, if it would not
+/// (`pod.IsProvisionable` and the scheduling-gate check in Karpenter's provisioner).
+pub(crate) fn not_provisionable(pod: &core::Pod) -> Option<String> {
+    let spec = pod.spec.as_ref()?;
+    if spec.node_name.as_deref().is_some_and(|n| !n.is_empty()) {
+        return None;
+    }
+    let gates: Vec<&str> = spec
+        .scheduling_gates
+        .iter()
+        .flatten()
+        .map(|g| g.name.as_str())
+        .collect();
+    if !gates.is_empty() {
+        return Some(format!(
+            "it has schedulingGates ({}); the scheduler and Karpenter leave it alone until they are removed",
+            gates.join(", ")
+        ));
+    }
+    if let Some((kind, name)) = controller_of(&pod.metadata)
+        && kind == "DaemonSet"
+    {
+        return Some(format!(
+            "a pod of DaemonSet {name}, which the DaemonSet controller places on the node it is for; Karpenter counts DaemonSets as overhead of new nodes, not as pods to launch nodes for"
+        ));
+    }
+    let node_owner = pod
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|r| r.kind == "Node");
+    let mirror = pod
+        .metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key("kubernetes.io/config.mirror"));
+    if node_owner.is_some() || mirror {
+        let node = node_owner.map_or_else(String::new, |r| format!(" of node {}", r.name));
+        return Some(format!(
+            "a mirror pod{node} (a static pod the kubelet runs); no node is launched for it"
+        ));
+    }
+    None
+}
+
 /// A Pod as written. Terminal pods (`Succeeded`, `Failed`) hold no resources and are
 /// dropped.
 pub(crate) fn bare_pod(

@@ -1013,6 +1013,52 @@ status: {succeeded: 1}
 }
 
 #[test]
+fn pods_karpenter_never_provisions_for_are_skipped_with_a_reason() {
+    check(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: gated}
+spec:
+  schedulingGates: [{name: example.com/wait}]
+  containers: [{name: c}]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: ds-pod-xyz
+  namespace: kube-system
+  ownerReferences: [{apiVersion: apps/v1, kind: DaemonSet, name: ds, uid: u, controller: true}]
+spec: {containers: [{name: c}]}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: kube-proxy-node-a
+  namespace: kube-system
+  ownerReferences: [{apiVersion: v1, kind: Node, name: node-a, uid: u, controller: true}]
+spec: {containers: [{name: c}]}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: ds-pod-bound
+  namespace: kube-system
+  ownerReferences: [{apiVersion: apps/v1, kind: DaemonSet, name: ds, uid: u, controller: true}]
+spec: {nodeName: node-a, containers: [{name: c}]}
+"#,
+        expect![[r#"
+            bound kube-system/ds-pod-bound owner=DaemonSet/ds priority=0 requests: pods=1
+              node: node-a
+            namespace kube-system: kubernetes.io/metadata.name=kube-system
+            warning: test.yaml: skipped Pod default/gated: it has schedulingGates (example.com/wait); the scheduler and Karpenter leave it alone until they are removed
+            warning: test.yaml: skipped Pod kube-system/ds-pod-xyz: a pod of DaemonSet ds, which the DaemonSet controller places on the node it is for; Karpenter counts DaemonSets as overhead of new nodes, not as pods to launch nodes for
+            warning: test.yaml: skipped Pod kube-system/kube-proxy-node-a: a mirror pod of node node-a (a static pod the kubelet runs); no node is launched for it
+        "#]],
+    );
+}
+
+#[test]
 fn selectors_must_select_their_template() {
     check(
         r#"
