@@ -35,11 +35,14 @@ impl fmt::Display for FieldError {
     }
 }
 
-/// A problem with one input source (a file, or `-` for stdin).
+/// The problems with one input source (a file, or `-` for stdin).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SourceError {
     /// The file as the user named it; `<stdin>` for `-`.
     pub source: String,
+    /// Documents that are not valid YAML (or JSON), each message with its line: the
+    /// source's other documents are still read.
+    pub syntax: Vec<String>,
     pub errors: Vec<FieldError>,
 }
 
@@ -51,20 +54,38 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    #[error("{source_name}: not valid YAML: {message}")]
-    Yaml {
-        source_name: String,
-        message: String,
-    },
-    /// Every invalid object in every input, so one bad object does not hide the others.
+    /// Every syntax error and every invalid object in every input, so one bad document
+    /// does not hide the others.
     #[error("{}", render_invalid(.0))]
     Invalid(Vec<SourceError>),
+    /// The inputs hold no object at all (kubectl: "no objects passed to apply"); an
+    /// empty plan would read as "nothing to do" when the wrong path was given.
+    #[error(
+        "no objects passed: {} hold{} no Kubernetes objects (a directory is read for .yaml, .yml and .json files)",
+        .0.join(", "),
+        if .0.len() == 1 { "s" } else { "" }
+    )]
+    NoObjects(Vec<String>),
 }
 
 fn render_invalid(sources: &[SourceError]) -> String {
-    let n: usize = sources.iter().map(|s| s.errors.len()).sum();
-    let mut out = format!("{n} invalid field{}:", if n == 1 { "" } else { "s" });
+    let count = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
+    let n_syntax: usize = sources.iter().map(|s| s.syntax.len()).sum();
+    let n_fields: usize = sources.iter().map(|s| s.errors.len()).sum();
+    let mut out = match (n_syntax, n_fields) {
+        (0, n) => count(n, "invalid field"),
+        (n, 0) => count(n, "syntax error"),
+        (s, f) => format!(
+            "{} and {}",
+            count(s, "syntax error"),
+            count(f, "invalid field")
+        ),
+    };
+    out.push(':');
     for s in sources {
+        for message in &s.syntax {
+            out.push_str(&format!("\n  {}: {message}", s.source));
+        }
         for e in &s.errors {
             out.push_str(&format!("\n  {}: {e}", s.source));
         }

@@ -6,10 +6,12 @@
 //! sense across objects: volumes pin the zones of the pods that mount them, duplicate
 //! objects are reported, and outputs are sorted. Nothing here schedules anything.
 
+mod documents;
 mod karpenter;
 mod nodes;
 mod pdbs;
 mod pods;
+mod strict;
 mod syntax;
 mod volumes;
 mod workloads;
@@ -19,6 +21,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use kerf_model::{Labels, Node, NodeClaim, NodePool, Pdb, Pod};
+use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -28,8 +31,10 @@ use crate::{Error, FieldError};
 /// Everything kerf read from its inputs, converted and validated.
 #[derive(Clone, Debug, Default)]
 pub struct Manifests {
-    /// Pods with no `spec.nodeName` that are not terminal, workload replicas included,
-    /// sorted by namespace/name.
+    /// Pods with no `spec.nodeName` that are not terminal, workload replicas the input's
+    /// pods do not already account for included, sorted by namespace/name. Pods Karpenter
+    /// never provisions for (scheduling gates, DaemonSet and mirror pods) are left out,
+    /// each with a warning.
     pub pending_pods: Vec<Pod>,
     /// Pods bound to a node (`spec.nodeName`), sorted by namespace/name.
     pub bound_pods: Vec<Pod>,
@@ -53,7 +58,8 @@ pub struct Manifests {
     pub nodeclaims: Vec<NodeClaim>,
     /// PodDisruptionBudgets, sorted by namespace/name.
     pub pdbs: Vec<Pdb>,
-    /// One line per object skipped (unknown kind), for the user to see.
+    /// One line per object or path skipped (a kind kerf does not use, a pod Karpenter
+    /// would not provision for, a symlinked directory), for the user to see.
     pub warnings: Vec<String>,
 }
 
@@ -62,6 +68,7 @@ pub struct Manifests {
 pub fn load_paths(paths: &[PathBuf]) -> Result<Manifests, Error> {
     let mut loader = Loader::default();
     for path in paths {
+        loader.inputs.push(path.display().to_string());
         if path.as_os_str() == "-" {
             let mut text = String::new();
             std::io::stdin()
@@ -70,7 +77,7 @@ pub fn load_paths(paths: &[PathBuf]) -> Result<Manifests, Error> {
                     path: path.clone(),
                     source,
                 })?;
-            loader.add_source("<stdin>", &text)?;
+            loader.add_source("<stdin>", &text);
             continue;
         }
         let metadata = std::fs::metadata(path).map_err(|source| Error::Io {
@@ -79,17 +86,17 @@ pub fn load_paths(paths: &[PathBuf]) -> Result<Manifests, Error> {
         })?;
         if metadata.is_dir() {
             let mut files = Vec::new();
-            manifest_files(path, &mut files)?;
+            manifest_files(path, &mut files, &mut loader.manifests.warnings)?;
             // Whole paths sort so that a directory's files and subdirectories interleave by
             // name, the order `ls -R`-style listings and `kubectl apply -R` users expect.
             files.sort();
             for file in files {
                 let text = read_file(&file)?;
-                loader.add_source(&file.display().to_string(), &text)?;
+                loader.add_source(&file.display().to_string(), &text);
             }
         } else {
             let text = read_file(path)?;
-            loader.add_source(&path.display().to_string(), &text)?;
+            loader.add_source(&path.display().to_string(), &text);
         }
     }
     loader.finish()
@@ -98,7 +105,8 @@ pub fn load_paths(paths: &[PathBuf]) -> Result<Manifests, Error> {
 /// Reads one YAML stream; `source` names it in errors.
 pub fn load_str(source: &str, text: &str) -> Result<Manifests, Error> {
     let mut loader = Loader::default();
-    loader.add_source(source, text)?;
+    loader.inputs.push(source.to_string());
+    loader.add_source(source, text);
     loader.finish()
 }
 
@@ -109,17 +117,34 @@ fn read_file(path: &Path) -> Result<String, Error> {
     })
 }
 
-/// Every `.yaml`, `.yml` and `.json` file under `dir`, recursively.
-fn manifest_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), Error> {
+/// Every `.yaml`, `.yml` and `.json` file under `dir`, recursively. Symlinked
+/// directories are not followed, as kubectl's walk does not follow them: a link back up
+/// the tree would otherwise be read again and again. Symlinked files are read.
+fn manifest_files(
+    dir: &Path,
+    out: &mut Vec<PathBuf>,
+    warnings: &mut Vec<String>,
+) -> Result<(), Error> {
     let io_error = |source| Error::Io {
         path: dir.to_path_buf(),
         source,
     };
     for entry in std::fs::read_dir(dir).map_err(io_error)? {
-        let path = entry.map_err(io_error)?.path();
-        if path.is_dir() {
-            manifest_files(&path, out)?;
-        } else if path
+        let entry = entry.map_err(io_error)?;
+        let path = entry.path();
+        let file_type = entry.file_type().map_err(io_error)?;
+        if file_type.is_dir() {
+            manifest_files(&path, out, warnings)?;
+            continue;
+        }
+        if file_type.is_symlink() && path.is_dir() {
+            warnings.push(format!(
+                "{}: skipped: a symlink to a directory; directories are walked without following symlinks, as kubectl does (name the target to read it)",
+                path.display()
+            ));
+            continue;
+        }
+        if path
             .extension()
             .and_then(|e| e.to_str())
             .is_some_and(|e| matches!(e, "yaml" | "yml" | "json"))
@@ -247,39 +272,62 @@ impl Kind {
         ),
     ];
 
-    /// The kind kerf reads for this `apiVersion`/`kind`. `Err` names the version kerf
-    /// reads when the group is right but the version is not (an old `apps/v1beta2`
-    /// Deployment, a `karpenter.sh/v1beta1` NodePool); `Ok(None)` is a kind kerf skips.
-    fn resolve(api_version: &str, kind: &str) -> Result<Option<(Kind, bool)>, String> {
+    /// What kerf makes of an `apiVersion`/`kind`.
+    fn resolve(api_version: &str, kind: &str) -> Resolved {
         let group = |v: &str| v.rsplit_once('/').map_or("", |(g, _)| g).to_string();
-        for (k, version, name, namespaced) in Kind::ALL {
-            if name != kind {
-                continue;
-            }
-            if api_version == version {
-                return Ok(Some((k, namespaced)));
-            }
-            let same_group = group(api_version) == group(version)
-                // Workloads lived in `extensions` before `apps`.
-                || (group(version) == "apps" && group(api_version) == "extensions");
-            if same_group {
-                return Err(format!(
-                    "apiVersion {api_version} is not supported for {kind}; kerf reads {version}"
-                ));
-            }
+        let Some(&(k, version, _, _)) = Kind::ALL.iter().find(|(_, _, name, _)| *name == kind)
+        else {
+            return Resolved::Unused;
+        };
+        if api_version == version {
+            return Resolved::Read(k);
         }
-        Ok(None)
+        let same_group = group(api_version) == group(version)
+            // Workloads lived in `extensions` before `apps`.
+            || (group(version) == "apps" && group(api_version) == "extensions");
+        if same_group {
+            Resolved::OldVersion(format!(
+                "apiVersion {api_version} is not supported for {kind}; kerf reads {version}"
+            ))
+        } else {
+            Resolved::OtherGroup(format!(
+                "kerf reads {kind} only as {version}, not {api_version} (another API group's kind of the same name)"
+            ))
+        }
     }
+}
+
+/// What kerf makes of an object's `apiVersion`/`kind`.
+enum Resolved {
+    /// A kind kerf reads.
+    Read(Kind),
+    /// A kind kerf reads, in a version of its group kerf does not (an old `apps/v1beta2`
+    /// Deployment, a `karpenter.sh/v1beta1` NodePool): an error naming the version kerf
+    /// reads.
+    OldVersion(String),
+    /// A kind of that name in another group (`example.com/v1` NodePool): skipped with a
+    /// warning naming the group/version kerf reads.
+    OtherGroup(String),
+    /// A kind kerf does not use: skipped with a warning.
+    Unused,
 }
 
 #[derive(Default)]
 struct Loader {
+    /// The paths as the user gave them, for the error when none holds an object.
+    inputs: Vec<String>,
+    /// Objects read, valid or not, skipped or not; list items count, lists do not.
+    n_objects: usize,
     manifests: Manifests,
     sources: Vec<SourceError>,
     /// Every object read, by (kind, namespace, name), with where it was first seen, so a
     /// second definition is reported rather than silently winning.
     seen: BTreeMap<(String, String, String), String>,
     pods: Vec<StagedPod>,
+    /// Workloads, expanded once every Pod is read (`workloads::expand`).
+    workloads: Vec<workloads::Workload>,
+    /// Every Pod read that has not finished, skipped or not.
+    existing: Vec<workloads::ExistingPod>,
     volumes: volumes::VolumeIndex,
     priority_classes: BTreeMap<String, i32>,
     /// The value of the PriorityClass marked `globalDefault`, for pods naming no class.
@@ -291,19 +339,19 @@ struct Loader {
 }
 
 impl Loader {
-    fn add_source(&mut self, source: &str, text: &str) -> Result<(), Error> {
-        let documents = parse_documents(source, text)?;
+    fn add_source(&mut self, source: &str, text: &str) {
+        let parsed = documents::parse(source, text);
         let source_idx = self.sources.len();
         self.sources.push(SourceError {
             source: source.to_string(),
+            syntax: parsed.syntax,
             errors: Vec::new(),
         });
-        for (label, document) in &documents {
+        for (label, document) in &parsed.documents {
             if !document.is_null() {
                 self.add_object(source_idx, label, document);
             }
         }
-        Ok(())
     }
 
     fn error(&mut self, source: usize, error: FieldError) {
@@ -354,6 +402,7 @@ impl Loader {
             }
             return;
         }
+        self.n_objects += 1;
 
         let metadata = object.get("metadata");
         let meta_str = |key: &str| {
@@ -386,16 +435,20 @@ impl Loader {
             (None, _) => format!("{kind} ({document})"),
         };
 
-        let (kind_id, _) = match resolved {
-            Ok(Some(k)) => k,
-            Ok(None) => {
+        let kind_id = match resolved {
+            Resolved::Read(k) => k,
+            Resolved::Unused | Resolved::OtherGroup(_) => {
+                let why = match resolved {
+                    Resolved::OtherGroup(why) => why,
+                    _ => "kerf does not use this kind".to_string(),
+                };
                 let source_name = &self.sources[source].source;
-                self.manifests.warnings.push(format!(
-                    "{source_name}: skipped {label}: kerf does not use this kind"
-                ));
+                self.manifests
+                    .warnings
+                    .push(format!("{source_name}: skipped {label}: {why}"));
                 return;
             }
-            Err(message) => {
+            Resolved::OldVersion(message) => {
                 self.error(source, FieldError::new(label, "apiVersion", message));
                 return;
             }
@@ -440,26 +493,39 @@ impl Loader {
         };
         match kind_id {
             Kind::Pod => {
-                if let Some(pod) = typed(value, &mut problems) {
-                    self.pods
-                        .extend(workloads::bare_pod(&object, &pod, &mut problems));
+                if let Some(pod) = typed::<k8s_openapi::api::core::v1::Pod>(value, &mut problems) {
+                    let staged = workloads::bare_pod(&object, &pod, &mut problems);
+                    if !workloads::is_terminal(&pod) {
+                        // Skipped or not, the pod exists: its workload does not add it
+                        // again, and no replica takes its name.
+                        self.existing
+                            .push(workloads::ExistingPod::new(&pod, &namespace, &name));
+                        if let Some(why) = workloads::not_provisionable(&pod) {
+                            let source_name = &self.sources[source].source;
+                            self.manifests
+                                .warnings
+                                .push(format!("{source_name}: skipped {label}: {why}"));
+                        } else {
+                            self.pods.extend(staged);
+                        }
+                    }
                 }
             }
             Kind::Deployment => {
                 if let Some(d) = typed(value, &mut problems) {
-                    self.pods
+                    self.workloads
                         .extend(workloads::deployment(&object, &d, &mut problems));
                 }
             }
             Kind::ReplicaSet => {
                 if let Some(rs) = typed(value, &mut problems) {
-                    self.pods
+                    self.workloads
                         .extend(workloads::replica_set(&object, &rs, &mut problems));
                 }
             }
             Kind::StatefulSet => {
                 if let Some(sts) = typed(value, &mut problems) {
-                    self.pods
+                    self.workloads
                         .extend(workloads::stateful_set(&object, &sts, &mut problems));
                 }
             }
@@ -471,7 +537,7 @@ impl Loader {
             }
             Kind::Job => {
                 if let Some(job) = typed(value, &mut problems) {
-                    self.pods
+                    self.workloads
                         .extend(workloads::job(&object, &job, &mut problems));
                 }
             }
@@ -544,27 +610,11 @@ impl Loader {
     fn finish(mut self) -> Result<Manifests, Error> {
         let mut manifests = std::mem::take(&mut self.manifests);
         let mut pods = std::mem::take(&mut self.pods);
+        // Replicas are named around the pods that exist, so no two pods share a name.
+        pods.extend(workloads::expand(&self.workloads, &self.existing));
         pods.sort_by(|a, b| a.pod.key.cmp(&b.pod.key));
-        // Two objects can expand to the same pod name (a Deployment `web` and a Pod
-        // `web-0`); the plan names pods by namespace/name, so that is an error.
-        // Replicas share their object's errors: report each once per object, not per pod.
+        // Replicas share their object's warnings: report each once per object, not per pod.
         let mut reported = BTreeSet::new();
-        for pair in pods.windows(2) {
-            if pair[0].pod.key == pair[1].pod.key {
-                let (first, again) = (&pair[0], &pair[1]);
-                if !reported.insert((again.source, again.object.clone(), first.object.clone())) {
-                    continue;
-                }
-                let message = format!(
-                    "pod {} is also produced by {} in {}",
-                    again.pod.key, first.object, self.sources[first.source].source
-                );
-                self.error(
-                    again.source,
-                    FieldError::new(again.object.clone(), "metadata.name", message),
-                );
-            }
-        }
         for staged in &mut pods {
             match std::mem::replace(&mut staged.priority, PriorityFrom::Explicit) {
                 PriorityFrom::Explicit => {}
@@ -620,59 +670,16 @@ impl Loader {
         let invalid: Vec<SourceError> = self
             .sources
             .into_iter()
-            .filter(|s| !s.errors.is_empty())
+            .filter(|s| !s.errors.is_empty() || !s.syntax.is_empty())
             .collect();
-        if invalid.is_empty() {
-            Ok(manifests)
-        } else {
+        if !invalid.is_empty() {
             Err(Error::Invalid(invalid))
+        } else if self.n_objects == 0 {
+            Err(Error::NoObjects(self.inputs))
+        } else {
+            Ok(manifests)
         }
     }
-}
-
-/// The documents of one source, each with a label saying where it is
-/// (`document 3 at line 41`).
-fn parse_documents(source: &str, text: &str) -> Result<Vec<(String, Value)>, Error> {
-    // `kubectl get -o json` output is JSON, which serde_json reads many times faster than
-    // a YAML parser; anything it cannot read goes to the YAML parser, whose errors are the
-    // ones reported (JSON is YAML).
-    if text.trim_start().starts_with('{') {
-        let json: Result<Vec<Value>, _> = serde_json::Deserializer::from_str(text)
-            .into_iter::<Value>()
-            .collect();
-        if let Ok(values) = json {
-            return Ok(values
-                .into_iter()
-                .enumerate()
-                .map(|(i, v)| (format!("document {}", i + 1), v))
-                .collect());
-        }
-    }
-    let options = serde_saphyr::options! {
-        // The default budget suits configuration files; `helm template` output for a big
-        // cluster has thousands of documents and millions of nodes.
-        budget: serde_saphyr::budget! {
-            max_documents: 1_000_000,
-            max_nodes: 100_000_000,
-            max_events: 400_000_000,
-        },
-        with_snippet: false,
-    };
-    // Each document keeps where it starts, so an error in a long `helm template` stream
-    // can say which document it is about even when the object has no name.
-    let documents: Vec<serde_saphyr::Spanned<Value>> =
-        serde_saphyr::from_multiple_with_options(text, options).map_err(|e| Error::Yaml {
-            source_name: source.to_string(),
-            message: e.to_string(),
-        })?;
-    Ok(documents
-        .into_iter()
-        .enumerate()
-        .map(|(i, d)| {
-            let label = format!("document {} at line {}", i + 1, d.referenced.line());
-            (label, d.value)
-        })
-        .collect())
 }
 
 /// The object being converted, for converters that stage pods.
@@ -684,9 +691,24 @@ pub(crate) struct ObjectRef<'a> {
     pub(crate) name: &'a str,
 }
 
-/// Deserializes a typed object, naming the failing field when the document does not fit.
-fn typed<T: DeserializeOwned>(value: &Value, problems: &mut Problems) -> Option<T> {
-    match serde_path_to_error::deserialize::<_, T>(value) {
+/// Deserializes a typed object, naming the failing field when the document does not fit
+/// and every field the type does not have (kubectl's strict validation).
+fn typed<T: DeserializeOwned + JsonSchema>(value: &Value, problems: &mut Problems) -> Option<T> {
+    let mut unknown = Vec::new();
+    let mut record = |path: serde_ignored::Path<'_>| {
+        let steps = strict::steps(&path);
+        if strict::is_checked(&steps) {
+            unknown.push(steps);
+        }
+    };
+    let result = serde_path_to_error::deserialize::<_, T>(serde_ignored::Deserializer::new(
+        value,
+        &mut record,
+    ));
+    for steps in &unknown {
+        problems.push(strict::render(steps), strict::message::<T>(steps));
+    }
+    match result {
         Ok(object) => Some(object),
         Err(e) => {
             problems.push(e.path().to_string(), e.inner().to_string());

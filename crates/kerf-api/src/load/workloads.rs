@@ -1,9 +1,14 @@
 //! Pods, and the workloads that make them: a Pod as written; Deployments, ReplicaSets,
-//! StatefulSets and Jobs expanded into the replicas they would run, named
-//! `<workload>-<index>`; a DaemonSet into one template pod.
+//! StatefulSets and Jobs into the replicas they would run; a DaemonSet into one template
+//! pod.
 //!
-//! A template is converted once and cloned per replica, so a 1,000-replica Deployment
-//! costs one conversion and a thousand clones.
+//! A workload is read into a `Workload` first and expanded once every object is read
+//! (`expand`), because what it still lacks depends on the rest of the input: a cluster
+//! dump holds a Deployment, its ReplicaSet and their running pods, and only pods none of
+//! them has yet are pending. A template is converted once and cloned per replica, so a
+//! 1,000-replica Deployment costs one conversion and a thousand clones.
+
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::apps::v1 as apps;
 use k8s_openapi::api::batch::v1 as batch;
@@ -14,6 +19,68 @@ use kerf_model::{Effect, Labels, Toleration, TolerationOperator};
 
 use super::pods::{self, PodMeta};
 use super::{ObjectRef, PodRole, PriorityFrom, Problems, StagedPod};
+
+/// Whether a pod has finished (`Succeeded`, `Failed`): it holds no resources and its
+/// workload replaces it.
+pub(crate) fn is_terminal(pod: &core::Pod) -> bool {
+    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+    matches!(phase, Some("Succeeded" | "Failed"))
+}
+
+/// The pod's controller (`ownerReferences` entry with `controller: true`), kind and name.
+pub(crate) fn controller_of(meta: &meta::ObjectMeta) -> Option<(String, String)> {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .find(|r| r.controller == Some(true))
+        .map(|r| (r.kind.clone(), r.name.clone()))
+}
+
+/// Why Karpenter would never launch a node for this unbound pod, if it would not
+/// (`pod.IsProvisionable` and the scheduling-gate check in Karpenter's provisioner).
+pub(crate) fn not_provisionable(pod: &core::Pod) -> Option<String> {
+    let spec = pod.spec.as_ref()?;
+    if spec.node_name.as_deref().is_some_and(|n| !n.is_empty()) {
+        return None;
+    }
+    let gates: Vec<&str> = spec
+        .scheduling_gates
+        .iter()
+        .flatten()
+        .map(|g| g.name.as_str())
+        .collect();
+    if !gates.is_empty() {
+        return Some(format!(
+            "it has schedulingGates ({}); the scheduler and Karpenter leave it alone until they are removed",
+            gates.join(", ")
+        ));
+    }
+    if let Some((kind, name)) = controller_of(&pod.metadata)
+        && kind == "DaemonSet"
+    {
+        return Some(format!(
+            "a pod of DaemonSet {name}, which the DaemonSet controller places on the node it is for; Karpenter counts DaemonSets as overhead of new nodes, not as pods to launch nodes for"
+        ));
+    }
+    let node_owner = pod
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|r| r.kind == "Node");
+    let mirror = pod
+        .metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key("kubernetes.io/config.mirror"));
+    if node_owner.is_some() || mirror {
+        let node = node_owner.map_or_else(String::new, |r| format!(" of node {}", r.name));
+        return Some(format!(
+            "a mirror pod{node} (a static pod the kubelet runs); no node is launched for it"
+        ));
+    }
+    None
+}
 
 /// A Pod as written. Terminal pods (`Succeeded`, `Failed`) hold no resources and are
 /// dropped.
@@ -26,8 +93,7 @@ pub(crate) fn bare_pod(
         problems.push("spec", "missing; a Pod needs a spec with containers");
         return Vec::new();
     };
-    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
-    if matches!(phase, Some("Succeeded" | "Failed")) {
+    if is_terminal(pod) {
         return Vec::new();
     }
     let owner = pod
@@ -72,92 +138,136 @@ pub(crate) fn deployment(
     object: &ObjectRef<'_>,
     d: &apps::Deployment,
     problems: &mut Problems,
-) -> Vec<StagedPod> {
+) -> Option<Workload> {
     let Some(spec) = d.spec.as_ref() else {
         problems.push("spec", "missing; a Deployment needs a spec with a template");
-        return Vec::new();
+        return None;
     };
     check_selector(Some(&spec.selector), &spec.template, problems);
     let n = replica_count(spec.replicas, "spec.replicas", problems);
-    expand(object, "Deployment", &spec.template, n, &[], problems)
+    Workload::new(
+        object,
+        WorkloadKind::Deployment,
+        &spec.template,
+        n,
+        problems,
+    )
 }
 
 pub(crate) fn replica_set(
     object: &ObjectRef<'_>,
     rs: &apps::ReplicaSet,
     problems: &mut Problems,
-) -> Vec<StagedPod> {
+) -> Option<Workload> {
     let Some(spec) = rs.spec.as_ref() else {
         problems.push("spec", "missing; a ReplicaSet needs a spec with a template");
-        return Vec::new();
+        return None;
     };
     let Some(template) = spec.template.as_ref() else {
         problems.push(
             "spec.template",
             "missing; a ReplicaSet needs a pod template",
         );
-        return Vec::new();
+        return None;
     };
     check_selector(Some(&spec.selector), template, problems);
     let n = replica_count(spec.replicas, "spec.replicas", problems);
-    expand(object, "ReplicaSet", template, n, &[], problems)
+    let mut workload = Workload::new(object, WorkloadKind::ReplicaSet, template, n, problems)?;
+    workload.controller = controller_of(&rs.metadata);
+    Some(workload)
 }
 
 pub(crate) fn stateful_set(
     object: &ObjectRef<'_>,
     sts: &apps::StatefulSet,
     problems: &mut Problems,
-) -> Vec<StagedPod> {
+) -> Option<Workload> {
     let Some(spec) = sts.spec.as_ref() else {
         problems.push(
             "spec",
             "missing; a StatefulSet needs a spec with a template",
         );
-        return Vec::new();
+        return None;
     };
     check_selector(Some(&spec.selector), &spec.template, problems);
     let n = replica_count(spec.replicas, "spec.replicas", problems);
+    let first_ordinal = match spec.ordinals.as_ref().and_then(|o| o.start) {
+        None => 0,
+        Some(start) if start >= 0 => start as usize,
+        Some(start) => {
+            problems.push(
+                "spec.ordinals.start",
+                format!("{start} is negative; expected 0 or more"),
+            );
+            0
+        }
+    };
     let mut claim_templates = Vec::new();
     for (i, claim) in spec.volume_claim_templates.iter().flatten().enumerate() {
         match claim.metadata.name.as_deref().filter(|n| !n.is_empty()) {
             Some(name) => claim_templates.push(name.to_string()),
             None => problems.push(
                 format!("spec.volumeClaimTemplates[{i}].metadata.name"),
-                "missing; each claim template needs a name (its claims are named <template>-<statefulset>-<index>)",
+                "missing; each claim template needs a name (its claims are named <template>-<statefulset>-<ordinal>)",
             ),
         }
     }
-    expand(
+    let mut workload = Workload::new(
         object,
-        "StatefulSet",
+        WorkloadKind::StatefulSet,
         &spec.template,
         n,
-        &claim_templates,
         problems,
-    )
+    )?;
+    workload.first_ordinal = first_ordinal;
+    workload.claim_templates = claim_templates;
+    Some(workload)
 }
 
-/// A Job runs `parallelism` pods at once (default 1), never more than `completions`;
-/// a suspended Job runs none.
+/// A Job runs `parallelism` pods at once (default 1), never more than the completions
+/// still to go; a suspended or finished Job runs none. Its own active pods in the input
+/// are subtracted when it is expanded.
 pub(crate) fn job(
     object: &ObjectRef<'_>,
     job: &batch::Job,
     problems: &mut Problems,
-) -> Vec<StagedPod> {
+) -> Option<Workload> {
     let Some(spec) = job.spec.as_ref() else {
         problems.push("spec", "missing; a Job needs a spec with a template");
-        return Vec::new();
+        return None;
     };
     check_selector(spec.selector.as_ref(), &spec.template, problems);
     let parallelism = replica_count(spec.parallelism, "spec.parallelism", problems);
     let completions = spec
         .completions
         .map(|c| replica_count(Some(c), "spec.completions", problems));
-    let mut n = completions.map_or(parallelism, |c| parallelism.min(c));
-    if spec.suspend == Some(true) {
-        n = 0;
-    }
-    expand(object, "Job", &spec.template, n, &[], problems)
+    let status = job.status.as_ref();
+    let succeeded = status.and_then(|s| s.succeeded).unwrap_or(0).max(0) as usize;
+    // Complete and Failed end a Job; SuccessCriteriaMet and FailureTarget say it is
+    // ending, and the Job controller starts no pod after either.
+    let finished = status
+        .and_then(|s| s.conditions.as_ref())
+        .into_iter()
+        .flatten()
+        .any(|c| {
+            c.status == "True"
+                && matches!(
+                    c.type_.as_str(),
+                    "Complete" | "Failed" | "SuccessCriteriaMet" | "FailureTarget"
+                )
+        });
+    let n = if spec.suspend == Some(true) || finished {
+        0
+    } else {
+        match completions {
+            Some(c) => parallelism.min(c.saturating_sub(succeeded)),
+            // Without completions, the first success ends the Job: the controller
+            // starts no new pod once any has succeeded.
+            None if succeeded > 0 => 0,
+            None => parallelism,
+        }
+    };
+    Workload::new(object, WorkloadKind::Job, &spec.template, n, problems)
 }
 
 /// One template pod, named after the DaemonSet, with the tolerations the DaemonSet
@@ -172,16 +282,19 @@ pub(crate) fn daemon_set(
         return Vec::new();
     };
     check_selector(Some(&spec.selector), &spec.template, problems);
-    let mut staged = expand(object, "DaemonSet", &spec.template, 1, &[], problems);
-    for s in &mut staged {
-        s.pod.key.name = object.name.to_string();
-        s.role = PodRole::DaemonSet;
-        if let Some(pod_spec) = spec.template.spec.as_ref() {
-            s.claims = pods::claim_names(pod_spec, object.name);
-            add_daemon_tolerations(&mut s.pod.tolerations, pod_spec.host_network == Some(true));
-        }
+    let Some(mut daemon) = template_pod(object, "DaemonSet", &spec.template, problems) else {
+        return Vec::new();
+    };
+    daemon.pod.key.name = object.name.to_string();
+    daemon.role = PodRole::DaemonSet;
+    if let Some(pod_spec) = spec.template.spec.as_ref() {
+        daemon.claims = pods::claim_names(pod_spec, object.name);
+        add_daemon_tolerations(
+            &mut daemon.pod.tolerations,
+            pod_spec.host_network == Some(true),
+        );
     }
-    staged
+    vec![daemon]
 }
 
 /// `util.AddOrUpdateDaemonPodTolerations` in the DaemonSet controller: daemons keep
@@ -271,22 +384,19 @@ fn priority_from(spec: &core::PodSpec) -> PriorityFrom {
     }
 }
 
-/// Converts the template once and stamps out `n` replicas; replica `i` of a StatefulSet
-/// also mounts `<template>-<statefulset>-<i>` for each claim template.
-fn expand(
+/// A workload's template pod, converted once; its name is set per replica.
+fn template_pod(
     object: &ObjectRef<'_>,
     owner_kind: &str,
     template: &core::PodTemplateSpec,
-    n: usize,
-    claim_templates: &[String],
     problems: &mut Problems,
-) -> Vec<StagedPod> {
+) -> Option<StagedPod> {
     let Some(spec) = template.spec.as_ref() else {
         problems.push(
             "spec.template.spec",
             "missing; the pod template needs a spec with containers",
         );
-        return Vec::new();
+        return None;
     };
     let metadata = template.metadata.as_ref();
     let meta = PodMeta {
@@ -302,32 +412,221 @@ fn expand(
         }),
         meta_path: "spec.template.metadata",
     };
-    let template_pod = pods::convert(meta, spec, "spec.template.spec", problems);
-    let role = if template_pod.node_name.is_some() {
+    let pod = pods::convert(meta, spec, "spec.template.spec", problems);
+    let role = if pod.node_name.is_some() {
         PodRole::Bound
     } else {
         PodRole::Pending
     };
-    let priority = priority_from(spec);
-    (0..n)
-        .map(|i| {
-            let mut pod = template_pod.clone();
-            pod.key.name = format!("{}-{i}", object.name);
-            let mut claims = pods::claim_names(spec, &pod.key.name);
-            claims.extend(
-                claim_templates
-                    .iter()
-                    .map(|t| format!("{t}-{}-{i}", object.name)),
-            );
-            StagedPod {
-                pod,
-                role,
-                claims,
-                priority: priority.clone(),
-                source: object.source,
-                object: object.label.to_string(),
-                spec_path: "spec.template.spec",
-            }
+    Some(StagedPod {
+        pod,
+        role,
+        claims: Vec::new(),
+        priority: priority_from(spec),
+        source: object.source,
+        object: object.label.to_string(),
+        spec_path: "spec.template.spec",
+    })
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WorkloadKind {
+    Deployment,
+    ReplicaSet,
+    StatefulSet,
+    Job,
+}
+
+impl WorkloadKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            WorkloadKind::Deployment => "Deployment",
+            WorkloadKind::ReplicaSet => "ReplicaSet",
+            WorkloadKind::StatefulSet => "StatefulSet",
+            WorkloadKind::Job => "Job",
+        }
+    }
+}
+
+/// A workload read and converted, waiting to learn which of its pods already exist.
+pub(crate) struct Workload {
+    kind: WorkloadKind,
+    namespace: String,
+    name: String,
+    /// The workload's own controller (a ReplicaSet's Deployment), kind and name.
+    controller: Option<(String, String)>,
+    /// How many pods it wants running; a Job's own active pods are not yet subtracted.
+    want: usize,
+    /// A StatefulSet's first ordinal (`spec.ordinals.start`).
+    first_ordinal: usize,
+    /// A StatefulSet's volume claim template names.
+    claim_templates: Vec<String>,
+    template: StagedPod,
+    spec: core::PodSpec,
+}
+
+impl Workload {
+    fn new(
+        object: &ObjectRef<'_>,
+        kind: WorkloadKind,
+        template: &core::PodTemplateSpec,
+        want: usize,
+        problems: &mut Problems,
+    ) -> Option<Workload> {
+        let staged = template_pod(object, kind.as_str(), template, problems)?;
+        Some(Workload {
+            kind,
+            namespace: object.namespace.to_string(),
+            name: object.name.to_string(),
+            controller: None,
+            want,
+            first_ordinal: 0,
+            claim_templates: Vec::new(),
+            template: staged,
+            spec: template.spec.clone().unwrap_or_default(),
         })
-        .collect()
+    }
+
+    /// Replica `ordinal`, named `name`; a StatefulSet's also mounts
+    /// `<template>-<statefulset>-<ordinal>` for each claim template.
+    fn replica(&self, name: String, ordinal: usize) -> StagedPod {
+        let mut staged = StagedPod {
+            pod: self.template.pod.clone(),
+            role: self.template.role,
+            claims: pods::claim_names(&self.spec, &name),
+            priority: self.template.priority.clone(),
+            source: self.template.source,
+            object: self.template.object.clone(),
+            spec_path: self.template.spec_path,
+        };
+        staged.claims.extend(
+            self.claim_templates
+                .iter()
+                .map(|t| format!("{t}-{}-{ordinal}", self.name)),
+        );
+        staged.pod.key.name = name;
+        staged
+    }
+}
+
+/// A Pod read from the input, as far as workloads care.
+pub(crate) struct ExistingPod {
+    pub(crate) namespace: String,
+    pub(crate) name: String,
+    /// Its controller, kind and name.
+    pub(crate) controller: Option<(String, String)>,
+    /// Its `pod-template-hash` label: the Deployment's ReplicaSet it came from is
+    /// `<deployment>-<hash>`, even when that ReplicaSet is not in the input.
+    pub(crate) template_hash: Option<String>,
+}
+
+impl ExistingPod {
+    pub(crate) fn new(pod: &core::Pod, namespace: &str, name: &str) -> ExistingPod {
+        ExistingPod {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            controller: controller_of(&pod.metadata),
+            template_hash: pod
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("pod-template-hash").cloned()),
+        }
+    }
+}
+
+/// The pods the workloads still lack, given the pods the input already holds.
+///
+/// - A ReplicaSet whose controller is a Deployment in the input is that Deployment's
+///   and is not expanded on its own; its pods count as the Deployment's.
+/// - A Deployment, ReplicaSet or Job adds `want - own pods` pods (own: the pods it
+///   controls, and for a Deployment those of its ReplicaSets), named `<workload>-<i>`
+///   with the smallest indices no pod in the namespace has.
+/// - A StatefulSet adds the ordinals whose pod `<statefulset>-<ordinal>` is missing.
+///   StatefulSets go first: their names are fixed, the others' are chosen around them.
+pub(crate) fn expand(workloads: &[Workload], existing: &[ExistingPod]) -> Vec<StagedPod> {
+    let mut taken: BTreeSet<(&str, String)> = existing
+        .iter()
+        .map(|p| (p.namespace.as_str(), p.name.clone()))
+        .collect();
+    let deployments: BTreeSet<(&str, &str)> = workloads
+        .iter()
+        .filter(|w| w.kind == WorkloadKind::Deployment)
+        .map(|w| (w.namespace.as_str(), w.name.as_str()))
+        .collect();
+    // ReplicaSet (namespace, name) → its Deployment's name, for Deployments in the input.
+    let mut replica_set_owner: BTreeMap<(&str, &str), &str> = BTreeMap::new();
+    for w in workloads
+        .iter()
+        .filter(|w| w.kind == WorkloadKind::ReplicaSet)
+    {
+        if let Some((kind, owner)) = &w.controller
+            && kind == "Deployment"
+            && deployments.contains(&(w.namespace.as_str(), owner.as_str()))
+        {
+            replica_set_owner.insert((&w.namespace, &w.name), owner);
+        }
+    }
+    // Pods per controlling workload: (namespace, kind, name) → count.
+    let mut owned: BTreeMap<(&str, &str, &str), usize> = BTreeMap::new();
+    for p in existing {
+        let Some((kind, name)) = &p.controller else {
+            continue;
+        };
+        let ns = p.namespace.as_str();
+        *owned.entry((ns, kind, name)).or_default() += 1;
+        if kind == "ReplicaSet" {
+            let deployment = replica_set_owner
+                .get(&(ns, name.as_str()))
+                .copied()
+                .or_else(|| {
+                    // `<deployment>-<pod-template-hash>`, the ReplicaSet not in the input.
+                    let hash = p.template_hash.as_deref()?;
+                    let deployment = name.strip_suffix(hash)?.strip_suffix('-')?;
+                    deployments
+                        .contains(&(ns, deployment))
+                        .then_some(deployment)
+                });
+            if let Some(deployment) = deployment {
+                *owned.entry((ns, "Deployment", deployment)).or_default() += 1;
+            }
+        }
+    }
+
+    let mut out = Vec::new();
+    let fixed_names = workloads
+        .iter()
+        .filter(|w| w.kind == WorkloadKind::StatefulSet);
+    for w in fixed_names {
+        for ordinal in w.first_ordinal..w.first_ordinal + w.want {
+            let name = format!("{}-{ordinal}", w.name);
+            if taken.insert((w.namespace.as_str(), name.clone())) {
+                out.push(w.replica(name, ordinal));
+            }
+        }
+    }
+    for w in workloads
+        .iter()
+        .filter(|w| w.kind != WorkloadKind::StatefulSet)
+    {
+        let ns = w.namespace.as_str();
+        if replica_set_owner.contains_key(&(ns, w.name.as_str())) {
+            continue;
+        }
+        let have = owned
+            .get(&(ns, w.kind.as_str(), w.name.as_str()))
+            .copied()
+            .unwrap_or(0);
+        let mut missing = w.want.saturating_sub(have);
+        let mut index = 0;
+        while missing > 0 {
+            let name = format!("{}-{index}", w.name);
+            if taken.insert((ns, name.clone())) {
+                out.push(w.replica(name, index));
+                missing -= 1;
+            }
+            index += 1;
+        }
+    }
+    out
 }

@@ -700,13 +700,124 @@ fn yaml_syntax_errors_name_the_location() {
     check(
         "apiVersion: v1\nkind: Pod\nmetadata: {name: p\nspec: {}\n",
         expect![[r#"
-            error: test.yaml: not valid YAML: while parsing a flow mapping, did not find expected ',' or '}' at line 4, column 5
+            error: 1 syntax error:
+              test.yaml: not valid YAML: while parsing a flow mapping, did not find expected ',' or '}' at line 4, column 5
+        "#]],
+    );
+    // Parser wording is kerf's: no library options, and JSON errors for JSON.
+    check(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: d}\nspec:\n  containers:\n  - name: c\n    resources:\n      requests:\n        cpu: \"1\"\n        cpu: \"8\"\n",
+        expect![[r#"
+            error: 1 syntax error:
+              test.yaml: not valid YAML: key "cpu" appears twice in one mapping at line 10, column 9; a key may appear once (kubectl rejects it too)
+        "#]],
+    );
+    let Err(e) = load_str(
+        "pod.json",
+        "{\"apiVersion\":\"v1\",\"kind\":\"Pod\",\n\"metadata\":{\"name\":\"j\"},,}",
+    ) else {
+        panic!("invalid JSON loaded")
+    };
+    expect![[r#"
+        1 syntax error:
+          pod.json: not valid JSON: key must be a string at line 2, column 25"#]]
+    .assert_eq(&e.to_string());
+}
+
+#[test]
+fn a_syntax_error_hides_no_other_document_or_source() {
+    let dir = std::env::temp_dir().join(format!("kerf-syntax-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("a.yaml"),
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: a\nspec: {containers: [{name: c}]}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("b.yaml"),
+        r#"apiVersion: v1
+kind: Pod
+metadata: {name: b}
+spec: {containers: [{name: c, resources: {requests: {cpu: lots}}}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: c]
+---
+# A comment-only document is no document.
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: d}
+spec: {containers: [{name: c, resources: {requests: {cpu: -1}}}]}
+"#,
+    )
+    .unwrap();
+    let result = load_paths(std::slice::from_ref(&dir));
+    std::fs::remove_dir_all(&dir).unwrap();
+    let e = result.unwrap_err().to_string();
+    expect![[r#"
+        2 syntax errors and 2 invalid fields:
+          DIR/a.yaml: not valid YAML: while parsing a flow mapping, did not find expected ',' or '}' at line 4, column 5
+          DIR/b.yaml: not valid YAML: mismatched bracket '{' closed by ']' at line 8, column 11
+          DIR/b.yaml: Pod default/b: spec.containers[0].resources.requests.cpu: "lots" is not a Kubernetes quantity (no number); expected e.g. "500m", "2", "1.5Gi", "512Mi", "1e3"
+          DIR/b.yaml: Pod default/d: spec.containers[0].resources.requests.cpu: "-1" is negative; resource quantities must be zero or more"#]]
+    .assert_eq(&e.replace(&dir.display().to_string(), "DIR"));
+}
+
+#[test]
+fn inputs_without_objects_are_an_error() {
+    let dir = std::env::temp_dir().join(format!("kerf-empty-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("comments.yaml"), "# nothing yet\n---\n").unwrap();
+    let result = load_paths(std::slice::from_ref(&dir));
+    std::fs::remove_dir_all(&dir).unwrap();
+    expect!["no objects passed: DIR holds no Kubernetes objects (a directory is read for .yaml, .yml and .json files)"]
+        .assert_eq(&result.unwrap_err().to_string().replace(&dir.display().to_string(), "DIR"));
+    check(
+        "apiVersion: v1\nkind: List\nitems: []\n",
+        expect![[r#"
+            error: no objects passed: test.yaml holds no Kubernetes objects (a directory is read for .yaml, .yml and .json files)
+        "#]],
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn symlinked_directories_are_not_followed() {
+    let dir = std::env::temp_dir().join(format!("kerf-loop-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("pod.yml"),
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: nested}\nspec: {containers: [{name: c}]}\n",
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(&dir, dir.join("self")).unwrap();
+    let result = load_paths(std::slice::from_ref(&dir));
+    std::fs::remove_dir_all(&dir).unwrap();
+    let m = result.unwrap_or_else(|e| panic!("{e}"));
+    expect![[r#"
+        pending default/nested owner=- priority=0 requests: pods=1
+        namespace default: kubernetes.io/metadata.name=default
+        warning: DIR/self: skipped: a symlink to a directory; directories are walked without following symlinks, as kubectl does (name the target to read it)
+    "#]]
+    .assert_eq(&render(&m).replace(&dir.display().to_string(), "DIR"));
+}
+
+#[test]
+fn a_kind_of_the_same_name_in_another_group_is_skipped_with_the_group_kerf_reads() {
+    check(
+        "apiVersion: example.com/v1\nkind: NodePool\nmetadata: {name: foreign}\n",
+        expect![[r#"
+            warning: test.yaml: skipped NodePool foreign: kerf reads NodePool only as karpenter.sh/v1, not example.com/v1 (another API group's kind of the same name)
         "#]],
     );
 }
 
 #[test]
-fn workload_pods_that_collide_with_pods_are_reported() {
+fn workload_replicas_take_names_no_pod_has() {
+    // The Pod web-1 is not the Deployment's (no ownerReference): both run, and the
+    // Deployment's replicas are named around it. Existing pods are never an error.
     check(
         r#"
 apiVersion: apps/v1
@@ -725,8 +836,224 @@ metadata: {name: web-1}
 spec: {containers: [{name: app}]}
 "#,
         expect![[r#"
-            error: 1 invalid field:
-              test.yaml: Pod default/web-1: metadata.name: pod default/web-1 is also produced by Deployment default/web in test.yaml
+            pending default/web-0 owner=Deployment/web priority=0 requests: pods=1
+              labels: app=web
+            pending default/web-1 owner=- priority=0 requests: pods=1
+            pending default/web-2 owner=Deployment/web priority=0 requests: pods=1
+              labels: app=web
+            namespace default: kubernetes.io/metadata.name=default
+        "#]],
+    );
+}
+
+#[test]
+fn a_cluster_dump_adds_only_the_pods_workloads_lack() {
+    let pod = |name: &str, owner_kind: &str, owner: &str, extra: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: shop\n  labels: {{app: x{extra}}}\n  ownerReferences: [{{apiVersion: apps/v1, kind: {owner_kind}, name: {owner}, uid: u, controller: true}}]\nspec:\n  nodeName: node-a\n  containers: [{{name: c}}]\nstatus: {{phase: Running}}\n"
+        )
+    };
+    let workload = |kind: &str, name: &str, replicas: u32, extra: &str| {
+        let service = if kind == "StatefulSet" {
+            "  serviceName: x\n"
+        } else {
+            ""
+        };
+        format!(
+            "apiVersion: apps/v1\nkind: {kind}\nmetadata:\n  name: {name}\n  namespace: shop\n{extra}spec:\n  replicas: {replicas}\n{service}  selector: {{matchLabels: {{app: x}}}}\n  template:\n    metadata: {{labels: {{app: x}}}}\n    spec: {{containers: [{{name: c}}]}}\n"
+        )
+    };
+    let docs = [
+        // A Deployment of 3, its ReplicaSet (in the input) with one pod, and a pod of an
+        // older ReplicaSet that is not in the input: one pod is missing.
+        workload("Deployment", "web", 3, ""),
+        workload(
+            "ReplicaSet",
+            "web-7d4b9c",
+            2,
+            "  ownerReferences: [{apiVersion: apps/v1, kind: Deployment, name: web, uid: d, controller: true}]\n",
+        ),
+        pod("web-7d4b9c-abcde", "ReplicaSet", "web-7d4b9c", ""),
+        pod(
+            "web-5f6a7b-vwxyz",
+            "ReplicaSet",
+            "web-5f6a7b",
+            ", pod-template-hash: 5f6a7b",
+        ),
+        // A ReplicaSet of its own (its Deployment is not in the input) of 2, with 2 pods.
+        workload(
+            "ReplicaSet",
+            "api-1a2b3c",
+            2,
+            "  ownerReferences: [{apiVersion: apps/v1, kind: Deployment, name: api, uid: a, controller: true}]\n",
+        ),
+        pod("api-1a2b3c-aaaaa", "ReplicaSet", "api-1a2b3c", ""),
+        pod("api-1a2b3c-bbbbb", "ReplicaSet", "api-1a2b3c", ""),
+        // A StatefulSet of 3 with db-0 and db-2 running: db-1 is missing.
+        workload("StatefulSet", "db", 3, ""),
+        pod("db-0", "StatefulSet", "db", ""),
+        pod("db-2", "StatefulSet", "db", ""),
+    ];
+    check(
+        &docs.join("---\n"),
+        expect![[r#"
+            pending shop/db-1 owner=StatefulSet/db priority=0 requests: pods=1
+              labels: app=x
+            pending shop/web-0 owner=Deployment/web priority=0 requests: pods=1
+              labels: app=x
+            bound shop/api-1a2b3c-aaaaa owner=ReplicaSet/api-1a2b3c priority=0 requests: pods=1
+              node: node-a
+              labels: app=x
+            bound shop/api-1a2b3c-bbbbb owner=ReplicaSet/api-1a2b3c priority=0 requests: pods=1
+              node: node-a
+              labels: app=x
+            bound shop/db-0 owner=StatefulSet/db priority=0 requests: pods=1
+              node: node-a
+              labels: app=x
+            bound shop/db-2 owner=StatefulSet/db priority=0 requests: pods=1
+              node: node-a
+              labels: app=x
+            bound shop/web-5f6a7b-vwxyz owner=ReplicaSet/web-5f6a7b priority=0 requests: pods=1
+              node: node-a
+              labels: app=x,pod-template-hash=5f6a7b
+            bound shop/web-7d4b9c-abcde owner=ReplicaSet/web-7d4b9c priority=0 requests: pods=1
+              node: node-a
+              labels: app=x
+            namespace shop: kubernetes.io/metadata.name=shop
+        "#]],
+    );
+}
+
+#[test]
+fn stateful_sets_count_from_their_first_ordinal() {
+    check(
+        r#"
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: db}
+spec:
+  replicas: 3
+  ordinals: {start: 5}
+  serviceName: db
+  selector: {matchLabels: {app: db}}
+  template:
+    metadata: {labels: {app: db}}
+    spec: {containers: [{name: c}]}
+  volumeClaimTemplates: [{metadata: {name: data}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: db-5}
+spec: {containers: [{name: c}]}
+"#,
+        expect![[r#"
+            pending default/db-5 owner=- priority=0 requests: pods=1
+            pending default/db-6 owner=StatefulSet/db priority=0 requests: pods=1
+              labels: app=db
+            pending default/db-7 owner=StatefulSet/db priority=0 requests: pods=1
+              labels: app=db
+            namespace default: kubernetes.io/metadata.name=default
+        "#]],
+    );
+}
+
+#[test]
+fn jobs_run_what_their_status_leaves_to_do() {
+    check(
+        r#"
+apiVersion: batch/v1
+kind: Job
+metadata: {name: finished}
+spec:
+  parallelism: 3
+  completions: 3
+  template: {spec: {restartPolicy: Never, containers: [{name: c}]}}
+status: {succeeded: 3, conditions: [{type: Complete, status: "True"}]}
+---
+apiVersion: batch/v1
+kind: Job
+metadata: {name: failed}
+spec:
+  parallelism: 2
+  template: {spec: {restartPolicy: Never, containers: [{name: c}]}}
+status: {failed: 6, conditions: [{type: Failed, status: "True"}]}
+---
+# 10 completions, 8 done, parallelism 4: 2 to go, one of them already running.
+apiVersion: batch/v1
+kind: Job
+metadata: {name: halfway}
+spec:
+  parallelism: 4
+  completions: 10
+  template: {spec: {restartPolicy: Never, containers: [{name: c}]}}
+status: {succeeded: 8, active: 1}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: halfway-abcde
+  ownerReferences: [{apiVersion: batch/v1, kind: Job, name: halfway, uid: j, controller: true}]
+spec: {containers: [{name: c}]}
+---
+# Without completions, the first success ends the Job.
+apiVersion: batch/v1
+kind: Job
+metadata: {name: queue}
+spec:
+  parallelism: 3
+  template: {spec: {restartPolicy: Never, containers: [{name: c}]}}
+status: {succeeded: 1}
+"#,
+        expect![[r#"
+            pending default/halfway-0 owner=Job/halfway priority=0 requests: pods=1
+            pending default/halfway-abcde owner=Job/halfway priority=0 requests: pods=1
+            namespace default: kubernetes.io/metadata.name=default
+        "#]],
+    );
+}
+
+#[test]
+fn pods_karpenter_never_provisions_for_are_skipped_with_a_reason() {
+    check(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: gated}
+spec:
+  schedulingGates: [{name: example.com/wait}]
+  containers: [{name: c}]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: ds-pod-xyz
+  namespace: kube-system
+  ownerReferences: [{apiVersion: apps/v1, kind: DaemonSet, name: ds, uid: u, controller: true}]
+spec: {containers: [{name: c}]}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: kube-proxy-node-a
+  namespace: kube-system
+  ownerReferences: [{apiVersion: v1, kind: Node, name: node-a, uid: u, controller: true}]
+spec: {containers: [{name: c}]}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: ds-pod-bound
+  namespace: kube-system
+  ownerReferences: [{apiVersion: apps/v1, kind: DaemonSet, name: ds, uid: u, controller: true}]
+spec: {nodeName: node-a, containers: [{name: c}]}
+"#,
+        expect![[r#"
+            bound kube-system/ds-pod-bound owner=DaemonSet/ds priority=0 requests: pods=1
+              node: node-a
+            namespace kube-system: kubernetes.io/metadata.name=kube-system
+            warning: test.yaml: skipped Pod default/gated: it has schedulingGates (example.com/wait); the scheduler and Karpenter leave it alone until they are removed
+            warning: test.yaml: skipped Pod kube-system/ds-pod-xyz: a pod of DaemonSet ds, which the DaemonSet controller places on the node it is for; Karpenter counts DaemonSets as overhead of new nodes, not as pods to launch nodes for
+            warning: test.yaml: skipped Pod kube-system/kube-proxy-node-a: a mirror pod of node node-a (a static pod the kubelet runs); no node is launched for it
         "#]],
     );
 }
@@ -963,4 +1290,57 @@ spec:
     assert_ne!(hash(0), hash(2), "template labels are");
     // The hash is stable across runs and releases: claims carry it.
     expect!["d90cd27bf0e62f30"].assert_eq(&hash(0));
+}
+
+#[test]
+fn unknown_fields_are_errors_with_the_nearest_name() {
+    check(
+        r#"
+apiVersion: karpenter.sh/v1
+kind: NodePool
+metadata: {name: typo}
+spec:
+  limit: {cpu: "4"}
+  wieght: 10
+  template:
+    spec:
+      nodeClassRef: {group: karpenter.k8s.aws, kind: EC2NodeClass, name: default}
+      requirements:
+        - {key: karpenter.sh/capacity-type, operator: In, values: [on-demand], minValue: 3}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: typo, labelz: {app: x}}
+spec:
+  nodeselector: {disk: ssd}
+  containers: [{name: c, image: x, resource: {requests: {cpu: "100"}}}]
+  frobnicate: true
+"#,
+        expect![[r#"
+            error: 7 invalid fields:
+              test.yaml: NodePool typo: spec.limit: unknown field "spec.limit"; did you mean limits?
+              test.yaml: NodePool typo: spec.template.spec.requirements[0].minValue: unknown field "spec.template.spec.requirements[0].minValue"; did you mean minValues?
+              test.yaml: NodePool typo: spec.wieght: unknown field "spec.wieght"; did you mean weight?
+              test.yaml: Pod default/typo: metadata.labelz: unknown field "metadata.labelz"; did you mean labels?
+              test.yaml: Pod default/typo: spec.containers[0].resource: unknown field "spec.containers[0].resource"; did you mean resources?
+              test.yaml: Pod default/typo: spec.frobnicate: unknown field "spec.frobnicate"; it is not in the schema kerf reads this kind with
+              test.yaml: Pod default/typo: spec.nodeselector: unknown field "spec.nodeselector"; did you mean nodeSelector?
+        "#]],
+    );
+}
+
+#[test]
+fn kubectl_get_output_loads_with_its_status_and_managed_fields() {
+    // Status belongs to the API server, and newer servers add to it: never checked.
+    let mut text = std::fs::read_to_string(fixture("kubectl-get-pod.yaml")).unwrap();
+    text.push_str("  resize: Proposed\n  someFutureField: {x: 1}\n");
+    let m = load_str("pod.yaml", &text).unwrap_or_else(|e| panic!("{e}"));
+    expect![[r#"
+        pending default/web-7d4b9c-abcde owner=- priority=0 requests: cpu=250m, memory=64Mi, pods=1
+          labels: app=web
+          tolerates: "node.kubernetes.io/not-ready" Exists "" NoExecute
+          tolerates: "node.kubernetes.io/unreachable" Exists "" NoExecute
+        namespace default: kubernetes.io/metadata.name=default
+    "#]]
+    .assert_eq(&render(&m));
 }
