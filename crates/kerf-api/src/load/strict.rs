@@ -155,37 +155,16 @@ fn closest(unknown: &str, known: &[String]) -> Option<String> {
     let limit = (unknown.chars().count() / 3).max(1);
     known
         .iter()
-        .map(|name| (edit_distance(&unknown_lower, &name.to_lowercase()), name))
+        // Optimal string alignment: swapped neighbours are one edit (`wieght`).
+        .map(|name| {
+            (
+                strsim::osa_distance(&unknown_lower, &name.to_lowercase()),
+                name,
+            )
+        })
         .filter(|(d, _)| *d <= limit)
         .min()
         .map(|(_, name)| name.clone())
-}
-
-/// Optimal string alignment distance: insertions, deletions, substitutions and swaps of
-/// neighbours (`wieght` is one edit from `weight`).
-fn edit_distance(a: &str, b: &str) -> usize {
-    let a: Vec<char> = a.chars().collect();
-    let b: Vec<char> = b.chars().collect();
-    let mut rows = vec![vec![0usize; b.len() + 1]; a.len() + 1];
-    for (i, row) in rows.iter_mut().enumerate() {
-        row[0] = i;
-    }
-    for (j, cell) in rows[0].iter_mut().enumerate() {
-        *cell = j;
-    }
-    for i in 1..=a.len() {
-        for j in 1..=b.len() {
-            let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut d = (rows[i - 1][j] + 1)
-                .min(rows[i][j - 1] + 1)
-                .min(rows[i - 1][j - 1] + cost);
-            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                d = d.min(rows[i - 2][j - 2] + 1);
-            }
-            rows[i][j] = d;
-        }
-    }
-    rows[a.len()][b.len()]
 }
 
 #[cfg(test)]
