@@ -67,6 +67,19 @@ pub const TAINT_DISRUPTED: &str = "karpenter.sh/disrupted";
 pub const TAINT_UNREGISTERED: &str = "karpenter.sh/unregistered";
 pub const FINALIZER_TERMINATION: &str = "karpenter.sh/termination";
 
+/// Karpenter's aliases for well-known labels (`NormalizedLabels`): the deprecated beta keys
+/// mean the current ones, in NodePools and in pods' node selectors and affinity alike.
+pub fn normalized(key: &str) -> &str {
+    match key {
+        "failure-domain.beta.kubernetes.io/zone" => ZONE,
+        "failure-domain.beta.kubernetes.io/region" => REGION,
+        "beta.kubernetes.io/arch" => ARCH,
+        "beta.kubernetes.io/os" => OS,
+        "beta.kubernetes.io/instance-type" => INSTANCE_TYPE,
+        other => other,
+    }
+}
+
 /// Labels whose value is set by the instance type or offering a claim launches with,
 /// rather than by the NodePool. A pod may require one of these even if a NodePool does not
 /// mention it; the instance types decide (Karpenter's `AllowUndefinedWellKnownLabels`).

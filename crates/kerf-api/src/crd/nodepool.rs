@@ -254,19 +254,6 @@ pub struct NodePoolStatus {
     pub conditions: Vec<Condition>,
 }
 
-/// Karpenter's aliases for well-known labels, translated before validation and use so a
-/// pool written with the deprecated beta keys means what Karpenter takes it to mean.
-fn normalized_key(key: &str) -> &str {
-    match key {
-        "failure-domain.beta.kubernetes.io/zone" => kerf_model::labels::ZONE,
-        "failure-domain.beta.kubernetes.io/region" => kerf_model::labels::REGION,
-        "beta.kubernetes.io/arch" => kerf_model::labels::ARCH,
-        "beta.kubernetes.io/os" => kerf_model::labels::OS,
-        "beta.kubernetes.io/instance-type" => kerf_model::labels::INSTANCE_TYPE,
-        other => other,
-    }
-}
-
 /// Whether Karpenter forbids `key` in a NodePool's labels and requirements.
 ///
 /// Karpenter exempts sub-domains of `node.kubernetes.io`, `node-restriction.kubernetes.io`
@@ -294,7 +281,7 @@ pub fn nodepool_to_model(np: &NodePool) -> Result<kerf_model::NodePool, Vec<Fiel
         let field = format!("spec.template.metadata.labels[{key}]");
         if let Some(why) = qualified_name_problem(key) {
             errs.push(&field, why);
-        } else if kerf_model::labels::is_restricted_label(normalized_key(key)) {
+        } else if kerf_model::labels::is_restricted_label(kerf_model::labels::normalized(key)) {
             errs.push(
                 &field,
                 format!("label {key:?} is restricted; {WELL_KNOWN_HINT}"),
@@ -470,7 +457,7 @@ fn convert_requirements(
     for (i, r) in reqs.iter().enumerate() {
         let at = format!("spec.template.spec.requirements[{i}]");
         let n_errors = errs.list.len();
-        let key = normalized_key(&r.key);
+        let key = kerf_model::labels::normalized(&r.key);
         if let Some(why) = qualified_name_problem(&r.key) {
             errs.push(format!("{at}.key"), why);
         } else if kerf_model::labels::is_restricted_label(key) {

@@ -292,7 +292,7 @@ pub(crate) fn node_selector_term(
     for (i, e) in term.match_expressions.iter().flatten().enumerate() {
         n_entries += 1;
         if let Some(r) = node_requirement(e, &format!("{path}.matchExpressions[{i}]"), problems) {
-            requirements.add(e.key.clone(), r);
+            requirements.add(labels::normalized(&e.key), r);
         }
     }
     for (i, f) in term.match_fields.iter().flatten().enumerate() {
@@ -339,7 +339,8 @@ fn node_affinity(spec: &core::PodSpec, spec_path: &str, problems: &mut Problems)
             problems.push(path, p);
             continue;
         }
-        from_selector.add(key.clone(), Requirement::single(value.clone()));
+        // As Karpenter: a deprecated beta key means the current one.
+        from_selector.add(labels::normalized(key), Requirement::single(value.clone()));
     }
     let node_affinity = spec
         .affinity
