@@ -30,3 +30,13 @@ pub use requirements::{Operator, Requirement, Requirements};
 pub use resources::Resources;
 pub use selector::{LabelSelector, Labels};
 pub use taints::{Effect, Taint, Toleration, TolerationOperator};
+
+/// 64-bit FNV-1a: tiny and stable across platforms and releases, for the hashes kerf
+/// prints or derives decisions from (spot prices, NodePool and pod template hashes).
+pub fn fnv1a_64(bytes: &[u8]) -> u64 {
+    const OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    bytes.iter().fold(OFFSET_BASIS, |hash, &b| {
+        (hash ^ u64::from(b)).wrapping_mul(PRIME)
+    })
+}

@@ -418,12 +418,7 @@ pub fn nodepool_hash(np: &NodePool) -> String {
         spec.remove("requirements");
     }
     let canonical = super::sorted(template).to_string();
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in canonical.bytes() {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    format!("{hash:016x}")
+    format!("{:016x}", kerf_model::fnv1a_64(canonical.as_bytes()))
 }
 
 fn nillable(value: &str, field: &str, errs: &mut Errors) -> Option<std::time::Duration> {

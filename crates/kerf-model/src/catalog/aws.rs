@@ -299,17 +299,7 @@ pub fn spot_price(on_demand: f64, instance_type: &str, zone: &str) -> f64 {
 /// The spot discount, 55 to 70, in percent. See [`spot_price`].
 pub fn spot_discount_percent(instance_type: &str, zone: &str) -> u64 {
     let key = format!("{instance_type}/{zone}");
-    55 + fnv1a_64(key.as_bytes()) % 16
-}
-
-/// 64-bit FNV-1a: tiny, stable across platforms and releases, and good enough to spread a few
-/// hundred keys over sixteen buckets.
-fn fnv1a_64(bytes: &[u8]) -> u64 {
-    const OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
-    const PRIME: u64 = 0x0000_0100_0000_01b3;
-    bytes.iter().fold(OFFSET_BASIS, |hash, &b| {
-        (hash ^ u64::from(b)).wrapping_mul(PRIME)
-    })
+    55 + crate::fnv1a_64(key.as_bytes()) % 16
 }
 
 /// Rounds a price to 5 decimals so that printed costs do not change with float noise.
@@ -456,9 +446,9 @@ mod tests {
     #[test]
     fn fnv1a_matches_the_reference_vectors() {
         // From the FNV reference test suite (draft-eastlake-fnv).
-        assert_eq!(fnv1a_64(b""), 0xcbf2_9ce4_8422_2325);
-        assert_eq!(fnv1a_64(b"a"), 0xaf63_dc4c_8601_ec8c);
-        assert_eq!(fnv1a_64(b"foobar"), 0x8594_4171_f739_67e8);
+        assert_eq!(crate::fnv1a_64(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(crate::fnv1a_64(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(crate::fnv1a_64(b"foobar"), 0x8594_4171_f739_67e8);
     }
 
     #[test]
