@@ -33,6 +33,13 @@ impl Quantity {
         Quantity(milli)
     }
 
+    /// Rounded up to a whole number of base units, as Kubernetes reads every resource but
+    /// CPU (`Quantity.Value()`): `1.0000001Ki` of memory is 1025 bytes.
+    pub fn ceil_units(self) -> Quantity {
+        let whole = self.0.div_euclid(1000) + i64::from(self.0.rem_euclid(1000) != 0);
+        Quantity(whole * 1000)
+    }
+
     /// Parses the Kubernetes quantity grammar: a signed decimal number with an optional
     /// binary suffix (Ki Mi Gi Ti Pi Ei), decimal suffix (n u m "" k M G T P E) or
     /// exponent (`e3`, `E-2`).
@@ -167,6 +174,15 @@ impl fmt::Display for Quantity {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn whole_units_round_up() {
+        let q = |s| Quantity::parse(s).unwrap();
+        assert_eq!(q("1.0000001Ki").ceil_units(), Quantity::from_units(1025));
+        assert_eq!(q("1Gi").ceil_units(), q("1Gi"));
+        assert_eq!(q("100m").ceil_units(), Quantity::from_units(1));
+        assert_eq!(Quantity::ZERO.ceil_units(), Quantity::ZERO);
+    }
 
     #[test]
     fn parses_the_kubernetes_grammar() {

@@ -70,6 +70,20 @@ fn round_price(x: f64) -> f64 {
     (x * 1e6).round() / 1e6
 }
 
+/// A byte count with no exact binary suffix (`1611663337`) as the table shows it:
+/// `1.5Gi`. The JSON keeps the exact value.
+fn readable_bytes(exact: &str) -> String {
+    let Ok(bytes) = exact.parse::<u64>() else {
+        return exact.to_string();
+    };
+    for (suffix, shift) in [("Ti", 40), ("Gi", 30), ("Mi", 20), ("Ki", 10)] {
+        if bytes >= 1 << shift {
+            return format!("{:.1}{suffix}", bytes as f64 / (1u64 << shift) as f64);
+        }
+    }
+    exact.to_string()
+}
+
 fn render_requests(r: &Resources) -> BTreeMap<String, String> {
     r.iter()
         .map(|(k, q)| (k.to_string(), Resources::render(k, q)))
@@ -182,7 +196,7 @@ pub fn render_table(plan: &Plan) -> String {
                     price,
                     c.pods.len().to_string(),
                     c.requests.get("cpu").cloned().unwrap_or_default(),
-                    c.requests.get("memory").cloned().unwrap_or_default(),
+                    readable_bytes(c.requests.get("memory").map_or("", String::as_str)),
                 ]
             })
             .collect();
@@ -243,4 +257,18 @@ pub fn render_table(plan: &Plan) -> String {
         json.cost_per_hour * 730.0
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::readable_bytes;
+
+    #[test]
+    fn odd_byte_counts_read_as_binary_units() {
+        assert_eq!(readable_bytes("1611663337"), "1.5Gi");
+        assert_eq!(readable_bytes("6547309544"), "6.1Gi");
+        assert_eq!(readable_bytes("1025"), "1.0Ki");
+        assert_eq!(readable_bytes("512"), "512");
+        assert_eq!(readable_bytes("52288Mi"), "52288Mi");
+    }
 }

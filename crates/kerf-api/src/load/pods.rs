@@ -126,7 +126,8 @@ pub(crate) fn check_labels(labels: &Labels, path: &str, problems: &mut Problems)
     }
 }
 
-/// Parses a resource map (`requests`, `capacity`, `overhead`, …).
+/// Parses a resource map (`requests`, `capacity`, `overhead`, …). Every resource but CPU
+/// is read in whole units, rounded up, as kube-scheduler reads it.
 pub(crate) fn quantities(
     map: Option<&BTreeMap<String, WireQuantity>>,
     path: &str,
@@ -142,7 +143,8 @@ pub(crate) fn quantities(
                     q.0
                 ),
             ),
-            Ok(v) => out.set(name, v),
+            Ok(v) if name == kerf_model::resources::CPU => out.set(name, v),
+            Ok(v) => out.set(name, v.ceil_units()),
             Err(e) => problems.push(map_key(path, name), e.to_string()),
         }
     }
