@@ -711,10 +711,30 @@ fn typed<T: DeserializeOwned + JsonSchema>(value: &Value, problems: &mut Problem
     match result {
         Ok(object) => Some(object),
         Err(e) => {
-            problems.push(e.path().to_string(), e.inner().to_string());
+            problems.push(
+                e.path().to_string(),
+                plain_type_names(&e.inner().to_string()),
+            );
             None
         }
     }
+}
+
+/// serde's message with Rust's type names in Kubernetes' words: `expected i32` reads
+/// `expected an integer`, `expected Quantity` reads `expected a quantity such as "500m"`.
+fn plain_type_names(message: &str) -> String {
+    let Some((head, expected)) = message.split_once(", expected ") else {
+        return message.to_string();
+    };
+    let plain = match expected {
+        "i32" | "i64" | "u32" | "u64" | "u16" | "u8" | "i16" | "i8" => "an integer",
+        "f32" | "f64" => "a number",
+        "a boolean" | "bool" => "true or false",
+        "Quantity" => "a quantity such as \"500m\", \"2\" or \"1.5Gi\"",
+        "IntOrString" => "an integer or a string such as \"10%\"",
+        other => other,
+    };
+    format!("{head}, expected {plain}")
 }
 
 /// The priority classes every cluster has, which need no object in the input.
@@ -734,5 +754,26 @@ fn json_type(value: &Value) -> &'static str {
         Value::String(_) => "a string",
         Value::Array(_) => "a sequence",
         Value::Object(_) => "a mapping",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plain_type_names;
+
+    #[test]
+    fn type_errors_read_in_kubernetes_words() {
+        assert_eq!(
+            plain_type_names("invalid type: string \"high\", expected i32"),
+            "invalid type: string \"high\", expected an integer"
+        );
+        assert_eq!(
+            plain_type_names("invalid type: sequence, expected a map"),
+            "invalid type: sequence, expected a map"
+        );
+        assert_eq!(
+            plain_type_names("missing field `name`"),
+            "missing field `name`"
+        );
     }
 }

@@ -641,7 +641,7 @@ spec: {containers: [{name: app}]}
               test.yaml: Deployment shop/negative: spec.replicas: -2 is negative; expected 0 or more
               test.yaml: Deployment shop/negative: spec.template.spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].operator: "Near" is not a node selector operator; expected one of In, NotIn, Exists, DoesNotExist, Gt, Lt
               test.yaml: Pod (document 3 at line 26): metadata.name: missing; every object needs a name (or metadata.generateName)
-              test.yaml: Pod default/typed: spec.priority: invalid type: string "high", expected i32
+              test.yaml: Pod default/typed: spec.priority: invalid type: string "high", expected an integer
               test.yaml: document 5 at line 38: apiVersion: missing; every Kubernetes object needs a string apiVersion and kind, e.g. apiVersion: v1, kind: Pod
               test.yaml: Deployment default/old: apiVersion: apiVersion apps/v1beta2 is not supported for Deployment; kerf reads apps/v1
               test.yaml: Pod default/bad-constraints: spec.tolerations[0].operator: an empty key needs operator Exists (which tolerates every taint)
