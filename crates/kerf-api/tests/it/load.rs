@@ -515,6 +515,37 @@ spec:
 }
 
 #[test]
+fn a_volume_in_a_zone_the_pod_excludes_is_named() {
+    check(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: p, namespace: ns}
+spec:
+  nodeSelector: {topology.kubernetes.io/zone: a}
+  containers: [{name: app}]
+  volumes: [{name: v, persistentVolumeClaim: {claimName: data}}]
+---
+apiVersion: v1
+kind: PersistentVolume
+metadata: {name: pv}
+spec:
+  claimRef: {namespace: ns, name: data}
+  nodeAffinity:
+    required:
+      nodeSelectorTerms:
+      - matchExpressions: [{key: topology.kubernetes.io/zone, operator: In, values: [b]}]
+"#,
+        expect![[r#"
+            pending ns/p owner=- priority=0 requests: pods=1
+              required: topology.kubernetes.io/zone DoesNotExist
+            namespace ns: kubernetes.io/metadata.name=ns
+            warning: test.yaml: Pod ns/p: the pod mounts claim "data", bound to a volume in b, a zone its node selector or affinity excludes: it cannot be scheduled
+        "#]],
+    );
+}
+
+#[test]
 fn priority_classes_resolve() {
     check(
         r#"
