@@ -226,7 +226,7 @@ impl<'a> World<'a> {
     pub(crate) fn solve_pending(&self, pods: Vec<Pod>, config: &Config) -> Plan {
         let mut scratch = self.scratch.borrow_mut();
         scratch.input.pods = pods;
-        let plan = kerf_scheduling::solve(&scratch.input, &config.scheduling);
+        let plan = kerf_scheduling::solve(&scratch.input, &simulation(config));
         scratch.input.pods.clear();
         plan
     }
@@ -341,7 +341,7 @@ impl<'a> World<'a> {
                 .bound_pods
                 .extend_from_slice(&input.bound_pods[start..end]);
         }
-        let plan = kerf_scheduling::solve(&narrowed, &config.scheduling);
+        let plan = kerf_scheduling::solve(&narrowed, &simulation(config));
         input.daemonsets = narrowed.daemonsets;
         input.namespaces = narrowed.namespaces;
         if launch {
@@ -390,7 +390,7 @@ impl<'a> World<'a> {
                 std::mem::take(&mut input.instance_types),
             )
         };
-        let plan = kerf_scheduling::solve(input, &config.scheduling);
+        let plan = kerf_scheduling::solve(input, &simulation(config));
         if !launch {
             input.nodepools = pools;
             input.instance_types = types;
@@ -792,5 +792,14 @@ impl<'a> World<'a> {
             moves: replace.moves,
             savings,
         })
+    }
+}
+
+/// The scheduling config of a simulation: a pass runs hundreds, and shows the reason of
+/// a few unplaceable pods, so the existing nodes are counted rather than each explained.
+fn simulation(config: &Config) -> kerf_scheduling::Config {
+    kerf_scheduling::Config {
+        node_reasons: kerf_scheduling::NodeReasons::Count,
+        ..config.scheduling
     }
 }

@@ -65,14 +65,25 @@ pub(crate) struct Refusal {
     pub detail: Option<String>,
 }
 
+/// What an unplaceable pod's reason says of the existing nodes.
+pub(crate) enum Nodes {
+    Each(Vec<Refusal>),
+    Count(usize),
+}
+
 /// The reason for an unplaceable pod: why the existing nodes refused it, then what each
 /// NodePool said.
 pub(crate) fn unschedulable(
     input: &Input,
     pool_reasons: &[(usize, String)],
-    refusals: &[Refusal],
+    nodes: &Nodes,
 ) -> String {
-    let nodes = node_refusals(refusals);
+    let nodes = match nodes {
+        Nodes::Each(refusals) => node_refusals(refusals),
+        Nodes::Count(0) => String::new(),
+        Nodes::Count(1) => "the existing node does not fit it; ".to_string(),
+        Nodes::Count(n) => format!("none of the {n} existing nodes fits it; "),
+    };
     if pool_reasons.is_empty() {
         return format!("{nodes}no NodePool exists to launch a node");
     }

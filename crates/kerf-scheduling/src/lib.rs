@@ -66,10 +66,22 @@ pub enum MinValuesPolicy {
     BestEffort,
 }
 
+/// How an unplaceable pod's reason speaks of the existing nodes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum NodeReasons {
+    /// Why each node refused it (few nodes), or each kind of refusal with a count (many).
+    #[default]
+    Each,
+    /// Only how many nodes there were: for callers that solve again and again and show
+    /// few of the reasons (a disruption pass's simulations, the simulator's scheduler).
+    Count,
+}
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Config {
     pub preference_policy: PreferencePolicy,
     pub min_values_policy: MinValuesPolicy,
+    pub node_reasons: NodeReasons,
 }
 
 /// What `solve` decided.

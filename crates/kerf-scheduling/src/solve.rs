@@ -847,9 +847,14 @@ impl<'a> Solver<'a> {
                 Err(r) => reasons.push((pool.nodepool, r.reason)),
             }
         }
-        let refusals: Vec<explain::Refusal> = (0..self.nodes.len())
-            .map(|i| self.node_refusal(p, eff, i))
-            .collect();
+        let refusals = match self.config.node_reasons {
+            crate::NodeReasons::Each => explain::Nodes::Each(
+                (0..self.nodes.len())
+                    .map(|i| self.node_refusal(p, eff, i))
+                    .collect(),
+            ),
+            crate::NodeReasons::Count => explain::Nodes::Count(self.nodes.len()),
+        };
         Err(explain::unschedulable(self.input, &reasons, &refusals))
     }
 

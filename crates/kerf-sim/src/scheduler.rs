@@ -130,7 +130,11 @@ pub(crate) fn onto_nodes(
         namespaces: view.namespaces.clone(),
         ..Input::default()
     };
-    kerf_scheduling::solve(&input, &kerf_scheduling::Config::default())
+    let config = kerf_scheduling::Config {
+        node_reasons: kerf_scheduling::NodeReasons::Count,
+        ..kerf_scheduling::Config::default()
+    };
+    kerf_scheduling::solve(&input, &config)
 }
 
 /// The pod, allowed only onto `node`.
