@@ -145,32 +145,13 @@ pub(crate) fn deployment(
     };
     check_selector(Some(&spec.selector), &spec.template, problems);
     let n = replica_count(spec.replicas, "spec.replicas", problems);
-    // The Deployment controller labels its pods with their template's hash, and a spread
-    // with `matchLabelKeys: [pod-template-hash]` counts only the current revision's pods:
-    // the label must be there before the spread's selector is built from it.
-    let mut template = spec.template.clone();
-    let hash = template_hash(&spec.template);
-    (template.metadata.get_or_insert_default().labels)
-        .get_or_insert_default()
-        .entry(POD_TEMPLATE_HASH.to_string())
-        .or_insert(hash);
-    Workload::new(object, WorkloadKind::Deployment, &template, n, problems)
-}
-
-const POD_TEMPLATE_HASH: &str = "pod-template-hash";
-
-/// A `pod-template-hash` for a Deployment's template, spelled as the Deployment
-/// controller spells one (a 32-bit hash's decimal digits mapped onto its safe alphabet).
-/// kerf cannot reproduce the controller's Go hash, so a pod of the same template already
-/// running carries another value: it is counted as a previous revision's.
-fn template_hash(template: &core::PodTemplateSpec) -> String {
-    const SAFE: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    let json = serde_json::to_vec(template).unwrap_or_default();
-    let hash = kerf_model::fnv1a_64(&json) as u32;
-    hash.to_string()
-        .bytes()
-        .map(|b| char::from(SAFE[usize::from(b) % SAFE.len()]))
-        .collect()
+    Workload::new(
+        object,
+        WorkloadKind::Deployment,
+        &spec.template,
+        n,
+        problems,
+    )
 }
 
 pub(crate) fn replica_set(
@@ -549,7 +530,7 @@ impl ExistingPod {
                 .metadata
                 .labels
                 .as_ref()
-                .and_then(|l| l.get(POD_TEMPLATE_HASH).cloned()),
+                .and_then(|l| l.get("pod-template-hash").cloned()),
         }
     }
 }

@@ -130,11 +130,11 @@ fn workloads_expand_into_named_replicas() {
         pending default/legacy-0 owner=ReplicaSet/legacy priority=0 requests: cpu=1, memory=1Gi, pods=1
           labels: app=legacy
         pending payments/web-0 owner=Deployment/web priority=2000000000 requests: cpu=250m, memory=512Mi, pods=1
-          labels: app=web,pod-template-hash=f6cd788f,tier=front
+          labels: app=web,tier=front
         pending payments/web-1 owner=Deployment/web priority=2000000000 requests: cpu=250m, memory=512Mi, pods=1
-          labels: app=web,pod-template-hash=f6cd788f,tier=front
+          labels: app=web,tier=front
         pending payments/web-2 owner=Deployment/web priority=2000000000 requests: cpu=250m, memory=512Mi, pods=1
-          labels: app=web,pod-template-hash=f6cd788f,tier=front
+          labels: app=web,tier=front
         bound default/running owner=ReplicaSet/api-5d8f priority=1000 requests: cpu=100m, pods=1
           node: ip-10-0-1-1.ec2.internal
         daemonset logging/fluent-bit owner=DaemonSet/fluent-bit priority=0 requests: cpu=100m, memory=128Mi, pods=1
@@ -590,9 +590,9 @@ spec:
             pending default/b owner=- priority=10 requests: pods=1
             pending default/c owner=- priority=0 requests: pods=1
             pending default/d-0 owner=Deployment/d priority=0 requests: pods=1
-              labels: app=d,pod-template-hash=5946d7fc46
+              labels: app=d
             pending default/d-1 owner=Deployment/d priority=0 requests: pods=1
-              labels: app=d,pod-template-hash=5946d7fc46
+              labels: app=d
             namespace default: kubernetes.io/metadata.name=default
             warning: test.yaml: Deployment default/d: spec.template.spec.priorityClassName "elsewhere" is not among the PriorityClasses read; using priority 0
         "#]],
@@ -868,10 +868,10 @@ spec: {containers: [{name: app}]}
 "#,
         expect![[r#"
             pending default/web-0 owner=Deployment/web priority=0 requests: pods=1
-              labels: app=web,pod-template-hash=567c5ccb55
+              labels: app=web
             pending default/web-1 owner=- priority=0 requests: pods=1
             pending default/web-2 owner=Deployment/web priority=0 requests: pods=1
-              labels: app=web,pod-template-hash=567c5ccb55
+              labels: app=web
             namespace default: kubernetes.io/metadata.name=default
         "#]],
     );
@@ -931,7 +931,7 @@ fn a_cluster_dump_adds_only_the_pods_workloads_lack() {
             pending shop/db-1 owner=StatefulSet/db priority=0 requests: pods=1
               labels: app=x
             pending shop/web-0 owner=Deployment/web priority=0 requests: pods=1
-              labels: app=x,pod-template-hash=5697bdbdc
+              labels: app=x
             bound shop/api-1a2b3c-aaaaa owner=ReplicaSet/api-1a2b3c priority=0 requests: pods=1
               node: node-a
               labels: app=x
