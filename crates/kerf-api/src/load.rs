@@ -159,6 +159,8 @@ fn manifest_files(
 pub(crate) struct Problems {
     object: String,
     errors: Vec<FieldError>,
+    /// Not errors: unknown fields of an object read back from a cluster.
+    warnings: Vec<FieldError>,
 }
 
 impl Problems {
@@ -166,6 +168,7 @@ impl Problems {
         Problems {
             object: object.into(),
             errors: Vec::new(),
+            warnings: Vec::new(),
         }
     }
 
@@ -605,6 +608,11 @@ impl Loader {
             }
         }
         self.sources[source].errors.extend(problems.errors);
+        let source_name = &self.sources[source].source;
+        self.manifests.warnings.extend(
+            (problems.warnings.iter())
+                .map(|w| format!("{source_name}: {w} (ignored: the cluster accepted it)")),
+        );
     }
 
     fn finish(mut self) -> Result<Manifests, Error> {
@@ -726,8 +734,23 @@ fn typed<T: DeserializeOwned + JsonSchema>(value: &Value, problems: &mut Problem
         value,
         &mut record,
     ));
+    // An object the API server has stored (it carries a uid or resourceVersion) was
+    // valid there: a field kerf does not know comes from a newer Kubernetes or Karpenter
+    // than the schemas kerf reads with, not from a typo, and is worth a warning only.
+    let from_cluster = value
+        .get("metadata")
+        .is_some_and(|m| m.get("uid").is_some() || m.get("resourceVersion").is_some());
     for steps in &unknown {
-        problems.push(strict::render(steps), strict::message::<T>(steps));
+        let error = FieldError::new(
+            problems.object.clone(),
+            strict::render(steps),
+            strict::message::<T>(steps),
+        );
+        if from_cluster {
+            problems.warnings.push(error);
+        } else {
+            problems.errors.push(error);
+        }
     }
     match result {
         Ok(object) => Some(object),

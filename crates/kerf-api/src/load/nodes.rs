@@ -12,6 +12,16 @@ const NAMESPACE_NAME: &str = "kubernetes.io/metadata.name";
 pub(crate) fn node(name: &str, node: &core::Node, problems: &mut Problems) -> Node {
     let mut node_labels = node.metadata.labels.clone().unwrap_or_default();
     check_labels(&node_labels, "metadata.labels", problems);
+    // Pods' deprecated beta keys are read as the current ones (`labels::normalized`), so a
+    // node that carries only a beta key carries the current one too, as Karpenter reads it.
+    let beta: Vec<(String, String)> = node_labels
+        .iter()
+        .filter(|(k, _)| labels::normalized(k) != k.as_str())
+        .map(|(k, v)| (labels::normalized(k).to_string(), v.clone()))
+        .collect();
+    for (key, value) in beta {
+        node_labels.entry(key).or_insert(value);
+    }
     // The kubelet always sets the hostname label; a hand-written node may not.
     node_labels
         .entry(labels::HOSTNAME.to_string())

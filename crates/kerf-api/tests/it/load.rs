@@ -1361,6 +1361,27 @@ spec:
 }
 
 #[test]
+fn unknown_fields_of_objects_a_cluster_stored_are_warnings() {
+    // A uid says the API server accepted the object: a field kerf does not know comes from
+    // a newer Kubernetes (1.34's hostnameOverride here), not a typo.
+    check(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: newer, namespace: default, uid: 1b2c, resourceVersion: "42"}
+spec:
+  hostnameOverride: db
+  containers: [{name: c, image: x}]
+"#,
+        expect![[r#"
+            pending default/newer owner=- priority=0 requests: pods=1
+            namespace default: kubernetes.io/metadata.name=default
+            warning: test.yaml: Pod default/newer: spec.hostnameOverride: unknown field "spec.hostnameOverride"; it is not in the schema kerf reads this kind with (ignored: the cluster accepted it)
+        "#]],
+    );
+}
+
+#[test]
 fn kubectl_get_output_loads_with_its_status_and_managed_fields() {
     // Status belongs to the API server, and newer servers add to it: never checked.
     let mut text = std::fs::read_to_string(fixture("kubectl-get-pod.yaml")).unwrap();
