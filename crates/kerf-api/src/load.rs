@@ -646,31 +646,34 @@ impl Loader {
                     }
                 }
             }
+            let mut pinned = BTreeSet::new();
             for claim in &staged.claims {
                 if let Some(zone) = self.volumes.zone_of_claim(&staged.pod.key.namespace, claim) {
                     volumes::pin_zone(&mut staged.pod, zone);
-                    let no_zone_left = staged.pod.node_affinity.required.iter().all(|term| {
-                        term.get(kerf_model::labels::ZONE)
-                            .is_some_and(|r| !r.allows_some_value())
-                    });
-                    if no_zone_left && staged.role == PodRole::Pending {
-                        let pod = format!("Pod {}", staged.pod.key);
-                        let who = if staged.object == pod {
-                            "the pod".to_string()
-                        } else {
-                            format!("pod {}", staged.pod.key)
-                        };
-                        manifests.warnings.push(format!(
-                            "{}: {}: {who} mounts claim {claim:?}, bound to a volume in {}, a zone its node selector or affinity excludes: it cannot be scheduled",
-                            self.sources[staged.source].source,
-                            staged.object,
-                            zone.values().map_or_else(
-                                || "a zone".to_string(),
-                                |v| v.iter().cloned().collect::<Vec<_>>().join(" or ")
-                            ),
-                        ));
-                    }
+                    pinned.insert(format!(
+                        "{claim:?} ({})",
+                        zone.values().map_or_else(
+                            || "a zone".to_string(),
+                            |v| v.iter().cloned().collect::<Vec<_>>().join(" or ")
+                        )
+                    ));
                 }
+            }
+            let no_zone_left = staged.pod.node_affinity.required.iter().all(|term| {
+                term.get(kerf_model::labels::ZONE)
+                    .is_some_and(|r| !r.allows_some_value())
+            });
+            if !pinned.is_empty()
+                && no_zone_left
+                && staged.role == PodRole::Pending
+                && reported.insert((staged.source, staged.object.clone(), "volume zone".into()))
+            {
+                manifests.warnings.push(format!(
+                    "{}: {}: no zone satisfies both its node selector or affinity and its bound volumes' zones (claims {}): its pods cannot be scheduled",
+                    self.sources[staged.source].source,
+                    staged.object,
+                    pinned.into_iter().collect::<Vec<_>>().join(", "),
+                ));
             }
             if !self.declared_namespaces.contains(&staged.pod.key.namespace) {
                 manifests

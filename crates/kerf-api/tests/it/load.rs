@@ -540,7 +540,7 @@ spec:
             pending ns/p owner=- priority=0 requests: pods=1
               required: topology.kubernetes.io/zone DoesNotExist
             namespace ns: kubernetes.io/metadata.name=ns
-            warning: test.yaml: Pod ns/p: the pod mounts claim "data", bound to a volume in b, a zone its node selector or affinity excludes: it cannot be scheduled
+            warning: test.yaml: Pod ns/p: no zone satisfies both its node selector or affinity and its bound volumes' zones (claims "data" (b)): its pods cannot be scheduled
         "#]],
     );
 }
