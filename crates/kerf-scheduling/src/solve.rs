@@ -202,9 +202,6 @@ struct Solver<'a> {
     representatives: Memo<Rc<Vec<(usize, f64)>>>,
     /// Per pending pod: its class, shared by pods with identical constraints and requests.
     pod_class: Vec<usize>,
-    /// Per pending pod: whether some NodePool could make a node for it (tolerated taints,
-    /// a compatible node-affinity term). Only then is a fresh hostname a domain at 0.
-    new_nodes_possible: Vec<bool>,
     /// (class, relaxation level) → what scans of nodes and of claims learned.
     scans: BTreeMap<(usize, RelaxKey), (Scan, Scan)>,
 }
@@ -302,7 +299,6 @@ impl<'a> Solver<'a> {
             ranked: Memo::default(),
             representatives: Memo::default(),
             pod_class: classes(&input.pods),
-            new_nodes_possible: Vec::new(),
             scans: BTreeMap::new(),
         };
         solver.pod_req = input
@@ -312,11 +308,6 @@ impl<'a> Solver<'a> {
             .collect();
         solver.init_nodes();
         solver.init_pools();
-        solver.new_nodes_possible = input
-            .pods
-            .iter()
-            .map(|pod| solver.some_pool_takes(pod))
-            .collect();
         solver.init_topology();
         solver.node_preferences = input
             .pods
@@ -526,22 +517,6 @@ impl<'a> Solver<'a> {
         self.pod_groups = groups;
     }
 
-    /// Whether some NodePool could make a node this pod may run on, ignoring resources:
-    /// its hard taints tolerated and one of the pod's node-affinity terms compatible.
-    fn some_pool_takes(&self, pod: &Pod) -> bool {
-        self.pools.iter().any(|pool| {
-            let np = &self.input.nodepools[pool.nodepool];
-            let tolerated = np.taints.iter().all(|t| {
-                t.effect == kerf_model::Effect::PreferNoSchedule
-                    || pod.tolerations.iter().any(|tol| tol.tolerates(t))
-            });
-            tolerated
-                && (pod.node_affinity.required.is_empty()
-                    || (pod.node_affinity.required.iter())
-                        .any(|term| pool.template.conflict_with(term, open_key).is_none()))
-        })
-    }
-
     /// Values of a spread group's key that nodes from this pool could carry.
     fn pool_domains(&self, pool: &Pool, spec: &crate::topology::GroupSpec) -> BTreeSet<String> {
         let np = &self.input.nodepools[pool.nodepool];
@@ -693,7 +668,7 @@ impl<'a> Solver<'a> {
         why: bool,
     ) -> Result<(), Reject> {
         let pod = &self.input.pods[p];
-        let new_nodes_possible = self.new_nodes_possible[p];
+        let new_nodes_possible = !self.pools.is_empty();
         for &(gi, usage) in &eff.groups {
             let g = &self.topology.groups[gi];
             if g.spec.key != key {
