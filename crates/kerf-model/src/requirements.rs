@@ -254,15 +254,13 @@ impl Requirement {
         if !self.complement {
             return self.values.iter().find(|v| self.has(v)).cloned();
         }
-        let start = self
-            .greater_than
-            .map_or(0, |gt| gt.saturating_add(1).max(0));
-        let start = if self.greater_than.is_none() && self.less_than.is_some_and(|lt| lt <= 0) {
-            self.less_than
-                .unwrap_or(0)
-                .saturating_sub(1 + self.values.len() as i64)
-        } else {
-            start
+        // From the lowest allowed integer, preferring non-negative ones; below an upper
+        // bound at or under zero with no lower bound, from just under it.
+        let start = match (self.greater_than, self.less_than) {
+            (Some(gt), Some(lt)) if lt <= 0 => gt.saturating_add(1),
+            (Some(gt), _) => gt.saturating_add(1).max(0),
+            (None, Some(lt)) if lt <= 0 => lt.saturating_sub(1 + self.values.len() as i64),
+            (None, _) => 0,
         };
         (0..=self.values.len() as i64)
             .map(|i| start.saturating_add(i).to_string())
@@ -535,6 +533,10 @@ mod tests {
             (
                 req(Operator::Gt, &["3"]).intersection(&req(Operator::NotIn, &["4", "5"])),
                 Some("6"),
+            ),
+            (
+                req(Operator::Gt, &["-5"]).intersection(&req(Operator::Lt, &["-1"])),
+                Some("-4"),
             ),
             (req(Operator::DoesNotExist, &[]), None),
             (

@@ -40,8 +40,9 @@ pub(crate) struct ClaimState {
     pub requests: Dense,
     pub host_ports: Vec<HostPort>,
     pub pods: Vec<usize>,
-    /// What this claim holds against the pool's limits: the largest capacity among its
-    /// options, so the launch can never exceed a limit whichever option is chosen.
+    /// What this claim holds against the pool's limits: the largest capacity among the
+    /// options it carries to the launch, so no limit is exceeded whichever the cloud
+    /// starts (see `Solver::carried`).
     pub reservation: Resources,
     /// A placeholder hostname: each claim is its own hostname domain.
     pub hostname: String,

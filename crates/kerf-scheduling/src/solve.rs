@@ -36,7 +36,8 @@ mod split;
 /// anti-affinity terms, each heaviest first (Karpenter sorts by weight and removes the
 /// first, to try the lighter ones); preferred node affinity terms (the heaviest is treated
 /// as required until it is dropped); `ScheduleAnyway` spreads one at a time, in the pod's
-/// order; then `PreferNoSchedule` taints.
+/// order (Karpenter swap-removes, so its order after the first differs: for [S1, S2, S3]
+/// it drops S1, S3, S2); then `PreferNoSchedule` taints.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Relax {
     /// The lightest this many preferred affinity terms are kept.
@@ -685,8 +686,7 @@ impl<'a> Solver<'a> {
                     };
                     let min = g.min_count(new_nodes_possible);
                     // The pod counts itself only if the selector matches it.
-                    let ns_labels = self.input.namespaces.get(&pod.key.namespace);
-                    let own = i32::from(g.selects(&pod.key.namespace, &pod.labels, ns_labels));
+                    let own = i32::from(self.pod_groups[p].selected_by.contains(&gi));
                     let after = g.count(d) + own;
                     if after - min > *max_skew {
                         // Counts only grow; with new nodes possible a hostname group's
@@ -822,13 +822,16 @@ impl<'a> Solver<'a> {
                 Err(r) => reasons.push((pool.nodepool, r.reason)),
             }
         }
+        // Each node's refusal is worked out only for the reason that is shown: the last
+        // relaxation level's (earlier levels' reasons are dropped when the pod relaxes).
+        let shown = relax.next(&self.input.pods[p]).is_none();
         let refusals = match self.config.node_reasons {
-            crate::NodeReasons::Each => explain::Nodes::Each(
+            crate::NodeReasons::Each if shown => explain::Nodes::Each(
                 (0..self.nodes.len())
                     .map(|i| self.node_refusal(p, eff, i))
                     .collect(),
             ),
-            crate::NodeReasons::Count => explain::Nodes::Count(self.nodes.len()),
+            _ => explain::Nodes::Count(self.nodes.len()),
         };
         Err(explain::unschedulable(self.input, &reasons, &refusals))
     }
