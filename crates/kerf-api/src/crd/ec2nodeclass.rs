@@ -127,6 +127,17 @@ pub struct EC2NodeClassSpec {
     /// A reserved EC2 field passed through to CreateFleet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context: Option<String>,
+    /// Nitro Enclaves on the launched instances (Karpenter v1.15).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enclave_options: Option<EnclaveOptions>,
+}
+
+/// Whether instances launch with AWS Nitro Enclaves enabled.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EnclaveOptions {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
 }
 
 fn default_metadata_options() -> MetadataOptions {

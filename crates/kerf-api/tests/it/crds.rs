@@ -448,6 +448,7 @@ spec:
       ebs: {volumeSize: 100Gi, volumeType: gp3, encrypted: true, deleteOnTermination: true}
   instanceStorePolicy: RAID0
   detailedMonitoring: true
+  enclaveOptions: {enabled: true}
   metadataOptions:
     httpEndpoint: enabled
     httpProtocolIPv6: disabled
