@@ -688,7 +688,9 @@ spec: {containers: [{name: app}]}
 
 #[test]
 fn errors_from_several_sources_are_reported_together() {
-    let dir = std::env::temp_dir().join(format!("kerf-load-test-{}", std::process::id()));
+    // Removed when `tmp` drops, a failing assertion included.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
     std::fs::create_dir_all(dir.join("sub")).unwrap();
     std::fs::write(
         dir.join("b.yaml"),
@@ -702,7 +704,6 @@ fn errors_from_several_sources_are_reported_together() {
     .unwrap();
     std::fs::write(dir.join("ignored.txt"), "not yaml: [").unwrap();
     let result = load_paths(std::slice::from_ref(&dir));
-    std::fs::remove_dir_all(&dir).unwrap();
     let Err(Error::Invalid(sources)) = result else {
         panic!("{result:?}")
     };
@@ -757,8 +758,9 @@ fn yaml_syntax_errors_name_the_location() {
 
 #[test]
 fn a_syntax_error_hides_no_other_document_or_source() {
-    let dir = std::env::temp_dir().join(format!("kerf-syntax-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    // Removed when `tmp` drops, a failing assertion included.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
     std::fs::write(
         dir.join("a.yaml"),
         "apiVersion: v1\nkind: Pod\nmetadata: {name: a\nspec: {containers: [{name: c}]}\n",
@@ -785,7 +787,6 @@ spec: {containers: [{name: c, resources: {requests: {cpu: -1}}}]}
     )
     .unwrap();
     let result = load_paths(std::slice::from_ref(&dir));
-    std::fs::remove_dir_all(&dir).unwrap();
     let e = result.unwrap_err().to_string();
     expect![[r#"
         2 syntax errors and 2 invalid fields:
@@ -798,11 +799,11 @@ spec: {containers: [{name: c, resources: {requests: {cpu: -1}}}]}
 
 #[test]
 fn inputs_without_objects_are_an_error() {
-    let dir = std::env::temp_dir().join(format!("kerf-empty-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    // Removed when `tmp` drops, a failing assertion included.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
     std::fs::write(dir.join("comments.yaml"), "# nothing yet\n---\n").unwrap();
     let result = load_paths(std::slice::from_ref(&dir));
-    std::fs::remove_dir_all(&dir).unwrap();
     expect!["no objects passed: DIR holds no Kubernetes objects (a directory is read for .yaml, .yml and .json files)"]
         .assert_eq(&result.unwrap_err().to_string().replace(&dir.display().to_string(), "DIR"));
     check(
@@ -816,8 +817,9 @@ fn inputs_without_objects_are_an_error() {
 #[cfg(unix)]
 #[test]
 fn symlinked_directories_are_not_followed() {
-    let dir = std::env::temp_dir().join(format!("kerf-loop-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    // Removed when `tmp` drops, a failing assertion included.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
     std::fs::write(
         dir.join("pod.yml"),
         "apiVersion: v1\nkind: Pod\nmetadata: {name: nested}\nspec: {containers: [{name: c}]}\n",
@@ -825,7 +827,6 @@ fn symlinked_directories_are_not_followed() {
     .unwrap();
     std::os::unix::fs::symlink(&dir, dir.join("self")).unwrap();
     let result = load_paths(std::slice::from_ref(&dir));
-    std::fs::remove_dir_all(&dir).unwrap();
     let m = result.unwrap_or_else(|e| panic!("{e}"));
     expect![[r#"
         pending default/nested owner=- priority=0 requests: pods=1
