@@ -180,16 +180,34 @@ fn shrinking(annotations: &str, more: &str) -> Scenario {
 fn an_unprotected_under_utilized_node_is_drained() {
     // The control for the two tests below: nothing protects the pods.
     let (run, watched) = run_watched(&shrinking("", ""), RunOptions::default());
-    assert_clean(&run);
+    assert_one_scaled_down(&run, &watched);
+    assert_eq!(run.report.evictions, 1);
+}
+
+/// The run scaled down exactly one of `shrinking`'s two nodes, cleanly.
+fn assert_one_scaled_down(run: &Run, watched: &Watched) {
+    assert_clean(run);
     assert_eq!(
         run.report.disruptions.get("scale-down"),
         Some(&1),
         "{:?}",
         run.report.disruptions
     );
-    assert_eq!(run.report.evictions, 1);
     assert_eq!(run.end.nodes.len(), 1);
     assert_eq!(watched.scale_downs.len(), 1);
+}
+
+/// The run kept both of `shrinking`'s nodes: nothing evicted, nothing disrupted.
+fn assert_both_kept(run: &Run, watched: &Watched) {
+    assert_clean(run);
+    assert_eq!(run.report.evictions, 0);
+    assert!(
+        run.report.disruptions.is_empty(),
+        "{:?}",
+        run.report.disruptions
+    );
+    assert!(watched.scale_downs.is_empty());
+    assert_eq!(run.end.nodes.len(), 2);
 }
 
 #[test]
@@ -204,15 +222,7 @@ fn a_node_whose_pods_a_pdb_protects_is_not_drained() {
     selector: {}
 ";
     let (run, watched) = run_watched(&shrinking("", pdb), RunOptions::default());
-    assert_clean(&run);
-    assert_eq!(run.report.evictions, 0);
-    assert!(
-        run.report.disruptions.is_empty(),
-        "{:?}",
-        run.report.disruptions
-    );
-    assert!(watched.scale_downs.is_empty());
-    assert_eq!(run.end.nodes.len(), 2);
+    assert_both_kept(&run, &watched);
 }
 
 #[test]
@@ -229,15 +239,7 @@ fn a_pdb_below_its_minimum_blocks_only_its_own_pods() {
     selector: {matchLabels: {app: ghost}}
 ";
     let (run, watched) = run_watched(&shrinking("", pdb), RunOptions::default());
-    assert_clean(&run);
-    assert_eq!(
-        run.report.disruptions.get("scale-down"),
-        Some(&1),
-        "{:?}",
-        run.report.disruptions
-    );
-    assert_eq!(watched.scale_downs.len(), 1);
-    assert_eq!(run.end.nodes.len(), 1);
+    assert_one_scaled_down(&run, &watched);
 }
 
 #[test]
@@ -246,15 +248,7 @@ fn do_not_disrupt_pods_protect_their_node() {
         &shrinking("karpenter.sh/do-not-disrupt: \"true\"", ""),
         RunOptions::default(),
     );
-    assert_clean(&run);
-    assert_eq!(run.report.evictions, 0);
-    assert!(
-        run.report.disruptions.is_empty(),
-        "{:?}",
-        run.report.disruptions
-    );
-    assert!(watched.scale_downs.is_empty());
-    assert_eq!(run.end.nodes.len(), 2);
+    assert_both_kept(&run, &watched);
 }
 
 #[test]
