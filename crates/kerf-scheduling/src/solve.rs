@@ -1313,9 +1313,9 @@ impl<'a> Solver<'a> {
         // grows with every commit) would make filling a claim quadratic.
         let hostname = claim.hostname.clone();
         let reqs = claim.reqs.clone();
-        let taints = self.input.nodepools[self.pools[pool_idx].nodepool]
-            .taints
-            .clone();
+        // The input outlives the solver's borrow: no copy of the taints per placed pod.
+        let input = self.input;
+        let taints = &input.nodepools[self.pools[pool_idx].nodepool].taints;
         self.record(
             p,
             |key| {
@@ -1330,7 +1330,7 @@ impl<'a> Solver<'a> {
             // A spread's node inclusion policies apply to claims as to nodes (Karpenter's
             // `TopologyGroup.Counts`): a pod on a claim the group's filter leaves out does
             // not count in it.
-            |spec| claim_passes_filter(spec, &reqs, &taints),
+            |spec| claim_passes_filter(spec, &reqs, taints),
         );
     }
 
