@@ -6,6 +6,7 @@
 //! Validation happens here, once, at the edge: what leaves this crate is a domain value
 //! the core never re-checks. It does no scheduling and talks to no API server.
 
+pub mod cluster;
 pub mod crd;
 pub mod error;
 pub mod load;

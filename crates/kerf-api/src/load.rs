@@ -8,13 +8,13 @@
 
 mod documents;
 mod karpenter;
-mod nodes;
-mod pdbs;
+pub(crate) mod nodes;
+pub(crate) mod pdbs;
 mod pods;
 mod strict;
 mod syntax;
 mod volumes;
-mod workloads;
+pub(crate) mod workloads;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
@@ -158,13 +158,13 @@ fn manifest_files(
 /// Problems found with one object, so a converter can report several and carry on.
 pub(crate) struct Problems {
     object: String,
-    errors: Vec<FieldError>,
+    pub(crate) errors: Vec<FieldError>,
     /// Not errors: unknown fields of an object read back from a cluster.
     warnings: Vec<FieldError>,
 }
 
 impl Problems {
-    fn new(object: impl Into<String>) -> Problems {
+    pub(crate) fn new(object: impl Into<String>) -> Problems {
         Problems {
             object: object.into(),
             errors: Vec::new(),
@@ -785,7 +785,7 @@ fn plain_type_names(message: &str) -> String {
 }
 
 /// The priority classes every cluster has, which need no object in the input.
-fn builtin_priority(class: &str) -> Option<i32> {
+pub(crate) fn builtin_priority(class: &str) -> Option<i32> {
     match class {
         "system-node-critical" => Some(2_000_001_000),
         "system-cluster-critical" => Some(2_000_000_000),

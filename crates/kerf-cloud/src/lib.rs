@@ -13,10 +13,12 @@
 //! (a two-minute warning, then termination) at a rate or at given times, and prices from
 //! the catalog. It reads no clock: every call takes the virtual time.
 
+mod provider;
 mod sim;
 
 use serde::Serialize;
 
+pub use provider::{LaunchRequest, Provider, ProviderError};
 pub use sim::{CloudEvent, INTERRUPTION_NOTICE_MS, Latency, Shortage, SimCloud, SimCloudConfig};
 
 /// One way to launch: an instance type in a zone with a capacity type.
@@ -70,6 +72,9 @@ pub enum CreateError {
     NoOptions(String),
     #[error("instance type {0} is not in the catalog")]
     UnknownType(String),
+    /// A real provider's call failed (an API error, a timeout); the message says why.
+    #[error("{0}")]
+    Provider(String),
 }
 
 fn list(offers: &[Offer]) -> String {

@@ -78,6 +78,18 @@ impl Batcher {
         }
     }
 
+    /// When an open batch closes; when a retry of waiting pods is next allowed.
+    pub(crate) fn next_wake(&self, config: &Config) -> i64 {
+        match self.opened_at {
+            Some(opened) => {
+                (self.last_pending_at + config.batch_idle_ms).min(opened + config.batch_max_ms)
+            }
+            None => self
+                .last_solve_at
+                .map_or(i64::MAX, |at| at + config.batch_max_ms),
+        }
+    }
+
     fn close(&mut self) -> bool {
         self.opened_at = None;
         true

@@ -131,6 +131,19 @@ impl Queue {
         }
     }
 
+    /// When the queue next acts without the view changing: a pending command's
+    /// validation, else the next pass.
+    pub(crate) fn next_wake(&self, config: &Config) -> i64 {
+        if self.active.is_some() {
+            return i64::MAX;
+        }
+        if let Some((_, decided_at)) = &self.pending {
+            return decided_at + config.disruption_validation_ms;
+        }
+        self.last_pass_at
+            .map_or(i64::MIN, |at| at + config.disruption_interval_ms)
+    }
+
     /// A pass over the view; `among`, when validating a command, limits the candidates
     /// to its nodes.
     fn pass(

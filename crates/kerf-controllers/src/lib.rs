@@ -233,6 +233,29 @@ impl Controller {
         out
     }
 
+    /// The earliest time after `now` at which a step could act on the same view: the
+    /// batch window closing, the disruption pass or a validation falling due, a
+    /// lifecycle rule (expiry, a registration timeout, the garbage-collection grace), a
+    /// drain's grace deadline, or an unavailable offering coming back. A shell that
+    /// wakes on every change of the view and at this time misses nothing.
+    pub fn next_wake(&self, now: i64, view: &ClusterView) -> i64 {
+        let mut wake = self
+            .batch
+            .next_wake(&self.config)
+            .min(self.disruption.next_wake(&self.config))
+            .min(self.lifecycle_seen.map_or(now, |(_, due)| due));
+        for until in self.unavailable.values() {
+            wake = wake.min(*until);
+        }
+        for claim in view.claims.values() {
+            if let Some(deadline) = claim.grace_deadline() {
+                wake = wake.min(deadline);
+            }
+        }
+        // Pods still waiting are solved again at least once a minute (the batcher).
+        wake.min(now + 60_000).max(now + 1)
+    }
+
     fn on_event(&mut self, now: i64, view: &ClusterView, event: &Event, out: &mut Vec<Action>) {
         let until = now + self.config.unavailable_offering_ms;
         match event {

@@ -112,8 +112,10 @@ pub(crate) fn provision(
     }
 }
 
-/// Claim names: `<nodepool>-<seconds>-<n>`. Unique across restarts without remembering a
-/// counter, since no two steps share a `now`.
+/// Claim names: `<nodepool>-<seconds>-<n>` on a clock of whole seconds (the simulator's
+/// ticks), `<nodepool>-<milliseconds>-<n>` otherwise (a real shell steps several times a
+/// second). Unique across restarts without remembering a counter, since no two steps
+/// share a `now`.
 pub(crate) struct Namer {
     now: i64,
     n: u32,
@@ -126,7 +128,11 @@ impl Namer {
 
     pub(crate) fn next(&mut self, nodepool: &str) -> String {
         self.n += 1;
-        format!("{nodepool}-{}-{}", self.now / 1000, self.n)
+        if self.now % 1000 == 0 {
+            format!("{nodepool}-{}-{}", self.now / 1000, self.n)
+        } else {
+            format!("{nodepool}-{}-{}", self.now, self.n)
+        }
     }
 }
 

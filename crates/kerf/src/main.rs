@@ -58,8 +58,16 @@ enum Command {
     /// Replay a scenario over virtual time through kerf's control loops on a simulated
     /// cloud; report cost, nodes, utilization, pod pending time and disruptions.
     Simulate(kerf::simulate::Args),
+    /// Run the controller against a cluster: provision, disrupt and terminate nodes.
+    /// The kubeconfig is found as kubectl finds it (KUBECONFIG, ~/.kube/config,
+    /// in-cluster); every flag is also Karpenter's environment variable.
+    Controller(Box<kerf_kube::ControllerArgs>),
     /// Print the CustomResourceDefinitions kerf serves, as YAML.
-    Crds,
+    Crds {
+        /// Whose node class to include: `aws` (EC2NodeClass) or `kwok` (KWOKNodeClass).
+        #[arg(long, default_value = "aws", value_parser = ["aws", "kwok"])]
+        cloud_provider: String,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -146,8 +154,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .write_all(text.as_bytes())
                 .context("writing the summary")?;
         }
-        Command::Crds => {
-            let yaml = kerf_api::crd::crds_yaml().context("rendering the CRDs")?;
+        Command::Controller(args) => {
+            let settings = args.settings()?;
+            kerf_kube::init_logging(&settings);
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            runtime.block_on(kerf_kube::run(settings))?;
+        }
+        Command::Crds { cloud_provider } => {
+            let yaml = if cloud_provider == "kwok" {
+                kerf_api::crd::kwok_crds_yaml()
+            } else {
+                kerf_api::crd::crds_yaml()
+            }
+            .context("rendering the CRDs")?;
             stdout
                 .write_all(yaml.as_bytes())
                 .context("writing the CRDs")?;

@@ -9,6 +9,7 @@
 
 pub mod duration;
 mod ec2nodeclass;
+mod kwoknodeclass;
 mod nodeclaim;
 mod nodepool;
 mod schema;
@@ -22,6 +23,7 @@ pub use ec2nodeclass::{
     EC2NodeClass, EC2NodeClassSpec, EC2NodeClassStatus, KubeletConfiguration, MetadataOptions,
     SecurityGroup, SecurityGroupSelectorTerm, Subnet, SubnetSelectorTerm, validate_ec2nodeclass,
 };
+pub use kwoknodeclass::{KWOKNodeClass, KWOKNodeClassSpec, KWOKNodeClassStatus};
 pub use nodeclaim::{
     DEFAULT_EXPIRE_AFTER, NodeClaim, NodeClaimSpec, NodeClaimStatus, NodeClassReference,
     NodeSelectorRequirementWithMinValues, ResourceRequirements, Taint,
@@ -47,6 +49,25 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         .into_iter()
         .map(as_karpenter_serves)
         .collect()
+}
+
+/// The CRD of the `kwok` provider's node class, KWOKNodeClass (`kerf crds --cloud-provider
+/// kwok` prints it in place of EC2NodeClass).
+pub fn kwok_crd() -> CustomResourceDefinition {
+    let mut crd = as_karpenter_serves(KWOKNodeClass::crd());
+    // The spec has no fields: `kind: KWOKNodeClass` with only a name is valid, as in
+    // Karpenter's kwok manifests.
+    for version in &mut crd.spec.versions {
+        if let Some(schema) = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+            && let Some(required) = schema.required.as_mut()
+        {
+            required.retain(|r| r != "spec");
+        }
+    }
+    crd
 }
 
 /// Undoes two things kube's schema rewriting does that Karpenter's CRDs do not:
@@ -100,7 +121,20 @@ pub fn crd_yaml(crd: &CustomResourceDefinition) -> Result<String, CrdRenderError
 
 /// Every served CRD as one multi-document YAML stream, as `kerf crds` prints it.
 pub fn crds_yaml() -> Result<String, CrdRenderError> {
-    let docs = crds().iter().map(crd_yaml).collect::<Result<Vec<_>, _>>()?;
+    render_all(&crds())
+}
+
+/// The CRDs a cluster running the `kwok` provider needs: NodePool, NodeClaim and
+/// KWOKNodeClass (`kerf crds --cloud-provider kwok`).
+pub fn kwok_crds_yaml() -> Result<String, CrdRenderError> {
+    let mut all = crds();
+    all.truncate(2);
+    all.push(kwok_crd());
+    render_all(&all)
+}
+
+fn render_all(crds: &[CustomResourceDefinition]) -> Result<String, CrdRenderError> {
+    let docs = crds.iter().map(crd_yaml).collect::<Result<Vec<_>, _>>()?;
     Ok(docs
         .iter()
         .map(|doc| format!("---\n{doc}"))

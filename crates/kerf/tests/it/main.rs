@@ -1,5 +1,6 @@
 //! Integration tests for the `kerf` command.
 
+mod controller;
 mod disrupt;
 mod scenarios;
 

@@ -1,0 +1,396 @@
+//! NodeClaims between the API and the loops: the `Claim` the provisioner or the
+//! disruption queue opened becomes a `karpenter.sh/v1` NodeClaim shaped as Karpenter
+//! makes one (labels, hash annotations, an owner reference to its NodePool, requirements
+//! narrowed to the chosen options, the termination finalizer before launch), and a stored
+//! NodeClaim becomes the `Claim` the loops read — including one Karpenter made.
+//!
+//! One deliberate difference: the name is the loops' own (`<nodepool>-<ms>-<n>`), not an
+//! API-server `generateName`, so a create that is retried after a lost answer finds the
+//! claim it made (409) instead of making a second one.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, OwnerReference, Time};
+use kerf_api::crd::{self, NodeClaim, NodeClaimSpec, NodeSelectorRequirementWithMinValues};
+use kerf_cloud::Offer;
+use kerf_controllers::Claim;
+use kerf_model::{Effect, InstanceType, Taint, labels};
+
+/// The condition types a NodeClaim carries, in Karpenter's order.
+pub const LAUNCHED: &str = "Launched";
+pub const REGISTERED: &str = "Registered";
+pub const INITIALIZED: &str = "Initialized";
+pub const READY: &str = "Ready";
+pub const DISRUPTION_REASON: &str = "DisruptionReason";
+
+pub fn ms(t: &Time) -> i64 {
+    t.0.as_millisecond()
+}
+
+pub fn time(ms: i64) -> Time {
+    Time(Timestamp::from_millisecond(ms).unwrap_or(Timestamp::UNIX_EPOCH))
+}
+
+fn wire_taint(t: &Taint) -> crd::Taint {
+    crd::Taint {
+        key: t.key.clone(),
+        value: (!t.value.is_empty()).then(|| t.value.clone()),
+        effect: t.effect.as_str().to_string(),
+        time_added: None,
+    }
+}
+
+fn model_taint(t: &crd::Taint) -> Option<Taint> {
+    Some(Taint::new(
+        t.key.clone(),
+        t.value.clone().unwrap_or_default(),
+        Effect::parse(&t.effect)?,
+    ))
+}
+
+fn format_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    if secs.is_multiple_of(3600) {
+        format!("{}h", secs / 3600)
+    } else if secs.is_multiple_of(60) {
+        format!("{}m", secs / 60)
+    } else {
+        format!("{secs}s")
+    }
+}
+
+fn requirement(key: &str, values: BTreeSet<&str>) -> NodeSelectorRequirementWithMinValues {
+    NodeSelectorRequirementWithMinValues {
+        key: key.to_string(),
+        operator: "In".to_string(),
+        values: values.into_iter().map(str::to_string).collect(),
+        min_values: None,
+    }
+}
+
+/// The NodeClaim to create for `claim`, owned by `pool` (its stored object, for the
+/// owner reference, node class and template requirements).
+pub fn to_nodeclaim(claim: &Claim, pool: &crd::NodePool) -> NodeClaim {
+    let template = &pool.spec.template.spec;
+    let narrowed = [labels::INSTANCE_TYPE, labels::CAPACITY_TYPE, labels::ZONE];
+    let mut requirements: Vec<NodeSelectorRequirementWithMinValues> = template
+        .requirements
+        .iter()
+        .flatten()
+        .filter(|r| !narrowed.contains(&r.key.as_str()) && r.key != labels::NODEPOOL)
+        .cloned()
+        .collect();
+    // `karpenter.sh/nodepool` is a label, not a requirement: the CRD refuses it there.
+    let min_values = |key: &str| {
+        template
+            .requirements
+            .iter()
+            .flatten()
+            .find(|r| r.key == key)
+            .and_then(|r| r.min_values)
+    };
+    for (key, values) in [
+        (
+            labels::INSTANCE_TYPE,
+            claim
+                .options
+                .iter()
+                .map(|o| o.instance_type.as_str())
+                .collect::<BTreeSet<_>>(),
+        ),
+        (
+            labels::CAPACITY_TYPE,
+            claim
+                .options
+                .iter()
+                .map(|o| o.capacity_type.as_str())
+                .collect(),
+        ),
+        (
+            labels::ZONE,
+            claim.options.iter().map(|o| o.zone.as_str()).collect(),
+        ),
+    ] {
+        let mut r = requirement(key, values);
+        r.min_values = min_values(key);
+        requirements.push(r);
+    }
+    let owner = OwnerReference {
+        api_version: "karpenter.sh/v1".into(),
+        kind: "NodePool".into(),
+        name: claim.nodepool.clone(),
+        uid: pool.metadata.uid.clone().unwrap_or_default(),
+        block_owner_deletion: Some(true),
+        controller: None,
+    };
+    NodeClaim {
+        metadata: ObjectMeta {
+            name: Some(claim.name.clone()),
+            labels: Some(claim.labels.clone()),
+            annotations: Some(claim.annotations.clone()),
+            owner_references: Some(vec![owner]),
+            finalizers: Some(vec![labels::FINALIZER_TERMINATION.to_string()]),
+            ..ObjectMeta::default()
+        },
+        spec: NodeClaimSpec {
+            taints: claim.taints.iter().map(wire_taint).collect(),
+            startup_taints: claim.startup_taints.iter().map(wire_taint).collect(),
+            requirements,
+            resources: crd::ResourceRequirements::default(),
+            node_class_ref: template
+                .node_class_ref
+                .clone()
+                .unwrap_or(crd::NodeClassReference {
+                    group: String::new(),
+                    kind: String::new(),
+                    name: String::new(),
+                }),
+            termination_grace_period: claim.termination_grace_period.map(format_duration),
+            expire_after: claim
+                .expire_after
+                .map_or_else(|| "Never".to_string(), format_duration),
+        },
+        status: None,
+    }
+}
+
+fn condition_true(nc: &NodeClaim, type_: &str) -> bool {
+    nc.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == type_ && c.status == "True")
+    })
+}
+
+/// The claim a stored NodeClaim is. Its options are the catalog's offerings its
+/// requirements allow, cheapest first.
+pub fn from_nodeclaim(nc: &NodeClaim, catalog: &[InstanceType]) -> Claim {
+    let meta = &nc.metadata;
+    let labels_ = meta.labels.clone().unwrap_or_default();
+    let values = |key: &str| -> Option<BTreeSet<&str>> {
+        nc.spec
+            .requirements
+            .iter()
+            .find(|r| r.key == key && r.operator == "In")
+            .map(|r| r.values.iter().map(String::as_str).collect())
+    };
+    let types = values(labels::INSTANCE_TYPE);
+    let zones = values(labels::ZONE);
+    let capacity_types = values(labels::CAPACITY_TYPE);
+    let mut priced: Vec<(f64, Offer)> = Vec::new();
+    for it in catalog {
+        if types
+            .as_ref()
+            .is_some_and(|t| !t.contains(it.name.as_str()))
+        {
+            continue;
+        }
+        for o in &it.offerings {
+            let zone_ok = zones.as_ref().is_none_or(|z| z.contains(o.zone.as_str()));
+            let ct_ok = capacity_types
+                .as_ref()
+                .is_none_or(|c| c.contains(o.capacity_type.as_str()));
+            if zone_ok && ct_ok {
+                priced.push((
+                    o.price,
+                    Offer {
+                        instance_type: it.name.clone(),
+                        zone: o.zone.clone(),
+                        capacity_type: o.capacity_type.clone(),
+                    },
+                ));
+            }
+        }
+    }
+    priced.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+    let status = nc.status.clone().unwrap_or_default();
+    let provider_id = status.provider_id.clone().filter(|p| !p.is_empty());
+    let launched = provider_id.as_ref().and_then(|_| {
+        Some(Offer {
+            instance_type: labels_.get(labels::INSTANCE_TYPE)?.clone(),
+            zone: labels_.get(labels::ZONE)?.clone(),
+            capacity_type: labels_.get(labels::CAPACITY_TYPE)?.clone(),
+        })
+    });
+    let deletion_reason = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == DISRUPTION_REASON && c.status == "True")
+        .map(|c| c.message.clone());
+    Claim {
+        name: meta.name.clone().unwrap_or_default(),
+        nodepool: labels_.get(labels::NODEPOOL).cloned().unwrap_or_default(),
+        annotations: meta.annotations.clone().unwrap_or_default(),
+        taints: nc.spec.taints.iter().filter_map(model_taint).collect(),
+        startup_taints: nc
+            .spec
+            .startup_taints
+            .iter()
+            .filter_map(model_taint)
+            .collect(),
+        options: priced.into_iter().map(|(_, o)| o).collect(),
+        created_at: meta.creation_timestamp.as_ref().map_or(0, ms),
+        expire_after: crd::duration::parse_nillable(&nc.spec.expire_after).unwrap_or(None),
+        termination_grace_period: nc
+            .spec
+            .termination_grace_period
+            .as_deref()
+            .and_then(|t| crd::duration::parse(t).ok()),
+        provider_id,
+        launched,
+        image_id: status.image_id.clone(),
+        node_name: status.node_name.clone().filter(|n| !n.is_empty()),
+        initialized: condition_true(nc, INITIALIZED),
+        deleting_since: meta.deletion_timestamp.as_ref().map(ms),
+        deletion_reason,
+        labels: labels_,
+    }
+}
+
+/// Sets one condition, keeping its transition time when the status is unchanged, as
+/// `operatorpkg`'s condition set does.
+pub fn set_condition(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    now_ms: i64,
+) {
+    let message: String = message.chars().take(300).collect();
+    match conditions.iter_mut().find(|c| c.type_ == type_) {
+        Some(c) => {
+            if c.status != status {
+                c.last_transition_time = time(now_ms);
+            }
+            c.status = status.to_string();
+            c.reason = reason.to_string();
+            c.message = message;
+            c.observed_generation = generation;
+        }
+        None => conditions.push(Condition {
+            type_: type_.to_string(),
+            status: status.to_string(),
+            reason: reason.to_string(),
+            message,
+            observed_generation: generation,
+            last_transition_time: time(now_ms),
+        }),
+    }
+}
+
+/// The four lifecycle conditions a new NodeClaim starts with: Unknown, awaiting
+/// reconciliation.
+pub fn initial_conditions(generation: Option<i64>, now_ms: i64) -> Vec<Condition> {
+    let mut conditions = Vec::new();
+    for type_ in [LAUNCHED, REGISTERED, INITIALIZED, READY] {
+        set_condition(
+            &mut conditions,
+            type_,
+            "Unknown",
+            "AwaitingReconciliation",
+            "object is awaiting reconciliation",
+            generation,
+            now_ms,
+        );
+    }
+    conditions
+}
+
+/// Karpenter's `DisruptionReason` condition reason for a loop's deletion reason.
+pub fn disruption_reason(reason: &str) -> Option<&'static str> {
+    Some(match reason {
+        "emptiness" => "Empty",
+        "drift" => "Drifted",
+        "multi-node-consolidation" | "single-node-consolidation" => "Underutilized",
+        "expiration" => "Expired",
+        "interruption" => "Interrupted",
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kerf_model::Labels;
+
+    fn pool() -> crd::NodePool {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "karpenter.sh/v1", "kind": "NodePool",
+            "metadata": {"name": "default", "uid": "pool-uid"},
+            "spec": {"template": {"spec": {
+                "nodeClassRef": {"group": "karpenter.kwok.sh", "kind": "KWOKNodeClass", "name": "default"},
+                "requirements": [
+                    {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]},
+                    {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["spot", "on-demand"]}
+                ]}}}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_claim_round_trips_through_its_nodeclaim() {
+        let catalog = kerf_model::catalog::by_name("kwok").unwrap();
+        let it = &catalog[0];
+        let offer = Offer {
+            instance_type: it.name.clone(),
+            zone: it.offerings[0].zone.clone(),
+            capacity_type: it.offerings[0].capacity_type.clone(),
+        };
+        let claim = Claim {
+            name: "default-1764621234567-1".into(),
+            nodepool: "default".into(),
+            labels: Labels::from([(labels::NODEPOOL.to_string(), "default".to_string())]),
+            annotations: Labels::new(),
+            taints: vec![Taint::new("team", "a", Effect::NoSchedule)],
+            startup_taints: vec![],
+            options: vec![offer.clone()],
+            created_at: 0,
+            expire_after: Some(Duration::from_secs(720 * 3600)),
+            termination_grace_period: Some(Duration::from_secs(90)),
+            provider_id: None,
+            launched: None,
+            image_id: None,
+            node_name: None,
+            initialized: false,
+            deleting_since: None,
+            deletion_reason: None,
+        };
+        let nc = to_nodeclaim(&claim, &pool());
+        let meta = &nc.metadata;
+        assert_eq!(
+            meta.finalizers.as_deref(),
+            Some(&[labels::FINALIZER_TERMINATION.to_string()][..])
+        );
+        assert_eq!(meta.owner_references.as_ref().unwrap()[0].uid, "pool-uid");
+        assert_eq!(nc.spec.expire_after, "720h");
+        assert_eq!(nc.spec.termination_grace_period.as_deref(), Some("90s"));
+        let keys: Vec<&str> = nc
+            .spec
+            .requirements
+            .iter()
+            .map(|r| r.key.as_str())
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                labels::ARCH,
+                labels::NODEPOOL,
+                labels::INSTANCE_TYPE,
+                labels::CAPACITY_TYPE,
+                labels::ZONE
+            ]
+        );
+        let back = from_nodeclaim(&nc, &catalog);
+        assert_eq!(back.options, vec![offer]);
+        assert_eq!(back.taints, claim.taints);
+        assert_eq!(back.expire_after, claim.expire_after);
+        assert_eq!(
+            back.termination_grace_period,
+            claim.termination_grace_period
+        );
+    }
+}

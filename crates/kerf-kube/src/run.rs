@@ -1,0 +1,403 @@
+//! Wiring: the kube client, the watches, leader election, the HTTP endpoints, signals,
+//! and the loop that owns the shell. Every task is spawned into one `JoinSet` and
+//! stopped by one cancellation token; the process exits only after each has finished.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kerf_api::crd;
+use kerf_cloud::Provider;
+use kube::core::PartialObjectMeta;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::watcher::{self, Event as WatchEvent};
+use kube::{Api, Client, ResourceExt};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::leader::{Elector, Role};
+use crate::settings::{CloudProviderName, Settings};
+use crate::shell::Shell;
+use crate::state::{Kind, State};
+
+/// One change a watch saw.
+enum Change {
+    Pod(WatchEvent<Pod>),
+    Node(WatchEvent<Node>),
+    NodePool(WatchEvent<crd::NodePool>),
+    NodeClaim(WatchEvent<crd::NodeClaim>),
+    /// Only names matter (the kwok class has no settings): a metadata-only watch.
+    NodeClass(WatchEvent<PartialObjectMeta<crd::KWOKNodeClass>>),
+    DaemonSet(WatchEvent<DaemonSet>),
+    Pdb(WatchEvent<PodDisruptionBudget>),
+    Namespace(WatchEvent<Namespace>),
+}
+
+fn spawn_watch<K, F>(
+    tasks: &mut JoinSet<()>,
+    api: Api<K>,
+    wrap: F,
+    tx: mpsc::Sender<Change>,
+    cancel: CancellationToken,
+) where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+    K::DynamicType: Default,
+    F: Fn(WatchEvent<K>) -> Change + Send + 'static,
+{
+    tasks.spawn(async move {
+        let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
+        forward(stream, wrap, tx, cancel).await;
+    });
+}
+
+async fn forward<K, S, F>(stream: S, wrap: F, tx: mpsc::Sender<Change>, cancel: CancellationToken)
+where
+    S: Stream<Item = Result<WatchEvent<K>, watcher::Error>>,
+    F: Fn(WatchEvent<K>) -> Change,
+{
+    let mut stream = std::pin::pin!(stream);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            next = stream.next() => match next {
+                Some(Ok(event)) => {
+                    if tx.send(wrap(event)).await.is_err() {
+                        return;
+                    }
+                }
+                // The watcher retries with backoff; the error is worth a line.
+                Some(Err(e)) => tracing::warn!(error = %e, "watch error; retrying"),
+                None => return,
+            }
+        }
+    }
+}
+
+fn apply<K: kube::Resource>(
+    state: &mut State,
+    kind: Kind,
+    event: WatchEvent<K>,
+    on_apply: impl Fn(&mut State, &K),
+    key: impl Fn(&K) -> String,
+) {
+    match event {
+        WatchEvent::Init => state.relist_started(kind),
+        WatchEvent::InitApply(obj) | WatchEvent::Apply(obj) => on_apply(state, &obj),
+        WatchEvent::InitDone => state.relist_done(kind),
+        WatchEvent::Delete(obj) => state.delete(kind, &key(&obj)),
+    }
+}
+
+fn ns_name<K: kube::Resource>(obj: &K) -> String {
+    format!(
+        "{}/{}",
+        obj.meta().namespace.as_deref().unwrap_or_default(),
+        obj.meta().name.as_deref().unwrap_or_default()
+    )
+}
+
+fn name<K: kube::Resource>(obj: &K) -> String {
+    obj.meta().name.clone().unwrap_or_default()
+}
+
+fn handle(state: &mut State, change: Change) {
+    match change {
+        Change::Pod(e) => apply(state, Kind::Pod, e, State::apply_pod, ns_name),
+        Change::Node(e) => apply(state, Kind::Node, e, State::apply_node, name),
+        Change::NodePool(e) => apply(state, Kind::NodePool, e, State::apply_nodepool, name),
+        Change::NodeClaim(e) => apply(state, Kind::NodeClaim, e, State::apply_nodeclaim, name),
+        Change::NodeClass(e) => apply(
+            state,
+            Kind::NodeClass,
+            e,
+            |s, c: &PartialObjectMeta<crd::KWOKNodeClass>| {
+                let version = c
+                    .resource_version()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(u64::MAX);
+                s.apply_node_class(&c.name_any(), version)
+            },
+            name,
+        ),
+        Change::DaemonSet(e) => apply(state, Kind::DaemonSet, e, State::apply_daemonset, ns_name),
+        Change::Pdb(e) => apply(state, Kind::Pdb, e, State::apply_pdb, ns_name),
+        Change::Namespace(e) => apply(state, Kind::Namespace, e, State::apply_namespace, name),
+    }
+}
+
+/// What the HTTP endpoints report.
+#[derive(Default)]
+struct Health {
+    ready: AtomicBool,
+}
+
+async fn serve_http(
+    addr: SocketAddr,
+    router: axum::Router,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move { cancel.cancelled().await })
+        .await
+        .context("HTTP server")
+}
+
+/// Runs `kerf controller` until SIGTERM/SIGINT (clean exit, lease released) or until
+/// leadership is lost (an error: the process restarts as a standby).
+pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    let mut config = kube::Config::infer()
+        .await
+        .context("no Kubernetes configuration found (KUBECONFIG, ~/.kube/config or in-cluster)")?;
+    config.read_timeout = Some(Duration::from_secs(300));
+    let client = Client::try_from(config).context("building the Kubernetes client")?;
+    match settings.cloud_provider {
+        CloudProviderName::Kwok => {
+            let provider = Arc::new(crate::kwok::Kwok::new(client.clone()));
+            run_with(settings, client, provider).await
+        }
+        CloudProviderName::Aws => {
+            anyhow::bail!("CLOUD_PROVIDER: \"aws\" is not available in this build yet; use kwok")
+        }
+    }
+}
+
+async fn run_with<P: Provider>(
+    settings: Settings,
+    client: Client,
+    provider: Arc<P>,
+) -> anyhow::Result<()> {
+    let cancel = CancellationToken::new();
+    let mut tasks: JoinSet<()> = JoinSet::new();
+    let health = Arc::new(Health::default());
+
+    // Endpoints first, so probes answer while caches fill.
+    let health_router = {
+        let ready = health.clone();
+        axum::Router::new()
+            .route("/healthz", axum::routing::get(|| async { "ok" }))
+            .route(
+                "/readyz",
+                axum::routing::get(move || {
+                    let ready = ready.ready.load(Ordering::Relaxed);
+                    async move {
+                        if ready {
+                            (axum::http::StatusCode::OK, "ok")
+                        } else {
+                            (
+                                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                                "caches not synced",
+                            )
+                        }
+                    }
+                }),
+            )
+    };
+    let health_addr = SocketAddr::from(([0, 0, 0, 0], settings.health_probe_port));
+    {
+        let cancel = cancel.clone();
+        tasks.spawn(async move {
+            if let Err(e) = serve_http(health_addr, health_router, cancel.clone()).await {
+                tracing::error!(error = %format!("{e:#}"), "health endpoint");
+                cancel.cancel();
+            }
+        });
+    }
+    let metrics_router = axum::Router::new().route("/metrics", axum::routing::get(|| async { "" }));
+    let metrics_addr = SocketAddr::from(([0, 0, 0, 0], settings.metrics_port));
+    {
+        let cancel = cancel.clone();
+        tasks.spawn(async move {
+            if let Err(e) = serve_http(metrics_addr, metrics_router, cancel.clone()).await {
+                tracing::error!(error = %format!("{e:#}"), "metrics endpoint");
+                cancel.cancel();
+            }
+        });
+    }
+
+    let (tx, mut rx) = mpsc::channel::<Change>(4096);
+    let c = || client.clone();
+    spawn_watch(
+        &mut tasks,
+        Api::<Pod>::all(c()),
+        Change::Pod,
+        tx.clone(),
+        cancel.clone(),
+    );
+    spawn_watch(
+        &mut tasks,
+        Api::<Node>::all(c()),
+        Change::Node,
+        tx.clone(),
+        cancel.clone(),
+    );
+    spawn_watch(
+        &mut tasks,
+        Api::<crd::NodePool>::all(c()),
+        Change::NodePool,
+        tx.clone(),
+        cancel.clone(),
+    );
+    spawn_watch(
+        &mut tasks,
+        Api::<crd::NodeClaim>::all(c()),
+        Change::NodeClaim,
+        tx.clone(),
+        cancel.clone(),
+    );
+    {
+        // `Api<PartialObjectMeta<K>>` makes metadata-only requests.
+        let api = Api::<PartialObjectMeta<crd::KWOKNodeClass>>::all(c());
+        let (tx, cancel) = (tx.clone(), cancel.clone());
+        tasks.spawn(async move {
+            let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
+            forward(stream, Change::NodeClass, tx, cancel).await;
+        });
+    }
+    spawn_watch(
+        &mut tasks,
+        Api::<DaemonSet>::all(c()),
+        Change::DaemonSet,
+        tx.clone(),
+        cancel.clone(),
+    );
+    spawn_watch(
+        &mut tasks,
+        Api::<PodDisruptionBudget>::all(c()),
+        Change::Pdb,
+        tx.clone(),
+        cancel.clone(),
+    );
+    spawn_watch(
+        &mut tasks,
+        Api::<Namespace>::all(c()),
+        Change::Namespace,
+        tx.clone(),
+        cancel.clone(),
+    );
+    drop(tx);
+
+    let (role_tx, role_rx) = watch::channel(if settings.leader_election {
+        Role::Standby
+    } else {
+        Role::Leader
+    });
+    if settings.leader_election {
+        let elector = Elector::new(
+            client.clone(),
+            &settings.leader_election_namespace,
+            &settings.leader_election_name,
+            &settings.identity,
+        );
+        let cancel = cancel.clone();
+        tasks.spawn(async move { elector.run(role_tx, cancel).await });
+    } else {
+        drop(role_tx);
+    }
+
+    {
+        let cancel = cancel.clone();
+        tasks.spawn(async move {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot listen for SIGTERM");
+                        return;
+                    }
+                };
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+                _ = tokio::signal::ctrl_c() => tracing::info!("interrupt: shutting down"),
+                _ = cancel.cancelled() => return,
+            }
+            cancel.cancel();
+        });
+    }
+
+    let reporter = Reporter {
+        controller: "karpenter".into(),
+        instance: Some(settings.identity.clone()),
+    };
+    let recorder = Recorder::new(client.clone(), reporter);
+    let mut shell = Shell::new(
+        client.clone(),
+        provider,
+        settings.controller_config(),
+        recorder,
+    );
+    tracing::info!(identity = %settings.identity, provider = shell.provider.name(), "kerf controller started");
+
+    let mut lost = false;
+    let mut was_leader = false;
+    loop {
+        shell.maybe_list();
+        let wake = shell.next_wake();
+        let now = jiff::Timestamp::now().as_millisecond();
+        let sleep = Duration::from_millis((wake - now).clamp(5, 60_000) as u64);
+        let mut woke_by_change = false;
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            change = rx.recv() => {
+                let Some(change) = change else { break };
+                handle(&mut shell.state, change);
+                // Take everything already queued: one step per burst of changes.
+                while let Ok(change) = rx.try_recv() {
+                    handle(&mut shell.state, change);
+                }
+                woke_by_change = true;
+            }
+            Some(done) = shell.tasks().join_next() => {
+                match done {
+                    Ok(done) => shell.complete(done),
+                    Err(e) => tracing::error!(error = %e, "a task panicked"),
+                }
+                while let Some(Ok(done)) = shell.tasks().try_join_next() {
+                    shell.complete(done);
+                }
+            }
+            _ = tokio::time::sleep(sleep) => {}
+        }
+        let synced = shell.state.synced();
+        health.ready.store(synced, Ordering::Relaxed);
+        let role = *role_rx.borrow();
+        if role == Role::Lost {
+            lost = true;
+            break;
+        }
+        if role != Role::Leader || !synced {
+            continue;
+        }
+        if !was_leader {
+            was_leader = true;
+            tracing::info!(identity = %settings.identity, "leading: stepping the loops");
+        }
+        let _ = woke_by_change;
+        shell.step().await;
+    }
+    cancel.cancel();
+    // Let each task finish what it was doing (the lease release, the HTTP servers).
+    let drain = async { while tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout(Duration::from_secs(10), drain)
+        .await
+        .is_err()
+    {
+        tracing::warn!("some tasks did not stop within 10s");
+    }
+    shell.tasks().abort_all();
+    if lost {
+        anyhow::bail!("leader election lost: stopping so a standby can lead");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}

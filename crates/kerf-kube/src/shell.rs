@@ -1,0 +1,967 @@
+//! The step loop and the executor: one task owns the [`State`] and the loops'
+//! `Controller`. It applies what the watches and its own tasks report, steps the
+//! controller when the view changed or a loop's deadline came (`Controller::next_wake`),
+//! and performs the actions the step returns.
+//!
+//! Writes to the API server are awaited in order, each answer applied to the state at
+//! once, so the next step already sees what the last one did. What takes long or waits
+//! on others — a cloud launch or termination, an eviction, the cloud's instance list —
+//! runs as a task in a `JoinSet` (at most one per object, so a repeated action is never
+//! performed twice while the first is out), and its outcome comes back as a loop
+//! `Event` on a later step. Writes carry the resourceVersion they were decided on; a
+//! 409 means the view was stale, and the next step decides again on fresh state.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kerf_api::crd;
+use kerf_cloud::{CreateError, Created, Instance, LaunchRequest, Provider, ProviderError};
+use kerf_controllers::{Action, Claim, Controller, Event};
+use kerf_model::labels;
+use kerf_model::pod::PodKey;
+use kube::api::{Api, DeleteParams, EvictParams, Patch, PatchParams, PostParams};
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+use tokio::task::JoinSet;
+
+use crate::claims;
+use crate::state::{Kind, RecentCloud, State};
+
+/// How often the cloud's instance list is read again (garbage collection, adoption).
+const LIST_INTERVAL_MS: i64 = 30_000;
+/// An eviction refused (429) is retried after 100 ms, doubling to 10 s, as Karpenter.
+const EVICT_BACKOFF_MIN_MS: i64 = 100;
+const EVICT_BACKOFF_MAX_MS: i64 = 10_000;
+/// A launch that failed for a reason other than capacity is retried after this long.
+const LAUNCH_RETRY_MS: i64 = 5_000;
+/// Every call that leaves the process has a deadline.
+const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What a task reports when it ends.
+pub enum Completion {
+    Launched {
+        claim: String,
+        result: Result<Created, CreateError>,
+    },
+    Terminated {
+        id: String,
+        result: Result<(), ProviderError>,
+    },
+    Listed {
+        result: Result<Vec<Instance>, ProviderError>,
+    },
+    Evicted {
+        pod: PodKey,
+        outcome: Eviction,
+    },
+}
+
+pub enum Eviction {
+    Done,
+    /// 429: a PodDisruptionBudget does not allow it now.
+    Refused(String),
+    Failed(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Task {
+    Launch(String),
+    Terminate(String),
+    Evict(PodKey),
+    List,
+}
+
+/// The clock the loops run on: Unix milliseconds, strictly increasing from step to step
+/// (claim names carry it).
+fn unix_ms() -> i64 {
+    jiff::Timestamp::now().as_millisecond()
+}
+
+pub struct Shell<P: Provider> {
+    pub client: Client,
+    pub provider: Arc<P>,
+    pub state: State,
+    controller: Controller,
+    tasks: JoinSet<Completion>,
+    running: BTreeSet<Task>,
+    /// Retry-after times, per eviction and per launch that failed.
+    evict_backoff: BTreeMap<PodKey, (i64, i64)>,
+    launch_retry: BTreeMap<String, i64>,
+    /// Launches and terminations since the instance list in flight began.
+    recent: RecentCloud,
+    last_list_at: i64,
+    last_now: i64,
+    events: Vec<Event>,
+    recorder: Recorder,
+    /// Launch errors to write onto their claims' `Launched` condition.
+    launch_errors: Vec<(String, String)>,
+    /// Steps taken, actions performed: for logs and tests.
+    pub steps: u64,
+}
+
+impl<P: Provider> Shell<P> {
+    pub fn new(
+        client: Client,
+        provider: Arc<P>,
+        config: kerf_controllers::Config,
+        recorder: Recorder,
+    ) -> Shell<P> {
+        let state = State::new(provider.instance_types(), provider.node_class_kind());
+        Shell {
+            client,
+            provider,
+            state,
+            controller: Controller::new(config),
+            tasks: JoinSet::new(),
+            running: BTreeSet::new(),
+            evict_backoff: BTreeMap::new(),
+            launch_retry: BTreeMap::new(),
+            recent: RecentCloud::default(),
+            last_list_at: i64::MIN / 2,
+            last_now: 0,
+            events: Vec::new(),
+            recorder,
+            launch_errors: Vec::new(),
+            steps: 0,
+        }
+    }
+
+    fn now(&mut self) -> i64 {
+        let now = unix_ms().max(self.last_now + 1);
+        self.last_now = now;
+        now
+    }
+
+    /// The task set, for the run loop to wait on.
+    pub fn tasks(&mut self) -> &mut JoinSet<Completion> {
+        &mut self.tasks
+    }
+
+    /// Starts an instance list if none is out and one is due (or none was ever read).
+    pub fn maybe_list(&mut self) {
+        let now = unix_ms();
+        if self.running.contains(&Task::List) || now - self.last_list_at < LIST_INTERVAL_MS {
+            return;
+        }
+        self.last_list_at = now;
+        self.recent = RecentCloud::default();
+        self.running.insert(Task::List);
+        let provider = self.provider.clone();
+        self.tasks.spawn(async move {
+            let result = match tokio::time::timeout(CALL_TIMEOUT, provider.list()).await {
+                Ok(r) => r,
+                Err(_) => Err(ProviderError::new("list timed out", true)),
+            };
+            Completion::Listed { result }
+        });
+    }
+
+    /// When the loops next want a step on an unchanged view.
+    pub fn next_wake(&self) -> i64 {
+        let mut wake = self.controller.next_wake(self.last_now, &self.state.view);
+        for (until, _) in self.evict_backoff.values() {
+            wake = wake.min(*until);
+        }
+        for until in self.launch_retry.values() {
+            wake = wake.min(*until);
+        }
+        wake.min(self.last_list_at + LIST_INTERVAL_MS)
+    }
+
+    pub fn complete(&mut self, done: Completion) {
+        match done {
+            Completion::Listed { result } => {
+                self.running.remove(&Task::List);
+                match result {
+                    Ok(listed) => {
+                        let recent = std::mem::take(&mut self.recent);
+                        self.state.apply_instances(listed, &recent);
+                    }
+                    Err(e) => {
+                        tracing::warn!(provider = self.provider.name(), error = %e, "listing instances failed");
+                        // Try again soon rather than in a full interval.
+                        self.last_list_at = unix_ms() - LIST_INTERVAL_MS + 2_000;
+                    }
+                }
+            }
+            Completion::Launched { claim, result } => {
+                self.running.remove(&Task::Launch(claim.clone()));
+                match result {
+                    Ok(created) => {
+                        tracing::info!(nodeclaim = %claim, instance = %created.instance.id, offer = %created.instance.offer, "launched");
+                        if !created.refused.is_empty() {
+                            self.events.push(Event::InsufficientCapacity {
+                                claim: claim.clone(),
+                                offers: created.refused,
+                            });
+                        }
+                        self.recent
+                            .launched
+                            .insert(created.instance.id.clone(), created.instance.clone());
+                        self.state.instance_launched(created.instance);
+                    }
+                    Err(CreateError::InsufficientCapacity(offers)) => {
+                        tracing::info!(nodeclaim = %claim, offers = offers.len(), "insufficient capacity");
+                        self.events
+                            .push(Event::InsufficientCapacity { claim, offers });
+                    }
+                    Err(CreateError::Provider(message)) => {
+                        // Karpenter keeps `Launched=Unknown` with the error and retries;
+                        // it does not give the claim up.
+                        tracing::warn!(nodeclaim = %claim, error = %message, "launch failed; retrying");
+                        self.launch_retry
+                            .insert(claim.clone(), unix_ms() + LAUNCH_RETRY_MS);
+                        self.launch_errors.push((claim, message));
+                    }
+                    Err(e) => self.events.push(Event::LaunchFailed {
+                        claim,
+                        message: e.to_string(),
+                    }),
+                }
+            }
+            Completion::Terminated { id, result } => {
+                self.running.remove(&Task::Terminate(id.clone()));
+                match result {
+                    Ok(()) => {
+                        tracing::info!(instance = %id, "terminated");
+                        self.recent.terminated.insert(id.clone());
+                        self.state.instance_terminated(&id);
+                    }
+                    Err(e) => tracing::warn!(instance = %id, error = %e, "terminate failed"),
+                }
+            }
+            Completion::Evicted { pod, outcome } => {
+                self.running.remove(&Task::Evict(pod.clone()));
+                match outcome {
+                    Eviction::Done => {
+                        self.evict_backoff.remove(&pod);
+                    }
+                    Eviction::Refused(reason) | Eviction::Failed(reason) => {
+                        let now = unix_ms();
+                        let (_, last) = self
+                            .evict_backoff
+                            .get(&pod)
+                            .copied()
+                            .unwrap_or((0, EVICT_BACKOFF_MIN_MS / 2));
+                        let delay = (last * 2).clamp(EVICT_BACKOFF_MIN_MS, EVICT_BACKOFF_MAX_MS);
+                        self.evict_backoff.insert(pod.clone(), (now + delay, delay));
+                        self.events.push(Event::EvictionRefused { pod, reason });
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn is_code(e: &kube::Error, code: u16) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == code)
+}
+
+/// A write that failed: a 409 (stale view) or 404 (gone) is expected and quiet.
+fn report(what: &str, object: &str, e: &kube::Error) {
+    if is_code(e, 409) || is_code(e, 404) {
+        tracing::debug!(object, error = %e, "{what}: stale, decided again next step");
+    } else {
+        tracing::warn!(object, error = %e, "{what} failed");
+    }
+}
+
+fn wire_taint(t: &kerf_model::Taint) -> serde_json::Value {
+    let mut v = json!({"key": t.key, "effect": t.effect.as_str()});
+    if !t.value.is_empty() {
+        v["value"] = json!(t.value);
+    }
+    v
+}
+
+impl<P: Provider> Shell<P> {
+    /// One step of the loops and everything it asks for.
+    pub async fn step(&mut self) {
+        let now = self.now();
+        let events: Vec<Event> = std::mem::take(&mut self.state.events)
+            .into_iter()
+            .chain(std::mem::take(&mut self.events))
+            .collect();
+        for (claim, message) in std::mem::take(&mut self.launch_errors) {
+            self.claim_condition(
+                &claim,
+                claims::LAUNCHED,
+                "Unknown",
+                "LaunchFailed",
+                &message,
+                now,
+            )
+            .await;
+        }
+        let actions = self.controller.step(now, &self.state.view, &events);
+        self.steps += 1;
+        // Provisional claim names are the loops' own and are the API names too.
+        for action in actions {
+            self.perform(now, action).await;
+        }
+    }
+
+    async fn perform(&mut self, now: i64, action: Action) {
+        tracing::debug!(?action, "action");
+        match action {
+            Action::CreateClaim(claim) => self.create_claim(now, &claim).await,
+            Action::Nominate { pod, claim } => {
+                if self.state.view.claims.contains_key(&claim)
+                    && let Some(p) = self.state.view.pods.get_mut(&pod)
+                    && p.pod.node_name.is_none()
+                {
+                    let first = p.nominated.as_deref() != Some(claim.as_str());
+                    p.nominated = Some(claim.clone());
+                    if first {
+                        self.pod_event(
+                            &pod,
+                            "Nominated",
+                            &format!("Pod should schedule on: nodeclaim/{claim}"),
+                        )
+                        .await;
+                    }
+                }
+            }
+            Action::Launch {
+                claim,
+                options,
+                image_id,
+            } => self.launch(now, claim, options, image_id),
+            Action::MarkLaunched { claim, instance_id } => {
+                self.mark_launched(now, &claim, &instance_id).await
+            }
+            Action::Register { claim, node } => self.register(now, &claim, &node).await,
+            Action::Initialize { claim } => self.initialize(now, &claim).await,
+            Action::DeleteClaim { claim, reason } => self.delete_claim(now, &claim, &reason).await,
+            Action::Taint { node, taint } => {
+                let Some(stored) = self.state.stored.nodes.get(&node) else {
+                    return;
+                };
+                let mut taints: Vec<serde_json::Value> = stored
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.taints.as_ref())
+                    .into_iter()
+                    .flatten()
+                    .filter(|t| t.key != taint.key)
+                    .map(|t| serde_json::to_value(t).unwrap_or_default())
+                    .collect();
+                taints.push(wire_taint(&taint));
+                self.patch_node_taints(&node, taints).await;
+            }
+            Action::Untaint { node, key } => {
+                let Some(stored) = self.state.stored.nodes.get(&node) else {
+                    return;
+                };
+                let taints: Vec<serde_json::Value> = stored
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.taints.as_ref())
+                    .into_iter()
+                    .flatten()
+                    .filter(|t| t.key != key)
+                    .map(|t| serde_json::to_value(t).unwrap_or_default())
+                    .collect();
+                self.patch_node_taints(&node, taints).await;
+            }
+            Action::Evict { pod } => self.evict(now, pod),
+            Action::ForceDelete { pod } => {
+                let api: Api<Pod> = Api::namespaced(self.client.clone(), &pod.namespace);
+                let params = DeleteParams {
+                    grace_period_seconds: Some(1),
+                    ..DeleteParams::default()
+                };
+                match api.delete(&pod.name, &params).await {
+                    Ok(_) => {
+                        tracing::info!(pod = %pod, "deleted at the termination grace deadline");
+                        self.pod_event(
+                            &pod,
+                            "Disrupted",
+                            "Deleting pod: the node's terminationGracePeriod ran out",
+                        )
+                        .await;
+                    }
+                    Err(e) => report("force delete", &pod.to_string(), &e),
+                }
+            }
+            Action::TerminateInstance { instance_id } => {
+                let task = Task::Terminate(instance_id.clone());
+                if !self.running.insert(task) {
+                    return;
+                }
+                let provider = self.provider.clone();
+                self.tasks.spawn(async move {
+                    let result = match tokio::time::timeout(
+                        CALL_TIMEOUT,
+                        provider.delete(instance_id.clone()),
+                    )
+                    .await
+                    {
+                        Ok(r) => r,
+                        Err(_) => Err(ProviderError::new("terminate timed out", true)),
+                    };
+                    Completion::Terminated {
+                        id: instance_id,
+                        result,
+                    }
+                });
+            }
+            Action::RemoveNode { node } => self.remove_node(&node).await,
+            Action::RemoveClaim { claim } => self.remove_claim(&claim).await,
+            Action::Record { reason, message } => {
+                tracing::info!(reason = %reason, "{message}");
+            }
+        }
+    }
+
+    async fn pod_event(&self, pod: &PodKey, reason: &str, note: &str) {
+        let Some(state) = self.state.view.pods.get(pod) else {
+            return;
+        };
+        let _ = state;
+        let reference = k8s_openapi::api::core::v1::ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Pod".into()),
+            name: Some(pod.name.clone()),
+            namespace: Some(pod.namespace.clone()),
+            ..Default::default()
+        };
+        self.publish(&reference, EventType::Normal, reason, note)
+            .await;
+    }
+
+    pub async fn publish(
+        &self,
+        reference: &k8s_openapi::api::core::v1::ObjectReference,
+        type_: EventType,
+        reason: &str,
+        note: &str,
+    ) {
+        let event = KubeEvent {
+            type_,
+            reason: reason.into(),
+            note: Some(note.chars().take(1024).collect()),
+            action: reason.into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, reference).await {
+            tracing::debug!(error = %e, reason, "event not recorded");
+        }
+    }
+
+    async fn create_claim(&mut self, now: i64, claim: &Claim) {
+        let Some(pool) = self.state.stored.nodepools.get(&claim.nodepool) else {
+            return;
+        };
+        let nodeclaim = claims::to_nodeclaim(claim, pool);
+        let api: Api<crd::NodeClaim> = Api::all(self.client.clone());
+        let created = match api.create(&PostParams::default(), &nodeclaim).await {
+            Ok(c) => c,
+            // Made before a lost answer or a restart: the name is the loops' own.
+            Err(e) if is_code(&e, 409) => match api.get(&claim.name).await {
+                Ok(c) => c,
+                Err(e) => return report("get nodeclaim", &claim.name, &e),
+            },
+            Err(e) => return report("create nodeclaim", &claim.name, &e),
+        };
+        tracing::info!(nodeclaim = %claim.name, nodepool = %claim.nodepool, options = claim.options.len(), first = ?claim.options.first().map(ToString::to_string), "created nodeclaim");
+        let generation = created.metadata.generation;
+        self.state.apply_nodeclaim(&created);
+        if created
+            .status
+            .as_ref()
+            .is_none_or(|s| s.conditions.is_empty())
+        {
+            let status =
+                json!({"status": {"conditions": claims::initial_conditions(generation, now)}});
+            match api
+                .patch_status(&claim.name, &PatchParams::default(), &Patch::Merge(&status))
+                .await
+            {
+                Ok(updated) => self.state.apply_nodeclaim(&updated),
+                Err(e) => report("nodeclaim status", &claim.name, &e),
+            }
+        }
+    }
+
+    fn launch(
+        &mut self,
+        now: i64,
+        claim: String,
+        options: Vec<kerf_cloud::Offer>,
+        image_id: String,
+    ) {
+        if self
+            .launch_retry
+            .get(&claim)
+            .is_some_and(|at| *at > unix_ms())
+        {
+            return;
+        }
+        let Some(c) = self.state.view.claims.get(&claim) else {
+            return;
+        };
+        if c.provider_id.is_some() || c.deleting_since.is_some() {
+            return;
+        }
+        if !self.running.insert(Task::Launch(claim.clone())) {
+            return;
+        }
+        self.launch_retry.remove(&claim);
+        let request = LaunchRequest {
+            claim: claim.clone(),
+            nodepool: c.nodepool.clone(),
+            node_class: self
+                .state
+                .view
+                .nodepool(&c.nodepool)
+                .and_then(|p| p.node_class.as_ref())
+                .map(|n| n.name.clone()),
+            options,
+            image_id,
+            labels: c.labels.clone(),
+            taints: c.taints.clone(),
+            startup_taints: c.startup_taints.clone(),
+            now_ms: now,
+        };
+        let provider = self.provider.clone();
+        self.tasks.spawn(async move {
+            let result = match tokio::time::timeout(CALL_TIMEOUT, provider.create(request)).await {
+                Ok(r) => r,
+                Err(_) => Err(CreateError::Provider("launch timed out".into())),
+            };
+            Completion::Launched { claim, result }
+        });
+    }
+
+    /// Patches a NodeClaim's status conditions (and more), on the version decided on.
+    async fn claim_status(
+        &mut self,
+        name: &str,
+        extra: serde_json::Value,
+        conditions: &[(&str, &str, &str, &str)],
+        now: i64,
+    ) -> bool {
+        let Some(stored) = self.state.stored.nodeclaims.get(name) else {
+            return false;
+        };
+        let generation = stored.metadata.generation;
+        let mut current = stored
+            .status
+            .as_ref()
+            .map(|s| s.conditions.clone())
+            .unwrap_or_default();
+        for (type_, status, reason, message) in conditions {
+            claims::set_condition(
+                &mut current,
+                type_,
+                status,
+                reason,
+                message,
+                generation,
+                now,
+            );
+        }
+        let ready = [claims::LAUNCHED, claims::REGISTERED, claims::INITIALIZED]
+            .iter()
+            .all(|t| current.iter().any(|c| c.type_ == *t && c.status == "True"));
+        if ready {
+            claims::set_condition(
+                &mut current,
+                claims::READY,
+                "True",
+                "Ready",
+                "",
+                generation,
+                now,
+            );
+        }
+        let mut status = extra;
+        status["conditions"] = serde_json::to_value(&current).unwrap_or_default();
+        let body = json!({
+            "metadata": {"resourceVersion": stored.metadata.resource_version},
+            "status": status,
+        });
+        let api: Api<crd::NodeClaim> = Api::all(self.client.clone());
+        match api
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(&body))
+            .await
+        {
+            Ok(updated) => {
+                self.state.apply_nodeclaim(&updated);
+                true
+            }
+            Err(e) => {
+                report("nodeclaim status", name, &e);
+                false
+            }
+        }
+    }
+
+    async fn claim_condition(
+        &mut self,
+        name: &str,
+        type_: &str,
+        status: &str,
+        reason: &str,
+        message: &str,
+        now: i64,
+    ) {
+        self.claim_status(name, json!({}), &[(type_, status, reason, message)], now)
+            .await;
+    }
+
+    async fn mark_launched(&mut self, now: i64, claim: &str, instance_id: &str) {
+        let Some(instance) = self.state.view.instances.get(instance_id).cloned() else {
+            return;
+        };
+        let Some(stored) = self.state.stored.nodeclaims.get(claim) else {
+            return;
+        };
+        let it = self
+            .state
+            .view
+            .instance_types
+            .iter()
+            .find(|t| t.name == instance.offer.instance_type)
+            .cloned();
+        // Labels first (the instance's type, zone and capacity type, and its type's
+        // well-known labels), then the status, as Karpenter's lifecycle does.
+        let mut new_labels = serde_json::Map::new();
+        if let Some(it) = &it {
+            for (k, v) in &it.labels {
+                new_labels.insert(k.clone(), json!(v));
+            }
+        }
+        new_labels.insert(
+            labels::INSTANCE_TYPE.into(),
+            json!(instance.offer.instance_type),
+        );
+        new_labels.insert(labels::ZONE.into(), json!(instance.offer.zone));
+        new_labels.insert(
+            labels::CAPACITY_TYPE.into(),
+            json!(instance.offer.capacity_type),
+        );
+        let body = json!({
+            "metadata": {"resourceVersion": stored.metadata.resource_version, "labels": new_labels},
+        });
+        let api: Api<crd::NodeClaim> = Api::all(self.client.clone());
+        match api
+            .patch(claim, &PatchParams::default(), &Patch::Merge(&body))
+            .await
+        {
+            Ok(updated) => self.state.apply_nodeclaim(&updated),
+            Err(e) => return report("nodeclaim labels", claim, &e),
+        }
+        let quantities = |r: &kerf_model::Resources| -> serde_json::Value {
+            r.iter()
+                .map(|(k, q)| (k.to_string(), json!(kerf_model::Resources::render(k, q))))
+                .collect::<serde_json::Map<_, _>>()
+                .into()
+        };
+        let mut status = json!({"providerID": instance.id, "imageID": instance.image_id});
+        if let Some(it) = &it {
+            status["capacity"] = quantities(&it.capacity);
+            status["allocatable"] = quantities(&it.allocatable());
+        }
+        if instance.image_id.is_empty() {
+            status.as_object_mut().map(|s| s.remove("imageID"));
+        }
+        self.claim_status(
+            claim,
+            status,
+            &[(claims::LAUNCHED, "True", "Launched", "")],
+            now,
+        )
+        .await;
+    }
+
+    async fn register(&mut self, now: i64, claim_name: &str, node_name: &str) {
+        let (Some(stored), Some(claim)) = (
+            self.state.stored.nodes.get(node_name).cloned(),
+            self.state.stored.nodeclaims.get(claim_name).cloned(),
+        ) else {
+            return;
+        };
+        let view_claim = self.state.view.claims.get(claim_name).cloned();
+        let spec = stored.spec.clone().unwrap_or_default();
+        let mut taints: Vec<serde_json::Value> = spec
+            .taints
+            .iter()
+            .flatten()
+            .filter(|t| t.key != labels::TAINT_UNREGISTERED)
+            .map(|t| serde_json::to_value(t).unwrap_or_default())
+            .collect();
+        let sync_taints = stored
+            .labels()
+            .get("karpenter.sh/do-not-sync-taints")
+            .is_none_or(|v| v != "true");
+        if sync_taints && let Some(c) = &view_claim {
+            for t in c.taints.iter().chain(&c.startup_taints) {
+                let present = spec
+                    .taints
+                    .iter()
+                    .flatten()
+                    .any(|w| w.key == t.key && w.effect == t.effect.as_str());
+                if !present {
+                    taints.push(wire_taint(t));
+                }
+            }
+        }
+        let mut node_labels = serde_json::Map::new();
+        for (k, v) in claim.labels() {
+            node_labels.insert(k.clone(), json!(v));
+        }
+        node_labels.insert(labels::REGISTERED.into(), json!("true"));
+        let mut finalizers: Vec<String> = stored.finalizers().to_vec();
+        if !finalizers
+            .iter()
+            .any(|f| f == labels::FINALIZER_TERMINATION)
+        {
+            finalizers.push(labels::FINALIZER_TERMINATION.into());
+        }
+        let mut owners = stored.owner_references().to_vec();
+        if !owners.iter().any(|o| o.kind == "NodeClaim") {
+            owners.push(
+                k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                    api_version: "karpenter.sh/v1".into(),
+                    kind: "NodeClaim".into(),
+                    name: claim_name.into(),
+                    uid: claim.uid().unwrap_or_default(),
+                    block_owner_deletion: Some(true),
+                    controller: None,
+                },
+            );
+        }
+        let body = json!({
+            "metadata": {
+                "resourceVersion": stored.metadata.resource_version,
+                "labels": node_labels,
+                "annotations": claim.annotations(),
+                "finalizers": finalizers,
+                "ownerReferences": owners,
+            },
+            "spec": {"taints": taints},
+        });
+        let api: Api<Node> = Api::all(self.client.clone());
+        match api
+            .patch(node_name, &PatchParams::default(), &Patch::Merge(&body))
+            .await
+        {
+            Ok(updated) => self.state.apply_node(&updated),
+            Err(e) => return report("register node", node_name, &e),
+        }
+        tracing::info!(nodeclaim = %claim_name, node = %node_name, "registered");
+        self.claim_status(
+            claim_name,
+            json!({"nodeName": node_name}),
+            &[(claims::REGISTERED, "True", "Registered", "")],
+            now,
+        )
+        .await;
+    }
+
+    async fn initialize(&mut self, now: i64, claim_name: &str) {
+        let Some(node_name) = self
+            .state
+            .view
+            .claims
+            .get(claim_name)
+            .and_then(|c| c.node_name.clone())
+        else {
+            return;
+        };
+        let Some(stored) = self.state.stored.nodes.get(&node_name) else {
+            return;
+        };
+        if stored
+            .labels()
+            .get(labels::INITIALIZED)
+            .is_none_or(|v| v != "true")
+        {
+            let body = json!({
+                "metadata": {
+                    "resourceVersion": stored.metadata.resource_version,
+                    "labels": {labels::INITIALIZED: "true"},
+                },
+            });
+            let api: Api<Node> = Api::all(self.client.clone());
+            match api
+                .patch(&node_name, &PatchParams::default(), &Patch::Merge(&body))
+                .await
+            {
+                Ok(updated) => self.state.apply_node(&updated),
+                Err(e) => return report("initialize node", &node_name, &e),
+            }
+        }
+        tracing::info!(nodeclaim = %claim_name, node = %node_name, "initialized");
+        self.claim_status(
+            claim_name,
+            json!({}),
+            &[(claims::INITIALIZED, "True", "Initialized", "")],
+            now,
+        )
+        .await;
+    }
+
+    async fn delete_claim(&mut self, now: i64, name: &str, reason: &str) {
+        if self
+            .state
+            .view
+            .claims
+            .get(name)
+            .is_none_or(|c| c.deleting_since.is_some())
+        {
+            return;
+        }
+        if let Some(kind) = claims::disruption_reason(reason) {
+            self.claim_condition(name, claims::DISRUPTION_REASON, "True", kind, reason, now)
+                .await;
+        }
+        let api: Api<crd::NodeClaim> = Api::all(self.client.clone());
+        match api.delete(name, &DeleteParams::default()).await {
+            Ok(either) => {
+                tracing::info!(nodeclaim = %name, reason, "deleting nodeclaim");
+                if let either::Either::Left(obj) = either {
+                    self.state.apply_nodeclaim(&obj);
+                }
+            }
+            Err(e) => report("delete nodeclaim", name, &e),
+        }
+    }
+
+    async fn patch_node_taints(&mut self, node: &str, taints: Vec<serde_json::Value>) {
+        let Some(stored) = self.state.stored.nodes.get(node) else {
+            return;
+        };
+        let body = json!({
+            "metadata": {"resourceVersion": stored.metadata.resource_version},
+            "spec": {"taints": taints},
+        });
+        let api: Api<Node> = Api::all(self.client.clone());
+        match api
+            .patch(node, &PatchParams::default(), &Patch::Merge(&body))
+            .await
+        {
+            Ok(updated) => self.state.apply_node(&updated),
+            Err(e) => report("node taints", node, &e),
+        }
+    }
+
+    fn evict(&mut self, now: i64, pod: PodKey) {
+        if self
+            .evict_backoff
+            .get(&pod)
+            .is_some_and(|(until, _)| *until > now)
+        {
+            return;
+        }
+        let Some(state) = self.state.view.pods.get(&pod) else {
+            return;
+        };
+        if !self.running.insert(Task::Evict(pod.clone())) {
+            return;
+        }
+        let _ = state;
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &pod.namespace);
+        self.tasks.spawn(async move {
+            let outcome = match tokio::time::timeout(
+                CALL_TIMEOUT,
+                api.evict(&pod.name, &EvictParams::default()),
+            )
+            .await
+            {
+                Ok(Ok(_)) => {
+                    tracing::info!(pod = %pod, "evicted");
+                    Eviction::Done
+                }
+                Ok(Err(e)) if is_code(&e, 404) || is_code(&e, 409) => Eviction::Done,
+                Ok(Err(e)) if is_code(&e, 429) => Eviction::Refused(e.to_string()),
+                Ok(Err(e)) => Eviction::Failed(e.to_string()),
+                Err(_) => Eviction::Failed("eviction timed out".into()),
+            };
+            Completion::Evicted { pod, outcome }
+        });
+    }
+
+    async fn remove_node(&mut self, name: &str) {
+        let Some(stored) = self.state.stored.nodes.get(name).cloned() else {
+            return;
+        };
+        let api: Api<Node> = Api::all(self.client.clone());
+        if stored.metadata.deletion_timestamp.is_none() {
+            match api.delete(name, &DeleteParams::default()).await {
+                Ok(either::Either::Left(obj)) => self.state.apply_node(&obj),
+                Ok(either::Either::Right(_)) => return self.state.delete(Kind::Node, name),
+                Err(e) if is_code(&e, 404) => return self.state.delete(Kind::Node, name),
+                Err(e) => return report("delete node", name, &e),
+            }
+        }
+        self.drop_finalizer::<Node>(Kind::Node, name).await;
+    }
+
+    async fn remove_claim(&mut self, name: &str) {
+        let Some(stored) = self.state.stored.nodeclaims.get(name).cloned() else {
+            return;
+        };
+        let api: Api<crd::NodeClaim> = Api::all(self.client.clone());
+        if stored.metadata.deletion_timestamp.is_none() {
+            match api.delete(name, &DeleteParams::default()).await {
+                Ok(either::Either::Left(obj)) => self.state.apply_nodeclaim(&obj),
+                Ok(either::Either::Right(_)) => return self.state.delete(Kind::NodeClaim, name),
+                Err(e) if is_code(&e, 404) => return self.state.delete(Kind::NodeClaim, name),
+                Err(e) => return report("delete nodeclaim", name, &e),
+            }
+        }
+        self.drop_finalizer::<crd::NodeClaim>(Kind::NodeClaim, name)
+            .await;
+        tracing::info!(nodeclaim = %name, "terminated");
+    }
+
+    /// Removes `karpenter.sh/termination` from a deleting object, on the version held;
+    /// with it gone the object is gone, and the state forgets it at once.
+    async fn drop_finalizer<K>(&mut self, kind: Kind, name: &str)
+    where
+        K: Resource<Scope = kube::core::ClusterResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+        K::DynamicType: Default,
+    {
+        let (finalizers, version) = match kind {
+            Kind::Node => match self.state.stored.nodes.get(name) {
+                Some(n) => (n.finalizers().to_vec(), n.resource_version()),
+                None => return,
+            },
+            Kind::NodeClaim => match self.state.stored.nodeclaims.get(name) {
+                Some(n) => (n.finalizers().to_vec(), n.resource_version()),
+                None => return,
+            },
+            _ => return,
+        };
+        if !finalizers
+            .iter()
+            .any(|f| f == labels::FINALIZER_TERMINATION)
+        {
+            return;
+        }
+        let rest: Vec<&String> = finalizers
+            .iter()
+            .filter(|f| *f != labels::FINALIZER_TERMINATION)
+            .collect();
+        let body = json!({"metadata": {"resourceVersion": version, "finalizers": rest}});
+        let api: Api<K> = Api::all(self.client.clone());
+        match api
+            .patch(name, &PatchParams::default(), &Patch::Merge(&body))
+            .await
+        {
+            Ok(_) if rest.is_empty() => self.state.delete(kind, name),
+            Ok(_) => {}
+            Err(e) if is_code(&e, 404) => self.state.delete(kind, name),
+            Err(e) => report("remove finalizer", name, &e),
+        }
+    }
+}
