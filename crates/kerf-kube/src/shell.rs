@@ -37,6 +37,8 @@ const EVICT_BACKOFF_MIN_MS: i64 = 100;
 const EVICT_BACKOFF_MAX_MS: i64 = 10_000;
 /// A launch that failed for a reason other than capacity is retried after this long.
 const LAUNCH_RETRY_MS: i64 = 5_000;
+/// Instances (and their nodes) younger than this are not garbage, as the loops' rule.
+const GC_GRACE_MS: i64 = 30_000;
 /// Every call that leaves the process has a deadline.
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -891,6 +893,31 @@ impl<P: Provider> Shell<P> {
         let Some(stored) = self.state.stored.nodes.get(name).cloned() else {
             return;
         };
+        // A node whose instance the view does not list yet — its launch's answer is
+        // still out (kwok writes the Node before answering), or the last list began
+        // before it — is not an orphan until the garbage-collection grace has passed.
+        let listed = stored
+            .spec
+            .as_ref()
+            .and_then(|s| s.provider_id.as_ref())
+            .is_some_and(|id| self.state.view.instances.contains_key(id));
+        let young = stored
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .is_none_or(|t| unix_ms() - claims::ms(t) < GC_GRACE_MS);
+        let launching = self.running.contains(&Task::Launch(name.to_string()))
+            || stored
+                .labels()
+                .get(labels::HOSTNAME)
+                .is_some_and(|h| self.running.contains(&Task::Launch(h.clone())));
+        if stored.metadata.deletion_timestamp.is_none() && !listed && (young || launching) {
+            tracing::debug!(
+                node = name,
+                "not removing a node whose instance may still be launching"
+            );
+            return;
+        }
         let api: Api<Node> = Api::all(self.client.clone());
         if stored.metadata.deletion_timestamp.is_none() {
             match api.delete(name, &DeleteParams::default()).await {

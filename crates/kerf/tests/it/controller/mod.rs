@@ -28,6 +28,7 @@ spec:
   disruption:
     consolidationPolicy: WhenEmptyOrUnderutilized
     consolidateAfter: 5s
+    budgets: [{nodes: "100%"}]
 "#;
 
 fn deployment(name: &str, replicas: i32, cpu: &str) -> String {
@@ -184,8 +185,25 @@ fn provisions_nodes_for_pending_pods_and_removes_them_when_empty() {
     assert!(kerf.terminate().success(), "kerf stops cleanly on SIGTERM");
 }
 
-/// Nodes kerf manages and NodeClaims match one to one: nothing leaked either way.
+/// Nodes kerf manages and NodeClaims come to match one to one (a launch or a
+/// termination may be under way when this is called): nothing leaked either way.
 fn assert_consistent(env: &Env) {
+    env.wait(
+        Duration::from_secs(60),
+        "managed nodes and NodeClaims to match",
+        |env| {
+            let claims = env.nodeclaims();
+            let managed = env
+                .nodes()
+                .iter()
+                .filter(|n| n.labels().contains_key(labels::NODEPOOL))
+                .count();
+            claims.len() == managed
+                && claims
+                    .iter()
+                    .all(|c| c.status.as_ref().is_some_and(|s| s.node_name.is_some()))
+        },
+    );
     let claims = env.nodeclaims();
     let nodes = env.nodes();
     let managed: BTreeSet<String> = nodes
@@ -251,13 +269,25 @@ fn killed_at_any_point_it_recovers_without_leaks_or_double_launches() {
         );
         assert_consistent(&env);
     }
-    // Drain: scale to zero and kill in the middle of termination.
+    // Drain: scale to zero, and kill as soon as the first node is disrupted (tainted or
+    // its claim deleting), in the middle of termination.
     env.scale("default", "web", 0);
-    env.wait(Duration::from_secs(60), "a NodeClaim deleting", |env| {
-        env.nodeclaims()
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(60) {
+        let disrupting = env.nodes().iter().any(|n| {
+            n.spec
+                .as_ref()
+                .and_then(|s| s.taints.as_ref())
+                .is_some_and(|t| t.iter().any(|t| t.key == labels::TAINT_DISRUPTED))
+        }) || env
+            .nodeclaims()
             .iter()
-            .any(|c| c.metadata.deletion_timestamp.is_some())
-    });
+            .any(|c| c.metadata.deletion_timestamp.is_some());
+        if disrupting {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
     kerf.kill9();
     kerf = Kerf::start(&env, "kerf-0", &[]);
     env.wait(
