@@ -406,7 +406,7 @@ impl<'a> Solver<'a> {
                     used.add(&n.capacity);
                     used.add(&nodes_one());
                 }
-                np.limits.minus(&used)
+                np.limits.remaining(&used)
             });
             let avail_d: Vec<Dense> = avail.iter().map(|a| self.res.dense(a)).collect();
             let mut max_avail = Dense::default();

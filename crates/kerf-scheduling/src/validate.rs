@@ -1353,7 +1353,7 @@ mod tests {
     fn catches_accounting_offering_and_limit_mistakes() {
         let (a, b) = (pod("a", "1"), pod("b", "1"));
         let mut input = input(vec![a.clone(), b.clone()]);
-        input.nodepools[0].limits = Resources::parse([("cpu", "3")]).unwrap();
+        input.nodepools[0].limits = kerf_model::Limits::parse([("cpu", "3")]).unwrap();
         input.instance_types[0].offerings[1].available = false;
         let plan = Plan {
             new_claims: vec![claim(&[&a], "a"), claim(&[&a], "b")],
@@ -1375,5 +1375,22 @@ mod tests {
             ],
             "{v:#?}"
         );
+    }
+
+    #[test]
+    fn catches_a_claim_in_a_pool_whose_limit_is_zero() {
+        let a = pod("a", "1");
+        let mut input = input(vec![a.clone()]);
+        let plan = Plan {
+            new_claims: vec![claim(&[&a], "a")],
+            ..Plan::default()
+        };
+        assert_eq!(validate(&input, &plan), []);
+        for zero in ["cpu", "nodes"] {
+            input.nodepools[0].limits = kerf_model::Limits::parse([(zero, "0")]).unwrap();
+            let v = validate(&input, &plan);
+            assert_eq!(rules(&v), [Rule::Limits], "{zero}: {v:?}");
+            assert!(v[0].detail.contains("over the limit 0"), "{}", v[0]);
+        }
     }
 }

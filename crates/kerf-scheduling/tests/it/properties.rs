@@ -59,7 +59,8 @@ struct PoolSpec {
     /// 0 none, 1 dedicated=x:NoSchedule, 2 soft:PreferNoSchedule, 3 startup taint,
     /// 4 dedicated=y:NoExecute.
     taint: u8,
-    /// 0 none, 1 cpu, 2 nodes.
+    /// 0 none, 1 cpu, 2 nodes, 3 cpu of zero, 4 nodes of zero (a pool that launches
+    /// nothing, which `Resources` would have read as no limit at all).
     limit: u8,
     limit_amount: u8,
 }
@@ -136,7 +137,7 @@ fn pool_spec() -> impl Strategy<Value = PoolSpec> {
         prop::option::weighted(0.2, 0..4u8),
         prop::option::weighted(0.3, 0..2u8),
         prop::sample::select(vec![0u8, 0, 0, 0, 0, 1, 2, 3, 4]),
-        prop::sample::select(vec![0u8, 0, 0, 0, 1, 2]),
+        prop::sample::select(vec![0u8, 0, 0, 0, 1, 2, 3, 4]),
         0..8u8,
     )
         .prop_map(
@@ -439,6 +440,8 @@ fn build(spec: &Spec) -> Input {
             match ps.limit {
                 1 => np.limits.set("cpu", Quantity::from_units(8 + amount * 24)),
                 2 => np.limits.set("nodes", Quantity::from_units(1 + amount / 2)),
+                3 => np.limits.set("cpu", Quantity::ZERO),
+                4 => np.limits.set("nodes", Quantity::ZERO),
                 _ => {}
             }
             np
