@@ -379,7 +379,7 @@ impl<'a> Solver<'a> {
         for np_idx in order {
             let np = &input.nodepools[np_idx];
             let template = np.template_requirements();
-            let types: Vec<usize> = input
+            let compatible: Vec<usize> = input
                 .instance_types
                 .iter()
                 .enumerate()
@@ -387,15 +387,27 @@ impl<'a> Solver<'a> {
                 .map(|(i, _)| i)
                 .collect();
             let daemons = PoolDaemons::new(&input.daemonsets, np);
-            let (overhead, daemon_ports): (Vec<Resources>, Vec<Vec<HostPort>>) = types
-                .iter()
-                .map(|&t| daemons.overhead(&template, &input.instance_types[t]))
-                .unzip();
-            let avail: Vec<Resources> = types
-                .iter()
-                .zip(&overhead)
-                .map(|(&t, o)| input.instance_types[t].allocatable().minus(o))
-                .collect();
+            let mut types = Vec::with_capacity(compatible.len());
+            let mut overhead = Vec::with_capacity(compatible.len());
+            let mut daemon_ports = Vec::with_capacity(compatible.len());
+            let mut avail = Vec::with_capacity(compatible.len());
+            let mut daemon_misfits = Vec::new();
+            for t in compatible {
+                let (o, ports) = daemons.overhead(&template, &input.instance_types[t]);
+                let a = input.instance_types[t].allocatable().minus(&o);
+                // Every resource a node's pods request must fit its allocatable, the
+                // DaemonSets' included, whether or not a pending pod asks for it (Karpenter
+                // fits a claim's requests and its daemons' against each type, resource by
+                // resource): a type that cannot even hold its DaemonSets is no option.
+                if a.iter().any(|(_, q)| q < kerf_model::Quantity::ZERO) {
+                    daemon_misfits.push((t, o));
+                    continue;
+                }
+                types.push(t);
+                overhead.push(o);
+                daemon_ports.push(ports);
+                avail.push(a);
+            }
             let remaining_limits = (!np.limits.is_empty()).then(|| {
                 let mut used = Resources::new();
                 for n in input
@@ -422,6 +434,7 @@ impl<'a> Solver<'a> {
                 types,
                 overhead,
                 avail,
+                daemon_misfits,
                 remaining_limits,
             });
         }
@@ -805,6 +818,13 @@ impl<'a> Solver<'a> {
                 reasons.push((pool.nodepool, "limit on nodes reached".to_string()));
                 continue;
             }
+            if pool.types.is_empty() && !pool.daemon_misfits.is_empty() {
+                reasons.push((
+                    pool.nodepool,
+                    explain::no_type_holds_daemons(&self.input.instance_types, pool),
+                ));
+                continue;
+            }
             let claim = ClaimState {
                 pool: pi,
                 reqs: pool.template.clone(),
@@ -876,6 +896,16 @@ impl<'a> Solver<'a> {
                         "needs {}, {} free",
                         Resources::render(k, need),
                         Resources::render(k, left)
+                    )),
+                );
+            }
+            // Short of something the pod does not even ask for.
+            if let Some((k, over)) = free.iter().find(|&(_, q)| q < kerf_model::Quantity::ZERO) {
+                return refusal(
+                    format!("not enough {k}"),
+                    Some(format!(
+                        "its pods and DaemonSets already request {} more than it has",
+                        Resources::render(k, kerf_model::Quantity::ZERO - over)
                     )),
                 );
             }
@@ -1054,7 +1084,10 @@ impl<'a> Solver<'a> {
                 let compatible: Vec<usize> =
                     claim.options.iter().filter(|o| compatible(o)).collect();
                 if compatible.is_empty() {
-                    return format!("no instance type satisfies {reqs}");
+                    return format!(
+                        "no instance type satisfies {reqs}{}",
+                        explain::daemon_misfits_note(types, pool)
+                    );
                 }
                 let free: Vec<usize> = compatible
                     .iter()

@@ -10,7 +10,10 @@
 //! shortcut the checker does not share is caught here, which is why the two must stay apart.
 //!
 //! Soft constraints (preferred affinities, `ScheduleAnyway` spreads, `PreferNoSchedule`
-//! taints) are never violations: kube-scheduler only scores them.
+//! taints) are never violations: kube-scheduler only scores them. Resources are checked
+//! as Karpenter fits them, which is stricter than kube-scheduler: every resource the pods
+//! of a node that receives a pod request, DaemonSets included, must fit its allocatable,
+//! not only those the placed pods ask for.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -31,7 +34,8 @@ pub enum Rule {
     /// A pending pod is placed twice, placed and unschedulable, missing, or unknown; or a
     /// placement names a node that does not exist; or a claim carries no pods.
     Accounting,
-    /// The pods on a node request more than it has allocatable.
+    /// The pods on a node (DaemonSet pods included) request more of some resource than it
+    /// has allocatable.
     Resources,
     /// The node does not satisfy the pod's required node affinity or nodeSelector.
     NodeAffinity,
@@ -438,8 +442,10 @@ impl<'a> Cluster<'a> {
             .collect()
     }
 
-    /// Requests on every node that received a pod, against its allocatable, for each
-    /// resource a placed pod requests.
+    /// Requests on every node that received a pod (every new claim, and each existing node
+    /// the plan adds to), against its allocatable, in every resource its pods request,
+    /// DaemonSet pods included: a node its DaemonSets alone overcommit is no place for a
+    /// pod, whatever the pod asks for (Karpenter's `resources.Fits`).
     fn check_resources(&self, out: &mut Vec<Violation>) {
         for (n, node) in self.nodes.iter().enumerate() {
             let pending = self.pending_on(n);
@@ -450,15 +456,7 @@ impl<'a> Cluster<'a> {
             for &v in &node.pods {
                 used.add(&self.pods[v].pod.requests);
             }
-            // kube-scheduler checks only what the incoming pod asks for: a node already
-            // short of something the placed pods do not request still takes them.
-            let asked: BTreeSet<&str> = node
-                .pods
-                .iter()
-                .filter(|&&v| self.pods[v].pending)
-                .flat_map(|&v| self.pods[v].pod.requests.names())
-                .collect();
-            for (name, q) in used.iter().filter(|(name, _)| asked.contains(name)) {
+            for (name, q) in used.iter() {
                 let have = node.allocatable.get(name);
                 if q > have {
                     out.push(violation(
@@ -1177,6 +1175,49 @@ mod tests {
         // Without the DaemonSet's pod it fits.
         input.daemonsets.clear();
         assert_eq!(validate(&input, &plan), []);
+    }
+
+    #[test]
+    fn catches_daemonsets_that_overcommit_a_resource_the_pods_do_not_request() {
+        // The pod asks for no memory; the DaemonSet asks more than the node has.
+        let a = Pod::new(
+            "default",
+            "a",
+            Resources::parse([("cpu", "1"), ("pods", "1")]).unwrap(),
+        );
+        let mut ds = Pod::new(
+            "kube-system",
+            "agent",
+            Resources::parse([("memory", "200Gi"), ("pods", "1")]).unwrap(),
+        );
+        ds.owner = Some(kerf_model::pod::Owner {
+            kind: "DaemonSet".into(),
+            name: "agent".into(),
+        });
+        let mut input = input(vec![a.clone()]);
+        input.daemonsets = vec![ds];
+        let plan = Plan {
+            new_claims: vec![claim(&[&a], "a")],
+            ..Plan::default()
+        };
+        let v = validate(&input, &plan);
+        assert_eq!(rules(&v), [Rule::InstanceType, Rule::Resources], "{v:?}");
+        assert!(
+            v[1].detail.starts_with("memory requested 200Gi"),
+            "{}",
+            v[1]
+        );
+        // The same on an existing node the DaemonSet would run on.
+        input.nodes = vec![node("n1", "a")];
+        let plan = Plan {
+            existing: vec![ExistingPlacement {
+                node: "n1".into(),
+                pods: vec![a.key.clone()],
+            }],
+            ..Plan::default()
+        };
+        let v = validate(&input, &plan);
+        assert_eq!(rules(&v), [Rule::Resources], "{v:?}");
     }
 
     #[test]

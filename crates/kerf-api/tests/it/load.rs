@@ -242,6 +242,41 @@ spec:
 }
 
 #[test]
+fn a_limit_without_a_request_is_the_request_in_every_container() {
+    // A DaemonSet's regular container, init container and sidecar each set only a limit:
+    // Kubernetes defaults every such request to its limit, and the daemon's overhead on a
+    // node is those requests (max(200Gi + 64Mi, 1Gi + 64Mi) of memory, 100m + 10m cpu).
+    check(
+        r#"
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: cache, namespace: kube-system}
+spec:
+  selector: {matchLabels: {app: cache}}
+  template:
+    metadata: {labels: {app: cache}}
+    spec:
+      initContainers:
+      - {name: seed, resources: {limits: {memory: 1Gi}}}
+      - {name: proxy, restartPolicy: Always, resources: {limits: {cpu: 10m, memory: 64Mi}}}
+      containers:
+      - {name: warmer, resources: {limits: {cpu: 100m, memory: 200Gi}}}
+"#,
+        expect![[r#"
+            daemonset kube-system/cache owner=DaemonSet/cache priority=0 requests: cpu=110m, memory=204864Mi, pods=1
+              labels: app=cache
+              tolerates: "node.kubernetes.io/not-ready" Exists "" NoExecute
+              tolerates: "node.kubernetes.io/unreachable" Exists "" NoExecute
+              tolerates: "node.kubernetes.io/disk-pressure" Exists "" NoSchedule
+              tolerates: "node.kubernetes.io/memory-pressure" Exists "" NoSchedule
+              tolerates: "node.kubernetes.io/pid-pressure" Exists "" NoSchedule
+              tolerates: "node.kubernetes.io/unschedulable" Exists "" NoSchedule
+            namespace kube-system: kubernetes.io/metadata.name=kube-system
+        "#]],
+    );
+}
+
+#[test]
 fn node_selector_merges_into_every_affinity_term() {
     check(
         r#"

@@ -87,6 +87,9 @@ struct DaemonSpec {
     /// 0 none, 1 port 9100, 2 port 8080 (the port deployments use, so pods and the
     /// DaemonSet compete for it).
     host_port: u8,
+    /// 0 as `cpu` and `mem` say, 1 memory 200Gi, 2 cpu 100: more than most types (or
+    /// any) have, so pods that ask for little of it must still not land beside it.
+    huge: u8,
 }
 
 /// One node-affinity expression: key, operator and value, each an index into a table.
@@ -97,6 +100,8 @@ struct DeploySpec {
     replicas: u8,
     cpu: u8,
     mem: u8,
+    /// 0 cpu and memory, 1 cpu only, 2 neither (only the pod slot).
+    asks: u8,
     gpu: bool,
     other_namespace: bool,
     /// nodeSelector on arch, zone, capacity type and team; 0 means no entry.
@@ -191,15 +196,24 @@ fn node_spec() -> impl Strategy<Value = NodeSpec> {
 }
 
 fn daemon_spec() -> impl Strategy<Value = DaemonSpec> {
-    (0..4u8, 0..4u8, any::<bool>(), any::<bool>(), 0..3u8).prop_map(
-        |(cpu, mem, tolerate_all, amd64_only, host_port)| DaemonSpec {
-            cpu,
-            mem,
-            tolerate_all,
-            amd64_only,
-            host_port,
-        },
+    (
+        0..4u8,
+        0..4u8,
+        any::<bool>(),
+        any::<bool>(),
+        0..3u8,
+        prop::sample::select(vec![0u8, 0, 0, 0, 0, 0, 1, 2]),
     )
+        .prop_map(
+            |(cpu, mem, tolerate_all, amd64_only, host_port, huge)| DaemonSpec {
+                cpu,
+                mem,
+                tolerate_all,
+                amd64_only,
+                host_port,
+                huge,
+            },
+        )
 }
 
 fn expr() -> impl Strategy<Value = Expr> {
@@ -217,6 +231,7 @@ fn deploy_spec() -> impl Strategy<Value = DeploySpec> {
         prop::sample::select(vec![0u8, 1, 2, 3, 3, 4, 4, 5, 5, 6, 7, 8, 9]),
         prop::bool::weighted(0.05),
         prop::bool::weighted(0.2),
+        prop::sample::select(vec![0u8, 0, 0, 0, 0, 0, 0, 0, 1, 2]),
         (
             prop::sample::select(vec![0u8, 0, 0, 0, 0, 1, 2]),
             prop::sample::select(vec![0u8, 0, 0, 0, 1, 2, 3, 4]),
@@ -237,7 +252,7 @@ fn deploy_spec() -> impl Strategy<Value = DeploySpec> {
     );
     (shape, constraints).prop_map(
         |(
-            (replicas, cpu, mem, gpu, other_namespace, selector),
+            (replicas, cpu, mem, gpu, other_namespace, asks, selector),
             (
                 required,
                 preferred,
@@ -252,6 +267,7 @@ fn deploy_spec() -> impl Strategy<Value = DeploySpec> {
             replicas,
             cpu,
             mem,
+            asks,
             gpu,
             other_namespace,
             selector,
@@ -493,11 +509,12 @@ fn build(spec: &Spec) -> Input {
         .iter()
         .enumerate()
         .map(|(i, d)| {
-            let mut p = Pod::new(
-                "kube-system",
-                &format!("ds-{i}"),
-                requests(CPUS[d.cpu as usize], MEMS[d.mem as usize], false),
-            );
+            let (cpu, mem) = match d.huge {
+                1 => (CPUS[d.cpu as usize], "200Gi"),
+                2 => ("100", MEMS[d.mem as usize]),
+                _ => (CPUS[d.cpu as usize], MEMS[d.mem as usize]),
+            };
+            let mut p = Pod::new("kube-system", &format!("ds-{i}"), requests(cpu, mem, false));
             p.labels.insert("app".into(), format!("ds-{i}"));
             p.owner = Some(Owner {
                 kind: "DaemonSet".into(),
@@ -569,11 +586,14 @@ fn deployment(v: &Vocab, spec: &Spec, i: usize, ds: &DeploySpec) -> Pod {
     } else {
         "default"
     };
-    let mut p = Pod::new(
-        namespace,
-        &app,
-        requests(CPUS[ds.cpu as usize], MEMS[ds.mem as usize], ds.gpu),
-    );
+    let mut asked = requests(CPUS[ds.cpu as usize], MEMS[ds.mem as usize], ds.gpu);
+    if ds.asks >= 1 {
+        asked.set("memory", Quantity::ZERO);
+    }
+    if ds.asks >= 2 {
+        asked.set("cpu", Quantity::ZERO);
+    }
+    let mut p = Pod::new(namespace, &app, asked);
     p.labels.insert("app".into(), app.clone());
     p.labels.insert("tier".into(), TIERS[i % 2].into());
     p.owner = Some(Owner {
