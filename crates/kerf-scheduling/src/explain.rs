@@ -1,16 +1,28 @@
 //! Reasons a person can act on, for pods that cannot be placed.
 
-use kerf_model::{InstanceType, Quantity, Requirements, Resources};
+use kerf_model::pod::VolumeZone;
+use kerf_model::{InstanceType, Quantity, Requirements, Resources, labels};
 
 use crate::Input;
 use crate::claim::Pool;
 
-/// Why a pod's requirement on `key` conflicts with a claim or NodePool.
+/// Why a pod's requirement on `key` conflicts with a claim or NodePool: a volume's zone
+/// when that is what rules the NodePool out, else the pod's own term.
 pub(crate) fn requirement_conflict(
     key: &str,
     pod_term: &Requirements,
     node_side: &Requirements,
+    volume_zones: &[VolumeZone],
 ) -> String {
+    if key == labels::ZONE
+        && let Some(have) = node_side.get(key)
+        && let Some(v) = volume_zones.iter().find(|v| !v.zones.intersects(have))
+    {
+        return format!(
+            "its volume claim {} needs {key} {}, but the NodePool allows {key} {have}",
+            v.claim, v.zones
+        );
+    }
     let wanted = pod_term
         .get(key)
         .map_or_else(|| "?".to_string(), |r| r.to_string());

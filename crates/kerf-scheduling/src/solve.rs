@@ -633,6 +633,13 @@ impl<'a> Solver<'a> {
                 *t = t.intersection(pref);
             }
         }
+        // The volumes' zones hold wherever the pod goes; they are not node affinity, so
+        // spread groups (built from `node_affinity`) do not see them.
+        if let Some(volumes) = pod.volume_requirements() {
+            for t in &mut terms {
+                *t = t.intersection(&volumes);
+            }
+        }
         let mut groups = Vec::new();
         let mut soft_seen = 0;
         for &(g, hard) in &pg.spreads {
@@ -884,6 +891,22 @@ impl<'a> Solver<'a> {
             return plain("a PreferNoSchedule taint not tolerated");
         }
         if !eff.terms.iter().any(|t| t.matches_labels(&node.labels)) {
+            if pod.node_affinity.matches_labels(&node.labels)
+                && let Some(v) = pod.volume_zone_conflict(&node.labels)
+            {
+                return refusal(
+                    "outside the zone of a volume it mounts".to_string(),
+                    Some(format!(
+                        "claim {} needs {} {}, the node is in {}",
+                        v.claim,
+                        labels::ZONE,
+                        v.zones,
+                        node.labels
+                            .get(labels::ZONE)
+                            .map_or("no zone", String::as_str)
+                    )),
+                );
+            }
             return plain("labels do not match the pod's node selector or affinity");
         }
         if !state.remaining.fits(&self.pod_req[p]) {
@@ -1005,7 +1028,7 @@ impl<'a> Solver<'a> {
             if let Some(k) = claim.reqs.conflict_with(term, open_key) {
                 // A claim's requirements only narrow: this conflict stays.
                 last = Reject::new(true, why, || {
-                    explain::requirement_conflict(k, term, &claim.reqs)
+                    explain::requirement_conflict(k, term, &claim.reqs, &pod.volume_zones)
                 });
                 continue;
             }
@@ -1679,6 +1702,7 @@ fn classes(pods: &[Pod]) -> Vec<usize> {
             && a.labels == b.labels
             && a.requests == b.requests
             && a.node_affinity == b.node_affinity
+            && a.volume_zones == b.volume_zones
             && a.tolerations == b.tolerations
             && a.topology_spread == b.topology_spread
             && a.affinity == b.affinity
@@ -1697,6 +1721,7 @@ fn classes(pods: &[Pod]) -> Vec<usize> {
             pod.labels.hash(&mut h);
             pod.requests.hash(&mut h);
             pod.node_affinity.hash(&mut h);
+            pod.volume_zones.hash(&mut h);
             pod.tolerations.hash(&mut h);
             pod.topology_spread.hash(&mut h);
             pod.affinity.hash(&mut h);

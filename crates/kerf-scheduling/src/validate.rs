@@ -39,6 +39,8 @@ pub enum Rule {
     Resources,
     /// The node does not satisfy the pod's required node affinity or nodeSelector.
     NodeAffinity,
+    /// The node is outside the zone of a volume the pod mounts.
+    VolumeZone,
     /// The node has a `NoSchedule`/`NoExecute` taint the pod does not tolerate (cordoned
     /// and not-ready nodes count as tainted, as the node lifecycle controller taints them).
     Taint,
@@ -68,6 +70,7 @@ impl Rule {
             Rule::Accounting => "accounting",
             Rule::Resources => "resources",
             Rule::NodeAffinity => "node affinity",
+            Rule::VolumeZone => "volume zone",
             Rule::Taint => "taint",
             Rule::TopologySpread => "topology spread",
             Rule::PodAffinity => "pod affinity",
@@ -496,6 +499,18 @@ impl<'a> Cluster<'a> {
         }
         if let Some(detail) = affinity_failure(pod, &node.labels) {
             report(Rule::NodeAffinity, detail);
+        }
+        if let Some(v) = pod.volume_zone_conflict(&node.labels) {
+            report(
+                Rule::VolumeZone,
+                format!(
+                    "claim {}'s volume needs {} {}, the node's is {:?}",
+                    v.claim,
+                    labels::ZONE,
+                    v.zones,
+                    node.labels.get(labels::ZONE)
+                ),
+            );
         }
         for &other in &node.pods {
             if other == v || (self.pods[other].pending && other < v) {
@@ -1305,6 +1320,43 @@ mod tests {
             ..Plan::default()
         };
         assert_eq!(validate(&input, &plan), []);
+    }
+
+    #[test]
+    fn a_volume_confines_the_pod_without_shrinking_its_spread_domains() {
+        // One web pod bound in each of zones a and b; the pending one mounts a volume in
+        // a. kube-scheduler counts spread domains from node affinity, not volumes: two
+        // domains, minDomains 2 met, a would have 2 against b's 1, skew 1.
+        let mut spread = zone_spread(1);
+        spread.min_domains = Some(2);
+        let mut p = pod("p", "100m");
+        p.topology_spread.push(spread);
+        p.volume_zones.push(kerf_model::pod::VolumeZone {
+            claim: "data-p".into(),
+            zones: kerf_model::Requirement::single("a"),
+        });
+        let mut input = input(vec![p.clone()]);
+        input.nodes = vec![node("na", "a"), node("nb", "b")];
+        for (i, n) in ["na", "nb"].iter().enumerate() {
+            let mut b = pod(&format!("bound-{i}"), "100m");
+            b.node_name = Some(n.to_string());
+            input.bound_pods.push(b);
+        }
+        let on = |node: &str| Plan {
+            existing: vec![ExistingPlacement {
+                node: node.into(),
+                pods: vec![p.key.clone()],
+            }],
+            ..Plan::default()
+        };
+        assert_eq!(validate(&input, &on("na")), []);
+        // In b it is outside its volume's zone.
+        let v = validate(&input, &on("nb"));
+        assert_eq!(rules(&v), [Rule::VolumeZone], "{v:?}");
+        assert_eq!(
+            v[0].to_string(),
+            "volume zone: pod default/p on node nb: claim data-p's volume needs topology.kubernetes.io/zone In [a], the node's is Some(\"b\")"
+        );
     }
 
     fn hostname_anti_affinity() -> AffinityTerm {

@@ -9,7 +9,7 @@ use kerf_model::catalog;
 use kerf_model::labels;
 use kerf_model::pod::{
     AffinityTerm, HostPort, InclusionPolicy, NamespaceScope, NodeAffinity, Owner, TopologySpread,
-    Weighted, WhenUnsatisfiable,
+    VolumeZone, Weighted, WhenUnsatisfiable,
 };
 use kerf_model::{
     Effect, InstanceType, LabelSelector, Labels, Node, NodePool, Operator, Pod, Quantity,
@@ -119,6 +119,9 @@ struct DeploySpec {
     /// with `tier: front` on the same host, so only pods matching both terms count).
     zone_affinity: Option<(Index, u8)>,
     host_port: bool,
+    /// Each replica mounts a volume in one zone, from this one on, a zone further per
+    /// replica (a StatefulSet's claims): where it may run, not where its spread counts.
+    volume_zone: Option<Index>,
 }
 
 #[derive(Clone, Debug)]
@@ -249,6 +252,7 @@ fn deploy_spec() -> impl Strategy<Value = DeploySpec> {
         prop::sample::select(vec![0u8, 0, 1, 2]),
         prop::option::weighted(0.3, (any::<Index>(), 0..3u8)),
         prop::bool::weighted(0.15),
+        prop::option::weighted(0.15, any::<Index>()),
     );
     (shape, constraints).prop_map(
         |(
@@ -262,6 +266,7 @@ fn deploy_spec() -> impl Strategy<Value = DeploySpec> {
                 anti_host,
                 zone_affinity,
                 host_port,
+                volume_zone,
             ),
         )| DeploySpec {
             replicas,
@@ -279,6 +284,7 @@ fn deploy_spec() -> impl Strategy<Value = DeploySpec> {
             anti_host,
             zone_affinity,
             host_port,
+            volume_zone,
         },
     )
 }
@@ -552,6 +558,13 @@ fn build(spec: &Spec) -> Input {
             }
             let mut p = template.clone();
             p.key.name = format!("{}-{r}", p.key.name);
+            if let Some(z) = &ds.volume_zone {
+                let zone = v.zones[(z.index(v.zones.len()) + r as usize) % v.zones.len()];
+                p.volume_zones.push(VolumeZone {
+                    claim: format!("data-{}", p.key.name),
+                    zones: one(zone),
+                });
+            }
             pods.push(p);
         }
     }
