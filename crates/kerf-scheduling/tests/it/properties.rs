@@ -113,8 +113,11 @@ struct DeploySpec {
     /// (hard, maxSkew, policy bits: 1 minDomains, 2 taints Honor, 4 affinity Ignore).
     zone_spread: Option<(bool, u8, u8)>,
     host_spread: Option<(bool, u8)>,
-    /// 0 none, 1 required, 2 preferred.
+    /// Hostname anti-affinity: 0 none, 1 required, 2 preferred, against the deployment's
+    /// own label; 3 required, 4 preferred, against `anti_target`'s label (a pod of that
+    /// other deployment, with no term of its own, must keep off this one's node too).
     anti_host: u8,
+    anti_target: Index,
     /// (target deployment, 0 preferred, 1 required, 2 required plus a second term: a pod
     /// with `tier: front` on the same host, so only pods matching both terms count).
     zone_affinity: Option<(Index, u8)>,
@@ -249,7 +252,10 @@ fn deploy_spec() -> impl Strategy<Value = DeploySpec> {
         prop::sample::select(vec![0u8, 0, 1, 1, 2, 3, 4]),
         prop::option::of((any::<bool>(), 1..3u8, 0..8u8)),
         prop::option::of((any::<bool>(), 1..3u8)),
-        prop::sample::select(vec![0u8, 0, 1, 2]),
+        (
+            prop::sample::select(vec![0u8, 0, 0, 1, 2, 3, 3, 4]),
+            any::<Index>(),
+        ),
         prop::option::weighted(0.3, (any::<Index>(), 0..3u8)),
         prop::bool::weighted(0.15),
         prop::option::weighted(0.15, any::<Index>()),
@@ -263,7 +269,7 @@ fn deploy_spec() -> impl Strategy<Value = DeploySpec> {
                 toleration,
                 zone_spread,
                 host_spread,
-                anti_host,
+                (anti_host, anti_target),
                 zone_affinity,
                 host_port,
                 volume_zone,
@@ -282,6 +288,7 @@ fn deploy_spec() -> impl Strategy<Value = DeploySpec> {
             zone_spread,
             host_spread,
             anti_host,
+            anti_target,
             zone_affinity,
             host_port,
             volume_zone,
@@ -734,11 +741,17 @@ fn deployment(v: &Vocab, spec: &Spec, i: usize, ds: &DeploySpec) -> Pod {
         namespaces: NamespaceScope::own(namespace),
         topology_key: key.into(),
     };
+    let other = format!("d{}", ds.anti_target.index(spec.deployments.len()));
     match ds.anti_host {
         1 => p.anti_affinity.push(term(&app, labels::HOSTNAME)),
         2 => p.preferred_anti_affinity.push(Weighted {
             weight: 50,
             term: term(&app, labels::HOSTNAME),
+        }),
+        3 => p.anti_affinity.push(term(&other, labels::HOSTNAME)),
+        4 => p.preferred_anti_affinity.push(Weighted {
+            weight: 50,
+            term: term(&other, labels::HOSTNAME),
         }),
         _ => {}
     }
