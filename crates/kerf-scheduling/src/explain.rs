@@ -109,13 +109,11 @@ fn daemon_shortfall(
                 .cmp(&b.allocatable().get(&resource)))
             .then_with(|| b.name.cmp(&a.name))
         })?;
-    let it = &types[*t];
-    Some((
-        resource.clone(),
+    let (need, have) = (
         overhead.get(&resource),
-        it.name.clone(),
-        it.allocatable().get(&resource),
-    ))
+        types[*t].allocatable().get(&resource),
+    );
+    Some((resource, need, types[*t].name.clone(), have))
 }
 
 /// The reason of a pool none of whose types can hold the DaemonSets that would run on it.
