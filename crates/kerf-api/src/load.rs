@@ -649,7 +649,7 @@ impl Loader {
             let mut pinned = BTreeSet::new();
             for claim in &staged.claims {
                 if let Some(zone) = self.volumes.zone_of_claim(&staged.pod.key.namespace, claim) {
-                    volumes::pin_zone(&mut staged.pod, zone);
+                    volumes::pin_zone(&mut staged.pod, claim, zone);
                     pinned.insert(format!(
                         "{claim:?} ({})",
                         zone.values().map_or_else(
@@ -659,9 +659,19 @@ impl Loader {
                     ));
                 }
             }
-            let no_zone_left = staged.pod.node_affinity.required.iter().all(|term| {
-                term.get(kerf_model::labels::ZONE)
-                    .is_some_and(|r| !r.allows_some_value())
+            let no_zone_left = staged.pod.volume_requirements().is_some_and(|volumes| {
+                let any_node = [kerf_model::Requirements::new()];
+                let required = &staged.pod.node_affinity.required;
+                let terms = if required.is_empty() {
+                    &any_node[..]
+                } else {
+                    required
+                };
+                terms.iter().all(|term| {
+                    term.intersection(&volumes)
+                        .get(kerf_model::labels::ZONE)
+                        .is_some_and(|r| !r.allows_some_value())
+                })
             });
             if !pinned.is_empty()
                 && no_zone_left

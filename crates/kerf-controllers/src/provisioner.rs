@@ -193,7 +193,8 @@ pub(crate) fn catalog_now(
 /// The nodes a solve may place onto, the pods bound to them, and the claims still in
 /// flight (named as their node in the input). Ready, initialized nodes appear as they
 /// are; a claim not yet initialized appears as the node it will be, with its nominated
-/// pods bound and its DaemonSet pods counted. Deleting and disrupted nodes are left out
+/// pods bound and its DaemonSet pods counted, and without the taints (startup, not ready,
+/// unregistered, …) its node is expected to shed. Deleting and disrupted nodes are left out
 /// when `exclude_leaving`.
 pub(crate) fn capacity<'a>(
     view: &'a ClusterView,
@@ -222,11 +223,19 @@ pub(crate) fn capacity<'a>(
         if claim.initialized || claim.deleting_since.is_some() {
             continue;
         }
-        let Some(node) = future_node(claim, instance_types) else {
+        let Some(mut node) = future_node(claim, instance_types) else {
             continue;
         };
+        // Once registered, the node's own taints count (another agent may have added
+        // one), less those it is expected to shed on the way up, as Karpenter reads an
+        // uninitialized node (`StateNode.Taints`).
+        if let Some(registered) = claim.node_name.as_deref().and_then(|n| view.nodes.get(n)) {
+            node.taints = registered
+                .for_provisioning(false, &claim.startup_taints)
+                .taints;
+        }
         for ds in &view.daemonsets {
-            if daemon_runs_on(ds, &node.labels, &claim.taints) {
+            if daemon_runs_on(ds, &node.labels, &node.taints) {
                 let mut pod = ds.clone();
                 pod.key.name = format!("{}-{}", ds.key.name, claim.name);
                 pod.node_name = Some(claim.name.clone());

@@ -22,7 +22,7 @@ pub mod taints;
 pub use instance_type::{InstanceType, Offering};
 pub use node::Node;
 pub use nodeclaim::NodeClaim;
-pub use nodepool::NodePool;
+pub use nodepool::{Limits, NodePool};
 pub use pdb::{IntOrPercent, Pdb};
 pub use pod::Pod;
 pub use quantity::{Quantity, QuantityError};

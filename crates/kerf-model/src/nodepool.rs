@@ -1,11 +1,13 @@
 //! NodePools as the core uses them: validated once by `kerf-api`, never re-checked here.
 
+use std::collections::BTreeMap;
+use std::fmt;
 use std::time::Duration;
 
-use crate::Resources;
 use crate::requirements::Requirements;
 use crate::selector::Labels;
 use crate::taints::Taint;
+use crate::{Quantity, QuantityError, Resources};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct NodePool {
@@ -20,7 +22,7 @@ pub struct NodePool {
     /// Taints present only while the node starts; they do not block scheduling.
     pub startup_taints: Vec<Taint>,
     /// Caps on the pool's total capacity; `nodes` caps the node count. Empty = unlimited.
-    pub limits: Resources,
+    pub limits: Limits,
     pub node_class: Option<NodeClassRef>,
     pub disruption: Disruption,
     /// `None` is `Never`.
@@ -41,7 +43,7 @@ impl NodePool {
             labels: Labels::new(),
             taints: Vec::new(),
             startup_taints: Vec::new(),
-            limits: Resources::new(),
+            limits: Limits::new(),
             node_class: None,
             disruption: Disruption::default(),
             expire_after: Some(Duration::from_secs(720 * 3600)),
@@ -70,6 +72,78 @@ impl NodePool {
             );
         }
         reqs
+    }
+}
+
+/// A NodePool's `limits`: a cap per resource, `nodes` capping the node count. Unlike
+/// [`Resources`], where a missing name means zero, a limit of zero is kept: it is a cap
+/// that lets the pool launch nothing (as in Karpenter), not the absence of a cap.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Limits(BTreeMap<String, Quantity>);
+
+impl Limits {
+    pub fn new() -> Limits {
+        Limits::default()
+    }
+
+    /// Builds from `(name, quantity string)` pairs; for tests.
+    pub fn parse<'a>(
+        pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<Limits, QuantityError> {
+        let mut l = Limits::new();
+        for (name, q) in pairs {
+            l.set(name, Quantity::parse(q)?);
+        }
+        Ok(l)
+    }
+
+    /// Caps `name` at `q`, zero included.
+    pub fn set(&mut self, name: &str, q: Quantity) {
+        self.0.insert(name.to_string(), q);
+    }
+
+    /// The cap on `name`, if there is one.
+    pub fn get(&self, name: &str) -> Option<Quantity> {
+        self.0.get(name).copied()
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.0.contains_key(name)
+    }
+
+    /// No resource is capped.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, Quantity)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), *v))
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.0.keys().map(String::as_str)
+    }
+
+    /// What each capped resource has left once `used` is taken (negative where the cap is
+    /// already exceeded). Uncapped resources are absent, as zero.
+    pub fn remaining(&self, used: &Resources) -> Resources {
+        let mut left = Resources::new();
+        for (name, cap) in self.iter() {
+            left.set(name, cap - used.get(name));
+        }
+        left
+    }
+}
+
+impl fmt::Display for Limits {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, (k, v)) in self.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{k}={}", Resources::render(k, v))?;
+        }
+        Ok(())
     }
 }
 
@@ -127,4 +201,24 @@ pub struct Budget {
     pub duration: Option<Duration>,
     /// `Underutilized`, `Empty`, `Drifted`; empty means every reason.
     pub reasons: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_zero_limit_is_a_cap_not_its_absence() {
+        let limits = Limits::parse([("cpu", "0"), ("nodes", "0m")]).unwrap();
+        assert!(!limits.is_empty());
+        assert_eq!(limits.get("cpu"), Some(Quantity::ZERO));
+        assert!(limits.contains("nodes"));
+        assert_eq!(limits.get("memory"), None);
+        assert_eq!(limits.to_string(), "cpu=0, nodes=0");
+        let used = Resources::parse([("cpu", "2"), ("memory", "4Gi")]).unwrap();
+        assert_eq!(
+            limits.remaining(&used),
+            Resources::parse([("cpu", "-2")]).unwrap()
+        );
+    }
 }

@@ -3,10 +3,10 @@
 
 use std::collections::BTreeSet;
 
-use crate::Resources;
-use crate::requirements::Requirements;
+use crate::requirements::{Requirement, Requirements};
 use crate::selector::{LabelSelector, Labels};
 use crate::taints::Toleration;
+use crate::{Resources, labels};
 
 /// `namespace/name`, the way every output names a pod.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -41,6 +41,11 @@ pub struct Pod {
     pub node_name: Option<String>,
     pub priority: i32,
     pub node_affinity: NodeAffinity,
+    /// The zones the pod's bound volumes confine it to, one entry per claim bound to a
+    /// zonal volume. A placement restriction like `node_affinity` (kube-scheduler's
+    /// VolumeBinding filter), but kept apart from it: topology spread counts its domains
+    /// from the node affinity and the nodes, never from volumes.
+    pub volume_zones: Vec<VolumeZone>,
     pub tolerations: Vec<Toleration>,
     pub topology_spread: Vec<TopologySpread>,
     pub affinity: Vec<AffinityTerm>,
@@ -65,6 +70,7 @@ impl Pod {
             node_name: None,
             priority: 0,
             node_affinity: NodeAffinity::default(),
+            volume_zones: Vec::new(),
             tolerations: Vec::new(),
             topology_spread: Vec::new(),
             affinity: Vec::new(),
@@ -79,6 +85,25 @@ impl Pod {
         self.owner.as_ref().is_some_and(|o| o.kind == "DaemonSet")
     }
 
+    /// The pod's volume zones as node requirements, to hold alongside every required
+    /// node-affinity term; `None` when no volume confines it.
+    pub fn volume_requirements(&self) -> Option<Requirements> {
+        if self.volume_zones.is_empty() {
+            return None;
+        }
+        let mut reqs = Requirements::new();
+        for v in &self.volume_zones {
+            reqs.add(labels::ZONE, v.zones.clone());
+        }
+        Some(reqs)
+    }
+
+    /// The first of the pod's zonal volumes a node with these labels is outside of.
+    pub fn volume_zone_conflict(&self, node_labels: &Labels) -> Option<&VolumeZone> {
+        let zone = node_labels.get(labels::ZONE).map(String::as_str);
+        self.volume_zones.iter().find(|v| !v.zones.admits(zone))
+    }
+
     /// Whether the pod has a topology spread or a pod (anti-)affinity term, required or
     /// preferred: a constraint that looks at other pods, not just at a node.
     pub fn has_inter_pod_terms(&self) -> bool {
@@ -88,6 +113,16 @@ impl Pod {
             || !self.preferred_affinity.is_empty()
             || !self.preferred_anti_affinity.is_empty()
     }
+}
+
+/// A claim the pod mounts, bound to a volume that lives in some zones (an EBS volume lives
+/// in one).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct VolumeZone {
+    /// The PersistentVolumeClaim's name, in the pod's namespace.
+    pub claim: String,
+    /// The zones the volume's node affinity allows.
+    pub zones: Requirement,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

@@ -50,6 +50,34 @@ impl Taint {
     }
 }
 
+impl Taint {
+    /// Kubernetes' `MatchTaint`: taints are unique by key and effect, whatever the value.
+    pub fn matches(&self, other: &Taint) -> bool {
+        self.key == other.key && self.effect == other.effect
+    }
+
+    /// One of the taints Karpenter expects any node to lose as it comes up
+    /// (`scheduling.KnownEphemeralTaints`): not ready, unreachable, not yet initialized by
+    /// the cloud provider, not yet registered.
+    pub fn is_known_ephemeral(&self) -> bool {
+        KNOWN_EPHEMERAL
+            .iter()
+            .any(|&(key, effect)| self.key == key && self.effect == effect)
+    }
+}
+
+/// Karpenter's `KnownEphemeralTaints`, as (key, effect): matched as `MatchTaint` does.
+const KNOWN_EPHEMERAL: [(&str, Effect); 5] = [
+    ("node.kubernetes.io/not-ready", Effect::NoSchedule),
+    ("node.kubernetes.io/not-ready", Effect::NoExecute),
+    ("node.kubernetes.io/unreachable", Effect::NoSchedule),
+    (
+        "node.cloudprovider.kubernetes.io/uninitialized",
+        Effect::NoSchedule,
+    ),
+    (crate::labels::TAINT_UNREGISTERED, Effect::NoExecute),
+];
+
 impl fmt::Display for Taint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.value.is_empty() {

@@ -18,8 +18,12 @@ pub(crate) struct Pool {
     pub overhead: Vec<Resources>,
     /// Per entry of `types`: host ports the DaemonSets running there bind.
     pub daemon_ports: Vec<Vec<HostPort>>,
-    /// Per entry of `types`: allocatable less daemonset overhead.
+    /// Per entry of `types`: allocatable less daemonset overhead, never below zero.
     pub avail: Vec<Resources>,
+    /// Compatible types left out of `types` because their allocatable cannot hold the
+    /// DaemonSets that would run on them (global index, those DaemonSets' requests): no
+    /// option, but reasons name them.
+    pub daemon_misfits: Vec<(usize, Resources)>,
     /// Element-wise maximum of `avail`.
     pub max_avail: Dense,
     /// Which options hold a given request, by resource.

@@ -60,21 +60,19 @@ impl ResIndex {
 pub(crate) struct Dense(Vec<i64>);
 
 impl Dense {
-    /// Whether `request` fits in `self`. A resource the request does not ask for is never
-    /// a reason to refuse, even where `self` is overcommitted.
+    /// Whether `request` fits in `self`, in every resource: one the request does not ask
+    /// for still refuses where `self` is already below zero (a node whose pods, DaemonSets
+    /// included, overcommit it takes nothing, as Karpenter's `resources.Fits`).
     pub fn fits(&self, request: &Dense) -> bool {
-        self.0
-            .iter()
-            .zip(&request.0)
-            .all(|(&a, &r)| r == 0 || a >= r)
+        self.0.iter().zip(&request.0).all(|(&a, &r)| a >= r)
     }
 
-    /// Whether `a + b` fits in `self`, without building the sum.
+    /// Whether `a + b` fits in `self`, in every resource, without building the sum.
     pub fn fits_sum(&self, a: &Dense, b: &Dense) -> bool {
         self.0
             .iter()
             .zip(a.0.iter().zip(&b.0))
-            .all(|(&s, (&a, &b))| a + b == 0 || s >= a + b)
+            .all(|(&s, (&a, &b))| s >= a + b)
     }
 
     pub fn add(&mut self, other: &Dense) {
@@ -201,7 +199,9 @@ impl Thresholds {
         }
     }
 
-    /// The options (of `len`) whose availability holds `request` in every resource it asks for.
+    /// The options (of `len`) whose availability holds `request`. Resources the request
+    /// does not ask for are skipped: availabilities are never below zero (a pool leaves out
+    /// the types its DaemonSets overcommit), so they hold a zero request anyway.
     pub fn fitting(&self, len: usize, request: &Dense) -> Bits {
         let mut out = Bits::full(len);
         for ((_, values, suffix), &r) in self.per_resource.iter().zip(&request.0) {
@@ -258,6 +258,11 @@ mod tests {
         assert!(both.fits_sum(&da, &db));
         both.sub(&db);
         assert!(!both.fits_sum(&da, &db));
+        // Below zero in a resource, nothing fits, not even a request that skips it.
+        let mut over = da.clone();
+        over.sub(&index.dense(&res(&[("memory", "5Gi")])));
+        assert!(!over.fits(&index.dense(&res(&[("cpu", "1")]))));
+        assert!(!over.fits(&index.dense(&Resources::new())));
         let mut m = Dense::default();
         m.max_with(&da);
         m.max_with(&db);

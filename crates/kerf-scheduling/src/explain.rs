@@ -1,16 +1,28 @@
 //! Reasons a person can act on, for pods that cannot be placed.
 
-use kerf_model::{InstanceType, Requirements, Resources};
+use kerf_model::pod::VolumeZone;
+use kerf_model::{InstanceType, Quantity, Requirements, Resources, labels};
 
 use crate::Input;
 use crate::claim::Pool;
 
-/// Why a pod's requirement on `key` conflicts with a claim or NodePool.
+/// Why a pod's requirement on `key` conflicts with a claim or NodePool: a volume's zone
+/// when that is what rules the NodePool out, else the pod's own term.
 pub(crate) fn requirement_conflict(
     key: &str,
     pod_term: &Requirements,
     node_side: &Requirements,
+    volume_zones: &[VolumeZone],
 ) -> String {
+    if key == labels::ZONE
+        && let Some(have) = node_side.get(key)
+        && let Some(v) = volume_zones.iter().find(|v| !v.zones.intersects(have))
+    {
+        return format!(
+            "its volume claim {} needs {key} {}, but the NodePool allows {key} {have}",
+            v.claim, v.zones
+        );
+    }
     let wanted = pod_term
         .get(key)
         .map_or_else(|| "?".to_string(), |r| r.to_string());
@@ -22,8 +34,22 @@ pub(crate) fn requirement_conflict(
     }
 }
 
-/// Why no compatible instance type fits the requests.
+/// Why no compatible instance type fits the requests, noting the types left out for
+/// being too small for their DaemonSets.
 pub(crate) fn too_big(
+    types: &[InstanceType],
+    pool: &Pool,
+    compatible: &[usize],
+    requests: &Resources,
+) -> String {
+    format!(
+        "{}{}",
+        largest_too_small(types, pool, compatible, requests),
+        daemon_misfits_note(types, pool)
+    )
+}
+
+fn largest_too_small(
     types: &[InstanceType],
     pool: &Pool,
     compatible: &[usize],
@@ -55,6 +81,66 @@ pub(crate) fn too_big(
         }
     }
     format!("no single compatible instance type fits {requests} together")
+}
+
+/// Of the types a pool left out because they cannot hold their DaemonSets: the resource
+/// first in name order that one of them is short of, what the DaemonSets request of it
+/// there, and the type with the most of it (name breaking ties) with its allocatable.
+fn daemon_shortfall(
+    types: &[InstanceType],
+    pool: &Pool,
+) -> Option<(String, Quantity, String, Quantity)> {
+    let short_of = |t: usize, overhead: &Resources| {
+        let alloc = types[t].allocatable();
+        overhead
+            .iter()
+            .find(|&(k, q)| q > alloc.get(k))
+            .map(|(k, _)| k.to_string())
+    };
+    let resource = (pool.daemon_misfits.iter())
+        .filter_map(|(t, o)| short_of(*t, o))
+        .min()?;
+    let (t, overhead) = (pool.daemon_misfits.iter())
+        .filter(|(t, o)| types[*t].allocatable().get(&resource) < o.get(&resource))
+        .max_by(|(a, _), (b, _)| {
+            let (a, b) = (&types[*a], &types[*b]);
+            (a.allocatable()
+                .get(&resource)
+                .cmp(&b.allocatable().get(&resource)))
+            .then_with(|| b.name.cmp(&a.name))
+        })?;
+    let (need, have) = (
+        overhead.get(&resource),
+        types[*t].allocatable().get(&resource),
+    );
+    Some((resource, need, types[*t].name.clone(), have))
+}
+
+/// The reason of a pool none of whose types can hold the DaemonSets that would run on it.
+pub(crate) fn no_type_holds_daemons(types: &[InstanceType], pool: &Pool) -> String {
+    match daemon_shortfall(types, pool) {
+        Some((k, need, largest, have)) => format!(
+            "no instance type can hold the DaemonSets that would run on it: they request {k}={}, and the largest, {largest}, has {} allocatable",
+            Resources::render(&k, need),
+            Resources::render(&k, have)
+        ),
+        None => "no instance type can hold the DaemonSets that would run on it".to_string(),
+    }
+}
+
+/// A note for reasons about a pool's instance types, when some were left out because they
+/// cannot hold their DaemonSets; empty otherwise.
+pub(crate) fn daemon_misfits_note(types: &[InstanceType], pool: &Pool) -> String {
+    let Some((k, need, largest, have)) = daemon_shortfall(types, pool) else {
+        return String::new();
+    };
+    let n = pool.daemon_misfits.len();
+    format!(
+        " ({n} instance type{} left out, too small for the DaemonSets that would run on them: they request {k}={}, and the largest of them, {largest}, has {} allocatable)",
+        if n == 1 { "" } else { "s" },
+        Resources::render(&k, need),
+        Resources::render(&k, have)
+    )
 }
 
 /// Why one existing node refused a pod: a kind shared across nodes ("not enough cpu")

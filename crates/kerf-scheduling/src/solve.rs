@@ -379,7 +379,7 @@ impl<'a> Solver<'a> {
         for np_idx in order {
             let np = &input.nodepools[np_idx];
             let template = np.template_requirements();
-            let types: Vec<usize> = input
+            let compatible: Vec<usize> = input
                 .instance_types
                 .iter()
                 .enumerate()
@@ -387,15 +387,27 @@ impl<'a> Solver<'a> {
                 .map(|(i, _)| i)
                 .collect();
             let daemons = PoolDaemons::new(&input.daemonsets, np);
-            let (overhead, daemon_ports): (Vec<Resources>, Vec<Vec<HostPort>>) = types
-                .iter()
-                .map(|&t| daemons.overhead(&template, &input.instance_types[t]))
-                .unzip();
-            let avail: Vec<Resources> = types
-                .iter()
-                .zip(&overhead)
-                .map(|(&t, o)| input.instance_types[t].allocatable().minus(o))
-                .collect();
+            let mut types = Vec::with_capacity(compatible.len());
+            let mut overhead = Vec::with_capacity(compatible.len());
+            let mut daemon_ports = Vec::with_capacity(compatible.len());
+            let mut avail = Vec::with_capacity(compatible.len());
+            let mut daemon_misfits = Vec::new();
+            for t in compatible {
+                let (o, ports) = daemons.overhead(&template, &input.instance_types[t]);
+                let a = input.instance_types[t].allocatable().minus(&o);
+                // Every resource a node's pods request must fit its allocatable, the
+                // DaemonSets' included, whether or not a pending pod asks for it (Karpenter
+                // fits a claim's requests and its daemons' against each type, resource by
+                // resource): a type that cannot even hold its DaemonSets is no option.
+                if a.iter().any(|(_, q)| q < kerf_model::Quantity::ZERO) {
+                    daemon_misfits.push((t, o));
+                    continue;
+                }
+                types.push(t);
+                overhead.push(o);
+                daemon_ports.push(ports);
+                avail.push(a);
+            }
             let remaining_limits = (!np.limits.is_empty()).then(|| {
                 let mut used = Resources::new();
                 for n in input
@@ -406,7 +418,7 @@ impl<'a> Solver<'a> {
                     used.add(&n.capacity);
                     used.add(&nodes_one());
                 }
-                np.limits.minus(&used)
+                np.limits.remaining(&used)
             });
             let avail_d: Vec<Dense> = avail.iter().map(|a| self.res.dense(a)).collect();
             let mut max_avail = Dense::default();
@@ -422,6 +434,7 @@ impl<'a> Solver<'a> {
                 types,
                 overhead,
                 avail,
+                daemon_misfits,
                 remaining_limits,
             });
         }
@@ -620,6 +633,13 @@ impl<'a> Solver<'a> {
                 *t = t.intersection(pref);
             }
         }
+        // The volumes' zones hold wherever the pod goes; they are not node affinity, so
+        // spread groups (built from `node_affinity`) do not see them.
+        if let Some(volumes) = pod.volume_requirements() {
+            for t in &mut terms {
+                *t = t.intersection(&volumes);
+            }
+        }
         let mut groups = Vec::new();
         let mut soft_seen = 0;
         for &(g, hard) in &pg.spreads {
@@ -805,6 +825,13 @@ impl<'a> Solver<'a> {
                 reasons.push((pool.nodepool, "limit on nodes reached".to_string()));
                 continue;
             }
+            if pool.types.is_empty() && !pool.daemon_misfits.is_empty() {
+                reasons.push((
+                    pool.nodepool,
+                    explain::no_type_holds_daemons(&self.input.instance_types, pool),
+                ));
+                continue;
+            }
             let claim = ClaimState {
                 pool: pi,
                 reqs: pool.template.clone(),
@@ -864,6 +891,22 @@ impl<'a> Solver<'a> {
             return plain("a PreferNoSchedule taint not tolerated");
         }
         if !eff.terms.iter().any(|t| t.matches_labels(&node.labels)) {
+            if pod.node_affinity.matches_labels(&node.labels)
+                && let Some(v) = pod.volume_zone_conflict(&node.labels)
+            {
+                return refusal(
+                    "outside the zone of a volume it mounts".to_string(),
+                    Some(format!(
+                        "claim {} needs {} {}, the node is in {}",
+                        v.claim,
+                        labels::ZONE,
+                        v.zones,
+                        node.labels
+                            .get(labels::ZONE)
+                            .map_or("no zone", String::as_str)
+                    )),
+                );
+            }
             return plain("labels do not match the pod's node selector or affinity");
         }
         if !state.remaining.fits(&self.pod_req[p]) {
@@ -876,6 +919,16 @@ impl<'a> Solver<'a> {
                         "needs {}, {} free",
                         Resources::render(k, need),
                         Resources::render(k, left)
+                    )),
+                );
+            }
+            // Short of something the pod does not even ask for.
+            if let Some((k, over)) = free.iter().find(|&(_, q)| q < kerf_model::Quantity::ZERO) {
+                return refusal(
+                    format!("not enough {k}"),
+                    Some(format!(
+                        "its pods and DaemonSets already request {} more than it has",
+                        Resources::render(k, kerf_model::Quantity::ZERO - over)
                     )),
                 );
             }
@@ -975,7 +1028,7 @@ impl<'a> Solver<'a> {
             if let Some(k) = claim.reqs.conflict_with(term, open_key) {
                 // A claim's requirements only narrow: this conflict stays.
                 last = Reject::new(true, why, || {
-                    explain::requirement_conflict(k, term, &claim.reqs)
+                    explain::requirement_conflict(k, term, &claim.reqs, &pod.volume_zones)
                 });
                 continue;
             }
@@ -1054,7 +1107,10 @@ impl<'a> Solver<'a> {
                 let compatible: Vec<usize> =
                     claim.options.iter().filter(|o| compatible(o)).collect();
                 if compatible.is_empty() {
-                    return format!("no instance type satisfies {reqs}");
+                    return format!(
+                        "no instance type satisfies {reqs}{}",
+                        explain::daemon_misfits_note(types, pool)
+                    );
                 }
                 let free: Vec<usize> = compatible
                     .iter()
@@ -1646,6 +1702,7 @@ fn classes(pods: &[Pod]) -> Vec<usize> {
             && a.labels == b.labels
             && a.requests == b.requests
             && a.node_affinity == b.node_affinity
+            && a.volume_zones == b.volume_zones
             && a.tolerations == b.tolerations
             && a.topology_spread == b.topology_spread
             && a.affinity == b.affinity
@@ -1664,6 +1721,7 @@ fn classes(pods: &[Pod]) -> Vec<usize> {
             pod.labels.hash(&mut h);
             pod.requests.hash(&mut h);
             pod.node_affinity.hash(&mut h);
+            pod.volume_zones.hash(&mut h);
             pod.tolerations.hash(&mut h);
             pod.topology_spread.hash(&mut h);
             pod.affinity.hash(&mut h);

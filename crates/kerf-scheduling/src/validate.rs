@@ -10,7 +10,10 @@
 //! shortcut the checker does not share is caught here, which is why the two must stay apart.
 //!
 //! Soft constraints (preferred affinities, `ScheduleAnyway` spreads, `PreferNoSchedule`
-//! taints) are never violations: kube-scheduler only scores them.
+//! taints) are never violations: kube-scheduler only scores them. Resources are checked
+//! as Karpenter fits them, which is stricter than kube-scheduler: every resource the pods
+//! of a node that receives a pod request, DaemonSets included, must fit its allocatable,
+//! not only those the placed pods ask for.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -31,10 +34,13 @@ pub enum Rule {
     /// A pending pod is placed twice, placed and unschedulable, missing, or unknown; or a
     /// placement names a node that does not exist; or a claim carries no pods.
     Accounting,
-    /// The pods on a node request more than it has allocatable.
+    /// The pods on a node (DaemonSet pods included) request more of some resource than it
+    /// has allocatable.
     Resources,
     /// The node does not satisfy the pod's required node affinity or nodeSelector.
     NodeAffinity,
+    /// The node is outside the zone of a volume the pod mounts.
+    VolumeZone,
     /// The node has a `NoSchedule`/`NoExecute` taint the pod does not tolerate (cordoned
     /// and not-ready nodes count as tainted, as the node lifecycle controller taints them).
     Taint,
@@ -64,6 +70,7 @@ impl Rule {
             Rule::Accounting => "accounting",
             Rule::Resources => "resources",
             Rule::NodeAffinity => "node affinity",
+            Rule::VolumeZone => "volume zone",
             Rule::Taint => "taint",
             Rule::TopologySpread => "topology spread",
             Rule::PodAffinity => "pod affinity",
@@ -438,8 +445,10 @@ impl<'a> Cluster<'a> {
             .collect()
     }
 
-    /// Requests on every node that received a pod, against its allocatable, for each
-    /// resource a placed pod requests.
+    /// Requests on every node that received a pod (every new claim, and each existing node
+    /// the plan adds to), against its allocatable, in every resource its pods request,
+    /// DaemonSet pods included: a node its DaemonSets alone overcommit is no place for a
+    /// pod, whatever the pod asks for (Karpenter's `resources.Fits`).
     fn check_resources(&self, out: &mut Vec<Violation>) {
         for (n, node) in self.nodes.iter().enumerate() {
             let pending = self.pending_on(n);
@@ -450,15 +459,7 @@ impl<'a> Cluster<'a> {
             for &v in &node.pods {
                 used.add(&self.pods[v].pod.requests);
             }
-            // kube-scheduler checks only what the incoming pod asks for: a node already
-            // short of something the placed pods do not request still takes them.
-            let asked: BTreeSet<&str> = node
-                .pods
-                .iter()
-                .filter(|&&v| self.pods[v].pending)
-                .flat_map(|&v| self.pods[v].pod.requests.names())
-                .collect();
-            for (name, q) in used.iter().filter(|(name, _)| asked.contains(name)) {
+            for (name, q) in used.iter() {
                 let have = node.allocatable.get(name);
                 if q > have {
                     out.push(violation(
@@ -498,6 +499,18 @@ impl<'a> Cluster<'a> {
         }
         if let Some(detail) = affinity_failure(pod, &node.labels) {
             report(Rule::NodeAffinity, detail);
+        }
+        if let Some(v) = pod.volume_zone_conflict(&node.labels) {
+            report(
+                Rule::VolumeZone,
+                format!(
+                    "claim {}'s volume needs {} {}, the node's is {:?}",
+                    v.claim,
+                    labels::ZONE,
+                    v.zones,
+                    node.labels.get(labels::ZONE)
+                ),
+            );
         }
         for &other in &node.pods {
             if other == v || (self.pods[other].pending && other < v) {
@@ -1180,6 +1193,49 @@ mod tests {
     }
 
     #[test]
+    fn catches_daemonsets_that_overcommit_a_resource_the_pods_do_not_request() {
+        // The pod asks for no memory; the DaemonSet asks more than the node has.
+        let a = Pod::new(
+            "default",
+            "a",
+            Resources::parse([("cpu", "1"), ("pods", "1")]).unwrap(),
+        );
+        let mut ds = Pod::new(
+            "kube-system",
+            "agent",
+            Resources::parse([("memory", "200Gi"), ("pods", "1")]).unwrap(),
+        );
+        ds.owner = Some(kerf_model::pod::Owner {
+            kind: "DaemonSet".into(),
+            name: "agent".into(),
+        });
+        let mut input = input(vec![a.clone()]);
+        input.daemonsets = vec![ds];
+        let plan = Plan {
+            new_claims: vec![claim(&[&a], "a")],
+            ..Plan::default()
+        };
+        let v = validate(&input, &plan);
+        assert_eq!(rules(&v), [Rule::InstanceType, Rule::Resources], "{v:?}");
+        assert!(
+            v[1].detail.starts_with("memory requested 200Gi"),
+            "{}",
+            v[1]
+        );
+        // The same on an existing node the DaemonSet would run on.
+        input.nodes = vec![node("n1", "a")];
+        let plan = Plan {
+            existing: vec![ExistingPlacement {
+                node: "n1".into(),
+                pods: vec![a.key.clone()],
+            }],
+            ..Plan::default()
+        };
+        let v = validate(&input, &plan);
+        assert_eq!(rules(&v), [Rule::Resources], "{v:?}");
+    }
+
+    #[test]
     fn catches_an_untolerated_taint_but_not_a_startup_taint() {
         let a = pod("a", "1");
         let mut input = input(vec![a.clone()]);
@@ -1264,6 +1320,43 @@ mod tests {
             ..Plan::default()
         };
         assert_eq!(validate(&input, &plan), []);
+    }
+
+    #[test]
+    fn a_volume_confines_the_pod_without_shrinking_its_spread_domains() {
+        // One web pod bound in each of zones a and b; the pending one mounts a volume in
+        // a. kube-scheduler counts spread domains from node affinity, not volumes: two
+        // domains, minDomains 2 met, a would have 2 against b's 1, skew 1.
+        let mut spread = zone_spread(1);
+        spread.min_domains = Some(2);
+        let mut p = pod("p", "100m");
+        p.topology_spread.push(spread);
+        p.volume_zones.push(kerf_model::pod::VolumeZone {
+            claim: "data-p".into(),
+            zones: kerf_model::Requirement::single("a"),
+        });
+        let mut input = input(vec![p.clone()]);
+        input.nodes = vec![node("na", "a"), node("nb", "b")];
+        for (i, n) in ["na", "nb"].iter().enumerate() {
+            let mut b = pod(&format!("bound-{i}"), "100m");
+            b.node_name = Some(n.to_string());
+            input.bound_pods.push(b);
+        }
+        let on = |node: &str| Plan {
+            existing: vec![ExistingPlacement {
+                node: node.into(),
+                pods: vec![p.key.clone()],
+            }],
+            ..Plan::default()
+        };
+        assert_eq!(validate(&input, &on("na")), []);
+        // In b it is outside its volume's zone.
+        let v = validate(&input, &on("nb"));
+        assert_eq!(rules(&v), [Rule::VolumeZone], "{v:?}");
+        assert_eq!(
+            v[0].to_string(),
+            "volume zone: pod default/p on node nb: claim data-p's volume needs topology.kubernetes.io/zone In [a], the node's is Some(\"b\")"
+        );
     }
 
     fn hostname_anti_affinity() -> AffinityTerm {
@@ -1353,7 +1446,7 @@ mod tests {
     fn catches_accounting_offering_and_limit_mistakes() {
         let (a, b) = (pod("a", "1"), pod("b", "1"));
         let mut input = input(vec![a.clone(), b.clone()]);
-        input.nodepools[0].limits = Resources::parse([("cpu", "3")]).unwrap();
+        input.nodepools[0].limits = kerf_model::Limits::parse([("cpu", "3")]).unwrap();
         input.instance_types[0].offerings[1].available = false;
         let plan = Plan {
             new_claims: vec![claim(&[&a], "a"), claim(&[&a], "b")],
@@ -1375,5 +1468,22 @@ mod tests {
             ],
             "{v:#?}"
         );
+    }
+
+    #[test]
+    fn catches_a_claim_in_a_pool_whose_limit_is_zero() {
+        let a = pod("a", "1");
+        let mut input = input(vec![a.clone()]);
+        let plan = Plan {
+            new_claims: vec![claim(&[&a], "a")],
+            ..Plan::default()
+        };
+        assert_eq!(validate(&input, &plan), []);
+        for zero in ["cpu", "nodes"] {
+            input.nodepools[0].limits = kerf_model::Limits::parse([(zero, "0")]).unwrap();
+            let v = validate(&input, &plan);
+            assert_eq!(rules(&v), [Rule::Limits], "{zero}: {v:?}");
+            assert!(v[0].detail.contains("over the limit 0"), "{}", v[0]);
+        }
     }
 }

@@ -785,9 +785,9 @@ fn estimate(index: usize, group: &Group, waiting: &[Pod], view: &ClusterView) ->
                 let tolerated = first_untolerated(&group.taints, &pod.tolerations).is_none();
                 tolerated
                     && free.fits(&pod.requests)
-                    && zone_labels
-                        .iter()
-                        .any(|l| pod.node_affinity.matches_labels(l))
+                    && zone_labels.iter().any(|l| {
+                        pod.node_affinity.matches_labels(l) && pod.volume_zone_conflict(l).is_none()
+                    })
             });
         if fit {
             fits.push(i);

@@ -3,7 +3,7 @@
 //! so it can only place onto existing nodes). Pods nominated to a node are tried there
 //! first, pinned by hostname.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use kerf_controllers::ClusterView;
 use kerf_model::pod::PodKey;
@@ -120,9 +120,10 @@ fn place(
 pub(crate) fn onto_nodes(
     pods: Vec<Pod>,
     bound_pods: Vec<Pod>,
-    nodes: Vec<Node>,
+    mut nodes: Vec<Node>,
     view: &ClusterView,
 ) -> Plan {
+    requested_resources_only(&mut nodes, &bound_pods);
     let input = Input {
         pods,
         bound_pods,
@@ -135,6 +136,33 @@ pub(crate) fn onto_nodes(
         ..kerf_scheduling::Config::default()
     };
     kerf_scheduling::solve(&input, &config)
+}
+
+/// kube-scheduler checks only the resources an incoming pod requests (`fitsRequest`): a
+/// resource its node's pods already overcommit (a DaemonSet pod bound past what the node
+/// has) stops only the pods that ask for some of it. `solve`, as Karpenter, refuses a node
+/// short of anything, so each resource the node's pods overcommit gets exactly what they
+/// use as allocatable: nothing left of it, and no shortfall to refuse other pods for.
+/// (Bound pods already folded into allocatable may have taken it below zero.)
+fn requested_resources_only(nodes: &mut [Node], bound_pods: &[Pod]) {
+    let mut used: BTreeMap<&str, kerf_model::Resources> = BTreeMap::new();
+    for p in bound_pods {
+        if let Some(n) = p.node_name.as_deref() {
+            used.entry(n).or_default().add(&p.requests);
+        }
+    }
+    let zero = kerf_model::Resources::new();
+    for node in nodes {
+        let used = used.get(node.name.as_str()).unwrap_or(&zero);
+        let names: BTreeSet<String> = (node.allocatable.names().chain(used.names()))
+            .map(str::to_string)
+            .collect();
+        for k in names {
+            if used.get(&k) > node.allocatable.get(&k) {
+                node.allocatable.set(&k, used.get(&k));
+            }
+        }
+    }
 }
 
 /// The pod, allowed only onto `node`.
@@ -153,4 +181,49 @@ fn pinned(pod: &Pod, node: &str) -> Pod {
         }
     }
     pod
+}
+
+#[cfg(test)]
+mod tests {
+    use kerf_model::{Labels, Resources};
+
+    use super::*;
+
+    fn pod(name: &str, requests: &[(&str, &str)]) -> Pod {
+        Pod::new(
+            "default",
+            name,
+            Resources::parse(requests.iter().copied()).unwrap(),
+        )
+    }
+
+    /// A DaemonSet pod bound past the node's memory keeps off pods that ask for memory, as
+    /// kube-scheduler would, but not one that asks only for cpu.
+    #[test]
+    fn an_overcommitted_resource_stops_only_pods_that_request_it() {
+        let node = Node::new(
+            "n1",
+            Labels::new(),
+            Resources::parse([("cpu", "2"), ("memory", "4Gi"), ("pods", "10")]).unwrap(),
+        );
+        let mut daemon = pod("agent-n1", &[("memory", "8Gi"), ("pods", "1")]);
+        daemon.node_name = Some("n1".into());
+        let pending = vec![
+            pod("cpu-only", &[("cpu", "1"), ("pods", "1")]),
+            pod(
+                "with-memory",
+                &[("cpu", "100m"), ("memory", "1Mi"), ("pods", "1")],
+            ),
+        ];
+        let plan = onto_nodes(pending, vec![daemon], vec![node], &ClusterView::default());
+        let placed: Vec<String> = plan
+            .existing
+            .iter()
+            .flat_map(|e| &e.pods)
+            .map(|p| p.name.clone())
+            .collect();
+        assert_eq!(placed, ["cpu-only"]);
+        assert_eq!(plan.unschedulable.len(), 1);
+        assert_eq!(plan.unschedulable[0].pod.name, "with-memory");
+    }
 }

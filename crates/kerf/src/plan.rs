@@ -8,13 +8,25 @@ use kerf_model::{InstanceType, Resources};
 use kerf_scheduling::{Input, Plan};
 use serde::Serialize;
 
-/// The scheduling input for manifests read by `kerf-api` and a catalog.
+/// The scheduling input for manifests read by `kerf-api` and a catalog. Nodes are as
+/// provisioning sees them: a managed node still initializing without the taints its
+/// NodePool's `startupTaints` and the known ephemeral ones put on it for now
+/// (`Node::for_provisioning`).
 pub fn input(manifests: Manifests, instance_types: Vec<InstanceType>) -> Input {
+    let nodepools = manifests.nodepools;
+    let nodes = (manifests.nodes.iter())
+        .map(|n| {
+            let startup = (n.nodepool())
+                .and_then(|name| nodepools.iter().find(|np| np.name == name))
+                .map_or(&[][..], |np| &np.startup_taints[..]);
+            n.for_provisioning(n.is_initialized(), startup)
+        })
+        .collect();
     Input {
         pods: manifests.pending_pods,
         bound_pods: manifests.bound_pods,
-        nodes: manifests.nodes,
-        nodepools: manifests.nodepools,
+        nodes,
+        nodepools,
         instance_types,
         daemonsets: manifests.daemonsets,
         namespaces: manifests.namespaces,

@@ -14,7 +14,7 @@ use kerf_model::nodepool::{
     Budget as ModelBudget, BudgetNodes, ConsolidationPolicy, Disruption as ModelDisruption,
     NodeClassRef,
 };
-use kerf_model::{Effect, Operator, Requirement, Requirements, Resources};
+use kerf_model::{Effect, Operator, Requirement, Requirements};
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -365,7 +365,8 @@ pub fn nodepool_to_model(np: &NodePool) -> Result<kerf_model::NodePool, Vec<Fiel
 
     let disruption = convert_disruption(&spec.disruption, &mut errs);
 
-    let mut limits = Resources::new();
+    // A zero limit stays: it caps the pool at nothing rather than lifting the cap.
+    let mut limits = kerf_model::Limits::new();
     for (resource, q) in &spec.limits {
         match kerf_model::Quantity::parse(&q.0) {
             Ok(parsed) => limits.set(resource, parsed),

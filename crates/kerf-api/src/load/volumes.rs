@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1 as core;
+use kerf_model::pod::VolumeZone;
 use kerf_model::{Pod, Requirement, Requirements, labels};
 
 use super::Problems;
@@ -122,14 +123,13 @@ fn union(terms: Vec<Option<Requirement>>) -> Option<Requirement> {
     }
 }
 
-/// Intersects the zone requirement into each of the pod's required node-affinity terms,
-/// or adds it as the only term.
-pub(crate) fn pin_zone(pod: &mut Pod, zone: &Requirement) {
-    let required = &mut pod.node_affinity.required;
-    if required.is_empty() {
-        required.push(Requirements::new());
-    }
-    for term in required {
-        term.add(labels::ZONE, zone.clone());
-    }
+/// Confines the pod to the zones of the volume bound to `claim`. The zones stay apart
+/// from the pod's node affinity: they restrict where it may run, but a topology spread's
+/// domains come from its node affinity and the nodes alone, as kube-scheduler counts them
+/// (Karpenter issues 1239 and 2777).
+pub(crate) fn pin_zone(pod: &mut Pod, claim: &str, zone: &Requirement) {
+    pod.volume_zones.push(VolumeZone {
+        claim: claim.to_string(),
+        zones: zone.clone(),
+    });
 }

@@ -188,6 +188,30 @@ spec:
 }
 
 #[test]
+fn zero_limits_are_kept_as_caps() {
+    // `cpu: "0"` stops the pool launching anything; dropped, it would lift the cap.
+    let np = nodepool(
+        r#"
+apiVersion: karpenter.sh/v1
+kind: NodePool
+metadata:
+  name: paused
+spec:
+  limits:
+    cpu: "0"
+    nodes: 0m
+  template:
+    spec:
+      requirements: []
+      nodeClassRef: {group: karpenter.k8s.aws, kind: EC2NodeClass, name: default}
+"#,
+    );
+    let model = nodepool_to_model(&np).expect("valid NodePool");
+    assert_eq!(model.limits.to_string(), "cpu=0, nodes=0");
+    assert_eq!(model.limits.get("cpu"), Some(kerf_model::Quantity::ZERO));
+}
+
+#[test]
 fn full_nodepool_converts() {
     check_nodepool(
         r#"

@@ -37,6 +37,9 @@ fn render_pod(out: &mut String, role: &str, pod: &Pod) {
     for p in &pod.node_affinity.preferred {
         writeln!(out, "  preferred({}): {}", p.weight, p.term).unwrap();
     }
+    for v in &pod.volume_zones {
+        writeln!(out, "  volume {}: zone {}", v.claim, v.zones).unwrap();
+    }
     for t in &pod.tolerations {
         let effect = t.effect.map_or("*", |e| e.as_str());
         writeln!(
@@ -237,6 +240,41 @@ spec:
         expect![[r#"
             pending default/p owner=- priority=0 requests: cpu=2100m, pods=1
             namespace default: kubernetes.io/metadata.name=default
+        "#]],
+    );
+}
+
+#[test]
+fn a_limit_without_a_request_is_the_request_in_every_container() {
+    // A DaemonSet's regular container, init container and sidecar each set only a limit:
+    // Kubernetes defaults every such request to its limit, and the daemon's overhead on a
+    // node is those requests (max(200Gi + 64Mi, 1Gi + 64Mi) of memory, 100m + 10m cpu).
+    check(
+        r#"
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: cache, namespace: kube-system}
+spec:
+  selector: {matchLabels: {app: cache}}
+  template:
+    metadata: {labels: {app: cache}}
+    spec:
+      initContainers:
+      - {name: seed, resources: {limits: {memory: 1Gi}}}
+      - {name: proxy, restartPolicy: Always, resources: {limits: {cpu: 10m, memory: 64Mi}}}
+      containers:
+      - {name: warmer, resources: {limits: {cpu: 100m, memory: 200Gi}}}
+"#,
+        expect![[r#"
+            daemonset kube-system/cache owner=DaemonSet/cache priority=0 requests: cpu=110m, memory=204864Mi, pods=1
+              labels: app=cache
+              tolerates: "node.kubernetes.io/not-ready" Exists "" NoExecute
+              tolerates: "node.kubernetes.io/unreachable" Exists "" NoExecute
+              tolerates: "node.kubernetes.io/disk-pressure" Exists "" NoSchedule
+              tolerates: "node.kubernetes.io/memory-pressure" Exists "" NoSchedule
+              tolerates: "node.kubernetes.io/pid-pressure" Exists "" NoSchedule
+              tolerates: "node.kubernetes.io/unschedulable" Exists "" NoSchedule
+            namespace kube-system: kubernetes.io/metadata.name=kube-system
         "#]],
     );
 }
@@ -469,14 +507,15 @@ fn zonal_volumes_pin_the_pods_that_mount_them() {
     // db-2 has no bound volume yet: its claim will be provisioned wherever it lands.
     expect![[r#"
         pending default/cache-user owner=- priority=0 requests: pods=1
-          required: karpenter.sh/capacity-type In [spot], kubernetes.io/arch In [arm64], topology.kubernetes.io/zone In [us-east-1b]
-          required: karpenter.sh/capacity-type In [on-demand], kubernetes.io/arch In [arm64], topology.kubernetes.io/zone In [us-east-1b]
+          required: karpenter.sh/capacity-type In [spot], kubernetes.io/arch In [arm64]
+          required: karpenter.sh/capacity-type In [on-demand], kubernetes.io/arch In [arm64]
+          volume cache: zone In [us-east-1b]
         pending default/db-0 owner=StatefulSet/db priority=0 requests: cpu=1, memory=2Gi, pods=1
           labels: app=db
-          required: topology.kubernetes.io/zone In [us-east-1a]
+          volume data-db-0: zone In [us-east-1a]
         pending default/db-1 owner=StatefulSet/db priority=0 requests: cpu=1, memory=2Gi, pods=1
           labels: app=db
-          required: topology.kubernetes.io/zone In [us-east-1c]
+          volume data-db-1: zone In [us-east-1c]
         pending default/db-2 owner=StatefulSet/db priority=0 requests: cpu=1, memory=2Gi, pods=1
           labels: app=db
         namespace default: kubernetes.io/metadata.name=default
@@ -508,7 +547,7 @@ spec:
 "#,
         expect![[r#"
             pending ns/p owner=- priority=0 requests: pods=1
-              required: topology.kubernetes.io/zone In [a,b]
+              volume p-scratch: zone In [a,b]
             namespace ns: kubernetes.io/metadata.name=ns
         "#]],
     );
@@ -538,7 +577,8 @@ spec:
 "#,
         expect![[r#"
             pending ns/p owner=- priority=0 requests: pods=1
-              required: topology.kubernetes.io/zone DoesNotExist
+              required: topology.kubernetes.io/zone In [a]
+              volume data: zone In [b]
             namespace ns: kubernetes.io/metadata.name=ns
             warning: test.yaml: Pod ns/p: no zone satisfies both its node selector or affinity and its bound volumes' zones (claims "data" (b)): its pods cannot be scheduled
         "#]],

@@ -256,3 +256,57 @@ fn a_batch_closes_after_one_idle_second_or_ten_seconds_in_all() {
     }
     assert_eq!(closed_at, Some(110_000));
 }
+
+/// What the provisioner does for one pending pod once its batch closes.
+fn provision_one(v: &mut ClusterView) -> Vec<Action> {
+    let mut c = controller();
+    v.insert_pod(pod("p", None));
+    let e = Event::PodPending(kerf_model::pod::PodKey {
+        namespace: "default".into(),
+        name: "p".into(),
+    });
+    let mut actions = c.step(100_000, v, &[e]);
+    for i in 1..=12 {
+        if actions
+            .iter()
+            .any(|a| matches!(a, Action::Nominate { .. } | Action::CreateClaim(_)))
+        {
+            break;
+        }
+        actions = c.step(100_000 + i * 1_000, v, &[]);
+    }
+    actions
+}
+
+#[test]
+fn a_registered_node_still_initializing_takes_pods_past_the_taints_it_will_shed() {
+    use kerf_model::{Effect, Taint};
+    let agent = Taint::new("example.com/agent-not-ready", "", Effect::NoExecute);
+    let mut v = view();
+    let claim = v.claims.get_mut("c1").unwrap();
+    claim.initialized = false;
+    claim.startup_taints = vec![agent.clone()];
+    let node = v.nodes.get_mut("n1").unwrap();
+    node.ready = false;
+    node.taints = vec![
+        Taint::new("node.kubernetes.io/not-ready", "", Effect::NoSchedule),
+        agent,
+    ];
+    let nominated = |actions: &[Action]| {
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::Nominate { claim, .. } if claim == "c1"))
+    };
+    let creates = |actions: &[Action]| actions.iter().any(|a| matches!(a, Action::CreateClaim(_)));
+    let actions = provision_one(&mut v.clone());
+    assert!(nominated(&actions) && !creates(&actions), "{actions:?}");
+
+    // A taint the node is not expected to shed still keeps the pod off it.
+    v.nodes.get_mut("n1").unwrap().taints.push(Taint::new(
+        "example.com/maintenance",
+        "",
+        Effect::NoSchedule,
+    ));
+    let actions = provision_one(&mut v);
+    assert!(!nominated(&actions) && creates(&actions), "{actions:?}");
+}

@@ -203,3 +203,38 @@ fn zone_narrowing_keeps_daemonset_host_ports_in_mind() {
     assert_eq!(plan.new_claims[0].instance_type_options, ["arm-large"]);
     assert!(kerf_scheduling::validate::validate(&input, &plan).is_empty());
 }
+
+/// Required hostname anti-affinity against *another* workload's label holds whichever
+/// pod comes first: the pod with the term opens a claim, and a pod of the other workload,
+/// with no term of its own, arriving later must not join it; nor, the other way round,
+/// may the term's owner join the other pod's claim.
+#[test]
+fn anti_affinity_against_another_workloads_label_holds_both_ways() {
+    use kerf_model::pod::{AffinityTerm, NamespaceScope};
+    let mut avoid_batch = Labels::new();
+    avoid_batch.insert("app".into(), "batch".into());
+    let term = AffinityTerm {
+        selector: LabelSelector::from_match_labels(&avoid_batch),
+        namespaces: NamespaceScope::own("default"),
+        topology_key: labels::HOSTNAME.into(),
+    };
+    // Larger CPU goes first: (web, batch) sizes put the owner first, then last.
+    for (web_cpu, batch_cpu) in [("2", "1"), ("1", "2")] {
+        let mut web = pod("web", web_cpu, "1Gi");
+        web.labels.insert("app".into(), "web".into());
+        web.anti_affinity.push(term.clone());
+        let mut batch = pod("batch", batch_cpu, "1Gi");
+        batch.labels.insert("app".into(), "batch".into());
+        let input = Input {
+            pods: vec![web, batch],
+            nodepools: vec![NodePool::new("default")],
+            instance_types: vec![it("large", "8", "16Gi", 0.4)],
+            ..Input::default()
+        };
+        let plan = solve(&input, &Config::default());
+        assert!(plan.unschedulable.is_empty(), "{:?}", plan.unschedulable);
+        let sizes: Vec<usize> = plan.new_claims.iter().map(|c| c.pods.len()).collect();
+        assert_eq!(sizes, [1, 1], "web {web_cpu}, batch {batch_cpu}: {plan:#?}");
+        assert!(kerf_scheduling::validate::validate(&input, &plan).is_empty());
+    }
+}

@@ -9,7 +9,7 @@ use kerf_model::catalog;
 use kerf_model::labels;
 use kerf_model::pod::{
     AffinityTerm, HostPort, InclusionPolicy, NamespaceScope, NodeAffinity, Owner, TopologySpread,
-    Weighted, WhenUnsatisfiable,
+    VolumeZone, Weighted, WhenUnsatisfiable,
 };
 use kerf_model::{
     Effect, InstanceType, LabelSelector, Labels, Node, NodePool, Operator, Pod, Quantity,
@@ -59,7 +59,8 @@ struct PoolSpec {
     /// 0 none, 1 dedicated=x:NoSchedule, 2 soft:PreferNoSchedule, 3 startup taint,
     /// 4 dedicated=y:NoExecute.
     taint: u8,
-    /// 0 none, 1 cpu, 2 nodes.
+    /// 0 none, 1 cpu, 2 nodes, 3 cpu of zero, 4 nodes of zero (a pool that launches
+    /// nothing, which `Resources` would have read as no limit at all).
     limit: u8,
     limit_amount: u8,
 }
@@ -86,6 +87,9 @@ struct DaemonSpec {
     /// 0 none, 1 port 9100, 2 port 8080 (the port deployments use, so pods and the
     /// DaemonSet compete for it).
     host_port: u8,
+    /// 0 as `cpu` and `mem` say, 1 memory 200Gi, 2 cpu 100: more than most types (or
+    /// any) have, so pods that ask for little of it must still not land beside it.
+    huge: u8,
 }
 
 /// One node-affinity expression: key, operator and value, each an index into a table.
@@ -96,6 +100,8 @@ struct DeploySpec {
     replicas: u8,
     cpu: u8,
     mem: u8,
+    /// 0 cpu and memory, 1 cpu only, 2 neither (only the pod slot).
+    asks: u8,
     gpu: bool,
     other_namespace: bool,
     /// nodeSelector on arch, zone, capacity type and team; 0 means no entry.
@@ -107,12 +113,18 @@ struct DeploySpec {
     /// (hard, maxSkew, policy bits: 1 minDomains, 2 taints Honor, 4 affinity Ignore).
     zone_spread: Option<(bool, u8, u8)>,
     host_spread: Option<(bool, u8)>,
-    /// 0 none, 1 required, 2 preferred.
+    /// Hostname anti-affinity: 0 none, 1 required, 2 preferred, against the deployment's
+    /// own label; 3 required, 4 preferred, against `anti_target`'s label (a pod of that
+    /// other deployment, with no term of its own, must keep off this one's node too).
     anti_host: u8,
+    anti_target: Index,
     /// (target deployment, 0 preferred, 1 required, 2 required plus a second term: a pod
     /// with `tier: front` on the same host, so only pods matching both terms count).
     zone_affinity: Option<(Index, u8)>,
     host_port: bool,
+    /// Each replica mounts a volume in one zone, from this one on, a zone further per
+    /// replica (a StatefulSet's claims): where it may run, not where its spread counts.
+    volume_zone: Option<Index>,
 }
 
 #[derive(Clone, Debug)]
@@ -136,7 +148,7 @@ fn pool_spec() -> impl Strategy<Value = PoolSpec> {
         prop::option::weighted(0.2, 0..4u8),
         prop::option::weighted(0.3, 0..2u8),
         prop::sample::select(vec![0u8, 0, 0, 0, 0, 1, 2, 3, 4]),
-        prop::sample::select(vec![0u8, 0, 0, 0, 1, 2]),
+        prop::sample::select(vec![0u8, 0, 0, 0, 1, 2, 3, 4]),
         0..8u8,
     )
         .prop_map(
@@ -190,15 +202,24 @@ fn node_spec() -> impl Strategy<Value = NodeSpec> {
 }
 
 fn daemon_spec() -> impl Strategy<Value = DaemonSpec> {
-    (0..4u8, 0..4u8, any::<bool>(), any::<bool>(), 0..3u8).prop_map(
-        |(cpu, mem, tolerate_all, amd64_only, host_port)| DaemonSpec {
-            cpu,
-            mem,
-            tolerate_all,
-            amd64_only,
-            host_port,
-        },
+    (
+        0..4u8,
+        0..4u8,
+        any::<bool>(),
+        any::<bool>(),
+        0..3u8,
+        prop::sample::select(vec![0u8, 0, 0, 0, 0, 0, 1, 2]),
     )
+        .prop_map(
+            |(cpu, mem, tolerate_all, amd64_only, host_port, huge)| DaemonSpec {
+                cpu,
+                mem,
+                tolerate_all,
+                amd64_only,
+                host_port,
+                huge,
+            },
+        )
 }
 
 fn expr() -> impl Strategy<Value = Expr> {
@@ -216,6 +237,7 @@ fn deploy_spec() -> impl Strategy<Value = DeploySpec> {
         prop::sample::select(vec![0u8, 1, 2, 3, 3, 4, 4, 5, 5, 6, 7, 8, 9]),
         prop::bool::weighted(0.05),
         prop::bool::weighted(0.2),
+        prop::sample::select(vec![0u8, 0, 0, 0, 0, 0, 0, 0, 1, 2]),
         (
             prop::sample::select(vec![0u8, 0, 0, 0, 0, 1, 2]),
             prop::sample::select(vec![0u8, 0, 0, 0, 1, 2, 3, 4]),
@@ -230,27 +252,33 @@ fn deploy_spec() -> impl Strategy<Value = DeploySpec> {
         prop::sample::select(vec![0u8, 0, 1, 1, 2, 3, 4]),
         prop::option::of((any::<bool>(), 1..3u8, 0..8u8)),
         prop::option::of((any::<bool>(), 1..3u8)),
-        prop::sample::select(vec![0u8, 0, 1, 2]),
+        (
+            prop::sample::select(vec![0u8, 0, 0, 1, 2, 3, 3, 4]),
+            any::<Index>(),
+        ),
         prop::option::weighted(0.3, (any::<Index>(), 0..3u8)),
         prop::bool::weighted(0.15),
+        prop::option::weighted(0.15, any::<Index>()),
     );
     (shape, constraints).prop_map(
         |(
-            (replicas, cpu, mem, gpu, other_namespace, selector),
+            (replicas, cpu, mem, gpu, other_namespace, asks, selector),
             (
                 required,
                 preferred,
                 toleration,
                 zone_spread,
                 host_spread,
-                anti_host,
+                (anti_host, anti_target),
                 zone_affinity,
                 host_port,
+                volume_zone,
             ),
         )| DeploySpec {
             replicas,
             cpu,
             mem,
+            asks,
             gpu,
             other_namespace,
             selector,
@@ -260,8 +288,10 @@ fn deploy_spec() -> impl Strategy<Value = DeploySpec> {
             zone_spread,
             host_spread,
             anti_host,
+            anti_target,
             zone_affinity,
             host_port,
+            volume_zone,
         },
     )
 }
@@ -439,6 +469,8 @@ fn build(spec: &Spec) -> Input {
             match ps.limit {
                 1 => np.limits.set("cpu", Quantity::from_units(8 + amount * 24)),
                 2 => np.limits.set("nodes", Quantity::from_units(1 + amount / 2)),
+                3 => np.limits.set("cpu", Quantity::ZERO),
+                4 => np.limits.set("nodes", Quantity::ZERO),
                 _ => {}
             }
             np
@@ -490,11 +522,12 @@ fn build(spec: &Spec) -> Input {
         .iter()
         .enumerate()
         .map(|(i, d)| {
-            let mut p = Pod::new(
-                "kube-system",
-                &format!("ds-{i}"),
-                requests(CPUS[d.cpu as usize], MEMS[d.mem as usize], false),
-            );
+            let (cpu, mem) = match d.huge {
+                1 => (CPUS[d.cpu as usize], "200Gi"),
+                2 => ("100", MEMS[d.mem as usize]),
+                _ => (CPUS[d.cpu as usize], MEMS[d.mem as usize]),
+            };
+            let mut p = Pod::new("kube-system", &format!("ds-{i}"), requests(cpu, mem, false));
             p.labels.insert("app".into(), format!("ds-{i}"));
             p.owner = Some(Owner {
                 kind: "DaemonSet".into(),
@@ -532,6 +565,13 @@ fn build(spec: &Spec) -> Input {
             }
             let mut p = template.clone();
             p.key.name = format!("{}-{r}", p.key.name);
+            if let Some(z) = &ds.volume_zone {
+                let zone = v.zones[(z.index(v.zones.len()) + r as usize) % v.zones.len()];
+                p.volume_zones.push(VolumeZone {
+                    claim: format!("data-{}", p.key.name),
+                    zones: one(zone),
+                });
+            }
             pods.push(p);
         }
     }
@@ -566,11 +606,14 @@ fn deployment(v: &Vocab, spec: &Spec, i: usize, ds: &DeploySpec) -> Pod {
     } else {
         "default"
     };
-    let mut p = Pod::new(
-        namespace,
-        &app,
-        requests(CPUS[ds.cpu as usize], MEMS[ds.mem as usize], ds.gpu),
-    );
+    let mut asked = requests(CPUS[ds.cpu as usize], MEMS[ds.mem as usize], ds.gpu);
+    if ds.asks >= 1 {
+        asked.set("memory", Quantity::ZERO);
+    }
+    if ds.asks >= 2 {
+        asked.set("cpu", Quantity::ZERO);
+    }
+    let mut p = Pod::new(namespace, &app, asked);
     p.labels.insert("app".into(), app.clone());
     p.labels.insert("tier".into(), TIERS[i % 2].into());
     p.owner = Some(Owner {
@@ -698,11 +741,17 @@ fn deployment(v: &Vocab, spec: &Spec, i: usize, ds: &DeploySpec) -> Pod {
         namespaces: NamespaceScope::own(namespace),
         topology_key: key.into(),
     };
+    let other = format!("d{}", ds.anti_target.index(spec.deployments.len()));
     match ds.anti_host {
         1 => p.anti_affinity.push(term(&app, labels::HOSTNAME)),
         2 => p.preferred_anti_affinity.push(Weighted {
             weight: 50,
             term: term(&app, labels::HOSTNAME),
+        }),
+        3 => p.anti_affinity.push(term(&other, labels::HOSTNAME)),
+        4 => p.preferred_anti_affinity.push(Weighted {
+            weight: 50,
+            term: term(&other, labels::HOSTNAME),
         }),
         _ => {}
     }
