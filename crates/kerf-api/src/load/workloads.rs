@@ -117,7 +117,25 @@ pub(crate) fn bare_pod(
         owner,
         meta_path: "metadata",
     };
-    let converted = pods::convert(meta, spec, "spec", problems);
+    let mut converted = pods::convert(meta, spec, "spec", problems);
+    let status = pod.status.as_ref();
+    converted.started_at = status
+        .and_then(|s| s.start_time.as_ref())
+        .map(|t| t.0.as_second());
+    if converted.node_name.is_some() {
+        // When it was bound: the scheduler's PodScheduled condition turned True then; a
+        // pod without conditions started soon after it was bound, and was created before.
+        let scheduled = status
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|c| c.iter().find(|c| c.type_ == "PodScheduled" && c.status == "True"))
+            .and_then(|c| c.last_transition_time.as_ref())
+            .map(|t| t.0.as_second());
+        converted.bound_at = scheduled.or(converted.started_at).or(pod
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|t| t.0.as_second()));
+    }
     let role = if converted.node_name.is_some() {
         PodRole::Bound
     } else {
