@@ -98,14 +98,9 @@ pub(crate) fn judge<'a>(snapshot: &'a Snapshot, now: i64) -> Vec<Facts<'a>> {
                 .copied()
                 .filter(|&p| reschedulable(&snapshot.bound_pods[p]))
                 .collect();
-            let initialized = match claim {
-                Some(c) => c.initialized,
-                // Without a NodeClaim, the node's own label says it, or readiness does.
-                None => node
-                    .labels
-                    .get(labels::INITIALIZED)
-                    .map_or(node.ready, |v| v == "true"),
-            };
+            // A node without a NodeClaim is not Karpenter's to disrupt (a candidate must
+            // have one), so whether it is initialized never matters.
+            let initialized = claim.is_some_and(|c| c.initialized);
             let deleting = node.deleting
                 || claim.is_some_and(|c| c.deleting)
                 || node.taints.iter().any(|t| t.key == labels::TAINT_DISRUPTED);
@@ -124,7 +119,20 @@ pub(crate) fn judge<'a>(snapshot: &'a Snapshot, now: i64) -> Vec<Facts<'a>> {
                 }
                 _ => None,
             };
-            let last_event = claim.and_then(|c| c.last_pod_event).or(created_at);
+            // Karpenter's `status.lastPodEventTime` is when a pod other than a DaemonSet's
+            // was last bound to the node (or finished). A cluster dump may not carry it,
+            // and a hand-written NodeClaim rarely does: the pods' own bind times say it
+            // too, and the later of the two is the one consolidateAfter counts from.
+            let last_bind = pods
+                .iter()
+                .map(|&p| &snapshot.bound_pods[p])
+                .filter(|p| !p.is_daemon())
+                .filter_map(|p| p.bound_at)
+                .max();
+            let last_event = claim
+                .and_then(|c| c.last_pod_event)
+                .max(last_bind)
+                .or(created_at);
             let lifetime = match (created_at, expire_after) {
                 (Some(created), Some(ttl)) if !ttl.is_zero() => {
                     let total = ttl.as_secs_f64();
@@ -145,6 +153,7 @@ pub(crate) fn judge<'a>(snapshot: &'a Snapshot, now: i64) -> Vec<Facts<'a>> {
                 &pods,
                 &pdb_allowed,
                 &pdb_index,
+                now,
             );
             let drift = pool.and_then(|pool| {
                 drifted(
@@ -284,6 +293,12 @@ fn eviction_cost(pod: &Pod) -> f64 {
     cost.clamp(-10.0, 10.0)
 }
 
+/// Why no graceful method may disrupt the node, if something forbids it: the node's or
+/// its NodeClaim's `karpenter.sh/do-not-disrupt: "true"`, a pod's active
+/// `do-not-disrupt` (`Pod::do_not_disrupt_at`), a pod under two PDBs or under one that
+/// allows no eviction, or more of one PDB's pods here than it allows evictions (a drain
+/// would ask it for all of them at once).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn blocker(
     snapshot: &Snapshot,
     all_pods: &[Pod],
@@ -292,7 +307,10 @@ pub(crate) fn blocker(
     pods: &[usize],
     pdb_allowed: &[i32],
     pdb_index: &PdbIndex,
+    now: i64,
 ) -> Option<String> {
+    // Karpenter reads the node's and the NodeClaim's annotation as a flag: only "true";
+    // the duration form is a pod's.
     let annotated = |a: &kerf_model::Labels| {
         a.get(ANNOTATION_DO_NOT_DISRUPT)
             .is_some_and(|v| v == "true")
@@ -305,10 +323,20 @@ pub(crate) fn blocker(
     }
     for &p in pods {
         let pod = &all_pods[p];
-        if annotated(&pod.annotations) {
-            return Some(format!("pod {} has {ANNOTATION_DO_NOT_DISRUPT}", pod.key));
+        if pod.do_not_disrupt_at(now) {
+            let value = &pod.annotations[ANNOTATION_DO_NOT_DISRUPT];
+            return Some(if value == "true" {
+                format!("pod {} has {ANNOTATION_DO_NOT_DISRUPT}", pod.key)
+            } else {
+                format!(
+                    "pod {} has {ANNOTATION_DO_NOT_DISRUPT}: {value:?}, not yet run out",
+                    pod.key
+                )
+            });
         }
     }
+    // Evictions a drain of this node asks of each PDB: its pods that are rescheduled.
+    let mut asks: BTreeMap<usize, Vec<&Pod>> = BTreeMap::new();
     for &p in pods {
         let pod = &all_pods[p];
         let matching = pdb_index.matching(&snapshot.pdbs, pod);
@@ -323,17 +351,52 @@ pub(crate) fn blocker(
                 names.join(", ")
             ));
         }
-        if let Some(&i) = matching.first()
-            && pdb_allowed[i] == 0
-        {
+        if let Some(&i) = matching.first() {
+            if pdb_allowed[i] == 0 {
+                let pdb = &snapshot.pdbs[i];
+                return Some(format!(
+                    "PDB {}/{} allows 0 disruptions (pod {})",
+                    pdb.namespace, pdb.name, pod.key
+                ));
+            }
+            if reschedulable(pod) {
+                asks.entry(i).or_default().push(pod);
+            }
+        }
+    }
+    for (i, asked) in asks {
+        if asked.len() as i64 > i64::from(pdb_allowed[i]) {
             let pdb = &snapshot.pdbs[i];
+            let names: Vec<String> = asked.iter().map(|p| p.key.to_string()).collect();
             return Some(format!(
-                "PDB {}/{} allows 0 disruptions (pod {})",
-                pdb.namespace, pdb.name, pod.key
+                "PDB {}/{} allows {}, and {} of its pods run here ({}): a drain would ask it for more evictions than it allows",
+                pdb.namespace,
+                pdb.name,
+                crate::budget::plural(pdb_allowed[i].max(0) as u32, "disruption"),
+                asked.len(),
+                names.join(", ")
             ));
         }
     }
     None
+}
+
+/// Evictions a drain of these pods asks of each PDB (index into `Snapshot::pdbs`): the
+/// reschedulable ones, each under the one PDB that selects it (a pod under two blocks
+/// its node), in PDB order.
+pub(crate) fn pdb_asks(
+    snapshot: &Snapshot,
+    all_pods: &[Pod],
+    pods: &[usize],
+    pdb_index: &PdbIndex,
+) -> Vec<(usize, i32)> {
+    let mut asks: BTreeMap<usize, i32> = BTreeMap::new();
+    for &p in pods {
+        if let [i] = pdb_index.matching(&snapshot.pdbs, &all_pods[p])[..] {
+            *asks.entry(i).or_default() += 1;
+        }
+    }
+    asks.into_iter().collect()
 }
 
 /// Karpenter's drift causes, in its order: the template hash, the requirements, then the
