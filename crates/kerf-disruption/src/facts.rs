@@ -57,19 +57,7 @@ pub(crate) fn judge<'a>(snapshot: &'a Snapshot, now: i64) -> Vec<Facts<'a>> {
     }
     let pdb_index = PdbIndex::new(&snapshot.pdbs);
     let pdb_allowed = pdb_allowed(snapshot, &pdb_index);
-    // A claim names its node in `status.nodeName`; one not yet registered may share the
-    // node's name.
-    let mut claim_of: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
-    for (c, claim) in snapshot.nodeclaims.iter().enumerate() {
-        if claim.node_name.is_none() {
-            claim_of.entry(claim.name.as_str()).or_insert(c);
-        }
-    }
-    for (c, claim) in snapshot.nodeclaims.iter().enumerate() {
-        if let Some(node) = &claim.node_name {
-            claim_of.insert(node.as_str(), c);
-        }
-    }
+    let claim_of = claims_by_node(&snapshot.nodeclaims);
     snapshot
         .nodes
         .iter()
@@ -101,9 +89,7 @@ pub(crate) fn judge<'a>(snapshot: &'a Snapshot, now: i64) -> Vec<Facts<'a>> {
             // A node without a NodeClaim is not Karpenter's to disrupt (a candidate must
             // have one), so whether it is initialized never matters.
             let initialized = claim.is_some_and(|c| c.initialized);
-            let deleting = node.deleting
-                || claim.is_some_and(|c| c.deleting)
-                || node.taints.iter().any(|t| t.key == labels::TAINT_DISRUPTED);
+            let deleting = is_leaving(node, claim);
             let created_at = claim.and_then(|c| c.created_at).or(node.created_at);
             let expire_after = match claim {
                 Some(c) => c.expire_after,
@@ -186,6 +172,32 @@ pub(crate) fn judge<'a>(snapshot: &'a Snapshot, now: i64) -> Vec<Facts<'a>> {
             }
         })
         .collect()
+}
+
+/// Each node's NodeClaim (index into `claims`), by node name. A claim names its node in
+/// `status.nodeName`; one not yet registered may share the node's name.
+pub fn claims_by_node(claims: &[NodeClaim]) -> BTreeMap<&str, usize> {
+    let mut claim_of = BTreeMap::new();
+    for (c, claim) in claims.iter().enumerate() {
+        if claim.node_name.is_none() {
+            claim_of.entry(claim.name.as_str()).or_insert(c);
+        }
+    }
+    for (c, claim) in claims.iter().enumerate() {
+        if let Some(node) = &claim.node_name {
+            claim_of.insert(node.as_str(), c);
+        }
+    }
+    claim_of
+}
+
+/// Whether the node is already going (Karpenter's `MarkedForDeletion`): its Node or its
+/// NodeClaim is being deleted, or a disruption has tainted it `karpenter.sh/disrupted`.
+/// Its reschedulable pods need room elsewhere, and it is room for no pod.
+pub fn is_leaving(node: &Node, claim: Option<&NodeClaim>) -> bool {
+    node.deleting
+        || claim.is_some_and(|c| c.deleting)
+        || node.taints.iter().any(|t| t.key == labels::TAINT_DISRUPTED)
 }
 
 /// Evictions each PDB allows now, in `Snapshot::pdbs` order.
@@ -274,7 +286,7 @@ pub(crate) fn price_of(it: &InstanceType, zone: Option<&str>, capacity_type: &st
 
 /// Whether a drain would have the pod rescheduled elsewhere: not a DaemonSet pod (its
 /// DaemonSet runs one on every node anyway) and not a static pod (owned by its Node).
-pub(crate) fn reschedulable(pod: &Pod) -> bool {
+pub fn reschedulable(pod: &Pod) -> bool {
     !pod.is_daemon() && pod.owner.as_ref().is_none_or(|o| o.kind != "Node")
 }
 
