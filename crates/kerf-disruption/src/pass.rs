@@ -454,6 +454,12 @@ fn pass(snapshot: &Snapshot, now: i64, config: &Config, among: Option<&[String]>
                 .iter()
                 .copied()
                 .filter(|&i| {
+                    // Past the budget nothing joins: skip the PDB count.
+                    let (available, _) = budget(i, Reason::Underutilized);
+                    let pool = world.facts[i].pool_name.unwrap_or("");
+                    if used.get(pool).copied().unwrap_or(0) >= available {
+                        return false;
+                    }
                     let asks = world.pdb_asks(i);
                     let over = asks.iter().any(|&(pdb, n)| {
                         pdb_used.get(&pdb).copied().unwrap_or(0) + n > world.pdb_allowed[pdb]
