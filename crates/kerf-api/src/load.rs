@@ -282,7 +282,12 @@ impl Kind {
             "EC2NodeClass",
             false,
         ),
-        (Kind::StorageClass, "storage.k8s.io/v1", "StorageClass", false),
+        (
+            Kind::StorageClass,
+            "storage.k8s.io/v1",
+            "StorageClass",
+            false,
+        ),
         (Kind::RuntimeClass, "node.k8s.io/v1", "RuntimeClass", false),
     ];
 
@@ -691,8 +696,9 @@ impl Loader {
             self.runtime_overhead(staged, &mut reported, &mut manifests.warnings);
             if staged.role == PodRole::Pending {
                 for claim in &staged.claims {
-                    let Some(immediate) =
-                        self.volumes.immediate_unbound(&staged.pod.key.namespace, claim)
+                    let Some(immediate) = self
+                        .volumes
+                        .immediate_unbound(&staged.pod.key.namespace, claim)
                     else {
                         continue;
                     };

@@ -738,10 +738,7 @@ impl<'a> World<'a> {
                 .filter_map(|&i| {
                     let f = &self.facts[i];
                     let t = f.instance_type?;
-                    cheaper
-                        .iter()
-                        .any(|o| o.1 == t)
-                        .then_some((f.price?, i))
+                    cheaper.iter().any(|o| o.1 == t).then_some((f.price?, i))
                 })
                 .min_by(|a, b| a.0.total_cmp(&b.0))
         } else {

@@ -89,7 +89,10 @@ impl Pod {
     /// (`status.startTime`), and always when the start is unknown; any other value is
     /// ignored, as if the annotation were absent.
     pub fn do_not_disrupt_at(&self, now: i64) -> bool {
-        let Some(value) = self.annotations.get(crate::labels::ANNOTATION_DO_NOT_DISRUPT) else {
+        let Some(value) = self
+            .annotations
+            .get(crate::labels::ANNOTATION_DO_NOT_DISRUPT)
+        else {
             return false;
         };
         match DoNotDisrupt::parse(value) {
@@ -302,7 +305,10 @@ pub fn parse_go_duration(text: &str) -> Option<std::time::Duration> {
         return None;
     }
     let secs = u64::try_from(nanos / 1_000_000_000).ok()?;
-    Some(std::time::Duration::new(secs, (nanos % 1_000_000_000) as u32))
+    Some(std::time::Duration::new(
+        secs,
+        (nanos % 1_000_000_000) as u32,
+    ))
 }
 
 #[cfg(test)]
@@ -320,7 +326,10 @@ mod tests {
         assert_eq!(parse_go_duration("+2s"), Some(Duration::from_secs(2)));
         assert_eq!(parse_go_duration(".5s"), Some(Duration::from_millis(500)));
         assert_eq!(parse_go_duration("300ms"), Some(Duration::from_millis(300)));
-        assert_eq!(parse_go_duration("2\u{b5}s"), Some(Duration::from_micros(2)));
+        assert_eq!(
+            parse_go_duration("2\u{b5}s"),
+            Some(Duration::from_micros(2))
+        );
         assert_eq!(parse_go_duration("0"), Some(Duration::ZERO));
         for bad in ["", "10", "1d", "m", "-5m", "1h 30m", "true", "."] {
             assert_eq!(parse_go_duration(bad), None, "{bad:?}");
@@ -335,7 +344,11 @@ mod tests {
             DoNotDisrupt::For(Duration::from_secs(600))
         );
         for ignored in ["false", "True", "0s", "-1h", "soon"] {
-            assert_eq!(DoNotDisrupt::parse(ignored), DoNotDisrupt::Invalid, "{ignored}");
+            assert_eq!(
+                DoNotDisrupt::parse(ignored),
+                DoNotDisrupt::Invalid,
+                "{ignored}"
+            );
         }
         let mut pod = Pod::new("default", "p", Resources::new());
         assert!(!pod.do_not_disrupt_at(1_000));

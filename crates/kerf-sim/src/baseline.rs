@@ -1047,7 +1047,9 @@ fn protection(pod: &Pod) -> Option<&'static str> {
     let karpenter_protects = pod
         .annotations
         .get(kerf_model::labels::ANNOTATION_DO_NOT_DISRUPT)
-        .is_some_and(|v| kerf_model::pod::DoNotDisrupt::parse(v) != kerf_model::pod::DoNotDisrupt::Invalid);
+        .is_some_and(|v| {
+            kerf_model::pod::DoNotDisrupt::parse(v) != kerf_model::pod::DoNotDisrupt::Invalid
+        });
     if karpenter_protects {
         Some("a pod has karpenter.sh/do-not-disrupt")
     } else if pod

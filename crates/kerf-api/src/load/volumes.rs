@@ -125,10 +125,19 @@ impl VolumeIndex {
             term_zones.push(zone_of_term(&requirements));
         }
         let annotations = sc.metadata.annotations.as_ref();
-        let marked = |key: &str| annotations.and_then(|a| a.get(key)).is_some_and(|v| v == "true");
+        let marked = |key: &str| {
+            annotations
+                .and_then(|a| a.get(key))
+                .is_some_and(|v| v == "true")
+        };
         let default = (marked("storageclass.kubernetes.io/is-default-class")
             || marked("storageclass.beta.kubernetes.io/is-default-class"))
-        .then(|| sc.metadata.creation_timestamp.as_ref().map(|t| t.0.as_second()));
+        .then(|| {
+            sc.metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|t| t.0.as_second())
+        });
         self.classes.insert(
             name.to_string(),
             Class {
@@ -142,7 +151,12 @@ impl VolumeIndex {
 
     /// A claim a pod's template creates (a StatefulSet's volumeClaimTemplates, an
     /// ephemeral volume), when the input has no PersistentVolumeClaim of that name.
-    pub(crate) fn add_template_claim(&mut self, namespace: &str, name: &str, class: Option<&String>) {
+    pub(crate) fn add_template_claim(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        class: Option<&String>,
+    ) {
         self.class_of
             .entry((namespace.to_string(), name.to_string()))
             .or_insert_with(|| ClassRef::from_spec(class));
@@ -156,7 +170,11 @@ impl VolumeIndex {
     ) {
         self.class_of.insert(
             (namespace.to_string(), name.to_string()),
-            ClassRef::from_spec(pvc.spec.as_ref().and_then(|s| s.storage_class_name.as_ref())),
+            ClassRef::from_spec(
+                pvc.spec
+                    .as_ref()
+                    .and_then(|s| s.storage_class_name.as_ref()),
+            ),
         );
         if let Some(volume) = pvc
             .spec
@@ -173,7 +191,11 @@ impl VolumeIndex {
     /// bound to; for a claim not bound yet, those its StorageClass allows.
     pub(crate) fn zone_of_claim(&self, namespace: &str, claim: &str) -> Option<&Requirement> {
         let key = (namespace.to_string(), claim.to_string());
-        match self.bound_to.get(&key).or_else(|| self.claimed_by.get(&key)) {
+        match self
+            .bound_to
+            .get(&key)
+            .or_else(|| self.claimed_by.get(&key))
+        {
             Some(volume) => self.zones.get(volume),
             None => self.class_of_claim(&key)?.1.zones.as_ref(),
         }
@@ -182,7 +204,11 @@ impl VolumeIndex {
     /// The claim's class, when it is not bound and its class is among those read and
     /// binds `Immediate`ly and restricts zones: its volume goes to one of them, before
     /// and whatever the pod.
-    pub(crate) fn immediate_unbound(&self, namespace: &str, claim: &str) -> Option<ImmediateClaim<'_>> {
+    pub(crate) fn immediate_unbound(
+        &self,
+        namespace: &str,
+        claim: &str,
+    ) -> Option<ImmediateClaim<'_>> {
         let key = (namespace.to_string(), claim.to_string());
         if self.bound_to.contains_key(&key) || self.claimed_by.contains_key(&key) {
             return None;
@@ -196,7 +222,10 @@ impl VolumeIndex {
 
     fn class_of_claim(&self, key: &(String, String)) -> Option<(&str, &Class)> {
         match self.class_of.get(key)? {
-            ClassRef::Named(name) => self.classes.get_key_value(name).map(|(n, c)| (n.as_str(), c)),
+            ClassRef::Named(name) => self
+                .classes
+                .get_key_value(name)
+                .map(|(n, c)| (n.as_str(), c)),
             ClassRef::Default => self
                 .classes
                 .iter()

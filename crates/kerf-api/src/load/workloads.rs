@@ -127,7 +127,10 @@ pub(crate) fn bare_pod(
         // pod without conditions started soon after it was bound, and was created before.
         let scheduled = status
             .and_then(|s| s.conditions.as_ref())
-            .and_then(|c| c.iter().find(|c| c.type_ == "PodScheduled" && c.status == "True"))
+            .and_then(|c| {
+                c.iter()
+                    .find(|c| c.type_ == "PodScheduled" && c.status == "True")
+            })
             .and_then(|c| c.last_transition_time.as_ref())
             .map(|t| t.0.as_second());
         converted.bound_at = scheduled.or(converted.started_at).or(pod
