@@ -58,8 +58,10 @@ pub struct Manifests {
     pub nodeclaims: Vec<NodeClaim>,
     /// PodDisruptionBudgets, sorted by namespace/name.
     pub pdbs: Vec<Pdb>,
-    /// One line per object or path skipped (a kind kerf does not use, a pod Karpenter
-    /// would not provision for, a symlinked directory), for the user to see.
+    /// Lines for the user to see: what was skipped (one line per kind kerf does not use,
+    /// with a count; a pod Karpenter would not provision for; a symlinked directory) and
+    /// what kerf could only assume (an unknown PriorityClass or RuntimeClass, a claim of
+    /// an `Immediate` StorageClass not bound yet).
     pub warnings: Vec<String>,
 }
 

@@ -427,9 +427,11 @@ pub struct Fixpoint {
     /// Moves of pods whose PDB allowed no eviction at the start of their pass (a graceful
     /// command must make none).
     pub pdb_blocked: usize,
-    /// Evictions beyond what a PDB allowed at the start of their pass, summed over PDBs
-    /// and passes (a graceful command must ask none: kerf counts a command's nodes
-    /// together, where Karpenter checks each node on its own).
+    /// Evictions a graceful command asks of a PDB beyond both what it allowed at the
+    /// start of the pass and what the command's busiest node asks of it alone, summed
+    /// over PDBs, commands and passes: what grouping nodes adds. Must be 0: kerf counts a
+    /// group's nodes together, where Karpenter checks each node on its own. (One node's
+    /// drain asking more is paced by the eviction API, in both.)
     pub pdb_overdraft: usize,
     /// Why the last pass kept each node, reasons with their numbers taken out, counted.
     pub kept_reasons: BTreeMap<String, usize>,
@@ -554,7 +556,25 @@ fn audit(snapshot: &Snapshot, outcome: &Outcome) -> Audit {
         if allowed == 0 {
             blocked += evicted;
         }
-        overdraft += evicted.saturating_sub(allowed);
+        // Per command: what its nodes ask together beyond the allowance and beyond what
+        // its busiest node asks alone.
+        for command in outcome
+            .commands
+            .iter()
+            .filter(|c| c.method != Method::Expiration)
+        {
+            let mut by_node: BTreeMap<&str, usize> = BTreeMap::new();
+            for m in &command.moves {
+                if let Some(p) = pods.get(&m.pod).filter(|p| selects(p)) {
+                    *by_node
+                        .entry(p.node_name.as_deref().unwrap_or(""))
+                        .or_default() += 1;
+                }
+            }
+            let asked: usize = by_node.values().sum();
+            let alone = by_node.values().copied().max().unwrap_or(0);
+            overdraft += asked.saturating_sub(allowed.max(alone));
+        }
     }
     Audit {
         do_not_disrupt,
@@ -853,7 +873,8 @@ pub struct DisruptionReport {
     pub do_not_disrupt_moved: usize,
     /// Must be 0: graceful commands never evict under a PDB that allows none.
     pub pdb_blocked: usize,
-    /// Must be 0: evictions beyond a PDB's allowance within one pass (see `Fixpoint`).
+    /// Must be 0: evictions a group of nodes asks of a PDB beyond its allowance (see
+    /// `Fixpoint`).
     pub pdb_overdraft: usize,
     /// Why the final pass kept each node, counted.
     pub kept_reasons: BTreeMap<String, usize>,

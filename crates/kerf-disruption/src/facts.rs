@@ -308,8 +308,9 @@ fn eviction_cost(pod: &Pod) -> f64 {
 /// Why no graceful method may disrupt the node, if something forbids it: the node's or
 /// its NodeClaim's `karpenter.sh/do-not-disrupt: "true"`, a pod's active
 /// `do-not-disrupt` (`Pod::do_not_disrupt_at`), a pod under two PDBs or under one that
-/// allows no eviction, or more of one PDB's pods here than it allows evictions (a drain
-/// would ask it for all of them at once).
+/// allows no eviction. As in Karpenter, a node with more of one PDB's pods than it
+/// allows at once is not blocked: its drain's evictions are paced by the eviction API.
+/// What a group of nodes asks together is counted when groups form (`pass`).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn blocker(
     snapshot: &Snapshot,
@@ -347,8 +348,6 @@ pub(crate) fn blocker(
             });
         }
     }
-    // Evictions a drain of this node asks of each PDB: its pods that are rescheduled.
-    let mut asks: BTreeMap<usize, Vec<&Pod>> = BTreeMap::new();
     for &p in pods {
         let pod = &all_pods[p];
         let matching = pdb_index.matching(&snapshot.pdbs, pod);
@@ -363,30 +362,13 @@ pub(crate) fn blocker(
                 names.join(", ")
             ));
         }
-        if let Some(&i) = matching.first() {
-            if pdb_allowed[i] == 0 {
-                let pdb = &snapshot.pdbs[i];
-                return Some(format!(
-                    "PDB {}/{} allows 0 disruptions (pod {})",
-                    pdb.namespace, pdb.name, pod.key
-                ));
-            }
-            if reschedulable(pod) {
-                asks.entry(i).or_default().push(pod);
-            }
-        }
-    }
-    for (i, asked) in asks {
-        if asked.len() as i64 > i64::from(pdb_allowed[i]) {
+        if let Some(&i) = matching.first()
+            && pdb_allowed[i] == 0
+        {
             let pdb = &snapshot.pdbs[i];
-            let names: Vec<String> = asked.iter().map(|p| p.key.to_string()).collect();
             return Some(format!(
-                "PDB {}/{} allows {}, and {} of its pods run here ({}): a drain would ask it for more evictions than it allows",
-                pdb.namespace,
-                pdb.name,
-                crate::budget::plural(pdb_allowed[i].max(0) as u32, "disruption"),
-                asked.len(),
-                names.join(", ")
+                "PDB {}/{} allows 0 disruptions (pod {})",
+                pdb.namespace, pdb.name, pod.key
             ));
         }
     }

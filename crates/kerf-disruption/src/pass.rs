@@ -447,9 +447,13 @@ fn pass(snapshot: &Snapshot, now: i64, config: &Config, among: Option<&[String]>
             }
             let mut used = BTreeMap::new();
             // A group asks each PDB for the evictions of all its nodes' pods at once: a
-            // node joins only while every PDB still allows them (Karpenter checks PDBs
-            // node by node, and its drains then wait on the eviction API).
-            let mut pdb_used: BTreeMap<usize, i32> = BTreeMap::new();
+            // node joins only while every PDB still allows them, or no more than one of
+            // its nodes asks on its own. Karpenter checks PDBs node by node, so two
+            // nodes each with one pod of a `maxUnavailable: 1` Deployment could go
+            // together; one node's drain asking more than its PDB allows is paced by the
+            // eviction API, as in Karpenter (blocking such nodes would stall drift).
+            // Per PDB: evictions asked so far, and the most one node asked.
+            let mut pdb_used: BTreeMap<usize, (i32, i32)> = BTreeMap::new();
             let group: Vec<usize> = order
                 .iter()
                 .copied()
@@ -462,13 +466,16 @@ fn pass(snapshot: &Snapshot, now: i64, config: &Config, among: Option<&[String]>
                     }
                     let asks = world.pdb_asks(i);
                     let over = asks.iter().any(|&(pdb, n)| {
-                        pdb_used.get(&pdb).copied().unwrap_or(0) + n > world.pdb_allowed[pdb]
+                        let (total, most) = pdb_used.get(&pdb).copied().unwrap_or((0, 0));
+                        total + n > world.pdb_allowed[pdb].max(most.max(n))
                     });
                     if over || take(&mut used, i, Reason::Underutilized).is_err() {
                         return false;
                     }
                     for (pdb, n) in asks {
-                        *pdb_used.entry(pdb).or_default() += n;
+                        let entry = pdb_used.entry(pdb).or_default();
+                        entry.0 += n;
+                        entry.1 = entry.1.max(n);
                     }
                     true
                 })
