@@ -9,35 +9,39 @@ use kerf_scheduling::{Input, Plan};
 use serde::Serialize;
 
 /// The scheduling input for manifests read by `kerf-api` and a catalog.
-///
-/// Nodes already being deleted (`kerf_disruption::is_leaving`, the rule `kerf disrupt`
-/// uses) are no destination, and their reschedulable pods (not DaemonSet or static
-/// pods) are pending: as Karpenter's provisioner does, kerf plans capacity for them.
 pub fn input(manifests: Manifests, instance_types: Vec<InstanceType>) -> Input {
-    let leaving = leaving_nodes(&manifests);
-    let mut pods = manifests.pending_pods;
-    let mut bound_pods = Vec::with_capacity(manifests.bound_pods.len());
-    for mut pod in manifests.bound_pods {
-        if !pod.node_name.as_ref().is_some_and(|n| leaving.contains(n)) {
-            bound_pods.push(pod);
-        } else if kerf_disruption::reschedulable(&pod) {
-            pod.node_name = None;
-            pod.bound_at = None;
-            pods.push(pod);
-        }
-    }
-    pods.sort_by(|a, b| a.key.cmp(&b.key));
+    let manifests = pending_from_leaving_nodes(manifests);
     Input {
-        pods,
-        bound_pods,
-        nodes: (manifests.nodes.into_iter())
-            .filter(|n| !leaving.contains(&n.name))
-            .collect(),
+        pods: manifests.pending_pods,
+        bound_pods: manifests.bound_pods,
+        nodes: manifests.nodes,
         nodepools: manifests.nodepools,
         instance_types,
         daemonsets: manifests.daemonsets,
         namespaces: manifests.namespaces,
     }
+}
+
+/// Nodes already being deleted (`kerf_disruption::is_leaving`, the rule `kerf disrupt`
+/// uses) are no destination, and their reschedulable pods (not DaemonSet or static
+/// pods) are pending: as Karpenter's provisioner does, kerf plans capacity for them.
+fn pending_from_leaving_nodes(mut manifests: Manifests) -> Manifests {
+    let leaving = leaving_nodes(&manifests);
+    if leaving.is_empty() {
+        return manifests;
+    }
+    for mut pod in std::mem::take(&mut manifests.bound_pods) {
+        if !pod.node_name.as_ref().is_some_and(|n| leaving.contains(n)) {
+            manifests.bound_pods.push(pod);
+        } else if kerf_disruption::reschedulable(&pod) {
+            pod.node_name = None;
+            pod.bound_at = None;
+            manifests.pending_pods.push(pod);
+        }
+    }
+    manifests.pending_pods.sort_by(|a, b| a.key.cmp(&b.key));
+    manifests.nodes.retain(|n| !leaving.contains(&n.name));
+    manifests
 }
 
 /// Names of the nodes being deleted, sorted.

@@ -18,7 +18,6 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1 as core;
-use k8s_openapi::api::storage::v1 as storage;
 use kerf_model::{Pod, Requirement, Requirements, labels};
 
 use super::Problems;
@@ -115,7 +114,11 @@ impl VolumeIndex {
         }
     }
 
-    pub(crate) fn add_class(&mut self, name: &str, sc: &storage::StorageClass) {
+    pub(crate) fn add_class(
+        &mut self,
+        name: &str,
+        sc: &k8s_openapi::api::storage::v1::StorageClass,
+    ) {
         let mut term_zones = Vec::new();
         for term in sc.allowed_topologies.iter().flatten() {
             let mut requirements = Requirements::new();
