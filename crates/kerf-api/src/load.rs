@@ -58,8 +58,10 @@ pub struct Manifests {
     pub nodeclaims: Vec<NodeClaim>,
     /// PodDisruptionBudgets, sorted by namespace/name.
     pub pdbs: Vec<Pdb>,
-    /// One line per object or path skipped (a kind kerf does not use, a pod Karpenter
-    /// would not provision for, a symlinked directory), for the user to see.
+    /// Lines for the user to see: what was skipped (one line per kind kerf does not use,
+    /// with a count; a pod Karpenter would not provision for; a symlinked directory) and
+    /// what kerf could only assume (an unknown PriorityClass or RuntimeClass, a claim of
+    /// an `Immediate` StorageClass not bound yet).
     pub warnings: Vec<String>,
 }
 
@@ -196,6 +198,13 @@ pub(crate) struct StagedPod {
     pub(crate) role: PodRole,
     /// Names of the PersistentVolumeClaims (in the pod's namespace) it mounts.
     pub(crate) claims: Vec<String>,
+    /// The claims among them that a template creates (ephemeral volumes, StatefulSet
+    /// volumeClaimTemplates), with the `storageClassName` the template names: where the
+    /// input has no such PersistentVolumeClaim yet, this is what it will be.
+    pub(crate) claim_classes: Vec<(String, Option<String>)>,
+    /// `spec.runtimeClassName` of a pod without `spec.overhead`: its overhead comes from
+    /// the RuntimeClass, once every object is read.
+    pub(crate) runtime_class: Option<String>,
     /// Where the pod's priority comes from, resolved once every PriorityClass is read.
     pub(crate) priority: PriorityFrom,
     /// The index of the source and the object the pod came from, for errors.
@@ -234,10 +243,12 @@ enum Kind {
     NodeClaim,
     EC2NodeClass,
     PodDisruptionBudget,
+    StorageClass,
+    RuntimeClass,
 }
 
 impl Kind {
-    const ALL: [(Kind, &'static str, &'static str, bool); 15] = [
+    const ALL: [(Kind, &'static str, &'static str, bool); 17] = [
         (Kind::Pod, "v1", "Pod", true),
         (Kind::Deployment, "apps/v1", "Deployment", true),
         (Kind::ReplicaSet, "apps/v1", "ReplicaSet", true),
@@ -273,6 +284,13 @@ impl Kind {
             "EC2NodeClass",
             false,
         ),
+        (
+            Kind::StorageClass,
+            "storage.k8s.io/v1",
+            "StorageClass",
+            false,
+        ),
+        (Kind::RuntimeClass, "node.k8s.io/v1", "RuntimeClass", false),
     ];
 
     /// What kerf makes of an `apiVersion`/`kind`.
@@ -335,6 +353,12 @@ struct Loader {
     priority_classes: BTreeMap<String, i32>,
     /// The value of the PriorityClass marked `globalDefault`, for pods naming no class.
     default_priority: Option<i32>,
+    /// Each RuntimeClass's `overhead.podFixed`, by name.
+    runtime_classes: BTreeMap<String, kerf_model::Resources>,
+    /// Objects of kinds kerf skips, by (kind, why): how many, from which sources, the
+    /// first one's label, and where its warning goes in `Manifests::warnings` (one line
+    /// per kind, written once every object is read).
+    skipped: BTreeMap<(String, String), Skipped>,
     /// Names of namespaces declared with a Namespace object.
     declared_namespaces: BTreeSet<String>,
     /// A counter per `metadata.generateName` prefix, for objects without a name.
@@ -445,10 +469,21 @@ impl Loader {
                     Resolved::OtherGroup(why) => why,
                     _ => "kerf does not use this kind".to_string(),
                 };
-                let source_name = &self.sources[source].source;
-                self.manifests
-                    .warnings
-                    .push(format!("{source_name}: skipped {label}: {why}"));
+                let skipped = self
+                    .skipped
+                    .entry((kind.to_string(), why))
+                    .or_insert_with(|| {
+                        // Hold the place of the first, so warnings keep the input's order.
+                        self.manifests.warnings.push(String::new());
+                        Skipped {
+                            count: 0,
+                            sources: BTreeSet::new(),
+                            first: label.clone(),
+                            slot: self.manifests.warnings.len() - 1,
+                        }
+                    });
+                skipped.count += 1;
+                skipped.sources.insert(source);
                 return;
             }
             Resolved::OldVersion(message) => {
@@ -578,6 +613,23 @@ impl Loader {
                     }
                 }
             }
+            Kind::StorageClass => {
+                if let Some(sc) = typed(value, &mut problems) {
+                    self.volumes.add_class(&name, &sc);
+                }
+            }
+            Kind::RuntimeClass => {
+                if let Some(rc) =
+                    typed::<k8s_openapi::api::node::v1::RuntimeClass>(value, &mut problems)
+                {
+                    let overhead = pods::quantities(
+                        rc.overhead.as_ref().and_then(|o| o.pod_fixed.as_ref()),
+                        "overhead.podFixed",
+                        &mut problems,
+                    );
+                    self.runtime_classes.insert(name.clone(), overhead);
+                }
+            }
             Kind::NodePool => {
                 if let Some(pool) = karpenter::nodepool(value, &mut problems) {
                     self.manifests.nodepools.push(pool);
@@ -617,12 +669,56 @@ impl Loader {
 
     fn finish(mut self) -> Result<Manifests, Error> {
         let mut manifests = std::mem::take(&mut self.manifests);
+        for ((kind, why), s) in std::mem::take(&mut self.skipped) {
+            let where_ = match s.sources.iter().collect::<Vec<_>>()[..] {
+                [one] => format!("{}: ", self.sources[*one].source),
+                _ => String::new(),
+            };
+            manifests.warnings[s.slot] = match (s.count, s.sources.len()) {
+                (1, _) => format!("{where_}skipped {}: {why}", s.first),
+                (n, 1) => format!("{where_}skipped {n} {kind} objects: {why}"),
+                (n, files) => format!("skipped {n} {kind} objects in {files} sources: {why}"),
+            };
+        }
         let mut pods = std::mem::take(&mut self.pods);
         // Replicas are named around the pods that exist, so no two pods share a name.
         pods.extend(workloads::expand(&self.workloads, &self.existing));
         pods.sort_by(|a, b| a.pod.key.cmp(&b.pod.key));
         // Replicas share their object's warnings: report each once per object, not per pod.
         let mut reported = BTreeSet::new();
+        // Claims only templates describe (the input has no such PersistentVolumeClaim)
+        // take their template's StorageClass.
+        for staged in &pods {
+            for (claim, class) in &staged.claim_classes {
+                self.volumes
+                    .add_template_claim(&staged.pod.key.namespace, claim, class.as_ref());
+            }
+        }
+        for staged in &mut pods {
+            self.runtime_overhead(staged, &mut reported, &mut manifests.warnings);
+            if staged.role == PodRole::Pending {
+                for claim in &staged.claims {
+                    let Some(immediate) = self
+                        .volumes
+                        .immediate_unbound(&staged.pod.key.namespace, claim)
+                    else {
+                        continue;
+                    };
+                    if reported.insert((staged.source, staged.object.clone(), claim.clone())) {
+                        manifests.warnings.push(format!(
+                            "{}: {}: claim {claim:?} is not bound yet and StorageClass {} binds Immediately: Karpenter waits for its volume before provisioning; kerf plans within the class's zones ({}), and the volume may land in another of them",
+                            self.sources[staged.source].source,
+                            staged.object,
+                            immediate.class,
+                            immediate.zones.values().map_or_else(
+                                || "any".to_string(),
+                                |v| v.iter().cloned().collect::<Vec<_>>().join(", ")
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
         for staged in &mut pods {
             match std::mem::replace(&mut staged.priority, PriorityFrom::Explicit) {
                 PriorityFrom::Explicit => {}
@@ -720,6 +816,42 @@ impl Loader {
             Err(Error::NoObjects(self.inputs))
         } else {
             Ok(manifests)
+        }
+    }
+}
+
+/// Objects of one kind kerf skips, counted for a single warning.
+struct Skipped {
+    count: usize,
+    sources: BTreeSet<usize>,
+    /// `Kind namespace/name` of the first, named when it is the only one.
+    first: String,
+    /// Its line in `Manifests::warnings`.
+    slot: usize,
+}
+
+impl Loader {
+    /// Adds the RuntimeClass's `overhead.podFixed` to the requests of a pod that names the
+    /// class and sets no overhead, as the RuntimeClass admission controller does.
+    fn runtime_overhead(
+        &self,
+        staged: &mut StagedPod,
+        reported: &mut BTreeSet<(usize, String, String)>,
+        warnings: &mut Vec<String>,
+    ) {
+        let Some(class) = staged.runtime_class.take() else {
+            return;
+        };
+        match self.runtime_classes.get(&class) {
+            Some(overhead) => staged.pod.requests.add(overhead),
+            None => {
+                if reported.insert((staged.source, staged.object.clone(), class.clone())) {
+                    warnings.push(format!(
+                        "{}: {}: {}.runtimeClassName {class:?} is not among the RuntimeClasses read; its overhead is not counted",
+                        self.sources[staged.source].source, staged.object, staged.spec_path
+                    ));
+                }
+            }
         }
     }
 }

@@ -404,7 +404,7 @@ fn details(reports: &[Report]) -> Vec<String> {
     for r in reports {
         if let Report::Disruption(d) = r {
             out.push(format!(
-                "{}: {} PDBs, {} do-not-disrupt pods; 1st pass {} ({:.3} s without PDBs); stopped by {}; commands: {}; {} nodes disrupted, {} replacements, {} pods moved; PDB evictions beyond allowance within a pass: {}; configuration bound {:.3} ({}); kept at the end: {}",
+                "{}: {} PDBs, {} do-not-disrupt pods; 1st pass {} ({:.3} s without PDBs); stopped by {}; commands: {}; {} nodes disrupted, {} replacements, {} pods moved; PDB evictions a group asks beyond allowance: {}; configuration bound {:.3} ({}); kept at the end: {}",
                 d.case,
                 d.pdbs,
                 d.do_not_disrupt_pods,
@@ -496,7 +496,7 @@ fn targets(reports: &[Report]) -> Vec<String> {
             check(
                 d.do_not_disrupt_moved == 0 && d.pdb_blocked == 0 && d.pdb_overdraft == 0,
                 format!(
-                    "disruption {}: {} do-not-disrupt pod(s) moved, {} eviction(s) under a PDB at 0, {} beyond a PDB's allowance within a pass (want 0, 0, 0)",
+                    "disruption {}: {} do-not-disrupt pod(s) moved, {} eviction(s) under a PDB at 0, {} asked by a group beyond a PDB's allowance (want 0, 0, 0)",
                     d.case, d.do_not_disrupt_moved, d.pdb_blocked, d.pdb_overdraft
                 ),
             );

@@ -223,7 +223,7 @@ impl Controller {
             let due = lifecycle::reconcile(now, view, &self.config, &self.unavailable, &mut out);
             self.lifecycle_seen = Some((view.generation, due));
         }
-        termination::reconcile(now, view, &mut out);
+        termination::reconcile(now, self.config.epoch_secs, view, &mut out);
         if self.batch.ready(now, view, events, &self.config) {
             provisioner::provision(now, view, &self.config, &self.unavailable, &mut out);
             self.batch.solved(now, view);
@@ -317,9 +317,9 @@ pub fn is_critical(pod: &Pod) -> bool {
     pod.priority >= 2_000_000_000
 }
 
-/// Whether the pod carries `karpenter.sh/do-not-disrupt: "true"`.
-pub fn do_not_disrupt(pod: &Pod) -> bool {
-    pod.annotations
-        .get(kerf_model::labels::ANNOTATION_DO_NOT_DISRUPT)
-        .is_some_and(|v| v == "true")
+/// Whether the pod's `karpenter.sh/do-not-disrupt` protects it at `now_secs` (Unix
+/// seconds): `"true"`, or a duration not yet run out since the pod started
+/// (`Pod::do_not_disrupt_at`, Karpenter's semantics).
+pub fn do_not_disrupt(pod: &Pod, now_secs: i64) -> bool {
+    pod.do_not_disrupt_at(now_secs)
 }

@@ -14,7 +14,9 @@ use kerf_model::{Effect, Taint, labels};
 
 use crate::{Action, ClusterView, do_not_disrupt, is_critical};
 
-pub(crate) fn reconcile(now: i64, view: &ClusterView, out: &mut Vec<Action>) {
+/// `now` is the loops' clock (milliseconds from `epoch_secs`, Unix seconds).
+pub(crate) fn reconcile(now: i64, epoch_secs: i64, view: &ClusterView, out: &mut Vec<Action>) {
+    let now_secs = epoch_secs + now / 1000;
     for claim in view.claims.values() {
         if claim.deleting_since.is_none() {
             continue;
@@ -49,7 +51,7 @@ pub(crate) fn reconcile(now: i64, view: &ClusterView, out: &mut Vec<Action>) {
                         out.extend(
                             pods.iter()
                                 .filter(|p| is_critical(&p.pod) != any_non_critical)
-                                .filter(|p| !do_not_disrupt(&p.pod))
+                                .filter(|p| !do_not_disrupt(&p.pod, now_secs))
                                 .map(|p| Action::Evict {
                                     pod: p.pod.key.clone(),
                                 }),

@@ -57,19 +57,7 @@ pub(crate) fn judge<'a>(snapshot: &'a Snapshot, now: i64) -> Vec<Facts<'a>> {
     }
     let pdb_index = PdbIndex::new(&snapshot.pdbs);
     let pdb_allowed = pdb_allowed(snapshot, &pdb_index);
-    // A claim names its node in `status.nodeName`; one not yet registered may share the
-    // node's name.
-    let mut claim_of: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
-    for (c, claim) in snapshot.nodeclaims.iter().enumerate() {
-        if claim.node_name.is_none() {
-            claim_of.entry(claim.name.as_str()).or_insert(c);
-        }
-    }
-    for (c, claim) in snapshot.nodeclaims.iter().enumerate() {
-        if let Some(node) = &claim.node_name {
-            claim_of.insert(node.as_str(), c);
-        }
-    }
+    let claim_of = claims_by_node(&snapshot.nodeclaims);
     snapshot
         .nodes
         .iter()
@@ -98,17 +86,10 @@ pub(crate) fn judge<'a>(snapshot: &'a Snapshot, now: i64) -> Vec<Facts<'a>> {
                 .copied()
                 .filter(|&p| reschedulable(&snapshot.bound_pods[p]))
                 .collect();
-            let initialized = match claim {
-                Some(c) => c.initialized,
-                // Without a NodeClaim, the node's own label says it, or readiness does.
-                None => node
-                    .labels
-                    .get(labels::INITIALIZED)
-                    .map_or(node.ready, |v| v == "true"),
-            };
-            let deleting = node.deleting
-                || claim.is_some_and(|c| c.deleting)
-                || node.taints.iter().any(|t| t.key == labels::TAINT_DISRUPTED);
+            // A node without a NodeClaim is not Karpenter's to disrupt (a candidate must
+            // have one), so whether it is initialized never matters.
+            let initialized = claim.is_some_and(|c| c.initialized);
+            let deleting = is_leaving(node, claim);
             let created_at = claim.and_then(|c| c.created_at).or(node.created_at);
             let expire_after = match claim {
                 Some(c) => c.expire_after,
@@ -124,7 +105,20 @@ pub(crate) fn judge<'a>(snapshot: &'a Snapshot, now: i64) -> Vec<Facts<'a>> {
                 }
                 _ => None,
             };
-            let last_event = claim.and_then(|c| c.last_pod_event).or(created_at);
+            // Karpenter's `status.lastPodEventTime` is when a pod other than a DaemonSet's
+            // was last bound to the node (or finished). A cluster dump may not carry it,
+            // and a hand-written NodeClaim rarely does: the pods' own bind times say it
+            // too, and the later of the two is the one consolidateAfter counts from.
+            let last_bind = pods
+                .iter()
+                .map(|&p| &snapshot.bound_pods[p])
+                .filter(|p| !p.is_daemon())
+                .filter_map(|p| p.bound_at)
+                .max();
+            let last_event = claim
+                .and_then(|c| c.last_pod_event)
+                .max(last_bind)
+                .or(created_at);
             let lifetime = match (created_at, expire_after) {
                 (Some(created), Some(ttl)) if !ttl.is_zero() => {
                     let total = ttl.as_secs_f64();
@@ -145,6 +139,7 @@ pub(crate) fn judge<'a>(snapshot: &'a Snapshot, now: i64) -> Vec<Facts<'a>> {
                 &pods,
                 &pdb_allowed,
                 &pdb_index,
+                now,
             );
             let drift = pool.and_then(|pool| {
                 drifted(
@@ -177,6 +172,32 @@ pub(crate) fn judge<'a>(snapshot: &'a Snapshot, now: i64) -> Vec<Facts<'a>> {
             }
         })
         .collect()
+}
+
+/// Each node's NodeClaim (index into `claims`), by node name. A claim names its node in
+/// `status.nodeName`; one not yet registered may share the node's name.
+pub fn claims_by_node(claims: &[NodeClaim]) -> BTreeMap<&str, usize> {
+    let mut claim_of = BTreeMap::new();
+    for (c, claim) in claims.iter().enumerate() {
+        if claim.node_name.is_none() {
+            claim_of.entry(claim.name.as_str()).or_insert(c);
+        }
+    }
+    for (c, claim) in claims.iter().enumerate() {
+        if let Some(node) = &claim.node_name {
+            claim_of.insert(node.as_str(), c);
+        }
+    }
+    claim_of
+}
+
+/// Whether the node is already going (Karpenter's `MarkedForDeletion`): its Node or its
+/// NodeClaim is being deleted, or a disruption has tainted it `karpenter.sh/disrupted`.
+/// Its reschedulable pods need room elsewhere, and it is room for no pod.
+pub fn is_leaving(node: &Node, claim: Option<&NodeClaim>) -> bool {
+    node.deleting
+        || claim.is_some_and(|c| c.deleting)
+        || node.taints.iter().any(|t| t.key == labels::TAINT_DISRUPTED)
 }
 
 /// Evictions each PDB allows now, in `Snapshot::pdbs` order.
@@ -265,7 +286,7 @@ pub(crate) fn price_of(it: &InstanceType, zone: Option<&str>, capacity_type: &st
 
 /// Whether a drain would have the pod rescheduled elsewhere: not a DaemonSet pod (its
 /// DaemonSet runs one on every node anyway) and not a static pod (owned by its Node).
-pub(crate) fn reschedulable(pod: &Pod) -> bool {
+pub fn reschedulable(pod: &Pod) -> bool {
     !pod.is_daemon() && pod.owner.as_ref().is_none_or(|o| o.kind != "Node")
 }
 
@@ -284,6 +305,13 @@ fn eviction_cost(pod: &Pod) -> f64 {
     cost.clamp(-10.0, 10.0)
 }
 
+/// Why no graceful method may disrupt the node, if something forbids it: the node's or
+/// its NodeClaim's `karpenter.sh/do-not-disrupt: "true"`, a pod's active
+/// `do-not-disrupt` (`Pod::do_not_disrupt_at`), a pod under two PDBs or under one that
+/// allows no eviction. As in Karpenter, a node with more of one PDB's pods than it
+/// allows at once is not blocked: its drain's evictions are paced by the eviction API.
+/// What a group of nodes asks together is counted when groups form (`pass`).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn blocker(
     snapshot: &Snapshot,
     all_pods: &[Pod],
@@ -292,7 +320,10 @@ pub(crate) fn blocker(
     pods: &[usize],
     pdb_allowed: &[i32],
     pdb_index: &PdbIndex,
+    now: i64,
 ) -> Option<String> {
+    // Karpenter reads the node's and the NodeClaim's annotation as a flag: only "true";
+    // the duration form is a pod's.
     let annotated = |a: &kerf_model::Labels| {
         a.get(ANNOTATION_DO_NOT_DISRUPT)
             .is_some_and(|v| v == "true")
@@ -305,8 +336,16 @@ pub(crate) fn blocker(
     }
     for &p in pods {
         let pod = &all_pods[p];
-        if annotated(&pod.annotations) {
-            return Some(format!("pod {} has {ANNOTATION_DO_NOT_DISRUPT}", pod.key));
+        if pod.do_not_disrupt_at(now) {
+            let value = &pod.annotations[ANNOTATION_DO_NOT_DISRUPT];
+            return Some(if value == "true" {
+                format!("pod {} has {ANNOTATION_DO_NOT_DISRUPT}", pod.key)
+            } else {
+                format!(
+                    "pod {} has {ANNOTATION_DO_NOT_DISRUPT}: {value:?}, not yet run out",
+                    pod.key
+                )
+            });
         }
     }
     for &p in pods {
@@ -334,6 +373,24 @@ pub(crate) fn blocker(
         }
     }
     None
+}
+
+/// Evictions a drain of these pods asks of each PDB (index into `Snapshot::pdbs`): the
+/// reschedulable ones, each under the one PDB that selects it (a pod under two blocks
+/// its node), in PDB order.
+pub(crate) fn pdb_asks(
+    snapshot: &Snapshot,
+    all_pods: &[Pod],
+    pods: &[usize],
+    pdb_index: &PdbIndex,
+) -> Vec<(usize, i32)> {
+    let mut asks: BTreeMap<usize, i32> = BTreeMap::new();
+    for &p in pods {
+        if let [i] = pdb_index.matching(&snapshot.pdbs, &all_pods[p])[..] {
+            *asks.entry(i).or_default() += 1;
+        }
+    }
+    asks.into_iter().collect()
 }
 
 /// Karpenter's drift causes, in its order: the template hash, the requirements, then the

@@ -27,6 +27,7 @@ use kerf_model::{InstanceType, Labels, Node, NodeClaim, NodePool, Pdb, Pod};
 use kerf_scheduling::NewClaim;
 
 pub use budget::{Allowance, Reason, Schedule, allowance};
+pub use facts::{claims_by_node, is_leaving, reschedulable};
 pub use pass::{compute_commands, compute_commands_among};
 
 /// Everything a disruption pass looks at.

@@ -35,7 +35,7 @@ pub fn compute_commands_among(
 fn pass(snapshot: &Snapshot, now: i64, config: &Config, among: Option<&[String]>) -> Outcome {
     let facts = facts::judge(snapshot, now);
     let n = facts.len();
-    let mut world = World::new(snapshot, facts);
+    let mut world = World::new(snapshot, facts, now);
     let mut reasons: Vec<Option<String>> = vec![None; n];
     let mut commands: Vec<Command> = Vec::new();
     let mut in_command = vec![false; n];
@@ -54,11 +54,12 @@ fn pass(snapshot: &Snapshot, now: i64, config: &Config, among: Option<&[String]>
     }
 
     // Expiration: forceful, whatever the budgets say. Indexing (not iterating) because
-    // each expiry changes the world the next one is simulated in.
+    // each expiry changes the world the next one is simulated in. It expires NodeClaims:
+    // a node without one never expires.
     #[allow(clippy::needless_range_loop)]
     for i in 0..n {
         let f = &world.facts[i];
-        if !managed(f) || f.deleting {
+        if !managed(f) || f.deleting || f.claim.is_none() {
             continue;
         }
         let Some(why) = f.expired.clone() else {
@@ -104,10 +105,11 @@ fn pass(snapshot: &Snapshot, now: i64, config: &Config, among: Option<&[String]>
         in_command[i] = true;
     }
 
-    // Budgets: per pool, initialized managed nodes, and those already disrupting.
+    // Budgets: per pool, initialized nodes with a NodeClaim (Karpenter's managed nodes),
+    // and those already disrupting.
     let mut pool_nodes: BTreeMap<&str, (u32, u32)> = BTreeMap::new();
     for (i, f) in world.facts.iter().enumerate() {
-        if let (Some(pool), true) = (f.pool_name, f.initialized) {
+        if let (Some(pool), true) = (f.pool_name, f.initialized && f.claim.is_some()) {
             let entry = pool_nodes.entry(pool).or_default();
             entry.0 += 1;
             if f.disrupting || in_command[i] {
@@ -156,7 +158,14 @@ fn pass(snapshot: &Snapshot, now: i64, config: &Config, among: Option<&[String]>
         if !managed(f) || in_command[i] || reasons[i].is_some() {
             continue;
         }
-        let why = if f.pool.is_none() {
+        let why = if f.claim.is_none() {
+            // Karpenter disrupts only what it launched: a candidate is a Node with a
+            // NodeClaim. The label alone may be copied onto any node.
+            Some(
+                "no NodeClaim: Karpenter disrupts only nodes it launched, each with a NodeClaim (the karpenter.sh/nodepool label alone does not make it one)"
+                    .to_string(),
+            )
+        } else if f.pool.is_none() {
             Some(format!(
                 "its NodePool {:?} (label karpenter.sh/nodepool) does not exist",
                 f.pool_name.unwrap_or("")
@@ -437,10 +446,39 @@ fn pass(snapshot: &Snapshot, now: i64, config: &Config, among: Option<&[String]>
                 break;
             }
             let mut used = BTreeMap::new();
+            // A group asks each PDB for the evictions of all its nodes' pods at once: a
+            // node joins only while every PDB still allows them, or no more than one of
+            // its nodes asks on its own. Karpenter checks PDBs node by node, so two
+            // nodes each with one pod of a `maxUnavailable: 1` Deployment could go
+            // together; one node's drain asking more than its PDB allows is paced by the
+            // eviction API, as in Karpenter (blocking such nodes would stall drift).
+            // Per PDB: evictions asked so far, and the most one node asked.
+            let mut pdb_used: BTreeMap<usize, (i32, i32)> = BTreeMap::new();
             let group: Vec<usize> = order
                 .iter()
                 .copied()
-                .filter(|&i| take(&mut used, i, Reason::Underutilized).is_ok())
+                .filter(|&i| {
+                    // Past the budget nothing joins: skip the PDB count.
+                    let (available, _) = budget(i, Reason::Underutilized);
+                    let pool = world.facts[i].pool_name.unwrap_or("");
+                    if used.get(pool).copied().unwrap_or(0) >= available {
+                        return false;
+                    }
+                    let asks = world.pdb_asks(i);
+                    let over = asks.iter().any(|&(pdb, n)| {
+                        let (total, most) = pdb_used.get(&pdb).copied().unwrap_or((0, 0));
+                        total + n > world.pdb_allowed[pdb].max(most.max(n))
+                    });
+                    if over || take(&mut used, i, Reason::Underutilized).is_err() {
+                        return false;
+                    }
+                    for (pdb, n) in asks {
+                        let entry = pdb_used.entry(pdb).or_default();
+                        entry.0 += n;
+                        entry.1 = entry.1.max(n);
+                    }
+                    true
+                })
                 .collect();
             // Largest group first: a group can save at most its nodes' price, which only
             // shrinks as the group does, so the search stops once that bound cannot beat

@@ -24,6 +24,8 @@ pub(crate) struct World<'a> {
     /// Evictions each PDB allows, in `Snapshot::pdbs` order.
     pub(crate) pdb_allowed: Vec<i32>,
     pub(crate) pdb_index: crate::facts::PdbIndex,
+    /// The time of the pass (Unix seconds), for `do-not-disrupt` durations.
+    now: i64,
     /// Catalog index by instance type name.
     pub(crate) type_idx: BTreeMap<&'a str, usize>,
     /// For each NodePool, the allocatable (CPU, memory) and cheapest offering of every
@@ -84,7 +86,7 @@ pub(crate) struct Consolidation {
 }
 
 impl<'a> World<'a> {
-    pub(crate) fn new(snapshot: &'a Snapshot, facts: Vec<Facts<'a>>) -> World<'a> {
+    pub(crate) fn new(snapshot: &'a Snapshot, facts: Vec<Facts<'a>>, now: i64) -> World<'a> {
         let n = facts.len();
         let pdb_index = crate::facts::PdbIndex::new(&snapshot.pdbs);
         let world = World {
@@ -94,6 +96,7 @@ impl<'a> World<'a> {
             pods: &snapshot.bound_pods,
             pdb_allowed: crate::facts::pdb_allowed(snapshot, &pdb_index),
             pdb_index,
+            now,
             type_idx: snapshot
                 .instance_types
                 .iter()
@@ -446,10 +449,22 @@ impl<'a> World<'a> {
                 &f.pods,
                 &self.pdb_allowed,
                 &self.pdb_index,
+                self.now,
             );
             self.facts[dest].blocked = blocked;
         }
         self.rebuild();
+    }
+
+    /// Evictions a drain of node `i` asks of each PDB, as `(index into Snapshot::pdbs,
+    /// pods)`.
+    pub(crate) fn pdb_asks(&self, i: usize) -> Vec<(usize, i32)> {
+        crate::facts::pdb_asks(
+            self.snapshot,
+            self.pods,
+            &self.facts[i].reschedulable,
+            &self.pdb_index,
+        )
     }
 
     /// (CPU, memory) the candidates' reschedulable pods ask for, what is free on the
@@ -682,14 +697,10 @@ impl<'a> World<'a> {
             .filter_map(|&i| self.facts[i].instance_type)
             .collect();
         let mut cheapest_seen: Option<(String, f64)> = None;
-        let mut options: Vec<(f64, &str, Launch)> = Vec::new();
+        // Every option cheaper than the group, as Karpenter's price filter leaves them.
+        let mut cheaper: Vec<(f64, &str, Launch)> = Vec::new();
         for name in &claim.instance_type_options {
-            let Some(it) = self
-                .snapshot
-                .instance_types
-                .iter()
-                .find(|it| &it.name == name)
-            else {
+            let Some(it) = self.instance_type(name) else {
                 continue;
             };
             let Some(offering) = it.cheapest_offering(&requirements) else {
@@ -701,11 +712,10 @@ impl<'a> World<'a> {
             {
                 cheapest_seen = Some((name.clone(), offering.price));
             }
-            // Never the same instance type again: that is churn, not savings.
-            if candidate_types.contains(&name.as_str()) || offering.price >= price - 1e-9 {
+            if offering.price >= price - 1e-9 {
                 continue;
             }
-            options.push((
+            cheaper.push((
                 offering.price,
                 name,
                 Launch {
@@ -717,7 +727,48 @@ impl<'a> World<'a> {
                 },
             ));
         }
+        // Karpenter's filterOutSameInstanceType, for groups: where the type of a node in
+        // the group is itself among the cheaper options, the replacement must cost less
+        // than that node. Otherwise keeping it and deleting the others saves more and
+        // moves fewer pods (two c6g.large at $0.068 do not become one c7g.large at
+        // $0.0725).
+        let keep_instead = if candidates.len() > 1 {
+            candidates
+                .iter()
+                .filter_map(|&i| {
+                    let f = &self.facts[i];
+                    let t = f.instance_type?;
+                    cheaper.iter().any(|o| o.1 == t).then_some((f.price?, i))
+                })
+                .min_by(|a, b| a.0.total_cmp(&b.0))
+        } else {
+            None
+        };
+        let cap = keep_instead.map_or(price, |(p, _)| p.min(price));
+        let mut options: Vec<(f64, &str, Launch)> = cheaper
+            .iter()
+            // Never the same instance type again: that is churn, not savings.
+            .filter(|o| !candidate_types.contains(&o.1) && o.0 < cap - 1e-9)
+            .cloned()
+            .collect();
         options.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(b.1)));
+        if options.is_empty()
+            && let Some((p, i)) = keep_instead
+        {
+            let f = &self.facts[i];
+            let other = cheaper
+                .iter()
+                .filter(|o| !candidate_types.contains(&o.1))
+                .min_by(|a, b| a.0.total_cmp(&b.0))
+                .map_or(String::new(), |o| {
+                    format!("; the cheapest other type, {}, costs ${:.4}/h", o.1, o.0)
+                });
+            return Err(format!(
+                "no cheaper placement: {short}; a replacement would have to cost less than {}'s {} (${p:.4}/h), whose type is among its options: keeping that node and deleting the others saves more and moves fewer pods{other}",
+                f.node.name,
+                f.instance_type.unwrap_or(""),
+            ));
+        }
         if options.is_empty() {
             let cheapest = match cheapest_seen {
                 Some((name, p)) => format!(

@@ -53,6 +53,12 @@ pub struct Pod {
     pub preferred_affinity: Vec<Weighted<AffinityTerm>>,
     pub preferred_anti_affinity: Vec<Weighted<AffinityTerm>>,
     pub host_ports: Vec<HostPort>,
+    /// When the pod was bound to its node, Unix seconds: the `PodScheduled` condition's
+    /// `lastTransitionTime`, else `status.startTime`, else `metadata.creationTimestamp`.
+    /// `None` for pods not bound, and when the input says nothing.
+    pub bound_at: Option<i64>,
+    /// `status.startTime` (the kubelet accepted the pod), Unix seconds, when known.
+    pub started_at: Option<i64>,
 }
 
 impl Pod {
@@ -78,6 +84,29 @@ impl Pod {
             preferred_affinity: Vec::new(),
             preferred_anti_affinity: Vec::new(),
             host_ports: Vec::new(),
+            bound_at: None,
+            started_at: None,
+        }
+    }
+
+    /// Whether `karpenter.sh/do-not-disrupt` protects the pod at `now` (Unix seconds), as
+    /// Karpenter's `IsDoNotDisruptActive` decides: `"true"` always does; a positive Go
+    /// duration (`"10m"`, `"1h30m"`) does until that long after the pod started
+    /// (`status.startTime`), and always when the start is unknown; any other value is
+    /// ignored, as if the annotation were absent.
+    pub fn do_not_disrupt_at(&self, now: i64) -> bool {
+        let Some(value) = self
+            .annotations
+            .get(crate::labels::ANNOTATION_DO_NOT_DISRUPT)
+        else {
+            return false;
+        };
+        match DoNotDisrupt::parse(value) {
+            DoNotDisrupt::Always => true,
+            DoNotDisrupt::For(d) => self
+                .started_at
+                .is_none_or(|started| ((now - started) as f64) < d.as_secs_f64()),
+            DoNotDisrupt::Invalid => false,
         }
     }
 
@@ -224,5 +253,153 @@ impl HostPort {
             && (wildcard(&self.host_ip)
                 || wildcard(&other.host_ip)
                 || self.host_ip == other.host_ip)
+    }
+}
+
+/// A `karpenter.sh/do-not-disrupt` pod annotation's value, read as Karpenter reads it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DoNotDisrupt {
+    /// `"true"`.
+    Always,
+    /// A positive Go duration: protected for that long after the pod started.
+    For(std::time::Duration),
+    /// Anything else (`"false"`, `"0s"`, `"soon"`): Karpenter ignores the annotation.
+    Invalid,
+}
+
+impl DoNotDisrupt {
+    pub fn parse(value: &str) -> DoNotDisrupt {
+        if value == "true" {
+            return DoNotDisrupt::Always;
+        }
+        match parse_go_duration(value) {
+            Some(d) if !d.is_zero() => DoNotDisrupt::For(d),
+            _ => DoNotDisrupt::Invalid,
+        }
+    }
+}
+
+/// Go's `time.ParseDuration`: a sequence of decimal numbers, each with an optional
+/// fraction and a unit (`ns`, `us`/`µs`/`μs`, `ms`, `s`, `m`, `h`), such as `"1h30m"`
+/// or `"1.5h"`; an optional sign; `"0"` alone. `None` when it is not one, or negative.
+pub fn parse_go_duration(text: &str) -> Option<std::time::Duration> {
+    let (negative, mut rest) = match text.as_bytes().first() {
+        Some(b'-') => (true, &text[1..]),
+        Some(b'+') => (false, &text[1..]),
+        _ => (false, text),
+    };
+    if rest == "0" {
+        return Some(std::time::Duration::ZERO);
+    }
+    if rest.is_empty() {
+        return None;
+    }
+    let mut nanos: u128 = 0;
+    while !rest.is_empty() {
+        let int_len = rest.bytes().take_while(u8::is_ascii_digit).count();
+        let (int_part, after) = rest.split_at(int_len);
+        let (frac_part, after) = match after.strip_prefix('.') {
+            Some(a) => {
+                let n = a.bytes().take_while(u8::is_ascii_digit).count();
+                a.split_at(n)
+            }
+            None => ("", after),
+        };
+        if int_part.is_empty() && frac_part.is_empty() {
+            return None;
+        }
+        let unit_len = after
+            .char_indices()
+            .find(|(_, c)| c.is_ascii_digit() || *c == '.')
+            .map_or(after.len(), |(i, _)| i);
+        let (unit, after) = after.split_at(unit_len);
+        let scale: u128 = match unit {
+            "ns" => 1,
+            "us" | "\u{b5}s" | "\u{3bc}s" => 1_000,
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" => 60 * 1_000_000_000,
+            "h" => 3_600 * 1_000_000_000,
+            _ => return None,
+        };
+        let int: u128 = if int_part.is_empty() {
+            0
+        } else {
+            int_part.parse().ok()?
+        };
+        nanos = nanos.checked_add(int.checked_mul(scale)?)?;
+        if !frac_part.is_empty() {
+            // Digits past nanosecond precision cannot change the result.
+            let digits = &frac_part[..frac_part.len().min(20)];
+            let frac: u128 = digits.parse().ok()?;
+            nanos = nanos.checked_add(frac * scale / 10u128.pow(digits.len() as u32))?;
+        }
+        rest = after;
+    }
+    if negative && nanos > 0 {
+        return None;
+    }
+    let secs = u64::try_from(nanos / 1_000_000_000).ok()?;
+    Some(std::time::Duration::new(
+        secs,
+        (nanos % 1_000_000_000) as u32,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::{DoNotDisrupt, Pod, parse_go_duration};
+    use crate::Resources;
+
+    #[test]
+    fn go_durations_parse_as_go_parses_them() {
+        assert_eq!(parse_go_duration("10m"), Some(Duration::from_secs(600)));
+        assert_eq!(parse_go_duration("1h30m"), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_go_duration("1.5h"), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_go_duration("+2s"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_go_duration(".5s"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_go_duration("300ms"), Some(Duration::from_millis(300)));
+        assert_eq!(
+            parse_go_duration("2\u{b5}s"),
+            Some(Duration::from_micros(2))
+        );
+        assert_eq!(parse_go_duration("0"), Some(Duration::ZERO));
+        for bad in ["", "10", "1d", "m", "-5m", "1h 30m", "true", "."] {
+            assert_eq!(parse_go_duration(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn do_not_disrupt_values_follow_karpenter() {
+        assert_eq!(DoNotDisrupt::parse("true"), DoNotDisrupt::Always);
+        assert_eq!(
+            DoNotDisrupt::parse("10m"),
+            DoNotDisrupt::For(Duration::from_secs(600))
+        );
+        for ignored in ["false", "True", "0s", "-1h", "soon"] {
+            assert_eq!(
+                DoNotDisrupt::parse(ignored),
+                DoNotDisrupt::Invalid,
+                "{ignored}"
+            );
+        }
+        let mut pod = Pod::new("default", "p", Resources::new());
+        assert!(!pod.do_not_disrupt_at(1_000));
+        pod.annotations.insert(
+            crate::labels::ANNOTATION_DO_NOT_DISRUPT.to_string(),
+            "10m".to_string(),
+        );
+        // The start unknown: protected, as Karpenter fails safe.
+        assert!(pod.do_not_disrupt_at(1_000));
+        pod.started_at = Some(1_000);
+        assert!(pod.do_not_disrupt_at(1_000 + 599));
+        assert!(!pod.do_not_disrupt_at(1_000 + 600));
+        pod.annotations.insert(
+            crate::labels::ANNOTATION_DO_NOT_DISRUPT.to_string(),
+            "yes".to_string(),
+        );
+        assert!(!pod.do_not_disrupt_at(1_000));
     }
 }

@@ -1041,7 +1041,16 @@ fn movable_pods<'a>(view: &'a ClusterView, node: &str) -> impl Iterator<Item = &
 
 /// Why a pod keeps its node from being scaled down, if it does.
 fn protection(pod: &Pod) -> Option<&'static str> {
-    if kerf_controllers::do_not_disrupt(pod) {
+    // Cluster Autoscaler does not know the annotation; the baseline honours every value
+    // Karpenter reads as protection, a duration for the pod's whole life (the simulator's
+    // pods carry no start time, and Karpenter protects those for good too).
+    let karpenter_protects = pod
+        .annotations
+        .get(kerf_model::labels::ANNOTATION_DO_NOT_DISRUPT)
+        .is_some_and(|v| {
+            kerf_model::pod::DoNotDisrupt::parse(v) != kerf_model::pod::DoNotDisrupt::Invalid
+        });
+    if karpenter_protects {
         Some("a pod has karpenter.sh/do-not-disrupt")
     } else if pod
         .annotations

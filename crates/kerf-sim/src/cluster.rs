@@ -88,6 +88,8 @@ pub(crate) struct Cluster {
     /// Something the scheduler should look at again.
     pub(crate) sched_dirty: bool,
     dirty_workloads: BTreeSet<String>,
+    /// Unix seconds at virtual time 0, for `do-not-disrupt` durations.
+    epoch_secs: i64,
 }
 
 /// `namespace/Kind/name` for a workload; bare pods are `namespace/Pod/name`.
@@ -99,7 +101,7 @@ pub(crate) fn workload_key(pod: &Pod) -> String {
 }
 
 impl Cluster {
-    pub(crate) fn new(view: ClusterView, cloud: SimCloud) -> Cluster {
+    pub(crate) fn new(view: ClusterView, cloud: SimCloud, epoch_secs: i64) -> Cluster {
         Cluster {
             view,
             cloud,
@@ -110,6 +112,7 @@ impl Cluster {
             counters: Counters::default(),
             sched_dirty: true,
             dirty_workloads: BTreeSet::new(),
+            epoch_secs,
         }
     }
 
@@ -715,7 +718,7 @@ impl Cluster {
             });
             return false;
         }
-        if do_not_disrupt(&state.pod) {
+        if do_not_disrupt(&state.pod, self.epoch_secs + now / 1000) {
             let deadline_passed = state
                 .pod
                 .node_name

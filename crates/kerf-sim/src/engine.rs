@@ -103,7 +103,7 @@ pub fn run(
         ..ClusterView::default()
     };
     let cloud = SimCloud::new(scenario.cloud.clone(), &scenario.instance_types);
-    let mut cluster = Cluster::new(view, cloud);
+    let mut cluster = Cluster::new(view, cloud, scenario.epoch_secs);
     let mut rng = ChaCha8Rng::seed_from_u64(scenario.seed ^ 0x5eed);
     cluster.apply(0, &scenario.initial);
 

@@ -4,7 +4,12 @@ use std::io::Write as _;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory as _, Parser, Subcommand, ValueEnum};
+
+/// `kerf plan`'s exit code when some pod cannot be placed (the plan is still printed):
+/// a script can tell "planned everything" (0) from "planned, but not everything" (2)
+/// and from an error (1).
+const EXIT_UNSCHEDULABLE: i32 = 2;
 
 #[derive(Parser)]
 #[command(
@@ -21,6 +26,7 @@ struct Cli {
 enum Command {
     /// Dry run: which NodeClaims would be launched for the pending pods in these
     /// manifests, where each pod goes, what it costs, and why any pod cannot be placed.
+    /// Exits 2 when some pod cannot be placed, 1 on an error.
     Plan {
         /// YAML or JSON files, directories, or - for stdin. Repeatable.
         #[arg(short = 'f', long = "filename", required = true)]
@@ -68,6 +74,11 @@ enum Command {
         #[arg(long, default_value = "aws", value_parser = ["aws", "kwok"])]
         cloud_provider: String,
     },
+    /// Print a shell completion script, e.g. `kerf completion bash > /etc/bash_completion.d/kerf`.
+    Completion {
+        /// bash, zsh or fish (elvish and powershell work too).
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -77,13 +88,18 @@ enum Output {
 }
 
 fn main() {
-    if let Err(e) = run(Cli::parse()) {
-        eprintln!("error: {e:#}");
-        std::process::exit(1);
+    match run(Cli::parse()) {
+        Ok(0) => {}
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(1);
+        }
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+/// Runs the command; the exit code on success.
+fn run(cli: Cli) -> anyhow::Result<i32> {
     let mut stdout = std::io::stdout().lock();
     match cli.command {
         Command::Plan {
@@ -95,6 +111,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let manifests = kerf_api::load_paths(&files)?;
             for w in &manifests.warnings {
                 eprintln!("warning: {w}");
+            }
+            for note in kerf::plan::leaving_notes(&manifests) {
+                eprintln!("note: {note}");
             }
             let types = kerf_model::catalog::by_name(&catalog)?;
             let input = kerf::plan::input(manifests, types);
@@ -114,6 +133,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             stdout
                 .write_all(text.as_bytes())
                 .context("writing the plan")?;
+            stdout.flush().context("writing the plan")?;
+            if !plan.unschedulable.is_empty() {
+                return Ok(EXIT_UNSCHEDULABLE);
+            }
         }
         Command::Disrupt {
             files,
@@ -174,6 +197,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .write_all(yaml.as_bytes())
                 .context("writing the CRDs")?;
         }
+        Command::Completion { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "kerf", &mut stdout);
+        }
     }
-    Ok(())
+    stdout.flush().context("writing the output")?;
+    Ok(0)
 }

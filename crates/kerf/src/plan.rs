@@ -1,6 +1,6 @@
 //! `kerf plan`: manifests in, a rendered plan out.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use kerf_api::Manifests;
@@ -13,6 +13,7 @@ use serde::Serialize;
 /// NodePool's `startupTaints` and the known ephemeral ones put on it for now
 /// (`Node::for_provisioning`).
 pub fn input(manifests: Manifests, instance_types: Vec<InstanceType>) -> Input {
+    let manifests = pending_from_leaving_nodes(manifests);
     let nodepools = manifests.nodepools;
     let nodes = (manifests.nodes.iter())
         .map(|n| {
@@ -31,6 +32,65 @@ pub fn input(manifests: Manifests, instance_types: Vec<InstanceType>) -> Input {
         daemonsets: manifests.daemonsets,
         namespaces: manifests.namespaces,
     }
+}
+
+/// Nodes already being deleted (`kerf_disruption::is_leaving`, the rule `kerf disrupt`
+/// uses) are no destination, and their reschedulable pods (not DaemonSet or static
+/// pods) are pending: as Karpenter's provisioner does, kerf plans capacity for them.
+fn pending_from_leaving_nodes(mut manifests: Manifests) -> Manifests {
+    let leaving = leaving_nodes(&manifests);
+    if leaving.is_empty() {
+        return manifests;
+    }
+    for mut pod in std::mem::take(&mut manifests.bound_pods) {
+        if !pod.node_name.as_ref().is_some_and(|n| leaving.contains(n)) {
+            manifests.bound_pods.push(pod);
+        } else if kerf_disruption::reschedulable(&pod) {
+            pod.node_name = None;
+            pod.bound_at = None;
+            manifests.pending_pods.push(pod);
+        }
+    }
+    manifests.pending_pods.sort_by(|a, b| a.key.cmp(&b.key));
+    manifests.nodes.retain(|n| !leaving.contains(&n.name));
+    manifests
+}
+
+/// Names of the nodes being deleted, sorted.
+fn leaving_nodes(manifests: &Manifests) -> BTreeSet<String> {
+    let claim_of = kerf_disruption::claims_by_node(&manifests.nodeclaims);
+    manifests
+        .nodes
+        .iter()
+        .filter(|n| {
+            let claim = claim_of
+                .get(n.name.as_str())
+                .map(|&c| &manifests.nodeclaims[c]);
+            kerf_disruption::is_leaving(n, claim)
+        })
+        .map(|n| n.name.clone())
+        .collect()
+}
+
+/// One line per node being deleted that runs pods `kerf plan` places again, for the
+/// user to see why those pods are in the plan.
+pub fn leaving_notes(manifests: &Manifests) -> Vec<String> {
+    leaving_nodes(manifests)
+        .into_iter()
+        .filter_map(|node| {
+            let pods: Vec<String> = (manifests.bound_pods.iter())
+                .filter(|p| p.node_name.as_deref() == Some(&node))
+                .filter(|p| kerf_disruption::reschedulable(p))
+                .map(|p| p.key.to_string())
+                .collect();
+            (!pods.is_empty()).then(|| {
+                format!(
+                    "node {node} is being deleted: its pods are planned as pending, as Karpenter provisions for them ({})",
+                    pods.join(", ")
+                )
+            })
+        })
+        .collect()
 }
 
 /// The JSON shape of `kerf plan -o json`. Field order is the output order.

@@ -799,6 +799,36 @@ fn host_ports(spec: &core::PodSpec, spec_path: &str, problems: &mut Problems) ->
 /// The PersistentVolumeClaims a pod named `pod_name` mounts: `persistentVolumeClaim`
 /// volumes, and generic ephemeral volumes, whose claim Kubernetes names
 /// `<pod>-<volume>`.
+/// The claims the pod's ephemeral volumes create (`<pod>-<volume>`), each with the
+/// `storageClassName` its template names (`None`: the default class). Such a claim does
+/// not exist before its pod does, so only its template says where its volume may go.
+pub(crate) fn ephemeral_claim_classes(
+    spec: &core::PodSpec,
+    pod_name: &str,
+) -> Vec<(String, Option<String>)> {
+    spec.volumes
+        .iter()
+        .flatten()
+        .filter_map(|v| {
+            let template = v.ephemeral.as_ref()?.volume_claim_template.as_ref();
+            Some((
+                format!("{pod_name}-{}", v.name),
+                template.and_then(|t| t.spec.storage_class_name.clone()),
+            ))
+        })
+        .collect()
+}
+
+/// The pod's `runtimeClassName` when it sets no `overhead` of its own: the RuntimeClass
+/// admission controller fills the overhead in from the class (`overhead.podFixed`), which
+/// kerf does once every RuntimeClass is read. A pod read back from a cluster already
+/// carries it.
+pub(crate) fn runtime_class_without_overhead(spec: &core::PodSpec) -> Option<String> {
+    spec.runtime_class_name
+        .clone()
+        .filter(|c| !c.is_empty() && spec.overhead.is_none())
+}
+
 pub(crate) fn claim_names(spec: &core::PodSpec, pod_name: &str) -> Vec<String> {
     spec.volumes
         .iter()

@@ -117,7 +117,28 @@ pub(crate) fn bare_pod(
         owner,
         meta_path: "metadata",
     };
-    let converted = pods::convert(meta, spec, "spec", problems);
+    let mut converted = pods::convert(meta, spec, "spec", problems);
+    let status = pod.status.as_ref();
+    converted.started_at = status
+        .and_then(|s| s.start_time.as_ref())
+        .map(|t| t.0.as_second());
+    if converted.node_name.is_some() {
+        // When it was bound: the scheduler's PodScheduled condition turned True then; a
+        // pod without conditions started soon after it was bound, and was created before.
+        let scheduled = status
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|c| {
+                c.iter()
+                    .find(|c| c.type_ == "PodScheduled" && c.status == "True")
+            })
+            .and_then(|c| c.last_transition_time.as_ref())
+            .map(|t| t.0.as_second());
+        converted.bound_at = scheduled.or(converted.started_at).or(pod
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|t| t.0.as_second()));
+    }
     let role = if converted.node_name.is_some() {
         PodRole::Bound
     } else {
@@ -127,6 +148,8 @@ pub(crate) fn bare_pod(
         pod: converted,
         role,
         claims: pods::claim_names(spec, object.name),
+        claim_classes: pods::ephemeral_claim_classes(spec, object.name),
+        runtime_class: pods::runtime_class_without_overhead(spec),
         priority: priority_from(spec),
         source: object.source,
         object: object.label.to_string(),
@@ -205,7 +228,10 @@ pub(crate) fn stateful_set(
     let mut claim_templates = Vec::new();
     for (i, claim) in spec.volume_claim_templates.iter().flatten().enumerate() {
         match claim.metadata.name.as_deref().filter(|n| !n.is_empty()) {
-            Some(name) => claim_templates.push(name.to_string()),
+            Some(name) => claim_templates.push((
+                name.to_string(),
+                claim.spec.as_ref().and_then(|s| s.storage_class_name.clone()),
+            )),
             None => problems.push(
                 format!("spec.volumeClaimTemplates[{i}].metadata.name"),
                 "missing; each claim template needs a name (its claims are named <template>-<statefulset>-<ordinal>)",
@@ -289,6 +315,7 @@ pub(crate) fn daemon_set(
     daemon.role = PodRole::DaemonSet;
     if let Some(pod_spec) = spec.template.spec.as_ref() {
         daemon.claims = pods::claim_names(pod_spec, object.name);
+        daemon.claim_classes = pods::ephemeral_claim_classes(pod_spec, object.name);
         add_daemon_tolerations(
             &mut daemon.pod.tolerations,
             pod_spec.host_network == Some(true),
@@ -422,6 +449,8 @@ fn template_pod(
         pod,
         role,
         claims: Vec::new(),
+        claim_classes: Vec::new(),
+        runtime_class: pods::runtime_class_without_overhead(spec),
         priority: priority_from(spec),
         source: object.source,
         object: object.label.to_string(),
@@ -459,8 +488,9 @@ pub(crate) struct Workload {
     want: usize,
     /// A StatefulSet's first ordinal (`spec.ordinals.start`).
     first_ordinal: usize,
-    /// A StatefulSet's volume claim template names.
-    claim_templates: Vec<String>,
+    /// A StatefulSet's volume claim templates: name, and the `storageClassName` its
+    /// claims get (`None`: the default class).
+    claim_templates: Vec<(String, Option<String>)>,
     template: StagedPod,
     spec: core::PodSpec,
 }
@@ -494,16 +524,18 @@ impl Workload {
             pod: self.template.pod.clone(),
             role: self.template.role,
             claims: pods::claim_names(&self.spec, &name),
+            claim_classes: pods::ephemeral_claim_classes(&self.spec, &name),
+            runtime_class: self.template.runtime_class.clone(),
             priority: self.template.priority.clone(),
             source: self.template.source,
             object: self.template.object.clone(),
             spec_path: self.template.spec_path,
         };
-        staged.claims.extend(
-            self.claim_templates
-                .iter()
-                .map(|t| format!("{t}-{}-{ordinal}", self.name)),
-        );
+        for (template, class) in &self.claim_templates {
+            let claim = format!("{template}-{}-{ordinal}", self.name);
+            staged.claims.push(claim.clone());
+            staged.claim_classes.push((claim, class.clone()));
+        }
         staged.pod.key.name = name;
         staged
     }

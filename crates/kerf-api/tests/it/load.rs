@@ -1437,3 +1437,167 @@ fn kubectl_get_output_loads_with_its_status_and_managed_fields() {
     "#]]
     .assert_eq(&render(&m));
 }
+
+#[test]
+fn skipped_kinds_are_one_warning_per_kind_with_a_count() {
+    // Argo CD's HA install has dozens of objects kerf does not use: one line per kind,
+    // not per object; a kind met once still names its object.
+    check(
+        r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: a, namespace: argocd}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: b, namespace: argocd}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: reader}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: c, namespace: argocd}
+"#,
+        expect![[r#"
+            warning: test.yaml: skipped 3 ConfigMap objects: kerf does not use this kind
+            warning: test.yaml: skipped ClusterRole reader: kerf does not use this kind
+        "#]],
+    );
+}
+
+#[test]
+fn an_unbound_claim_of_an_immediate_class_is_planned_in_its_zones_with_a_warning() {
+    check(
+        r#"
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata: {name: fast}
+provisioner: ebs.csi.aws.com
+allowedTopologies:
+  - matchLabelExpressions:
+      - {key: topology.ebs.csi.aws.com/zone, values: [us-east-1a, us-east-1b]}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: data, namespace: default}
+spec:
+  accessModes: [ReadWriteOnce]
+  storageClassName: fast
+  resources: {requests: {storage: 10Gi}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: app, namespace: default}
+spec:
+  containers: [{name: app, image: app:1}]
+  volumes: [{name: data, persistentVolumeClaim: {claimName: data}}]
+"#,
+        expect![[r#"
+            pending default/app owner=- priority=0 requests: pods=1
+              required: topology.kubernetes.io/zone In [us-east-1a,us-east-1b]
+            namespace default: kubernetes.io/metadata.name=default
+            warning: test.yaml: Pod default/app: claim "data" is not bound yet and StorageClass fast binds Immediately: Karpenter waits for its volume before provisioning; kerf plans within the class's zones (us-east-1a, us-east-1b), and the volume may land in another of them
+        "#]],
+    );
+}
+
+#[test]
+fn the_newest_default_storage_class_serves_claims_naming_none() {
+    // Two classes marked default: admission gives a claim without storageClassName the
+    // newest; an ephemeral volume's claim template is read the same way.
+    check(
+        r#"
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata:
+  name: old-default
+  creationTimestamp: "2024-01-01T00:00:00Z"
+  annotations: {storageclass.kubernetes.io/is-default-class: "true"}
+provisioner: ebs.csi.aws.com
+volumeBindingMode: WaitForFirstConsumer
+allowedTopologies: [{matchLabelExpressions: [{key: topology.kubernetes.io/zone, values: [us-east-1a]}]}]
+---
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata:
+  name: new-default
+  creationTimestamp: "2025-01-01T00:00:00Z"
+  annotations: {storageclass.kubernetes.io/is-default-class: "true"}
+provisioner: ebs.csi.aws.com
+volumeBindingMode: WaitForFirstConsumer
+allowedTopologies: [{matchLabelExpressions: [{key: topology.kubernetes.io/zone, values: [us-east-1c]}]}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: app, namespace: default}
+spec:
+  containers: [{name: app, image: app:1}]
+  volumes:
+    - name: scratch
+      ephemeral:
+        volumeClaimTemplate:
+          spec:
+            accessModes: [ReadWriteOnce]
+            resources: {requests: {storage: 1Gi}}
+"#,
+        expect![[r#"
+            pending default/app owner=- priority=0 requests: pods=1
+              required: topology.kubernetes.io/zone In [us-east-1c]
+            namespace default: kubernetes.io/metadata.name=default
+        "#]],
+    );
+}
+
+#[test]
+fn a_runtime_class_not_read_is_a_warning() {
+    check(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: app, namespace: default}
+spec:
+  runtimeClassName: gvisor
+  containers: [{name: app, image: app:1, resources: {requests: {cpu: 100m}}}]
+"#,
+        expect![[r#"
+            pending default/app owner=- priority=0 requests: cpu=100m, pods=1
+            namespace default: kubernetes.io/metadata.name=default
+            warning: test.yaml: Pod default/app: spec.runtimeClassName "gvisor" is not among the RuntimeClasses read; its overhead is not counted
+        "#]],
+    );
+}
+
+#[test]
+fn bound_pods_carry_when_they_were_bound_and_started() {
+    let m = load_str(
+        "test.yaml",
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: a, namespace: default, creationTimestamp: "2026-11-24T10:00:00Z"}
+spec:
+  nodeName: node-a
+  containers: [{name: app, image: app:1}]
+status:
+  startTime: "2026-11-24T10:00:30Z"
+  conditions: [{type: PodScheduled, status: "True", lastTransitionTime: "2026-11-24T10:00:10Z"}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: b, namespace: default, creationTimestamp: "2026-11-24T10:00:00Z"}
+spec:
+  nodeName: node-a
+  containers: [{name: app, image: app:1}]
+"#,
+    )
+    .unwrap();
+    // 2026-11-24T10:00:00Z in Unix seconds.
+    let ten = 1_795_514_400;
+    let (a, b) = (&m.bound_pods[0], &m.bound_pods[1]);
+    assert_eq!(a.bound_at, Some(ten + 10), "the PodScheduled condition");
+    assert_eq!(a.started_at, Some(ten + 30));
+    assert_eq!(b.bound_at, Some(ten), "no status: the creation time");
+    assert_eq!(b.started_at, None);
+}

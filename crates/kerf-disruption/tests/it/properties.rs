@@ -1,5 +1,7 @@
 //! Properties of `compute_commands` over generated clusters: nothing graceful touches a
-//! `do-not-disrupt` pod or breaks a PDB, budgets hold, every displaced pod lands where
+//! `do-not-disrupt` pod or asks a PDB for more evictions than it allows (counted per
+//! command, over all its nodes; beyond what one node's own drain asks, which the
+//! eviction API paces as in Karpenter), budgets hold, every displaced pod lands where
 //! the scheduler's independent validator agrees it may, consolidation never raises cost,
 //! and the same snapshot gives the same outcome.
 //!
@@ -78,9 +80,16 @@ struct PodSpec {
     /// Hundreds of millicores.
     cpu: u8,
     app: u8,
-    do_not_disrupt: bool,
+    /// The `karpenter.sh/do-not-disrupt` value, if any (`DND_VALUES`).
+    do_not_disrupt: Option<u8>,
     daemon: bool,
+    /// Minutes since the pod was bound and started, when the input says.
+    bound_minutes_ago: Option<u8>,
 }
+
+/// Pod annotation values: always, for ten minutes after the start, and two Karpenter
+/// ignores.
+const DND_VALUES: [&str; 4] = ["true", "10m", "false", "soon"];
 
 #[derive(Clone, Debug)]
 struct PdbSpec {
@@ -121,15 +130,33 @@ fn pod_spec() -> impl Strategy<Value = PodSpec> {
     (
         1u8..12,
         0u8..3,
+        proptest::option::weighted(0.15, 0u8..4),
         prop::bool::weighted(0.1),
-        prop::bool::weighted(0.1),
+        proptest::option::weighted(0.3, 0u8..20),
     )
-        .prop_map(|(cpu, app, do_not_disrupt, daemon)| PodSpec {
-            cpu,
-            app,
-            do_not_disrupt,
-            daemon,
-        })
+        .prop_map(
+            |(cpu, app, do_not_disrupt, daemon, bound_minutes_ago)| PodSpec {
+                cpu,
+                app,
+                do_not_disrupt,
+                daemon,
+                bound_minutes_ago,
+            },
+        )
+}
+
+/// Whether the pod's `do-not-disrupt` protects it at `NOW`, as Karpenter reads the values
+/// the generator writes (its own reading, not kerf's).
+fn protected(pod: &Pod) -> bool {
+    match pod
+        .annotations
+        .get(labels::ANNOTATION_DO_NOT_DISRUPT)
+        .map(String::as_str)
+    {
+        Some("true") => true,
+        Some("10m") => pod.started_at.is_none_or(|s| NOW - s < 600),
+        _ => false,
+    }
 }
 
 fn node_spec() -> impl Strategy<Value = NodeSpec> {
@@ -345,11 +372,15 @@ fn build(spec: &Spec) -> Snapshot {
             pod.node_name = Some(name.clone());
             pod.labels
                 .insert("app".to_string(), APPS[usize::from(ps.app)].to_string());
-            if ps.do_not_disrupt {
+            if let Some(v) = ps.do_not_disrupt {
                 pod.annotations.insert(
                     labels::ANNOTATION_DO_NOT_DISRUPT.to_string(),
-                    "true".to_string(),
+                    DND_VALUES[usize::from(v)].to_string(),
                 );
+            }
+            if let Some(m) = ps.bound_minutes_ago {
+                pod.bound_at = Some(NOW - i64::from(m) * 60);
+                pod.started_at = pod.bound_at;
             }
             if ps.daemon {
                 pod.owner = Some(kerf_model::pod::Owner {
@@ -415,6 +446,15 @@ fn pods_on<'a>(snapshot: &'a Snapshot, node: &'a str) -> impl Iterator<Item = &'
 
 fn check(snapshot: &Snapshot, outcome: &Outcome, config: &Config) -> Result<(), TestCaseError> {
     let node = |name: &str| snapshot.nodes.iter().find(|n| n.name == name).unwrap();
+    // Evictions a PDB allows at the start of the pass, every selected bound pod healthy.
+    let allowed = |pdb: &Pdb| {
+        let selected = snapshot
+            .bound_pods
+            .iter()
+            .filter(|p| pdb.selects(&p.key.namespace, &p.labels))
+            .count() as i32;
+        pdb.allowed(selected)
+    };
     let expired: Vec<&str> = outcome
         .commands
         .iter()
@@ -437,8 +477,7 @@ fn check(snapshot: &Snapshot, outcome: &Outcome, config: &Config) -> Result<(), 
             );
             for pod in pods_on(snapshot, name) {
                 prop_assert!(
-                    !pod.annotations
-                        .contains_key(labels::ANNOTATION_DO_NOT_DISRUPT),
+                    !protected(pod),
                     "{} command evicts do-not-disrupt pod {}",
                     command.method.as_str(),
                     pod.key
@@ -454,18 +493,39 @@ fn check(snapshot: &Snapshot, outcome: &Outcome, config: &Config) -> Result<(), 
                     pod.key
                 );
                 for pdb in matching {
-                    let selected = snapshot
-                        .bound_pods
-                        .iter()
-                        .filter(|p| pdb.selects(&p.key.namespace, &p.labels))
-                        .count() as i32;
                     prop_assert!(
-                        pdb.allowed(selected) > 0,
+                        allowed(pdb) > 0,
                         "PDB {} allows no eviction of {}",
                         pdb.name,
                         pod.key
                     );
                 }
+            }
+        }
+        // Per command, not per node: the evictions all its nodes' drains ask of one PDB
+        // together stay within what it allows, or within what one of them asks alone
+        // (a single node's drain is paced by the eviction API, as in Karpenter).
+        if graceful {
+            for pdb in &snapshot.pdbs {
+                let asks: Vec<i32> = command
+                    .nodes
+                    .iter()
+                    .map(|name| {
+                        pods_on(snapshot, name)
+                            .filter(|p| !p.is_daemon() && pdb.selects(&p.key.namespace, &p.labels))
+                            .count() as i32
+                    })
+                    .collect();
+                let asked: i32 = asks.iter().sum();
+                let alone = asks.iter().copied().max().unwrap_or(0);
+                prop_assert!(
+                    asked <= allowed(pdb).max(alone),
+                    "{} command over {:?} asks PDB {} for {asked} evictions; it allows {}",
+                    command.method.as_str(),
+                    command.nodes,
+                    pdb.name,
+                    allowed(pdb)
+                );
             }
         }
         if command.method != Method::Expiration {
@@ -540,6 +600,42 @@ fn check(snapshot: &Snapshot, outcome: &Outcome, config: &Config) -> Result<(), 
                 expired.contains(&n.name.as_str()),
                 "{} expired but stays",
                 n.name
+            );
+        }
+    }
+    // Emptiness and consolidation wait consolidateAfter from the last pod event: the
+    // NodeClaim's, or a pod's own bind time when later.
+    for command in outcome.commands.iter().filter(|c| {
+        matches!(
+            c.method,
+            Method::Emptiness | Method::MultiNodeConsolidation | Method::SingleNodeConsolidation
+        )
+    }) {
+        for name in &command.nodes {
+            let n = node(name);
+            let pool = snapshot
+                .nodepools
+                .iter()
+                .find(|p| Some(p.name.as_str()) == n.nodepool())
+                .unwrap();
+            let after = pool.disruption.consolidate_after;
+            prop_assert!(after.is_some(), "{name}: consolidateAfter is Never");
+            let after = after.unwrap().as_secs() as i64;
+            let claim = snapshot
+                .nodeclaims
+                .iter()
+                .find(|c| c.node_name.as_deref() == Some(name))
+                .unwrap();
+            let last = pods_on(snapshot, name)
+                .filter(|p| !p.is_daemon())
+                .filter_map(|p| p.bound_at)
+                .chain(claim.last_pod_event)
+                .max();
+            prop_assert!(
+                last.is_none_or(|t| NOW - t >= after),
+                "{name} disrupted by {} {}s after a pod event; consolidateAfter {after}s",
+                command.method.as_str(),
+                last.map_or(0, |t| NOW - t)
             );
         }
     }
