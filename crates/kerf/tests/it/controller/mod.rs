@@ -364,3 +364,212 @@ fn an_invalid_nodepool_is_refused_by_the_api_server_and_kerf_keeps_running() {
     });
     assert!(kerf.exited().is_none());
 }
+
+#[test]
+fn reconnects_and_converges_after_the_api_server_restarts() {
+    let mut env = Env::start();
+    env.apply_yaml(NODEPOOL);
+    let mut kerf = Kerf::start(&env, "kerf-0", &[]);
+    env.apply_yaml(&deployment("web", 2, "1"));
+    env.wait(Duration::from_secs(120), "2 pods running", |env| {
+        all_running(env, "web", 2)
+    });
+    env.cluster
+        .restart_apiserver()
+        .expect("the API server comes back");
+    env.scale("default", "web", 6);
+    env.wait(
+        Duration::from_secs(150),
+        "6 pods running after the restart",
+        |env| all_running(env, "web", 6),
+    );
+    assert!(kerf.exited().is_none(), "kerf exited:\n{}", kerf.log_text());
+    assert_consistent(&env);
+}
+
+/// Ready pods of `app`, not terminating.
+fn available(env: &Env, app: &str) -> usize {
+    env.pods("default")
+        .iter()
+        .filter(|p| p.labels().get("app").map(String::as_str) == Some(app))
+        .filter(|p| p.metadata.deletion_timestamp.is_none() && running(p))
+        .filter(|p| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        })
+        .count()
+}
+
+#[test]
+fn a_template_change_drifts_every_node_one_at_a_time_without_breaking_the_pdb() {
+    let env = Env::start();
+    let pool = NODEPOOL.replace(
+        r#"budgets: [{nodes: "100%"}]"#,
+        r#"budgets: [{nodes: "1"}]"#,
+    );
+    env.apply_yaml(&pool);
+    let mut kerf = Kerf::start(&env, "kerf-0", &[]);
+    // One pod per node (required hostname anti-affinity), at most one unavailable.
+    let spread = deployment("web", 4, "1").replace(
+        "      containers:",
+        "      affinity:\n        podAntiAffinity:\n          requiredDuringSchedulingIgnoredDuringExecution:\n          - topologyKey: kubernetes.io/hostname\n            labelSelector: {matchLabels: {app: web}}\n      containers:",
+    );
+    env.apply_yaml(&spread);
+    env.apply_yaml(
+        "apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata: {name: web, namespace: default}\nspec:\n  maxUnavailable: 1\n  selector: {matchLabels: {app: web}}\n",
+    );
+    env.wait(
+        Duration::from_secs(120),
+        "4 pods running on 4 nodes",
+        |env| all_running(env, "web", 4) && available(env, "web") == 4,
+    );
+    let before: BTreeSet<String> = env.nodeclaims().iter().map(|c| c.name_any()).collect();
+    assert_eq!(before.len(), 4);
+
+    // The template changes: every node drifts.
+    env.apply_yaml(&pool.replace(
+        "  template:\n    spec:",
+        "  template:\n    metadata:\n      labels: {team: blue}\n    spec:",
+    ));
+    let started = std::time::Instant::now();
+    let mut min_available = usize::MAX;
+    let mut max_disrupting = 0;
+    loop {
+        min_available = min_available.min(available(&env, "web"));
+        let disrupting = env
+            .nodes()
+            .iter()
+            .filter(|n| {
+                n.spec
+                    .as_ref()
+                    .and_then(|s| s.taints.as_ref())
+                    .is_some_and(|t| t.iter().any(|t| t.key == labels::TAINT_DISRUPTED))
+            })
+            .count();
+        max_disrupting = max_disrupting.max(disrupting);
+        let claims = env.nodeclaims();
+        let replaced = claims.len() == 4
+            && claims.iter().all(|c| {
+                !before.contains(&c.name_any())
+                    && c.labels().get("team").map(String::as_str) == Some("blue")
+            });
+        if replaced && available(&env, "web") == 4 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(360),
+            "drift did not finish: {} claims, {:?}\n{}",
+            claims.len(),
+            claims.iter().map(|c| c.name_any()).collect::<Vec<_>>(),
+            kerf.log_text()
+                .lines()
+                .rev()
+                .take(30)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        min_available >= 3,
+        "the PDB allows one unavailable pod, {} were available at one point",
+        min_available
+    );
+    assert!(
+        max_disrupting <= 1,
+        "{max_disrupting} nodes disrupted at once, budget 1"
+    );
+    assert!(kerf.exited().is_none());
+    assert_consistent(&env);
+}
+
+#[test]
+fn nodes_karpenter_made_are_adopted_as_they_are() {
+    let env = Env::start();
+    env.apply_yaml(NODEPOOL);
+    // A NodeClaim and its Node as Karpenter's kwok provider leaves them: hash version v3,
+    // a random node name with the claim's name as its hostname label, registered and
+    // initialized, running a pod.
+    env.apply_yaml(
+        r#"apiVersion: karpenter.sh/v1
+kind: NodeClaim
+metadata:
+  name: default-abcde
+  labels: {karpenter.sh/nodepool: default, node.kubernetes.io/instance-type: c-4x-amd64-linux, topology.kubernetes.io/zone: test-zone-a, karpenter.sh/capacity-type: on-demand}
+  annotations: {karpenter.sh/nodepool-hash: "1234567890", karpenter.sh/nodepool-hash-version: v3}
+  finalizers: [karpenter.sh/termination]
+spec:
+  nodeClassRef: {group: karpenter.kwok.sh, kind: KWOKNodeClass, name: default}
+  requirements:
+  - {key: node.kubernetes.io/instance-type, operator: In, values: [c-4x-amd64-linux]}
+  expireAfter: Never
+"#,
+    );
+    let api: kube::Api<kerf_api::crd::NodeClaim> = kube::Api::all(env.client.clone());
+    let now = jiff::Timestamp::now().to_string();
+    let conditions: Vec<serde_json::Value> = ["Launched", "Registered", "Initialized", "Ready"]
+        .iter()
+        .map(|t| {
+            serde_json::json!({"type": t, "status": "True", "reason": t, "message": "",
+                "lastTransitionTime": now})
+        })
+        .collect();
+    let status = serde_json::json!({"status": {
+        "providerID": "kwok://happy-turing-42",
+        "nodeName": "happy-turing-42",
+        "conditions": conditions,
+    }});
+    env.rt
+        .block_on(api.patch_status(
+            "default-abcde",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&status),
+        ))
+        .unwrap();
+    env.apply_yaml(
+        r#"apiVersion: v1
+kind: Node
+metadata:
+  name: happy-turing-42
+  labels: {karpenter.sh/nodepool: default, node.kubernetes.io/instance-type: c-4x-amd64-linux, topology.kubernetes.io/zone: test-zone-a, karpenter.sh/capacity-type: on-demand, kubernetes.io/hostname: default-abcde, kubernetes.io/arch: amd64, kubernetes.io/os: linux, karpenter.sh/registered: "true", karpenter.sh/initialized: "true", kwok.x-k8s.io/node: fake, karpenter.kwok.sh/instance-cpu: "4", karpenter.kwok.sh/instance-memory: 8Gi, karpenter.kwok.sh/instance-family: c, karpenter.kwok.sh/instance-size: "4"}
+  annotations: {kwok.x-k8s.io/node: fake}
+spec:
+  providerID: kwok://happy-turing-42
+status:
+  capacity: {cpu: "4", memory: 8Gi, pods: "64"}
+  allocatable: {cpu: "4", memory: 8Gi, pods: "64"}
+"#,
+    );
+    env.apply_yaml(&deployment("web", 2, "1500m"));
+    env.wait(
+        Duration::from_secs(60),
+        "the pods run on Karpenter's node",
+        |env| all_running(env, "web", 2),
+    );
+    let mut kerf = Kerf::start(&env, "kerf-0", &[]);
+    // Longer than a disruption pass, its validation and a garbage-collection grace.
+    std::thread::sleep(Duration::from_secs(45));
+    let claims = env.nodeclaims();
+    assert_eq!(
+        claims.iter().map(|c| c.name_any()).collect::<Vec<_>>(),
+        ["default-abcde"],
+        "kerf launched or removed claims:\n{}",
+        kerf.log_text()
+    );
+    assert!(claims[0].metadata.deletion_timestamp.is_none());
+    let node = env
+        .nodes()
+        .into_iter()
+        .find(|n| n.name_any() == "happy-turing-42")
+        .expect("Karpenter's node is still there");
+    assert!(node.metadata.deletion_timestamp.is_none());
+    let taints = node.spec.and_then(|s| s.taints).unwrap_or_default();
+    assert!(
+        !taints.iter().any(|t| t.key == labels::TAINT_DISRUPTED),
+        "{taints:?}"
+    );
+    assert!(all_running(&env, "web", 2));
+    assert!(kerf.exited().is_none());
+}
