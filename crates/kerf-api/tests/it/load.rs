@@ -1496,7 +1496,7 @@ spec:
 "#,
         expect![[r#"
             pending default/app owner=- priority=0 requests: pods=1
-              required: topology.kubernetes.io/zone In [us-east-1a,us-east-1b]
+              volume data: zone In [us-east-1a,us-east-1b]
             namespace default: kubernetes.io/metadata.name=default
             warning: test.yaml: Pod default/app: claim "data" is not bound yet and StorageClass fast binds Immediately: Karpenter waits for its volume before provisioning; kerf plans within the class's zones (us-east-1a, us-east-1b), and the volume may land in another of them
         "#]],
@@ -1544,7 +1544,7 @@ spec:
 "#,
         expect![[r#"
             pending default/app owner=- priority=0 requests: pods=1
-              required: topology.kubernetes.io/zone In [us-east-1c]
+              volume app-scratch: zone In [us-east-1c]
             namespace default: kubernetes.io/metadata.name=default
         "#]],
     );
