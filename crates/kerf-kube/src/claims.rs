@@ -378,7 +378,6 @@ mod tests {
             keys,
             [
                 labels::ARCH,
-                labels::NODEPOOL,
                 labels::INSTANCE_TYPE,
                 labels::CAPACITY_TYPE,
                 labels::ZONE
