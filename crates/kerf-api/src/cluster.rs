@@ -51,11 +51,8 @@ pub fn pod(pod: &core::Pod) -> Result<ClusterPod, Vec<FieldError>> {
     if workloads::is_terminal(pod) {
         return Ok(ClusterPod::Finished);
     }
-    let unbound = pod
-        .spec
-        .as_ref()
-        .is_none_or(|s| s.node_name.as_deref().is_none_or(str::is_empty));
-    if unbound && let Some(why) = workloads::not_provisionable(pod) {
+    // `None` for a bound pod: only unbound ones are judged.
+    if let Some(why) = workloads::not_provisionable(pod) {
         return Ok(ClusterPod::NotProvisionable(why));
     }
     let mut problems = Problems::new(object_label.clone());

@@ -16,6 +16,7 @@
 mod provider;
 mod sim;
 
+use kerf_model::InstanceType;
 use serde::Serialize;
 
 pub use provider::{LaunchRequest, Provider, ProviderError};
@@ -27,6 +28,48 @@ pub struct Offer {
     pub instance_type: String,
     pub zone: String,
     pub capacity_type: String,
+}
+
+impl Offer {
+    /// The offer of one of an instance type's offerings.
+    pub fn of(instance_type: &str, offering: &kerf_model::Offering) -> Offer {
+        Offer {
+            instance_type: instance_type.to_string(),
+            zone: offering.zone.clone(),
+            capacity_type: offering.capacity_type.clone(),
+        }
+    }
+
+    /// The offer a node or NodeClaim carries in its instance-type, zone and
+    /// capacity-type labels, if it has all three.
+    pub fn from_labels(labels: &kerf_model::Labels) -> Option<Offer> {
+        use kerf_model::labels::{CAPACITY_TYPE, INSTANCE_TYPE, ZONE};
+        Some(Offer {
+            instance_type: labels.get(INSTANCE_TYPE)?.clone(),
+            zone: labels.get(ZONE)?.clone(),
+            capacity_type: labels.get(CAPACITY_TYPE)?.clone(),
+        })
+    }
+}
+
+/// The offerings of `types` that `keep` accepts, cheapest first (ties by type, zone and
+/// capacity type, so the order is deterministic).
+pub fn offers_cheapest_first<'a>(
+    types: impl IntoIterator<Item = &'a InstanceType>,
+    keep: impl Fn(&InstanceType, &kerf_model::Offering) -> bool,
+) -> Vec<Offer> {
+    let mut priced: Vec<(f64, Offer)> = types
+        .into_iter()
+        .flat_map(|it| {
+            it.offerings
+                .iter()
+                .filter(|o| keep(it, o))
+                .map(|o| (o.price, Offer::of(&it.name, o)))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    priced.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+    priced.into_iter().map(|(_, o)| o).collect()
 }
 
 impl std::fmt::Display for Offer {

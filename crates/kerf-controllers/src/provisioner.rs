@@ -323,34 +323,17 @@ pub(crate) fn claim_for(
 /// Every available offering of the claim's instance types that its requirements allow,
 /// cheapest first, the plan's chosen offering leading.
 fn options(new: &NewClaim, requirements: &Requirements, types: &[InstanceType]) -> Vec<Offer> {
-    let mut priced: Vec<(f64, Offer)> = Vec::new();
-    for name in &new.instance_type_options {
-        let Some(it) = types.iter().find(|t| &t.name == name) else {
-            continue;
-        };
-        for o in it
-            .offerings
-            .iter()
-            .filter(|o| o.available && o.matches(requirements))
-        {
-            priced.push((
-                o.price,
-                Offer {
-                    instance_type: it.name.clone(),
-                    zone: o.zone.clone(),
-                    capacity_type: o.capacity_type.clone(),
-                },
-            ));
-        }
-    }
-    priced.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+    let chosen = (new.instance_type_options.iter())
+        .filter_map(|name| types.iter().find(|t| &t.name == name));
+    let priced =
+        kerf_cloud::offers_cheapest_first(chosen, |_, o| o.available && o.matches(requirements));
     let first = Offer {
         instance_type: new.launch.instance_type.clone(),
         zone: new.launch.zone.clone(),
         capacity_type: new.launch.capacity_type.clone(),
     };
     let mut out = vec![first.clone()];
-    out.extend(priced.into_iter().map(|(_, o)| o).filter(|o| *o != first));
+    out.extend(priced.into_iter().filter(|o| *o != first));
     out.truncate(100);
     out
 }

@@ -8,15 +8,16 @@
 //! API-server `generateName`, so a create that is retried after a lost answer finds the
 //! claim it made (409) instead of making a second one.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, OwnerReference, Time};
 use kerf_api::crd::{self, NodeClaim, NodeClaimSpec, NodeSelectorRequirementWithMinValues};
 use kerf_cloud::Offer;
 use kerf_controllers::Claim;
-use kerf_model::{Effect, InstanceType, Taint, labels};
+use kerf_model::{Effect, InstanceType, Resources, Taint, labels};
 
 /// The condition types a NodeClaim carries, in Karpenter's order.
 pub const LAUNCHED: &str = "Launched";
@@ -40,6 +41,24 @@ fn wire_taint(t: &Taint) -> crd::Taint {
         effect: t.effect.as_str().to_string(),
         time_added: None,
     }
+}
+
+/// A taint as a Node carries it.
+pub fn node_taint(t: &Taint) -> k8s_openapi::api::core::v1::Taint {
+    k8s_openapi::api::core::v1::Taint {
+        key: t.key.clone(),
+        value: (!t.value.is_empty()).then(|| t.value.clone()),
+        effect: t.effect.as_str().to_string(),
+        time_added: None,
+    }
+}
+
+/// Resources as a Node's or NodeClaim's `capacity`/`allocatable`.
+pub fn quantities(resources: &Resources) -> BTreeMap<String, Quantity> {
+    resources
+        .iter()
+        .map(|(name, q)| (name.to_string(), Quantity(Resources::render(name, q))))
+        .collect()
 }
 
 fn model_taint(t: &crd::Taint) -> Option<Taint> {
@@ -179,41 +198,16 @@ pub fn from_nodeclaim(nc: &NodeClaim, catalog: &[InstanceType]) -> Claim {
     let types = values(labels::INSTANCE_TYPE);
     let zones = values(labels::ZONE);
     let capacity_types = values(labels::CAPACITY_TYPE);
-    let mut priced: Vec<(f64, Offer)> = Vec::new();
-    for it in catalog {
-        if types
-            .as_ref()
-            .is_some_and(|t| !t.contains(it.name.as_str()))
-        {
-            continue;
-        }
-        for o in &it.offerings {
-            let zone_ok = zones.as_ref().is_none_or(|z| z.contains(o.zone.as_str()));
-            let ct_ok = capacity_types
-                .as_ref()
-                .is_none_or(|c| c.contains(o.capacity_type.as_str()));
-            if zone_ok && ct_ok {
-                priced.push((
-                    o.price,
-                    Offer {
-                        instance_type: it.name.clone(),
-                        zone: o.zone.clone(),
-                        capacity_type: o.capacity_type.clone(),
-                    },
-                ));
-            }
-        }
-    }
-    priced.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+    let options = kerf_cloud::offers_cheapest_first(catalog, |it, o| {
+        types.as_ref().is_none_or(|t| t.contains(it.name.as_str()))
+            && zones.as_ref().is_none_or(|z| z.contains(o.zone.as_str()))
+            && (capacity_types.as_ref()).is_none_or(|c| c.contains(o.capacity_type.as_str()))
+    });
     let status = nc.status.clone().unwrap_or_default();
     let provider_id = status.provider_id.clone().filter(|p| !p.is_empty());
-    let launched = provider_id.as_ref().and_then(|_| {
-        Some(Offer {
-            instance_type: labels_.get(labels::INSTANCE_TYPE)?.clone(),
-            zone: labels_.get(labels::ZONE)?.clone(),
-            capacity_type: labels_.get(labels::CAPACITY_TYPE)?.clone(),
-        })
-    });
+    let launched = provider_id
+        .as_ref()
+        .and_then(|_| Offer::from_labels(&labels_));
     let deletion_reason = status
         .conditions
         .iter()
@@ -230,7 +224,7 @@ pub fn from_nodeclaim(nc: &NodeClaim, catalog: &[InstanceType]) -> Claim {
             .iter()
             .filter_map(model_taint)
             .collect(),
-        options: priced.into_iter().map(|(_, o)| o).collect(),
+        options,
         created_at: meta.creation_timestamp.as_ref().map_or(0, ms),
         expire_after: crd::duration::parse_nillable(&nc.spec.expire_after).unwrap_or(None),
         termination_grace_period: nc

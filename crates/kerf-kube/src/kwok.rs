@@ -13,14 +13,15 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Node, NodeSpec, NodeStatus, Taint as WireTaint};
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kerf_cloud::{
     CreateError, Created, Instance, InstanceState, LaunchRequest, Offer, Provider, ProviderError,
 };
-use kerf_model::{InstanceType, Resources, labels};
+use kerf_model::{InstanceType, labels};
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, Client, ResourceExt};
+
+use crate::claims;
 
 pub const PROVIDER_PREFIX: &str = "kwok://";
 pub const KWOK_LABEL: &str = "kwok.x-k8s.io/node";
@@ -47,11 +48,7 @@ impl Kwok {
             return None;
         }
         let node_labels = node.labels();
-        let offer = Offer {
-            instance_type: node_labels.get(labels::INSTANCE_TYPE)?.clone(),
-            zone: node_labels.get(labels::ZONE)?.clone(),
-            capacity_type: node_labels.get(labels::CAPACITY_TYPE)?.clone(),
-        };
+        let offer = Offer::from_labels(node_labels)?;
         let price = self
             .catalog
             .iter()
@@ -78,22 +75,6 @@ impl Kwok {
                 .map_or(0, crate::claims::ms),
             state: InstanceState::Running,
         })
-    }
-}
-
-fn quantities(resources: &Resources) -> BTreeMap<String, Quantity> {
-    resources
-        .iter()
-        .map(|(name, q)| (name.to_string(), Quantity(Resources::render(name, q))))
-        .collect()
-}
-
-fn wire(t: &kerf_model::Taint) -> WireTaint {
-    WireTaint {
-        key: t.key.clone(),
-        value: (!t.value.is_empty()).then(|| t.value.clone()),
-        effect: t.effect.as_str().to_string(),
-        time_added: None,
     }
 }
 
@@ -139,14 +120,13 @@ impl Provider for Kwok {
         ] {
             node_labels.insert(k.to_string(), v.to_string());
         }
-        let mut taints: Vec<WireTaint> = request.taints.iter().map(wire).collect();
-        taints.extend(request.startup_taints.iter().map(wire));
-        taints.push(WireTaint {
-            key: labels::TAINT_UNREGISTERED.into(),
-            value: None,
-            effect: "NoExecute".into(),
-            time_added: None,
-        });
+        let mut taints: Vec<WireTaint> = request.taints.iter().map(claims::node_taint).collect();
+        taints.extend(request.startup_taints.iter().map(claims::node_taint));
+        taints.push(claims::node_taint(&kerf_model::Taint::new(
+            labels::TAINT_UNREGISTERED,
+            "",
+            kerf_model::Effect::NoExecute,
+        )));
         let node = Node {
             metadata: ObjectMeta {
                 name: Some(name.clone()),
@@ -163,8 +143,8 @@ impl Provider for Kwok {
                 ..NodeSpec::default()
             }),
             status: Some(NodeStatus {
-                capacity: Some(quantities(&it.capacity)),
-                allocatable: Some(quantities(&it.allocatable())),
+                capacity: Some(claims::quantities(&it.capacity)),
+                allocatable: Some(claims::quantities(&it.allocatable())),
                 phase: Some("Pending".into()),
                 ..NodeStatus::default()
             }),

@@ -139,18 +139,30 @@ struct Health {
     ready: AtomicBool,
 }
 
-async fn serve_http(
-    addr: SocketAddr,
+/// Serves `router` on `port` until cancelled; failing to listen stops the controller.
+fn spawn_http(
+    tasks: &mut JoinSet<()>,
+    what: &'static str,
+    port: u16,
     router: axum::Router,
     cancel: CancellationToken,
-) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr}"))?;
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move { cancel.cancelled().await })
-        .await
-        .context("HTTP server")
+) {
+    let addr = SocketAddr::from(([0, 0, 0, 0], port));
+    tasks.spawn(async move {
+        let served = async {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr}"))?;
+            axum::serve(listener, router)
+                .with_graceful_shutdown(cancel.clone().cancelled_owned())
+                .await
+                .context("HTTP server")
+        };
+        if let Err(e) = served.await {
+            tracing::error!(error = %format!("{e:#}"), "{what} endpoint");
+            cancel.cancel();
+        }
+    });
 }
 
 /// Runs `kerf controller` until SIGTERM/SIGINT (clean exit, lease released) or until
@@ -203,27 +215,21 @@ async fn run_with<P: Provider>(
                 }),
             )
     };
-    let health_addr = SocketAddr::from(([0, 0, 0, 0], settings.health_probe_port));
-    {
-        let cancel = cancel.clone();
-        tasks.spawn(async move {
-            if let Err(e) = serve_http(health_addr, health_router, cancel.clone()).await {
-                tracing::error!(error = %format!("{e:#}"), "health endpoint");
-                cancel.cancel();
-            }
-        });
-    }
+    spawn_http(
+        &mut tasks,
+        "health",
+        settings.health_probe_port,
+        health_router,
+        cancel.clone(),
+    );
     let metrics_router = axum::Router::new().route("/metrics", axum::routing::get(|| async { "" }));
-    let metrics_addr = SocketAddr::from(([0, 0, 0, 0], settings.metrics_port));
-    {
-        let cancel = cancel.clone();
-        tasks.spawn(async move {
-            if let Err(e) = serve_http(metrics_addr, metrics_router, cancel.clone()).await {
-                tracing::error!(error = %format!("{e:#}"), "metrics endpoint");
-                cancel.cancel();
-            }
-        });
-    }
+    spawn_http(
+        &mut tasks,
+        "metrics",
+        settings.metrics_port,
+        metrics_router,
+        cancel.clone(),
+    );
 
     let (tx, mut rx) = mpsc::channel::<Change>(4096);
     let c = || client.clone();
@@ -345,7 +351,6 @@ async fn run_with<P: Provider>(
         let wake = shell.next_wake();
         let now = jiff::Timestamp::now().as_millisecond();
         let sleep = Duration::from_millis((wake - now).clamp(5, 60_000) as u64);
-        let mut woke_by_change = false;
         tokio::select! {
             _ = cancel.cancelled() => break,
             change = rx.recv() => {
@@ -355,7 +360,6 @@ async fn run_with<P: Provider>(
                 while let Ok(change) = rx.try_recv() {
                     handle(&mut shell.state, change);
                 }
-                woke_by_change = true;
             }
             Some(done) = shell.tasks().join_next() => {
                 match done {
@@ -382,7 +386,6 @@ async fn run_with<P: Provider>(
             was_leader = true;
             tracing::info!(identity = %settings.identity, "leading: stepping the loops");
         }
-        let _ = woke_by_change;
         shell.step().await;
     }
     cancel.cancel();

@@ -62,10 +62,11 @@ pub enum Completion {
 }
 
 pub enum Eviction {
+    /// Evicted, or nothing to evict any more (404, 409).
     Done,
-    /// 429: a PodDisruptionBudget does not allow it now.
-    Refused(String),
-    Failed(String),
+    /// Not now — a 429 (a PodDisruptionBudget does not allow it), another error or a
+    /// timeout — and why: tried again after a backoff.
+    NotNow(String),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -100,8 +101,6 @@ pub struct Shell<P: Provider> {
     recorder: Recorder,
     /// Launch errors to write onto their claims' `Launched` condition.
     launch_errors: Vec<(String, String)>,
-    /// Steps taken, actions performed: for logs and tests.
-    pub steps: u64,
 }
 
 impl<P: Provider> Shell<P> {
@@ -127,7 +126,6 @@ impl<P: Provider> Shell<P> {
             events: Vec::new(),
             recorder,
             launch_errors: Vec::new(),
-            steps: 0,
         }
     }
 
@@ -241,7 +239,7 @@ impl<P: Provider> Shell<P> {
                     Eviction::Done => {
                         self.evict_backoff.remove(&pod);
                     }
-                    Eviction::Refused(reason) | Eviction::Failed(reason) => {
+                    Eviction::NotNow(reason) => {
                         let now = unix_ms();
                         let (_, last) = self
                             .evict_backoff
@@ -271,12 +269,11 @@ fn report(what: &str, object: &str, e: &kube::Error) {
     }
 }
 
-fn wire_taint(t: &kerf_model::Taint) -> serde_json::Value {
-    let mut v = json!({"key": t.key, "effect": t.effect.as_str()});
-    if !t.value.is_empty() {
-        v["value"] = json!(t.value);
-    }
-    v
+fn node_taints(node: &Node) -> Vec<k8s_openapi::api::core::v1::Taint> {
+    node.spec
+        .as_ref()
+        .and_then(|s| s.taints.clone())
+        .unwrap_or_default()
 }
 
 impl<P: Provider> Shell<P> {
@@ -299,7 +296,6 @@ impl<P: Provider> Shell<P> {
             .await;
         }
         let actions = self.controller.step(now, &self.state.view, &events);
-        self.steps += 1;
         // Provisional claim names are the loops' own and are the API names too.
         for action in actions {
             self.perform(now, action).await;
@@ -339,36 +335,10 @@ impl<P: Provider> Shell<P> {
             Action::Initialize { claim } => self.initialize(now, &claim).await,
             Action::DeleteClaim { claim, reason } => self.delete_claim(now, &claim, &reason).await,
             Action::Taint { node, taint } => {
-                let Some(stored) = self.state.stored.nodes.get(&node) else {
-                    return;
-                };
-                let mut taints: Vec<serde_json::Value> = stored
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.taints.as_ref())
-                    .into_iter()
-                    .flatten()
-                    .filter(|t| t.key != taint.key)
-                    .map(|t| serde_json::to_value(t).unwrap_or_default())
-                    .collect();
-                taints.push(wire_taint(&taint));
-                self.patch_node_taints(&node, taints).await;
+                self.patch_node_taints(&node, &taint.key, Some(&taint))
+                    .await
             }
-            Action::Untaint { node, key } => {
-                let Some(stored) = self.state.stored.nodes.get(&node) else {
-                    return;
-                };
-                let taints: Vec<serde_json::Value> = stored
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.taints.as_ref())
-                    .into_iter()
-                    .flatten()
-                    .filter(|t| t.key != key)
-                    .map(|t| serde_json::to_value(t).unwrap_or_default())
-                    .collect();
-                self.patch_node_taints(&node, taints).await;
-            }
+            Action::Untaint { node, key } => self.patch_node_taints(&node, &key, None).await,
             Action::Evict { pod } => self.evict(now, pod),
             Action::ForceDelete { pod } => {
                 let api: Api<Pod> = Api::namespaced(self.client.clone(), &pod.namespace);
@@ -420,10 +390,9 @@ impl<P: Provider> Shell<P> {
     }
 
     async fn pod_event(&self, pod: &PodKey, reason: &str, note: &str) {
-        let Some(state) = self.state.view.pods.get(pod) else {
+        if !self.state.view.pods.contains_key(pod) {
             return;
-        };
-        let _ = state;
+        }
         let reference = k8s_openapi::api::core::v1::ObjectReference {
             api_version: Some("v1".into()),
             kind: Some("Pod".into()),
@@ -658,16 +627,10 @@ impl<P: Provider> Shell<P> {
             Ok(updated) => self.state.apply_nodeclaim(&updated),
             Err(e) => return report("nodeclaim labels", claim, &e),
         }
-        let quantities = |r: &kerf_model::Resources| -> serde_json::Value {
-            r.iter()
-                .map(|(k, q)| (k.to_string(), json!(kerf_model::Resources::render(k, q))))
-                .collect::<serde_json::Map<_, _>>()
-                .into()
-        };
         let mut status = json!({"providerID": instance.id, "imageID": instance.image_id});
         if let Some(it) = &it {
-            status["capacity"] = quantities(&it.capacity);
-            status["allocatable"] = quantities(&it.allocatable());
+            status["capacity"] = json!(claims::quantities(&it.capacity));
+            status["allocatable"] = json!(claims::quantities(&it.allocatable()));
         }
         if instance.image_id.is_empty() {
             status.as_object_mut().map(|s| s.remove("imageID"));
@@ -689,27 +652,19 @@ impl<P: Provider> Shell<P> {
             return;
         };
         let view_claim = self.state.view.claims.get(claim_name).cloned();
-        let spec = stored.spec.clone().unwrap_or_default();
-        let mut taints: Vec<serde_json::Value> = spec
-            .taints
-            .iter()
-            .flatten()
-            .filter(|t| t.key != labels::TAINT_UNREGISTERED)
-            .map(|t| serde_json::to_value(t).unwrap_or_default())
-            .collect();
+        let mut taints = node_taints(&stored);
+        taints.retain(|t| t.key != labels::TAINT_UNREGISTERED);
         let sync_taints = stored
             .labels()
             .get("karpenter.sh/do-not-sync-taints")
             .is_none_or(|v| v != "true");
         if sync_taints && let Some(c) = &view_claim {
             for t in c.taints.iter().chain(&c.startup_taints) {
-                let present = spec
-                    .taints
+                if !taints
                     .iter()
-                    .flatten()
-                    .any(|w| w.key == t.key && w.effect == t.effect.as_str());
-                if !present {
-                    taints.push(wire_taint(t));
+                    .any(|w| w.key == t.key && w.effect == t.effect.as_str())
+                {
+                    taints.push(claims::node_taint(t));
                 }
             }
         }
@@ -835,10 +790,20 @@ impl<P: Provider> Shell<P> {
         }
     }
 
-    async fn patch_node_taints(&mut self, node: &str, taints: Vec<serde_json::Value>) {
+    /// Replaces the node's taint with key `key` by `taint` (or removes it), on the
+    /// version held.
+    async fn patch_node_taints(
+        &mut self,
+        node: &str,
+        key: &str,
+        taint: Option<&kerf_model::Taint>,
+    ) {
         let Some(stored) = self.state.stored.nodes.get(node) else {
             return;
         };
+        let mut taints = node_taints(stored);
+        taints.retain(|t| t.key != key);
+        taints.extend(taint.map(claims::node_taint));
         let body = json!({
             "metadata": {"resourceVersion": stored.metadata.resource_version},
             "spec": {"taints": taints},
@@ -861,13 +826,11 @@ impl<P: Provider> Shell<P> {
         {
             return;
         }
-        let Some(state) = self.state.view.pods.get(&pod) else {
-            return;
-        };
-        if !self.running.insert(Task::Evict(pod.clone())) {
+        if !self.state.view.pods.contains_key(&pod)
+            || !self.running.insert(Task::Evict(pod.clone()))
+        {
             return;
         }
-        let _ = state;
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &pod.namespace);
         self.tasks.spawn(async move {
             let outcome = match tokio::time::timeout(
@@ -881,9 +844,8 @@ impl<P: Provider> Shell<P> {
                     Eviction::Done
                 }
                 Ok(Err(e)) if is_code(&e, 404) || is_code(&e, 409) => Eviction::Done,
-                Ok(Err(e)) if is_code(&e, 429) => Eviction::Refused(e.to_string()),
-                Ok(Err(e)) => Eviction::Failed(e.to_string()),
-                Err(_) => Eviction::Failed("eviction timed out".into()),
+                Ok(Err(e)) => Eviction::NotNow(e.to_string()),
+                Err(_) => Eviction::NotNow("eviction timed out".into()),
             };
             Completion::Evicted { pod, outcome }
         });

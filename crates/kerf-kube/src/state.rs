@@ -174,7 +174,7 @@ impl State {
             .map(|(_, key)| key.clone())
             .collect();
         for key in held {
-            self.forget(kind, &key);
+            self.delete(kind, &key);
         }
         self.synced.insert(kind);
     }
@@ -197,19 +197,13 @@ impl State {
         self.refused.insert(key, errors);
     }
 
-    fn forget(&mut self, kind: Kind, key: &str) {
+    /// The object is gone.
+    pub fn delete(&mut self, kind: Kind, key: &str) {
         self.versions.remove(&(kind, key.to_string()));
         self.refused.remove(key);
         let view = &mut self.view;
         match kind {
-            Kind::Pod => {
-                if let Some((ns, name)) = key.split_once('/') {
-                    view.remove_pod(&PodKey {
-                        namespace: ns.into(),
-                        name: name.into(),
-                    });
-                }
-            }
+            Kind::Pod => self.remove_pod(key),
             Kind::Node => {
                 self.stored.nodes.remove(key);
                 view.node_provider_ids.remove(key);
@@ -259,10 +253,6 @@ impl State {
         }
     }
 
-    pub fn delete(&mut self, kind: Kind, key: &str) {
-        self.forget(kind, key);
-    }
-
     pub fn apply_pod(&mut self, pod: &Pod) {
         let key = ns_key(pod);
         if !self.newer(Kind::Pod, &key, version(pod)) {
@@ -272,7 +262,7 @@ impl State {
             Ok(c) => c,
             Err(errors) => {
                 self.refuse(key.clone(), errors);
-                self.forget_pod_only(&key);
+                self.remove_pod(&key);
                 return;
             }
         };
@@ -280,7 +270,7 @@ impl State {
             ClusterPod::Bound(p) => p,
             ClusterPod::Pending(p) if unschedulable(pod) => p,
             ClusterPod::Pending(_) | ClusterPod::Finished | ClusterPod::NotProvisionable(_) => {
-                self.forget_pod_only(&key);
+                self.remove_pod(&key);
                 return;
             }
         };
@@ -310,7 +300,9 @@ impl State {
         }
     }
 
-    fn forget_pod_only(&mut self, key: &str) {
+    /// Takes the pod `namespace/name` out of the view (it is gone, or not one the loops
+    /// read: finished, not provisionable, not yet tried by the scheduler).
+    fn remove_pod(&mut self, key: &str) {
         if let Some((ns, name)) = key.split_once('/') {
             self.view.remove_pod(&PodKey {
                 namespace: ns.into(),
@@ -318,7 +310,6 @@ impl State {
             });
         }
     }
-
     pub fn apply_node(&mut self, node: &Node) {
         let key = node.name_any();
         if !self.newer(Kind::Node, &key, version(node)) {

@@ -112,28 +112,26 @@ impl Env {
         self.rt.block_on(apply_yaml(&self.client, yaml))
     }
 
-    pub fn pods(&self, namespace: &str) -> Vec<Pod> {
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+    fn list<K>(&self, api: Api<K>) -> Vec<K>
+    where
+        K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
         self.rt
             .block_on(api.list(&ListParams::default()))
             .unwrap()
             .items
+    }
+
+    pub fn pods(&self, namespace: &str) -> Vec<Pod> {
+        self.list(Api::namespaced(self.client.clone(), namespace))
     }
 
     pub fn nodes(&self) -> Vec<Node> {
-        let api: Api<Node> = Api::all(self.client.clone());
-        self.rt
-            .block_on(api.list(&ListParams::default()))
-            .unwrap()
-            .items
+        self.list(Api::all(self.client.clone()))
     }
 
     pub fn nodeclaims(&self) -> Vec<NodeClaim> {
-        let api: Api<NodeClaim> = Api::all(self.client.clone());
-        self.rt
-            .block_on(api.list(&ListParams::default()))
-            .unwrap()
-            .items
+        self.list(Api::all(self.client.clone()))
     }
 
     pub fn scale(&self, namespace: &str, deployment: &str, replicas: i32) {

@@ -60,6 +60,24 @@ fn condition(nc: &kerf_api::crd::NodeClaim, type_: &str) -> Option<(String, Stri
         .map(|c| (c.status.clone(), c.reason.clone()))
 }
 
+/// The nodes a NodePool manages.
+fn managed_nodes(env: &Env) -> Vec<k8s_openapi::api::core::v1::Node> {
+    let mut nodes = env.nodes();
+    nodes.retain(|n| n.labels().contains_key(labels::NODEPOOL));
+    nodes
+}
+
+/// No NodeClaim and no managed node is left.
+fn nothing_managed_left(env: &Env) -> bool {
+    env.nodeclaims().is_empty() && managed_nodes(env).is_empty()
+}
+
+fn disrupted(node: &k8s_openapi::api::core::v1::Node) -> bool {
+    (node.spec.as_ref())
+        .and_then(|s| s.taints.as_ref())
+        .is_some_and(|t| t.iter().any(|t| t.key == labels::TAINT_DISRUPTED))
+}
+
 fn all_running(env: &Env, app: &str, n: usize) -> bool {
     let pods: Vec<_> = env
         .pods("default")
@@ -173,13 +191,7 @@ fn provisions_nodes_for_pending_pods_and_removes_them_when_empty() {
     env.wait(
         Duration::from_secs(120),
         "every NodeClaim and node gone",
-        |env| {
-            env.nodeclaims().is_empty()
-                && !env
-                    .nodes()
-                    .iter()
-                    .any(|n| n.labels().contains_key(labels::NODEPOOL))
-        },
+        nothing_managed_left,
     );
     assert!(kerf.exited().is_none(), "kerf exited:\n{}", kerf.log_text());
     assert!(kerf.terminate().success(), "kerf stops cleanly on SIGTERM");
@@ -193,24 +205,14 @@ fn assert_consistent(env: &Env) {
         "managed nodes and NodeClaims to match",
         |env| {
             let claims = env.nodeclaims();
-            let managed = env
-                .nodes()
-                .iter()
-                .filter(|n| n.labels().contains_key(labels::NODEPOOL))
-                .count();
-            claims.len() == managed
+            claims.len() == managed_nodes(env).len()
                 && claims
                     .iter()
                     .all(|c| c.status.as_ref().is_some_and(|s| s.node_name.is_some()))
         },
     );
     let claims = env.nodeclaims();
-    let nodes = env.nodes();
-    let managed: BTreeSet<String> = nodes
-        .iter()
-        .filter(|n| n.labels().contains_key(labels::NODEPOOL))
-        .map(|n| n.name_any())
-        .collect();
+    let managed: BTreeSet<String> = managed_nodes(env).iter().map(|n| n.name_any()).collect();
     let claimed: BTreeSet<String> = claims
         .iter()
         .filter_map(|c| c.status.as_ref().and_then(|s| s.node_name.clone()))
@@ -237,7 +239,7 @@ fn lease_holder(env: &Env) -> Option<String> {
 fn killed_at_any_point_it_recovers_without_leaks_or_double_launches() {
     let env = Env::start();
     env.apply_yaml(NODEPOOL);
-    // Kill points through a scale-up, then through a drain; fixed seeds, varied offsets.
+    // Kill points through scale-ups, then through a drain: fixed, varied offsets.
     let offsets_ms = [700u64, 2_300, 4_100];
     let mut kerf = Kerf::start(&env, "kerf-0", &[]);
     for (round, offset) in offsets_ms.iter().enumerate() {
@@ -251,22 +253,6 @@ fn killed_at_any_point_it_recovers_without_leaks_or_double_launches() {
             &format!("{replicas} pods running after a kill at +{offset}ms"),
             |env| all_running(env, "web", replicas as usize),
         );
-        env.wait(
-            Duration::from_secs(60),
-            "nodes and claims consistent",
-            |env| {
-                let claims = env.nodeclaims();
-                claims
-                    .iter()
-                    .all(|c| c.status.as_ref().is_some_and(|s| s.node_name.is_some()))
-                    && claims.len()
-                        == env
-                            .nodes()
-                            .iter()
-                            .filter(|n| n.labels().contains_key(labels::NODEPOOL))
-                            .count()
-            },
-        );
         assert_consistent(&env);
     }
     // Drain: scale to zero, and kill as soon as the first node is disrupted (tainted or
@@ -274,15 +260,11 @@ fn killed_at_any_point_it_recovers_without_leaks_or_double_launches() {
     env.scale("default", "web", 0);
     let started = std::time::Instant::now();
     while started.elapsed() < Duration::from_secs(60) {
-        let disrupting = env.nodes().iter().any(|n| {
-            n.spec
-                .as_ref()
-                .and_then(|s| s.taints.as_ref())
-                .is_some_and(|t| t.iter().any(|t| t.key == labels::TAINT_DISRUPTED))
-        }) || env
-            .nodeclaims()
-            .iter()
-            .any(|c| c.metadata.deletion_timestamp.is_some());
+        let disrupting = env.nodes().iter().any(disrupted)
+            || env
+                .nodeclaims()
+                .iter()
+                .any(|c| c.metadata.deletion_timestamp.is_some());
         if disrupting {
             break;
         }
@@ -293,13 +275,7 @@ fn killed_at_any_point_it_recovers_without_leaks_or_double_launches() {
     env.wait(
         Duration::from_secs(120),
         "every NodeClaim and managed node gone",
-        |env| {
-            env.nodeclaims().is_empty()
-                && !env
-                    .nodes()
-                    .iter()
-                    .any(|n| n.labels().contains_key(labels::NODEPOOL))
-        },
+        nothing_managed_left,
     );
     assert!(kerf.exited().is_none(), "kerf exited:\n{}", kerf.log_text());
 }
@@ -438,16 +414,7 @@ fn a_template_change_drifts_every_node_one_at_a_time_without_breaking_the_pdb() 
     let mut max_disrupting = 0;
     loop {
         min_available = min_available.min(available(&env, "web"));
-        let disrupting = env
-            .nodes()
-            .iter()
-            .filter(|n| {
-                n.spec
-                    .as_ref()
-                    .and_then(|s| s.taints.as_ref())
-                    .is_some_and(|t| t.iter().any(|t| t.key == labels::TAINT_DISRUPTED))
-            })
-            .count();
+        let disrupting = env.nodes().iter().filter(|n| disrupted(n)).count();
         max_disrupting = max_disrupting.max(disrupting);
         let claims = env.nodeclaims();
         let replaced = claims.len() == 4
@@ -565,11 +532,7 @@ status:
         .find(|n| n.name_any() == "happy-turing-42")
         .expect("Karpenter's node is still there");
     assert!(node.metadata.deletion_timestamp.is_none());
-    let taints = node.spec.and_then(|s| s.taints).unwrap_or_default();
-    assert!(
-        !taints.iter().any(|t| t.key == labels::TAINT_DISRUPTED),
-        "{taints:?}"
-    );
+    assert!(!disrupted(&node), "{:?}", node.spec);
     assert!(all_running(&env, "web", 2));
     assert!(kerf.exited().is_none());
 }
