@@ -11,8 +11,10 @@
 //! (nominations, the in-flight set) is a cache a restart may drop.
 
 pub mod claims;
+pub mod events;
 pub mod kwok;
 pub mod leader;
+pub mod nodepools;
 mod run;
 pub mod settings;
 pub mod shell;

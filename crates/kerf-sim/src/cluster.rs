@@ -677,7 +677,11 @@ impl Cluster {
                     }
                 }
                 Action::Record { reason, .. } => {
-                    *self.counters.recorded.entry(reason).or_default() += 1;
+                    *self
+                        .counters
+                        .recorded
+                        .entry(reason.as_str().to_string())
+                        .or_default() += 1;
                     continue;
                 }
             }

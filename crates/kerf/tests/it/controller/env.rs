@@ -134,6 +134,24 @@ impl Env {
         self.list(Api::all(self.client.clone()))
     }
 
+    /// Every event in the cluster (events.k8s.io/v1, as kube-runtime's recorder writes).
+    pub fn events(&self) -> Vec<k8s_openapi::api::events::v1::Event> {
+        self.list(Api::all(self.client.clone()))
+    }
+
+    pub fn nodepool(&self, name: &str) -> kerf_api::crd::NodePool {
+        let api: Api<kerf_api::crd::NodePool> = Api::all(self.client.clone());
+        self.rt.block_on(api.get(name)).unwrap()
+    }
+
+    /// `kubectl delete node <name>`: the API delete a user makes.
+    pub fn delete_node(&self, name: &str) {
+        let api: Api<Node> = Api::all(self.client.clone());
+        self.rt
+            .block_on(api.delete(name, &kube::api::DeleteParams::default()))
+            .unwrap();
+    }
+
     pub fn scale(&self, namespace: &str, deployment: &str, replicas: i32) {
         let api: Api<Deployment> = Api::namespaced(self.client.clone(), namespace);
         let patch = json!({"spec": {"replicas": replicas}});
