@@ -681,7 +681,9 @@ impl Cluster {
                     match self.counters.recorded.get_mut(reason.as_str()) {
                         Some(n) => *n += 1,
                         None => {
-                            self.counters.recorded.insert(reason.as_str().to_string(), 1);
+                            self.counters
+                                .recorded
+                                .insert(reason.as_str().to_string(), 1);
                         }
                     }
                     continue;

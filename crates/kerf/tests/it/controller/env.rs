@@ -103,9 +103,19 @@ impl Env {
         });
     }
 
-    /// Server-side applies each document, as `kubectl apply --server-side` would.
+    /// Server-side applies each document, as `kubectl apply --server-side` would. A CRD
+    /// can be `Established` a moment before its resource is served (a 404 from the
+    /// discovery of its kind): that is tried again for up to 10 s.
     pub fn apply_yaml(&self, yaml: &str) {
-        self.rt.block_on(apply_yaml(&self.client, yaml)).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match self.rt.block_on(apply_yaml(&self.client, yaml)) {
+                Err(kube::Error::Api(s)) if s.code == 404 && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(250));
+                }
+                result => return result.unwrap(),
+            }
+        }
     }
 
     pub fn try_apply_yaml(&self, yaml: &str) -> Result<(), kube::Error> {

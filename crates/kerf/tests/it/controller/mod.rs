@@ -834,7 +834,7 @@ fn karpenters_events_and_nodepool_status_are_published() {
     // Status written on change only, not once per step.
     let log = kerf.log_text();
     let writes = log.matches("nodepool status written").count();
-    let records = log.matches("reason=FailedScheduling").count();
+    let records = log.matches("Failed to schedule pod, ").count();
     eprintln!("e2e: {writes} NodePool status writes; FailedScheduling published {records}x");
     assert!(writes <= 30, "{writes} NodePool status writes");
     assert!(kerf.exited().is_none());
