@@ -32,6 +32,8 @@ pub enum Reason {
     ConsolidationRejected,
     /// A pod was evicted by a drain (pod).
     Evicted,
+    /// The eviction API refused a drain's eviction, e.g. for a PodDisruptionBudget (Node).
+    FailedDraining,
     /// A pod was deleted at its node's termination grace deadline (pod).
     Disrupted,
     /// A draining node's remaining pods will be deleted at its deadline (Node, NodeClaim).
@@ -68,6 +70,7 @@ impl Reason {
             Reason::DisruptionBlocked => "DisruptionBlocked",
             Reason::ConsolidationRejected => "ConsolidationRejected",
             Reason::Evicted => "Evicted",
+            Reason::FailedDraining => "FailedDraining",
             Reason::Disrupted => "Disrupted",
             Reason::TerminationGracePeriodExpiring => "TerminationGracePeriodExpiring",
             Reason::SpotRebalanceRecommendation => "SpotRebalanceRecommendation",
@@ -84,6 +87,7 @@ impl Reason {
             Reason::FailedScheduling
             | Reason::InsufficientCapacityError
             | Reason::TerminationGracePeriodExpiring
+            | Reason::FailedDraining
             | Reason::ScaleUpFailed
             | Reason::ScaleDownFailed => Severity::Warning,
             _ => Severity::Normal,

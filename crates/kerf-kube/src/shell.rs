@@ -281,6 +281,13 @@ impl<P: Provider> Shell<P> {
                             .unwrap_or((0, EVICT_BACKOFF_MIN_MS / 2));
                         let delay = (last * 2).clamp(EVICT_BACKOFF_MIN_MS, EVICT_BACKOFF_MAX_MS);
                         self.evict_backoff.insert(pod.clone(), (now + delay, delay));
+                        // On the node, as Karpenter's terminator (deduplicated per node).
+                        if let Some(node) =
+                            (self.state.view.pods.get(&pod)).and_then(|p| p.pod.node_name.clone())
+                        {
+                            let message = format!("Failed to drain node, evicting {pod}: {reason}");
+                            self.record(now, Reason::FailedDraining, Subject::Node(node), message);
+                        }
                         self.events.push(Event::EvictionRefused { pod, reason });
                     }
                 }

@@ -664,6 +664,22 @@ fn a_do_not_disrupt_pod_keeps_its_node_while_its_sibling_node_is_consolidated() 
         );
         std::thread::sleep(Duration::from_millis(500));
     }
+    // The node guard keeps is as oversized as plain's was: only do-not-disrupt kept it.
+    let cpu_of = |node: &str| -> i64 {
+        env.nodes()
+            .iter()
+            .find(|n| n.name_any() == node)
+            .and_then(|n| n.labels().get("karpenter.kwok.sh/instance-cpu").cloned())
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0)
+    };
+    let plain_now = node_of(&pods_of(&env, "plain")[0]).unwrap();
+    eprintln!(
+        "e2e: guard's node {} CPUs kept; plain moved to a {}-CPU replacement",
+        cpu_of(&guard_node),
+        cpu_of(&plain_now)
+    );
+    assert!(cpu_of(&guard_node) > cpu_of(&plain_now));
     // Some more passes: guard's node still stands.
     std::thread::sleep(Duration::from_secs(25));
     assert!(
