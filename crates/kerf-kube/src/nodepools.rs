@@ -202,3 +202,86 @@ fn usage(pool: &str, state: &State) -> (BTreeMap<String, Quantity>, i64) {
     resources.insert("nodes".into(), Quantity(n_nodes.to_string()));
     (resources, n_nodes)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(class: &str) -> crd::NodePool {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "karpenter.sh/v1", "kind": "NodePool",
+            "metadata": {"name": "default", "uid": "u", "resourceVersion": "1", "generation": 1},
+            "spec": {"template": {"spec": {
+                "nodeClassRef": {"group": "karpenter.kwok.sh", "kind": "KWOKNodeClass", "name": class},
+                "requirements": []}}}
+        }))
+        .unwrap()
+    }
+
+    fn state(pool: &crd::NodePool) -> State {
+        let catalog = kerf_model::catalog::by_name("kwok").unwrap();
+        let mut state = State::new(catalog, ("karpenter.kwok.sh", "KWOKNodeClass"));
+        state.apply_node_class("default", 1);
+        state.apply_nodepool(pool);
+        state
+    }
+
+    fn condition(status: &NodePoolStatus, type_: &str) -> (String, String) {
+        let c = status.conditions.iter().find(|c| c.type_ == type_).unwrap();
+        (c.status.clone(), c.reason.clone())
+    }
+
+    #[test]
+    fn a_pool_with_its_class_is_ready_with_zero_resources_and_rewrites_nothing() {
+        let mut pool = pool("default");
+        let state = state(&pool);
+        let desired = desired_status(&pool, &state, 1_000).unwrap();
+        for (type_, reason) in [
+            (READY, "Ready"),
+            (VALIDATION_SUCCEEDED, "ValidationSucceeded"),
+            (NODE_CLASS_READY, "NodeClassReady"),
+        ] {
+            assert_eq!(condition(&desired, type_), ("True".into(), reason.into()));
+        }
+        assert_eq!(desired.nodes, Some(0));
+        let keys: Vec<&str> = desired.resources.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            ["cpu", "ephemeral-storage", "memory", "nodes", "pods"]
+        );
+        assert!(desired.resources.values().all(|q| q.0 == "0"));
+        // Once written, the same state asks for no write, later steps included.
+        assert!(differs(pool.status.as_ref(), &desired));
+        pool.status = Some(desired);
+        let again = desired_status(&pool, &state, 60_000).unwrap();
+        assert!(!differs(pool.status.as_ref(), &again));
+    }
+
+    #[test]
+    fn a_missing_node_class_makes_the_pool_not_ready_and_says_why() {
+        let pool = pool("missing");
+        let state = state(&pool);
+        let desired = desired_status(&pool, &state, 0).unwrap();
+        let not_found = ("False".to_string(), "NodeClassNotFound".to_string());
+        assert_eq!(condition(&desired, NODE_CLASS_READY), not_found);
+        assert_eq!(condition(&desired, READY), not_found);
+        assert_eq!(
+            condition(&desired, VALIDATION_SUCCEEDED),
+            ("True".into(), "ValidationSucceeded".into())
+        );
+    }
+
+    #[test]
+    fn another_providers_pool_is_left_alone() {
+        let mut pool = pool("default");
+        pool.spec
+            .template
+            .spec
+            .node_class_ref
+            .as_mut()
+            .unwrap()
+            .kind = "EC2NodeClass".into();
+        let state = state(&pool);
+        assert!(desired_status(&pool, &state, 0).is_none());
+    }
+}
