@@ -29,7 +29,8 @@ use kerf_disruption::{Command, Decision, Method, Snapshot};
 use kerf_model::{Effect, Taint, labels};
 
 use crate::provisioner::{Namer, catalog_now, claim_for};
-use crate::{Action, ClusterView, Config};
+use crate::record::method_reason;
+use crate::{Action, ClusterView, Config, Reason, Subject};
 
 #[derive(Debug, Default)]
 pub(crate) struct Queue {
@@ -95,15 +96,20 @@ impl Queue {
                 c.decision == command.decision && sorted(&c.nodes) == sorted(&command.nodes)
             });
             if !still {
-                out.push(Action::Record {
-                    reason: "DisruptionValidationFailed".into(),
-                    message: format!(
-                        "{} of {} no longer valid after {}s",
-                        command.method.as_str(),
-                        command.nodes.join(", "),
-                        config.disruption_validation_ms / 1000
-                    ),
-                });
+                // Karpenter's consolidation rejects a command that fails validation; a
+                // drift command that no longer holds is blocked.
+                let reason = if command.method == Method::Drift {
+                    Reason::DisruptionBlocked
+                } else {
+                    Reason::ConsolidationRejected
+                };
+                let message = format!(
+                    "{} of {} no longer valid after {}s",
+                    command.method.as_str(),
+                    command.nodes.join(", "),
+                    config.disruption_validation_ms / 1000
+                );
+                record_on_nodes(view, &command.nodes, reason, &message, out);
                 return;
             }
             self.execute(now, view, unavailable, &command, out);
@@ -189,16 +195,6 @@ impl Queue {
                 taint: Taint::new(labels::TAINT_DISRUPTED, "", Effect::NoSchedule),
             });
         }
-        out.push(Action::Record {
-            reason: "DisruptionLaunching".into(),
-            message: format!(
-                "{} {} {}: {}",
-                command.method.as_str(),
-                command.decision.as_str(),
-                command.nodes.join(", "),
-                command.why
-            ),
-        });
         if command.decision == Decision::Delete || command.replacements.is_empty() {
             delete_nodes(view, command.method, &command.nodes, out);
             return;
@@ -209,7 +205,13 @@ impl Queue {
         for new in &command.replacements {
             let claim = claim_for(now, view, &types, new, namer.next(&new.nodepool));
             replacements.push(claim.name.clone());
+            let name = claim.name.clone();
             out.push(Action::CreateClaim(Box::new(claim)));
+            out.push(Action::Record {
+                reason: Reason::DisruptionLaunching,
+                about: Subject::NodeClaim(name),
+                message: format!("Launching NodeClaim: {}", method_reason(command.method)),
+            });
         }
         self.active = Some(Active {
             method: command.method,
@@ -232,21 +234,32 @@ impl Queue {
                     key: labels::TAINT_DISRUPTED.into(),
                 });
             }
-            out.push(Action::Record {
-                reason: "DisruptionReplacementFailed".into(),
-                message: format!(
-                    "{} of {}: a replacement failed to launch; nodes untainted",
-                    active.method.as_str(),
-                    active.nodes.join(", ")
-                ),
-            });
+            let message = format!(
+                "{} of {}: a replacement failed to launch; nodes untainted",
+                active.method.as_str(),
+                active.nodes.join(", ")
+            );
+            record_on_nodes(
+                view,
+                &active.nodes,
+                Reason::DisruptionBlocked,
+                &message,
+                out,
+            );
             return true;
         }
-        if active
-            .replacements
-            .iter()
-            .all(|r| view.claims.get(r).is_some_and(|c| c.initialized))
-        {
+        let mut waiting = false;
+        for name in &active.replacements {
+            if view.claims.get(name).is_some_and(|c| !c.initialized) {
+                waiting = true;
+                out.push(Action::Record {
+                    reason: Reason::DisruptionWaitingReadiness,
+                    about: Subject::NodeClaim(name.clone()),
+                    message: "Waiting on readiness to continue disruption".into(),
+                });
+            }
+        }
+        if !waiting {
             delete_nodes(view, active.method, &active.nodes, out);
             return true;
         }
@@ -254,9 +267,44 @@ impl Queue {
     }
 }
 
+/// An event on each node and on its NodeClaim, as Karpenter publishes disruption events.
+fn record_on_nodes(
+    view: &ClusterView,
+    nodes: &[String],
+    reason: Reason,
+    message: &str,
+    out: &mut Vec<Action>,
+) {
+    for node in nodes {
+        out.push(Action::Record {
+            reason,
+            about: Subject::Node(node.clone()),
+            message: message.to_string(),
+        });
+        if let Some(claim) = view.claim_of_node(node) {
+            out.push(Action::Record {
+                reason,
+                about: Subject::NodeClaim(claim.name.clone()),
+                message: message.to_string(),
+            });
+        }
+    }
+}
+
 fn delete_nodes(view: &ClusterView, method: Method, nodes: &[String], out: &mut Vec<Action>) {
+    let why = method_reason(method);
     for node in nodes {
         if let Some(claim) = view.claim_of_node(node) {
+            out.push(Action::Record {
+                reason: Reason::DisruptionTerminating,
+                about: Subject::Node(node.clone()),
+                message: format!("Disrupting Node: {why}"),
+            });
+            out.push(Action::Record {
+                reason: Reason::DisruptionTerminating,
+                about: Subject::NodeClaim(claim.name.clone()),
+                message: format!("Disrupting NodeClaim: {why}"),
+            });
             out.push(Action::DeleteClaim {
                 claim: claim.name.clone(),
                 reason: method.as_str().to_string(),

@@ -17,6 +17,7 @@ mod batcher;
 mod disruption;
 mod lifecycle;
 mod provisioner;
+pub mod record;
 mod termination;
 pub mod view;
 
@@ -26,6 +27,7 @@ use kerf_cloud::Offer;
 use kerf_model::pod::PodKey;
 use kerf_model::{Pod, Taint};
 
+pub use record::{Reason, Severity, Subject};
 pub use view::{Claim, ClusterView, PodState};
 
 /// Timings and switches, with Karpenter's defaults.
@@ -177,9 +179,10 @@ pub enum Action {
         /// Price of the nodes less price of the replacements, dollars per hour.
         savings_per_hour: f64,
     },
-    /// A Kubernetes event, for people.
+    /// A Kubernetes event, for people: a reason of Karpenter's about one object.
     Record {
-        reason: String,
+        reason: Reason,
+        about: Subject,
         message: String,
     },
 }
@@ -277,7 +280,8 @@ impl Controller {
                     self.unavailable.insert(offer.clone(), until);
                 }
                 out.push(Action::Record {
-                    reason: "InsufficientCapacityError".into(),
+                    reason: Reason::InsufficientCapacityError,
+                    about: Subject::NodeClaim(claim.clone()),
                     message: format!(
                         "NodeClaim {claim}: {} offering(s) out of capacity, marked unavailable for 3m",
                         offers.len()
@@ -310,10 +314,30 @@ impl Controller {
                     });
                 }
             }
-            Event::RebalanceRecommendation { instance_id } => out.push(Action::Record {
-                reason: "RebalanceRecommendation".into(),
-                message: format!("instance {instance_id} received a rebalance recommendation"),
-            }),
+            Event::RebalanceRecommendation { instance_id } => {
+                // On the instance's NodeClaim, and its Node once it has one (Karpenter's
+                // interruption controller publishes on both).
+                let Some(claim) = view
+                    .instances
+                    .get(instance_id)
+                    .and_then(|i| view.claims.get(&i.claim))
+                else {
+                    return;
+                };
+                let message = format!("instance {instance_id} received a rebalance recommendation");
+                if let Some(node) = &claim.node_name {
+                    out.push(Action::Record {
+                        reason: Reason::SpotRebalanceRecommendation,
+                        about: Subject::Node(node.clone()),
+                        message: message.clone(),
+                    });
+                }
+                out.push(Action::Record {
+                    reason: Reason::SpotRebalanceRecommendation,
+                    about: Subject::NodeClaim(claim.name.clone()),
+                    message,
+                });
+            }
         }
     }
 }

@@ -11,7 +11,7 @@ use kerf_model::pod::PodKey;
 use kerf_model::{InstanceType, Node, Pod, Requirements};
 use kerf_scheduling::{Input, NewClaim};
 
-use crate::{Action, Claim, ClusterView, Config, daemon_runs_on};
+use crate::{Action, Claim, ClusterView, Config, Reason, Subject, daemon_runs_on};
 
 pub(crate) fn provision(
     now: i64,
@@ -99,15 +99,13 @@ pub(crate) fn provision(
         out.push(Action::CreateClaim(Box::new(claim)));
         out.extend(nominations);
     }
-    if !plan.unschedulable.is_empty() {
+    // One event per pod, as Karpenter's; its recorder (and the shell's) keeps a pod that
+    // stays unschedulable batch after batch to one event per five minutes.
+    for failed in &plan.unschedulable {
         out.push(Action::Record {
-            reason: "FailedScheduling".into(),
-            message: format!(
-                "{} pod(s) cannot be placed, e.g. {}: {}",
-                plan.unschedulable.len(),
-                plan.unschedulable[0].pod,
-                plan.unschedulable[0].reason
-            ),
+            reason: Reason::FailedScheduling,
+            about: Subject::Pod(failed.pod.clone()),
+            message: format!("Failed to schedule pod, {}", failed.reason),
         });
     }
 }

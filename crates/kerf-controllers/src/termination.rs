@@ -12,11 +12,24 @@
 use kerf_cloud::InstanceState;
 use kerf_model::{Effect, Taint, labels};
 
-use crate::{Action, ClusterView, do_not_disrupt, is_critical};
+use crate::{Action, ClusterView, Reason, Subject, do_not_disrupt, is_critical};
 
 /// `now` is the loops' clock (milliseconds from `epoch_secs`, Unix seconds).
 pub(crate) fn reconcile(now: i64, epoch_secs: i64, view: &ClusterView, out: &mut Vec<Action>) {
     let now_secs = epoch_secs + now / 1000;
+    // A Node someone deleted (`kubectl delete node`) is held by the termination finalizer:
+    // as Karpenter's node termination controller, delete its NodeClaim, whose termination
+    // then drains the node, terminates the instance and lets both go.
+    for node in view.nodes.values().filter(|n| n.deleting) {
+        if let Some(claim) = view.claim_of_node(&node.name)
+            && claim.deleting_since.is_none()
+        {
+            out.push(Action::DeleteClaim {
+                claim: claim.name.clone(),
+                reason: "node-deleted".into(),
+            });
+        }
+    }
     for claim in view.claims.values() {
         if claim.deleting_since.is_none() {
             continue;
@@ -47,6 +60,16 @@ pub(crate) fn reconcile(now: i64, epoch_secs: i64, view: &ClusterView, out: &mut
                             pod: p.pod.key.clone(),
                         }));
                     } else {
+                        if let Some(deadline) = claim.grace_deadline() {
+                            let at =
+                                jiff::Timestamp::from_millisecond(epoch_secs * 1000 + deadline)
+                                    .map_or_else(|_| format!("{deadline}ms"), |t| t.to_string());
+                            out.push(Action::Record {
+                                reason: Reason::TerminationGracePeriodExpiring,
+                                about: Subject::Node(node.name.clone()),
+                                message: format!("All pods will be deleted by {at}"),
+                            });
+                        }
                         let any_non_critical = pods.iter().any(|p| !is_critical(&p.pod));
                         out.extend(
                             pods.iter()

@@ -6,11 +6,16 @@
 //! controller (`sigs.k8s.io/kwok`) then makes such Nodes Ready and their pods Running.
 //! Listing is the Nodes with that label; deleting deletes the Node.
 //!
+//! A Node being deleted is a terminated instance once kerf asked for that (or once
+//! nothing holds it: no `karpenter.sh/termination` finalizer). A Node someone else
+//! deleted (`kubectl delete node`) still runs until kerf's termination has drained it and
+//! asks the provider to terminate it, as a cloud instance outlives its Node object.
+//!
 //! The Node is named after its NodeClaim (Karpenter picks a random name and sets the
 //! hostname label to the claim's), so a repeated launch meets its own Node (409) and
 //! never makes a second one. Nodes Karpenter made are found by that hostname label.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::{Node, NodeSpec, NodeStatus, Taint as WireTaint};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -32,6 +37,9 @@ pub const PARTITION_LABEL: &str = "kwok-partition";
 pub struct Kwok {
     nodes: Api<Node>,
     catalog: Vec<InstanceType>,
+    /// Nodes kerf asked to terminate that may still exist (held by a finalizer). Losing
+    /// it in a restart costs one more delete call for each.
+    terminated: std::sync::Mutex<BTreeSet<String>>,
 }
 
 impl Kwok {
@@ -39,13 +47,23 @@ impl Kwok {
         Kwok {
             nodes: Api::all(client),
             catalog: kerf_model::catalog::by_name("kwok").unwrap_or_default(),
+            terminated: std::sync::Mutex::new(BTreeSet::new()),
         }
     }
 
     fn instance(&self, node: &Node) -> Option<Instance> {
         let id = node.spec.as_ref()?.provider_id.clone()?;
-        if !id.starts_with(PROVIDER_PREFIX) || node.metadata.deletion_timestamp.is_some() {
+        if !id.starts_with(PROVIDER_PREFIX) {
             return None;
+        }
+        if node.metadata.deletion_timestamp.is_some() {
+            let held = node
+                .finalizers()
+                .iter()
+                .any(|f| f == labels::FINALIZER_TERMINATION);
+            if !held || self.was_terminated(&node.name_any()) {
+                return None;
+            }
         }
         let node_labels = node.labels();
         let offer = Offer::from_labels(node_labels)?;
@@ -75,6 +93,15 @@ impl Kwok {
                 .map_or(0, crate::claims::ms),
             state: InstanceState::Running,
         })
+    }
+}
+
+impl Kwok {
+    fn was_terminated(&self, name: &str) -> bool {
+        self.terminated
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(name)
     }
 }
 
@@ -171,6 +198,10 @@ impl Provider for Kwok {
 
     async fn delete(&self, id: String) -> Result<(), ProviderError> {
         let name = id.strip_prefix(PROVIDER_PREFIX).unwrap_or(&id).to_string();
+        self.terminated
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.clone());
         match self.nodes.delete(&name, &DeleteParams::default()).await {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
@@ -181,6 +212,12 @@ impl Provider for Kwok {
     async fn list(&self) -> Result<Vec<Instance>, ProviderError> {
         let params = ListParams::default().labels(&format!("{KWOK_LABEL}={KWOK_VALUE}"));
         let nodes = self.nodes.list(&params).await.map_err(api_error)?;
+        // Forget terminated nodes that are gone.
+        let names: BTreeSet<String> = nodes.items.iter().map(|n| n.name_any()).collect();
+        self.terminated
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|n| names.contains(n));
         Ok(nodes
             .items
             .iter()

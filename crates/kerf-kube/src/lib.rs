@@ -11,9 +11,11 @@
 //! (nominations, the in-flight set) is a cache a restart may drop.
 
 pub mod claims;
+pub mod events;
 pub mod kwok;
 pub mod leader;
 pub mod metrics;
+pub mod nodepools;
 mod run;
 pub mod settings;
 pub mod shell;

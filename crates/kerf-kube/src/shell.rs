@@ -18,17 +18,18 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kerf_api::crd;
 use kerf_cloud::{CreateError, Created, Instance, LaunchRequest, Provider, ProviderError};
-use kerf_controllers::{Action, Claim, Controller, Event};
+use kerf_controllers::{Action, Claim, Controller, Event, Reason, Subject};
 use kerf_model::labels;
 use kerf_model::pod::PodKey;
 use kube::api::{Api, DeleteParams, EvictParams, Patch, PatchParams, PostParams};
-use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
+use kube::runtime::events::Recorder;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use tokio::task::JoinSet;
 
 use crate::claims;
 use crate::metrics;
+use crate::events::{Dedupe, Outgoing};
 use crate::state::{Kind, RecentCloud, State};
 
 /// How often the cloud's instance list is read again (garbage collection, adoption).
@@ -60,10 +61,14 @@ pub enum Completion {
         pod: PodKey,
         outcome: Eviction,
     },
+    /// The event publisher stopped (its queue closed).
+    PublisherStopped,
 }
 
 pub enum Eviction {
-    /// Evicted, or nothing to evict any more (404, 409).
+    /// The eviction API took it.
+    Evicted,
+    /// Nothing to evict any more (404, 409).
     Done,
     /// Not now — a 429 (a PodDisruptionBudget does not allow it), another error or a
     /// timeout — and why: tried again after a backoff.
@@ -99,7 +104,9 @@ pub struct Shell<P: Provider> {
     last_list_at: i64,
     last_now: i64,
     events: Vec<Event>,
-    recorder: Recorder,
+    /// Kubernetes events, deduplicated here and published by a task of their own.
+    dedupe: Dedupe,
+    events_out: tokio::sync::mpsc::Sender<Outgoing>,
     /// Launch errors to write onto their claims' `Launched` condition.
     launch_errors: Vec<(String, String)>,
     /// The state gauges and kerf's running savings, for `/metrics`.
@@ -117,12 +124,18 @@ impl<P: Provider> Shell<P> {
         recorder: Recorder,
     ) -> Shell<P> {
         let state = State::new(provider.instance_types(), provider.node_class_kind());
+        let mut tasks = JoinSet::new();
+        let (events_out, events_in) = crate::events::channel();
+        tasks.spawn(async move {
+            crate::events::publish_all(events_in, recorder).await;
+            Completion::PublisherStopped
+        });
         Shell {
             client,
             provider,
             state,
             controller: Controller::new(config),
-            tasks: JoinSet::new(),
+            tasks,
             running: BTreeSet::new(),
             evict_backoff: BTreeMap::new(),
             launch_retry: BTreeMap::new(),
@@ -130,7 +143,8 @@ impl<P: Provider> Shell<P> {
             last_list_at: i64::MIN / 2,
             last_now: 0,
             events: Vec::new(),
-            recorder,
+            dedupe: Dedupe::default(),
+            events_out,
             launch_errors: Vec::new(),
             gauges: metrics::Gauges::default(),
             replacing_for: None,
@@ -189,6 +203,9 @@ impl<P: Provider> Shell<P> {
 
     pub fn complete(&mut self, done: Completion) {
         match done {
+            Completion::PublisherStopped => {
+                tracing::warn!("the event publisher stopped; events are no longer recorded")
+            }
             Completion::Listed { result } => {
                 self.running.remove(&Task::List);
                 match result {
@@ -252,6 +269,22 @@ impl<P: Provider> Shell<P> {
             Completion::Evicted { pod, outcome } => {
                 self.running.remove(&Task::Evict(pod.clone()));
                 match outcome {
+                    Eviction::Evicted => {
+                        self.evict_backoff.remove(&pod);
+                        // "Evicted pod: <the claim's DisruptionReason>", as Karpenter's.
+                        let why = self
+                            .state
+                            .view
+                            .pods
+                            .get(&pod)
+                            .and_then(|p| p.pod.node_name.as_deref())
+                            .and_then(|n| self.state.view.claim_of_node(n))
+                            .and_then(|c| c.deletion_reason.as_deref())
+                            .and_then(claims::disruption_reason)
+                            .unwrap_or("Forceful Termination");
+                        let message = format!("Evicted pod: {why}");
+                        self.record(unix_ms(), Reason::Evicted, Subject::Pod(pod), message);
+                    }
                     Eviction::Done => {
                         self.evict_backoff.remove(&pod);
                     }
@@ -264,6 +297,13 @@ impl<P: Provider> Shell<P> {
                             .unwrap_or((0, EVICT_BACKOFF_MIN_MS / 2));
                         let delay = (last * 2).clamp(EVICT_BACKOFF_MIN_MS, EVICT_BACKOFF_MAX_MS);
                         self.evict_backoff.insert(pod.clone(), (now + delay, delay));
+                        // On the node, as Karpenter's terminator (deduplicated per node).
+                        if let Some(node) =
+                            (self.state.view.pods.get(&pod)).and_then(|p| p.pod.node_name.clone())
+                        {
+                            let message = format!("Failed to drain node, evicting {pod}: {reason}");
+                            self.record(now, Reason::FailedDraining, Subject::Node(node), message);
+                        }
                         self.events.push(Event::EvictionRefused { pod, reason });
                     }
                 }
@@ -322,6 +362,36 @@ impl<P: Provider> Shell<P> {
         for action in actions {
             self.perform(now, action).await;
         }
+        self.sync_nodepool_status(now).await;
+    }
+
+    /// Writes each NodePool's status (`nodepools.rs`) where it changed, on the version
+    /// it was computed from; a 409 is computed again next step.
+    async fn sync_nodepool_status(&mut self, now: i64) {
+        use crate::nodepools::{desired_status, differs, status_patch};
+        let changed: Vec<(String, serde_json::Value)> = (self.state.stored.nodepools.values())
+            .filter_map(|pool| {
+                let desired = desired_status(pool, &self.state, now)?;
+                let held = pool.status.as_ref();
+                differs(held, &desired).then(|| {
+                    let version = pool.metadata.resource_version.as_deref();
+                    (pool.name_any(), status_patch(held, &desired, version))
+                })
+            })
+            .collect();
+        let api: Api<crd::NodePool> = Api::all(self.client.clone());
+        for (name, body) in changed {
+            match api
+                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&body))
+                .await
+            {
+                Ok(updated) => {
+                    tracing::debug!(nodepool = %name, "nodepool status written");
+                    self.state.apply_nodepool(&updated);
+                }
+                Err(e) => report("nodepool status", &name, &e),
+            }
+        }
     }
 
     async fn perform(&mut self, now: i64, action: Action) {
@@ -336,12 +406,8 @@ impl<P: Provider> Shell<P> {
                     let first = p.nominated.as_deref() != Some(claim.as_str());
                     p.nominated = Some(claim.clone());
                     if first {
-                        self.pod_event(
-                            &pod,
-                            "Nominated",
-                            &format!("Pod should schedule on: nodeclaim/{claim}"),
-                        )
-                        .await;
+                        let message = format!("Pod should schedule on: nodeclaim/{claim}");
+                        self.record(now, Reason::Nominated, Subject::Pod(pod), message);
                     }
                 }
             }
@@ -371,12 +437,12 @@ impl<P: Provider> Shell<P> {
                 match api.delete(&pod.name, &params).await {
                     Ok(_) => {
                         tracing::info!(pod = %pod, "deleted at the termination grace deadline");
-                        self.pod_event(
-                            &pod,
-                            "Disrupted",
-                            "Deleting pod: the node's terminationGracePeriod ran out",
-                        )
-                        .await;
+                        self.record(
+                            now,
+                            Reason::Disrupted,
+                            Subject::Pod(pod),
+                            "Deleting the pod to accommodate the terminationTime".into(),
+                        );
                     }
                     Err(e) => report("force delete", &pod.to_string(), &e),
                 }
@@ -413,9 +479,11 @@ impl<P: Provider> Shell<P> {
             }
             Action::RemoveNode { node } => self.remove_node(&node).await,
             Action::RemoveClaim { claim } => self.remove_claim(&claim).await,
-            Action::Record { reason, message } => {
-                tracing::info!(reason = %reason, "{message}");
-            }
+            Action::Record {
+                reason,
+                about,
+                message,
+            } => self.record(now, reason, about, message),
             Action::Disrupting {
                 method,
                 decision,
@@ -442,37 +510,44 @@ impl<P: Provider> Shell<P> {
         }
     }
 
-    async fn pod_event(&self, pod: &PodKey, reason: &str, note: &str) {
-        if !self.state.view.pods.contains_key(pod) {
+    /// Publishes an event the loops (or the shell itself) recorded, unless the same one
+    /// went out within its reason's dedupe timeout or its object is gone.
+    fn record(&mut self, now: i64, reason: Reason, about: Subject, message: String) {
+        let stored = &self.state.stored;
+        let uid = match &about {
+            Subject::Pod(key) => {
+                if !self.state.view.pods.contains_key(key) {
+                    return;
+                }
+                stored.pod_uids.get(key).cloned()
+            }
+            Subject::Node(name) => match stored.nodes.get(name) {
+                Some(n) => n.metadata.uid.clone(),
+                None => return,
+            },
+            Subject::NodeClaim(name) => match stored.nodeclaims.get(name) {
+                Some(n) => n.metadata.uid.clone(),
+                None => return,
+            },
+            Subject::NodePool(name) => match stored.nodepools.get(name) {
+                Some(n) => n.metadata.uid.clone(),
+                None => return,
+            },
+        };
+        if !self
+            .dedupe
+            .admit(now, reason, &about, uid.as_deref().unwrap_or_default())
+        {
             return;
         }
-        let reference = k8s_openapi::api::core::v1::ObjectReference {
-            api_version: Some("v1".into()),
-            kind: Some("Pod".into()),
-            name: Some(pod.name.clone()),
-            namespace: Some(pod.namespace.clone()),
-            ..Default::default()
+        tracing::info!(reason = %reason, object = %about, "{message}");
+        let out = Outgoing {
+            reference: crate::events::reference(&about, uid),
+            reason,
+            message,
         };
-        self.publish(&reference, EventType::Normal, reason, note)
-            .await;
-    }
-
-    pub async fn publish(
-        &self,
-        reference: &k8s_openapi::api::core::v1::ObjectReference,
-        type_: EventType,
-        reason: &str,
-        note: &str,
-    ) {
-        let event = KubeEvent {
-            type_,
-            reason: reason.into(),
-            note: Some(note.chars().take(1024).collect()),
-            action: reason.into(),
-            secondary: None,
-        };
-        if let Err(e) = self.recorder.publish(&event, reference).await {
-            tracing::debug!(error = %e, reason, "event not recorded");
+        if self.events_out.try_send(out).is_err() {
+            tracing::debug!(reason = %reason, "event queue full; event dropped");
         }
     }
 
@@ -928,7 +1003,7 @@ impl<P: Provider> Shell<P> {
                 Ok(Ok(_)) => {
                     tracing::info!(pod = %pod, "evicted");
                     metrics::eviction_request("200");
-                    Eviction::Done
+                    Eviction::Evicted
                 }
                 Ok(Err(e)) => {
                     metrics::eviction_request(&match &e {

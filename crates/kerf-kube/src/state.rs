@@ -67,6 +67,8 @@ pub struct Stored {
     pub nodes: BTreeMap<String, Node>,
     pub nodepools: BTreeMap<String, crd::NodePool>,
     pub node_classes: BTreeSet<String>,
+    /// The uid of each pod in the view, for the events kerf publishes about it.
+    pub pod_uids: BTreeMap<PodKey, String>,
 }
 
 pub struct State {
@@ -289,6 +291,9 @@ impl State {
         let newly_pending =
             model.node_name.is_none() && old.is_none_or(|o| o.pod.node_name.is_some());
         let pod_key = model.key.clone();
+        if let Some(uid) = &pod.metadata.uid {
+            self.stored.pod_uids.insert(pod_key.clone(), uid.clone());
+        }
         self.view.remove_pod(&pod_key);
         self.view.insert_pod(PodState {
             pod: model,
@@ -304,10 +309,12 @@ impl State {
     /// read: finished, not provisionable, not yet tried by the scheduler).
     fn remove_pod(&mut self, key: &str) {
         if let Some((ns, name)) = key.split_once('/') {
-            self.view.remove_pod(&PodKey {
+            let key = PodKey {
                 namespace: ns.into(),
                 name: name.into(),
-            });
+            };
+            self.stored.pod_uids.remove(&key);
+            self.view.remove_pod(&key);
         }
     }
     pub fn apply_node(&mut self, node: &Node) {
@@ -405,6 +412,19 @@ impl State {
         if self.stored.node_classes.insert(name.to_string()) {
             self.publish_pools();
         }
+    }
+
+    /// The node class group and kind this provider reads.
+    pub fn node_class_kind(&self) -> (&str, &str) {
+        (&self.node_class_kind.0, &self.node_class_kind.1)
+    }
+
+    /// Why the stored NodePool `name` was refused, if it was.
+    pub fn nodepool_errors(&self, name: &str) -> Option<&[FieldError]> {
+        if self.pools.contains_key(name) {
+            return None;
+        }
+        self.refused.get(name).map(Vec::as_slice)
     }
 
     /// Why a valid NodePool cannot launch now, if it cannot: its node class is of

@@ -58,7 +58,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use kerf_cloud::{InstanceState, Offer};
-use kerf_controllers::{Action, Claim, ClusterView, Controller, Event, daemon_runs_on};
+use kerf_controllers::{
+    Action, Claim, ClusterView, Controller, Event, Reason, Subject, daemon_runs_on,
+};
 use kerf_model::pod::PodKey;
 use kerf_model::taints::first_untolerated;
 use kerf_model::{Effect, Labels, Node, NodePool, Pod, Quantity, Resources, Taint, labels};
@@ -264,7 +266,10 @@ impl NodeGroups {
                 // The slice has neither NodePools nor pending pods, so these never come;
                 // should they, the decisions are not kerf's to make here.
                 Action::CreateClaim(_) | Action::Nominate { .. } => {}
-                Action::Record { ref reason, .. } if reason == "FailedScheduling" => {}
+                Action::Record {
+                    reason: Reason::FailedScheduling,
+                    ..
+                } => {}
                 Action::Launch {
                     claim,
                     options,
@@ -289,12 +294,17 @@ impl NodeGroups {
                     ]
                     .iter()
                     .any(|r| reason.starts_with(r));
-                    if failed && let Some(group) = view.claims.get(&claim).and_then(group_of) {
+                    if let Some(c) = view.claims.get(&claim)
+                        && failed
+                        && let Some(group) = group_of(c)
+                    {
+                        let claim_pool = c.nodepool.clone();
                         self.state
                             .backoff
                             .insert(group.to_string(), now + self.config.backoff_ms);
                         out.push(Action::Record {
-                            reason: "ScaleUpFailed".into(),
+                            reason: Reason::ScaleUpFailed,
+                            about: Subject::NodePool(claim_pool.clone()),
                             message: format!(
                                 "node group {group}: {reason}; backed off for {}s",
                                 self.config.backoff_ms / 1000
@@ -554,7 +564,8 @@ impl NodeGroups {
         let zones = zones_for(&group, best.nodes, &pods, view);
         let n_nodes: usize = zones.iter().map(|(_, n)| n).sum();
         out.push(Action::Record {
-            reason: "TriggeredScaleUp".into(),
+            reason: Reason::TriggeredScaleUp,
+            about: Subject::NodePool(group.pool.clone()),
             message: format!(
                 "node group {}: +{n_nodes} node(s) for {} pod(s) (least-waste: {:.1}% CPU, {:.1}% memory unused)",
                 group.name,
@@ -952,7 +963,8 @@ impl NodeGroups {
             taint: Taint::new(TAINT_TO_BE_DELETED, "", Effect::NoSchedule),
         });
         out.push(Action::Record {
-            reason: "ScaleDown".into(),
+            reason: Reason::ScaleDown,
+            about: Subject::Node(node.clone()),
             message: format!(
                 "removing {} node {node} of group {} ({:.0}% utilized, unneeded for {}s)",
                 if busy { "under-utilized" } else { "empty" },
@@ -1011,7 +1023,8 @@ impl NodeGroups {
                 key: TAINT_TO_BE_DELETED.into(),
             });
             out.push(Action::Record {
-                reason: "ScaleDownFailed".into(),
+                reason: Reason::ScaleDownFailed,
+                about: Subject::Node(drain.node.clone()),
                 message: format!(
                     "giving up removing {}: {}",
                     drain.node,

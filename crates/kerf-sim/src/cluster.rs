@@ -677,7 +677,15 @@ impl Cluster {
                     }
                 }
                 Action::Record { reason, .. } => {
-                    *self.counters.recorded.entry(reason).or_default() += 1;
+                    // Counted by name, allocating only for a reason not seen before.
+                    match self.counters.recorded.get_mut(reason.as_str()) {
+                        Some(n) => *n += 1,
+                        None => {
+                            self.counters
+                                .recorded
+                                .insert(reason.as_str().to_string(), 1);
+                        }
+                    }
                     continue;
                 }
                 Action::Disrupting { .. } => continue,

@@ -81,7 +81,7 @@ pub struct RunOptions<'a> {
 pub struct Run {
     pub report: SimReport,
     /// Kubernetes events the autoscaler recorded, by reason (e.g.
-    /// `DisruptionValidationFailed`, `InsufficientCapacityError`).
+    /// `ConsolidationRejected`, `InsufficientCapacityError`).
     pub recorded: BTreeMap<String, u64>,
     /// NodeClaim deletions by reason, disruptions or not (`registration-timeout`, ...).
     pub claim_deletions: BTreeMap<String, u64>,

@@ -132,7 +132,10 @@ fn a_command_that_no_longer_holds_after_the_delay_is_dropped() {
     assert!(deletes(&later).is_empty(), "{later:?}");
     assert!(later.iter().any(|a| matches!(
         a,
-        Action::Record { reason, .. } if reason == "DisruptionValidationFailed"
+        Action::Record {
+            reason: kerf_controllers::Reason::ConsolidationRejected,
+            ..
+        }
     )));
 }
 

@@ -322,7 +322,7 @@ fn a_replacement_that_cannot_launch_untaints_the_node_and_gives_up() {
     let run = run(&s);
     assert_clean(&run);
     assert!(
-        run.recorded.contains_key("DisruptionReplacementFailed"),
+        run.recorded.contains_key("DisruptionBlocked"),
         "{:?} {:?}",
         run.recorded,
         run.report.disruptions

@@ -103,9 +103,19 @@ impl Env {
         });
     }
 
-    /// Server-side applies each document, as `kubectl apply --server-side` would.
+    /// Server-side applies each document, as `kubectl apply --server-side` would. A CRD
+    /// can be `Established` a moment before its resource is served (a 404 from the
+    /// discovery of its kind): that is tried again for up to 10 s.
     pub fn apply_yaml(&self, yaml: &str) {
-        self.rt.block_on(apply_yaml(&self.client, yaml)).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match self.rt.block_on(apply_yaml(&self.client, yaml)) {
+                Err(kube::Error::Api(s)) if s.code == 404 && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(250));
+                }
+                result => return result.unwrap(),
+            }
+        }
     }
 
     pub fn try_apply_yaml(&self, yaml: &str) -> Result<(), kube::Error> {
@@ -132,6 +142,24 @@ impl Env {
 
     pub fn nodeclaims(&self) -> Vec<NodeClaim> {
         self.list(Api::all(self.client.clone()))
+    }
+
+    /// Every event in the cluster (events.k8s.io/v1, as kube-runtime's recorder writes).
+    pub fn events(&self) -> Vec<k8s_openapi::api::events::v1::Event> {
+        self.list(Api::all(self.client.clone()))
+    }
+
+    pub fn nodepool(&self, name: &str) -> kerf_api::crd::NodePool {
+        let api: Api<kerf_api::crd::NodePool> = Api::all(self.client.clone());
+        self.rt.block_on(api.get(name)).unwrap()
+    }
+
+    /// `kubectl delete node <name>`: the API delete a user makes.
+    pub fn delete_node(&self, name: &str) {
+        let api: Api<Node> = Api::all(self.client.clone());
+        self.rt
+            .block_on(api.delete(name, &kube::api::DeleteParams::default()))
+            .unwrap();
     }
 
     pub fn scale(&self, namespace: &str, deployment: &str, replicas: i32) {

@@ -560,3 +560,392 @@ status:
     assert!(all_running(&env, "web", 2));
     assert!(kerf.exited().is_none());
 }
+
+/// Events kerf published (reporting controller `karpenter`, as Karpenter's recorder)
+/// with this reason about an object of this kind.
+fn events_about(env: &Env, reason: &str, kind: &str) -> Vec<k8s_openapi::api::events::v1::Event> {
+    env.events()
+        .into_iter()
+        .filter(|e| e.reporting_controller.as_deref() == Some("karpenter"))
+        .filter(|e| e.reason.as_deref() == Some(reason))
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some(kind))
+        .collect()
+}
+
+fn regarding_name(e: &k8s_openapi::api::events::v1::Event) -> String {
+    e.regarding
+        .as_ref()
+        .and_then(|r| r.name.clone())
+        .unwrap_or_default()
+}
+
+fn pods_of(env: &Env, app: &str) -> Vec<k8s_openapi::api::core::v1::Pod> {
+    env.pods("default")
+        .into_iter()
+        .filter(|p| p.labels().get("app").map(String::as_str) == Some(app))
+        .collect()
+}
+
+fn node_of(pod: &k8s_openapi::api::core::v1::Pod) -> Option<String> {
+    pod.spec.as_ref().and_then(|s| s.node_name.clone())
+}
+
+/// `deployment(..)` with required hostname anti-affinity against pods labelled
+/// `group: <group>` (and that label on its own pods), and pod annotations.
+fn spread_deployment(name: &str, cpu: &str, group: &str, annotations: &str) -> String {
+    deployment(name, 1, cpu)
+        .replace(
+            &format!("    metadata: {{labels: {{app: {name}}}}}"),
+            &format!(
+                "    metadata: {{labels: {{app: {name}, group: {group}}}, annotations: {{{annotations}}}}}"
+            ),
+        )
+        .replace(
+            "      containers:",
+            &format!(
+                "      affinity:\n        podAntiAffinity:\n          requiredDuringSchedulingIgnoredDuringExecution:\n          - topologyKey: kubernetes.io/hostname\n            labelSelector: {{matchLabels: {{group: {group}}}}}\n      containers:"
+            ),
+        )
+}
+
+#[test]
+fn a_do_not_disrupt_pod_keeps_its_node_while_its_sibling_node_is_consolidated() {
+    let env = Env::start();
+    env.apply_yaml(NODEPOOL);
+    let mut kerf = Kerf::start(&env, "kerf-0", &[]);
+    // Two nodes, each with a big `web` pod (one per node) and a small pod: `guard`
+    // (do-not-disrupt) on one, `plain` on the other (they repel each other too).
+    let web = deployment("web", 2, "3").replace(
+        "      containers:",
+        "      affinity:\n        podAntiAffinity:\n          requiredDuringSchedulingIgnoredDuringExecution:\n          - topologyKey: kubernetes.io/hostname\n            labelSelector: {matchLabels: {app: web}}\n      containers:",
+    );
+    env.apply_yaml(&web);
+    env.apply_yaml(&spread_deployment(
+        "guard",
+        "500m",
+        "single",
+        r#"karpenter.sh/do-not-disrupt: "true""#,
+    ));
+    env.apply_yaml(&spread_deployment("plain", "500m", "single", ""));
+    env.wait(
+        Duration::from_secs(120),
+        "web, guard and plain running",
+        |env| {
+            all_running(env, "web", 2)
+                && all_running(env, "guard", 1)
+                && all_running(env, "plain", 1)
+        },
+    );
+    let guard = pods_of(&env, "guard").remove(0);
+    let guard_node = node_of(&guard).unwrap();
+    let plain_node = node_of(&pods_of(&env, "plain")[0]).unwrap();
+    assert_ne!(guard_node, plain_node);
+    let guard_claim = env
+        .nodeclaims()
+        .into_iter()
+        .find(|c| c.status.as_ref().and_then(|s| s.node_name.as_deref()) == Some(&guard_node))
+        .expect("guard's node has a claim")
+        .name_any();
+
+    // The big pods go: both nodes are now far bigger than what they run. plain's node is
+    // replaced by a smaller one; guard's node may not be touched.
+    env.scale("default", "web", 0);
+    let started = std::time::Instant::now();
+    loop {
+        let nodes = env.nodes();
+        let guard_node_now = nodes.iter().find(|n| n.name_any() == guard_node);
+        let guard_node_now = guard_node_now.expect("guard's node is never removed");
+        assert!(
+            !disrupted(guard_node_now) && guard_node_now.metadata.deletion_timestamp.is_none(),
+            "guard's node was disrupted:\n{}",
+            kerf.log_text()
+        );
+        let claim = env
+            .nodeclaims()
+            .into_iter()
+            .find(|c| c.name_any() == guard_claim)
+            .expect("guard's claim stays");
+        assert!(claim.metadata.deletion_timestamp.is_none());
+        let guard_now = pods_of(&env, "guard");
+        assert_eq!(guard_now.len(), 1, "guard was evicted");
+        assert_eq!(guard_now[0].uid(), guard.uid(), "guard was evicted");
+        assert_eq!(node_of(&guard_now[0]).as_deref(), Some(guard_node.as_str()));
+
+        let plain_moved =
+            !nodes.iter().any(|n| n.name_any() == plain_node) && all_running(&env, "plain", 1);
+        if plain_moved {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(180),
+            "plain's node was not consolidated:\n{}",
+            kerf.log_text()
+                .lines()
+                .rev()
+                .take(40)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // The node guard keeps is as oversized as plain's was: only do-not-disrupt kept it.
+    let cpu_of = |node: &str| -> i64 {
+        env.nodes()
+            .iter()
+            .find(|n| n.name_any() == node)
+            .and_then(|n| n.labels().get("karpenter.kwok.sh/instance-cpu").cloned())
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0)
+    };
+    let plain_now = node_of(&pods_of(&env, "plain")[0]).unwrap();
+    eprintln!(
+        "e2e: guard's node {} CPUs kept; plain moved to a {}-CPU replacement",
+        cpu_of(&guard_node),
+        cpu_of(&plain_now)
+    );
+    assert!(cpu_of(&guard_node) > cpu_of(&plain_now));
+    // Some more passes: guard's node still stands.
+    std::thread::sleep(Duration::from_secs(25));
+    assert!(
+        env.nodes()
+            .iter()
+            .any(|n| n.name_any() == guard_node && !disrupted(n))
+    );
+    assert_eq!(pods_of(&env, "guard")[0].uid(), guard.uid());
+
+    // Karpenter's disruption events, on the node and claims they are about.
+    let terminating = events_about(&env, "DisruptionTerminating", "Node");
+    assert!(
+        terminating.iter().any(|e| regarding_name(e) == plain_node),
+        "no DisruptionTerminating on {plain_node}: {terminating:?}"
+    );
+    assert!(
+        terminating.iter().all(|e| regarding_name(e) != guard_node),
+        "{terminating:?}"
+    );
+    assert!(!events_about(&env, "DisruptionTerminating", "NodeClaim").is_empty());
+    let launching = events_about(&env, "DisruptionLaunching", "NodeClaim");
+    assert!(
+        launching
+            .iter()
+            .any(|e| e.note.as_deref() == Some("Launching NodeClaim: Underutilized")),
+        "{launching:?}"
+    );
+    assert!(kerf.exited().is_none());
+    assert_consistent(&env);
+}
+
+fn condition_of(pool: &kerf_api::crd::NodePool, type_: &str) -> Option<(String, String)> {
+    pool.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone()))
+}
+
+#[test]
+fn karpenters_events_and_nodepool_status_are_published() {
+    let env = Env::start();
+    env.apply_yaml(NODEPOOL);
+    // A NodePool whose KWOKNodeClass does not exist: not ready, and says why.
+    env.apply_yaml(
+        &NODEPOOL.replace("name: default}", "name: orphan}").replace(
+            "kind: KWOKNodeClass, name: default",
+            "kind: KWOKNodeClass, name: missing",
+        ),
+    );
+    let mut kerf = Kerf::start(&env, "kerf-0", &[]);
+    env.apply_yaml(&deployment("web", 4, "1"));
+    // No NodePool offers 100 CPUs.
+    env.apply_yaml(&deployment("huge", 1, "100"));
+    env.wait(Duration::from_secs(120), "4 web pods running", |env| {
+        all_running(env, "web", 4)
+    });
+
+    // Nominated on each web pod, FailedScheduling (a Warning) on the huge one.
+    env.wait(
+        Duration::from_secs(30),
+        "Nominated and FailedScheduling events",
+        |env| {
+            let nominated: BTreeSet<String> = events_about(env, "Nominated", "Pod")
+                .iter()
+                .map(regarding_name)
+                .collect();
+            let web: BTreeSet<String> = pods_of(env, "web").iter().map(|p| p.name_any()).collect();
+            web.is_subset(&nominated) && !events_about(env, "FailedScheduling", "Pod").is_empty()
+        },
+    );
+    let nominated = events_about(&env, "Nominated", "Pod");
+    assert!(
+        nominated.iter().all(|e| {
+            e.type_.as_deref() == Some("Normal")
+                && e.note
+                    .as_deref()
+                    .is_some_and(|n| n.starts_with("Pod should schedule on: nodeclaim/default-"))
+                && e.regarding.as_ref().is_some_and(|r| r.uid.is_some())
+        }),
+        "{nominated:?}"
+    );
+    let huge = pods_of(&env, "huge").remove(0);
+    let failed = events_about(&env, "FailedScheduling", "Pod");
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(regarding_name(&failed[0]), huge.name_any());
+    assert_eq!(failed[0].type_.as_deref(), Some("Warning"));
+    assert!(
+        failed[0]
+            .note
+            .as_deref()
+            .is_some_and(|n| n.starts_with("Failed to schedule pod, ")),
+        "{failed:?}"
+    );
+
+    // NodePool status: its nodes counted and their capacity summed; Ready.
+    env.wait(
+        Duration::from_secs(30),
+        "NodePool status counts the nodes",
+        |env| {
+            let pool = env.nodepool("default");
+            let n = managed_nodes(env).len() as i64;
+            pool.status.as_ref().and_then(|s| s.nodes) == Some(n)
+        },
+    );
+    let pool = env.nodepool("default");
+    let status = pool.status.clone().unwrap();
+    let nodes = managed_nodes(&env);
+    let cpu: i64 = nodes
+        .iter()
+        .map(|n| {
+            let q = &n.status.as_ref().unwrap().capacity.as_ref().unwrap()["cpu"];
+            q.0.parse::<i64>().unwrap()
+        })
+        .sum();
+    assert_eq!(status.resources["cpu"].0, cpu.to_string(), "{status:?}");
+    assert_eq!(status.resources["nodes"].0, nodes.len().to_string());
+    for key in ["memory", "pods", "ephemeral-storage"] {
+        assert!(status.resources.contains_key(key), "{status:?}");
+    }
+    for (type_, reason) in [
+        ("Ready", "Ready"),
+        ("ValidationSucceeded", "ValidationSucceeded"),
+        ("NodeClassReady", "NodeClassReady"),
+    ] {
+        assert_eq!(
+            condition_of(&pool, type_),
+            Some(("True".to_string(), reason.to_string())),
+            "{status:?}"
+        );
+    }
+    env.wait(Duration::from_secs(30), "the orphan pool's status", |env| {
+        env.nodepool("orphan").status.is_some()
+    });
+    let orphan = env.nodepool("orphan");
+    assert_eq!(
+        condition_of(&orphan, "NodeClassReady"),
+        Some(("False".to_string(), "NodeClassNotFound".to_string()))
+    );
+    assert_eq!(
+        condition_of(&orphan, "Ready"),
+        Some(("False".to_string(), "NodeClassNotFound".to_string()))
+    );
+    assert_eq!(orphan.status.as_ref().unwrap().nodes, Some(0));
+
+    // Scale to zero: emptiness terminates the nodes, with Karpenter's events, and the
+    // pool counts none.
+    let before: BTreeSet<String> = nodes.iter().map(|n| n.name_any()).collect();
+    env.scale("default", "web", 0);
+    env.wait(Duration::from_secs(120), "the web nodes gone", |env| {
+        managed_nodes(env).is_empty()
+    });
+    let terminating: BTreeSet<String> = events_about(&env, "DisruptionTerminating", "Node")
+        .iter()
+        .filter(|e| e.note.as_deref() == Some("Disrupting Node: Empty"))
+        .map(regarding_name)
+        .collect();
+    assert_eq!(terminating, before);
+    env.wait(Duration::from_secs(30), "the pool counts no node", |env| {
+        env.nodepool("default").status.and_then(|s| s.nodes) == Some(0)
+    });
+    // The huge pod is still unschedulable, batch after batch: still one event, never
+    // patched into a series (no write per batch).
+    let failed = events_about(&env, "FailedScheduling", "Pod");
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert!(failed[0].series.is_none(), "{failed:?}");
+    // Status written on change only, not once per step.
+    let log = kerf.log_text();
+    let writes = log.matches("nodepool status written").count();
+    let records = log.matches("Failed to schedule pod, ").count();
+    eprintln!("e2e: {writes} NodePool status writes; FailedScheduling published {records}x");
+    assert!(writes <= 30, "{writes} NodePool status writes");
+    assert!(kerf.exited().is_none());
+}
+
+#[test]
+fn a_node_a_user_deletes_is_drained_and_its_claim_and_instance_go() {
+    let env = Env::start();
+    env.apply_yaml(NODEPOOL);
+    let mut kerf = Kerf::start(&env, "kerf-0", &[]);
+    // One pod per node, so the deleted node's pod needs another.
+    let web = deployment("web", 3, "1").replace(
+        "      containers:",
+        "      affinity:\n        podAntiAffinity:\n          requiredDuringSchedulingIgnoredDuringExecution:\n          - topologyKey: kubernetes.io/hostname\n            labelSelector: {matchLabels: {app: web}}\n      containers:",
+    );
+    env.apply_yaml(&web);
+    env.wait(Duration::from_secs(120), "3 web pods running", |env| {
+        all_running(env, "web", 3)
+    });
+    let victim_pod = pods_of(&env, "web").remove(0);
+    let victim = node_of(&victim_pod).unwrap();
+    let claim = env
+        .nodeclaims()
+        .into_iter()
+        .find(|c| c.status.as_ref().and_then(|s| s.node_name.as_deref()) == Some(&victim))
+        .unwrap()
+        .name_any();
+
+    env.delete_node(&victim);
+    let deleted_at = std::time::Instant::now();
+    // The finalizer holds the Node while kerf drains it: its claim is deleted and the
+    // node tainted; the pod is evicted (not left to pod GC), and lands elsewhere.
+    env.wait(
+        Duration::from_secs(60),
+        "the node held and tainted",
+        |env| {
+            let nodes = env.nodes();
+            let node = nodes.iter().find(|n| n.name_any() == victim);
+            node.is_none_or(disrupted)
+        },
+    );
+    env.wait(
+        Duration::from_secs(180),
+        "the node, its claim and its instance gone; 3 pods running elsewhere",
+        |env| {
+            let pods = pods_of(env, "web");
+            env.nodes().iter().all(|n| n.name_any() != victim)
+                && env.nodeclaims().iter().all(|c| c.name_any() != claim)
+                && all_running(env, "web", 3)
+                && pods
+                    .iter()
+                    .all(|p| node_of(p).as_deref() != Some(victim.as_str()))
+        },
+    );
+    eprintln!(
+        "e2e: deleted node drained, its claim and instance gone, pods rebound in {:?}",
+        deleted_at.elapsed()
+    );
+    let evicted = events_about(&env, "Evicted", "Pod");
+    assert!(
+        evicted
+            .iter()
+            .any(|e| regarding_name(e) == victim_pod.name_any()),
+        "the pod was not evicted: {evicted:?}\n{}",
+        kerf.log_text()
+    );
+    assert!(
+        kerf.log_text().contains("node-deleted"),
+        "{}",
+        kerf.log_text()
+    );
+    assert!(kerf.exited().is_none());
+    assert_consistent(&env);
+}
