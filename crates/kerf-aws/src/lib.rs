@@ -15,6 +15,7 @@
 
 pub mod ami;
 pub mod clients;
+pub mod controller;
 pub mod filters;
 pub mod ice;
 pub mod interruption;
