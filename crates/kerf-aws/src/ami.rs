@@ -140,10 +140,9 @@ pub fn alias_parameters(alias: &str, k8s: &str) -> Result<Vec<AliasParameter>, A
                 for variant in [Variant::Standard, Variant::Nvidia, Variant::Neuron] {
                     let leaf = match pinned {
                         None => "recommended".to_string(),
-                        Some(v) => format!(
-                            "amazon-eks-node-al2023-{arch}-{}-{k8s}-{v}",
-                            variant.name()
-                        ),
+                        Some(v) => {
+                            format!("amazon-eks-node-al2023-{arch}-{}-{k8s}-{v}", variant.name())
+                        }
                     };
                     out.push(AliasParameter {
                         path: format!(
@@ -200,8 +199,7 @@ pub fn alias_parameters(alias: &str, k8s: &str) -> Result<Vec<AliasParameter>, A
                 }
             };
             for arch in ["x86_64", "arm64"] {
-                for (flavour, variant) in [("", Variant::Standard), ("-nvidia", Variant::Nvidia)]
-                {
+                for (flavour, variant) in [("", Variant::Standard), ("-nvidia", Variant::Nvidia)] {
                     out.push(AliasParameter {
                         path: format!(
                             "/aws/service/bottlerocket/aws-k8s-{k8s}{flavour}/{arch}/{leaf}/image_id"

@@ -43,12 +43,9 @@ impl Clients {
         config: &aws_config::SdkConfig,
         ec2_interceptor: Option<aws_smithy_runtime_api::client::interceptors::SharedInterceptor>,
     ) -> anyhow::Result<Clients> {
-        let region = config
-            .region()
-            .map(|r| r.to_string())
-            .ok_or_else(|| {
-                anyhow::anyhow!("no AWS region configured: set AWS_REGION (or a profile's region)")
-            })?;
+        let region = config.region().map(|r| r.to_string()).ok_or_else(|| {
+            anyhow::anyhow!("no AWS region configured: set AWS_REGION (or a profile's region)")
+        })?;
         let mut ec2 = aws_sdk_ec2::config::Builder::from(config);
         if let Some(i) = ec2_interceptor {
             ec2.push_interceptor(i);

@@ -30,17 +30,25 @@ pub async fn start(
     cancel: CancellationToken,
 ) -> anyhow::Result<Arc<AwsProvider>> {
     if cluster_name.is_empty() {
-        anyhow::bail!("CLUSTER_NAME: required with CLOUD_PROVIDER=aws (it tags and finds the cluster's instances)");
+        anyhow::bail!(
+            "CLUSTER_NAME: required with CLOUD_PROVIDER=aws (it tags and finds the cluster's instances)"
+        );
     }
     let endpoint = env("CLUSTER_ENDPOINT");
     if endpoint.is_empty() {
-        anyhow::bail!("CLUSTER_ENDPOINT: required with CLOUD_PROVIDER=aws (nodes join the API server at this URL)");
+        anyhow::bail!(
+            "CLUSTER_ENDPOINT: required with CLOUD_PROVIDER=aws (nodes join the API server at this URL)"
+        );
     }
     let version = client
         .apiserver_version()
         .await
         .map_err(|e| anyhow::anyhow!("reading the API server's version: {e}"))?;
-    let minor: String = version.minor.chars().take_while(char::is_ascii_digit).collect();
+    let minor: String = version
+        .minor
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
     let k8s_version = format!("{}.{minor}", version.major);
     let clients = Clients::from_env().await?;
     let classes: ResolvedClasses = Arc::new(RwLock::new(BTreeMap::new()));
@@ -99,7 +107,10 @@ async fn handle(
         tracing::info!(kind = i.kind(), instances = ?i.instance_ids(), "interruption message");
         return Ok(());
     }
-    let all = claims.list(&Default::default()).await.map_err(|e| e.to_string())?;
+    let all = claims
+        .list(&Default::default())
+        .await
+        .map_err(|e| e.to_string())?;
     for id in i.instance_ids() {
         let suffix = format!("/{id}");
         for c in all.items.iter().filter(|c| {

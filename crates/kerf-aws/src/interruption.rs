@@ -123,7 +123,8 @@ pub fn parse(body: &str) -> Result<Interruption, ParseError> {
         });
     }
     let d = &env.detail;
-    let instance = || field(d, &["instance-id", "instanceId"]).ok_or_else(|| missing("detail.instance-id"));
+    let instance =
+        || field(d, &["instance-id", "instanceId"]).ok_or_else(|| missing("detail.instance-id"));
     Ok(match (env.source.as_str(), env.detail_type.as_str()) {
         ("aws.ec2", SPOT_INTERRUPTION) => Interruption::SpotInterruption {
             instance_id: instance()?,
@@ -317,7 +318,10 @@ mod tests {
     #[test]
     fn running_and_other_services_are_ignored_and_garbage_is_an_error() {
         let running = STATE.replace("stopping", "running");
-        assert!(matches!(parse(&running).unwrap(), Interruption::Ignored { .. }));
+        assert!(matches!(
+            parse(&running).unwrap(),
+            Interruption::Ignored { .. }
+        ));
         let rds = HEALTH_EV.replace("\"service\":\"EC2\"", "\"service\":\"RDS\"");
         assert!(matches!(parse(&rds).unwrap(), Interruption::Ignored { .. }));
         assert!(matches!(parse("not json"), Err(ParseError::Json(_))));

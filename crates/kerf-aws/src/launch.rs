@@ -35,7 +35,11 @@ pub fn meets(labels: &BTreeMap<String, String>, reqs: &[NodeSelectorRequirement]
                 ) else {
                     return false;
                 };
-                if r.operator == "Gt" { g > bound } else { g < bound }
+                if r.operator == "Gt" {
+                    g > bound
+                } else {
+                    g < bound
+                }
             }
             _ => false,
         }
@@ -133,7 +137,9 @@ pub fn family(spec: &EC2NodeClassSpec) -> String {
     {
         return f.to_string();
     }
-    spec.ami_family.clone().unwrap_or_else(|| "AL2023".to_string())
+    spec.ami_family
+        .clone()
+        .unwrap_or_else(|| "AL2023".to_string())
 }
 
 pub struct PlanInput<'a> {
@@ -173,7 +179,11 @@ pub fn plan(input: &PlanInput) -> Result<LaunchPlan, PlanError> {
     let mut overrides: Vec<Override> = Vec::new();
     let mut types_seen: Vec<String> = Vec::new();
     let mut dropped = Vec::new();
-    for o in request.options.iter().filter(|o| o.capacity_type == capacity_type) {
+    for o in request
+        .options
+        .iter()
+        .filter(|o| o.capacity_type == capacity_type)
+    {
         if unavailable.is_unavailable(o, *now_ms) {
             dropped.push(format!("{o}: recently out of capacity"));
             continue;
@@ -187,7 +197,11 @@ pub fn plan(input: &PlanInput) -> Result<LaunchPlan, PlanError> {
             dropped.push(format!("{o}: not in the catalog"));
             continue;
         };
-        let Some(image) = status.amis.iter().find(|a| meets(&it.labels, &a.requirements)) else {
+        let Some(image) = status
+            .amis
+            .iter()
+            .find(|a| meets(&it.labels, &a.requirements))
+        else {
             dropped.push(format!("{o}: no resolved image suits it"));
             continue;
         };
@@ -239,7 +253,11 @@ pub fn plan(input: &PlanInput) -> Result<LaunchPlan, PlanError> {
             content: TemplateContent {
                 image_id,
                 user_data: user_data.clone(),
-                security_group_ids: status.security_groups.iter().map(|g| g.id.clone()).collect(),
+                security_group_ids: status
+                    .security_groups
+                    .iter()
+                    .map(|g| g.id.clone())
+                    .collect(),
                 instance_profile: instance_profile.clone(),
                 http_tokens: md.http_tokens.clone().unwrap_or_else(|| "required".into()),
                 http_endpoint: md.http_endpoint.clone().unwrap_or_else(|| "enabled".into()),

@@ -122,7 +122,9 @@ impl AwsProvider {
             .describe_availability_zones()
             .send()
             .await
-            .map_err(|e| anyhow::anyhow!("DescribeAvailabilityZones: {}", DisplayErrorContext(e)))?;
+            .map_err(|e| {
+                anyhow::anyhow!("DescribeAvailabilityZones: {}", DisplayErrorContext(e))
+            })?;
         let mut names: Vec<String> = zones
             .availability_zones()
             .iter()
@@ -177,7 +179,10 @@ impl AwsProvider {
         status
     }
 
-    async fn class(&self, name: &str) -> Result<(EC2NodeClassSpec, EC2NodeClassStatus), CreateError> {
+    async fn class(
+        &self,
+        name: &str,
+    ) -> Result<(EC2NodeClassSpec, EC2NodeClassStatus), CreateError> {
         if let Some(found) = self.classes.read().ok().and_then(|c| c.get(name).cloned()) {
             return Ok(found);
         }
@@ -186,16 +191,20 @@ impl AwsProvider {
                 "EC2NodeClass {name} is not resolved yet"
             )));
         };
-        let nc = api.get(name).await.map_err(|e| {
-            CreateError::Provider(format!("EC2NodeClass {name}: {e}"))
-        })?;
+        let nc = api
+            .get(name)
+            .await
+            .map_err(|e| CreateError::Provider(format!("EC2NodeClass {name}: {e}")))?;
         let status = self.resolve_class(&nc).await;
         Ok((nc.spec, status))
     }
 
     fn to_instance(&self, i: &ec2::Instance) -> Option<Instance> {
         let id = i.instance_id()?;
-        let zone = i.placement().and_then(|p| p.availability_zone()).unwrap_or_default();
+        let zone = i
+            .placement()
+            .and_then(|p| p.availability_zone())
+            .unwrap_or_default();
         let tag = |k: &str| {
             i.tags()
                 .iter()
@@ -208,7 +217,10 @@ impl AwsProvider {
             _ => "on-demand",
         };
         let offer = Offer {
-            instance_type: i.instance_type().map(|t| t.as_str().to_string()).unwrap_or_default(),
+            instance_type: i
+                .instance_type()
+                .map(|t| t.as_str().to_string())
+                .unwrap_or_default(),
             zone: zone.to_string(),
             capacity_type: capacity_type.to_string(),
         };
@@ -223,9 +235,9 @@ impl AwsProvider {
             price: self.price(&offer),
             offer,
             image_id: i.image_id().unwrap_or_default().to_string(),
-            launched_at: i
-                .launch_time()
-                .map_or(0, |t| t.secs() * 1000 + i64::from(t.subsec_nanos() / 1_000_000)),
+            launched_at: i.launch_time().map_or(0, |t| {
+                t.secs() * 1000 + i64::from(t.subsec_nanos() / 1_000_000)
+            }),
             state,
         })
     }
@@ -292,7 +304,9 @@ impl AwsProvider {
                 Self::live_states(),
             ])
             .await?;
-        Ok(found.into_iter().find(|i| i.state == InstanceState::Running))
+        Ok(found
+            .into_iter()
+            .find(|i| i.state == InstanceState::Running))
     }
 
     async fn ensure_template(&self, t: &TemplatePlan) -> Result<String, CreateError> {
@@ -302,15 +316,20 @@ impl AwsProvider {
             return Ok(name);
         }
         let ec2c = &self.clients.ec2;
-        match ec2c.describe_launch_templates().launch_template_names(&name).send().await {
+        match ec2c
+            .describe_launch_templates()
+            .launch_template_names(&name)
+            .send()
+            .await
+        {
             Ok(out) if !out.launch_templates().is_empty() => {
                 known.insert(name.clone());
                 return Ok(name);
             }
             Ok(_) => {}
-            Err(e) if e.as_service_error().is_some_and(|s| {
-                err_code(s).starts_with("InvalidLaunchTemplateName")
-            }) => {}
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| err_code(s).starts_with("InvalidLaunchTemplateName")) => {}
             Err(e) => {
                 return Err(CreateError::Provider(format!(
                     "DescribeLaunchTemplates {name}: {}",
@@ -320,7 +339,9 @@ impl AwsProvider {
         }
         let c = &t.content;
         let md = ec2::LaunchTemplateInstanceMetadataOptionsRequest::builder()
-            .http_tokens(ec2::LaunchTemplateHttpTokensState::from(c.http_tokens.as_str()))
+            .http_tokens(ec2::LaunchTemplateHttpTokensState::from(
+                c.http_tokens.as_str(),
+            ))
             .http_endpoint(ec2::LaunchTemplateInstanceMetadataEndpointState::from(
                 c.http_endpoint.as_str(),
             ))
@@ -375,9 +396,10 @@ impl AwsProvider {
             .await;
         match created {
             Ok(_) => {}
-            Err(e) if e.as_service_error().is_some_and(|s| {
-                err_code(s) == "InvalidLaunchTemplateName.AlreadyExistsException"
-            }) => {}
+            Err(e)
+                if e.as_service_error().is_some_and(|s| {
+                    err_code(s) == "InvalidLaunchTemplateName.AlreadyExistsException"
+                }) => {}
             Err(e) => {
                 return Err(CreateError::Provider(format!(
                     "CreateLaunchTemplate {name}: {}",
@@ -479,7 +501,11 @@ impl AwsProvider {
                             .map(str::to_string)
                             .or_else(|| {
                                 o.subnet_id().and_then(|s| {
-                                    status.subnets.iter().find(|x| x.id == s).map(|x| x.zone.clone())
+                                    status
+                                        .subnets
+                                        .iter()
+                                        .find(|x| x.id == s)
+                                        .map(|x| x.zone.clone())
                                 })
                             })
                             .unwrap_or_default(),
@@ -500,10 +526,7 @@ impl AwsProvider {
                 }
                 refused.extend(offered);
             } else {
-                other.push(format!(
-                    "{code}: {}",
-                    e.error_message().unwrap_or_default()
-                ));
+                other.push(format!("{code}: {}", e.error_message().unwrap_or_default()));
             }
         }
         let launched = answer
@@ -520,17 +543,26 @@ impl AwsProvider {
                 other.join("; ")
             )));
         };
-        let o = fi.launch_template_and_overrides().and_then(|l| l.overrides());
+        let o = fi
+            .launch_template_and_overrides()
+            .and_then(|l| l.overrides());
         let instance_type = fi
             .instance_type()
             .map(|t| t.as_str().to_string())
-            .or_else(|| o.and_then(|o| o.instance_type()).map(|t| t.as_str().to_string()))
+            .or_else(|| {
+                o.and_then(|o| o.instance_type())
+                    .map(|t| t.as_str().to_string())
+            })
             .unwrap_or_default();
         let zone = o
             .and_then(|o| o.availability_zone().map(str::to_string))
             .or_else(|| {
                 o.and_then(|o| o.subnet_id()).and_then(|s| {
-                    status.subnets.iter().find(|x| x.id == s).map(|x| x.zone.clone())
+                    status
+                        .subnets
+                        .iter()
+                        .find(|x| x.id == s)
+                        .map(|x| x.zone.clone())
                 })
             })
             .unwrap_or_default();
@@ -645,7 +677,10 @@ impl Provider for AwsProvider {
         }
         let now = now_ms();
         let all_unavailable: Vec<Offer> = {
-            let u = self.unavailable.lock().map_err(|e| CreateError::Provider(e.to_string()))?;
+            let u = self
+                .unavailable
+                .lock()
+                .map_err(|e| CreateError::Provider(e.to_string()))?;
             request
                 .options
                 .iter()
@@ -663,7 +698,10 @@ impl Provider for AwsProvider {
             cidr: self.cluster.cidr.clone(),
         };
         let plan = {
-            let u = self.unavailable.lock().map_err(|e| CreateError::Provider(e.to_string()))?;
+            let u = self
+                .unavailable
+                .lock()
+                .map_err(|e| CreateError::Provider(e.to_string()))?;
             launch::plan(&PlanInput {
                 request: &request,
                 spec: &spec,
@@ -702,9 +740,12 @@ impl Provider for AwsProvider {
                     return Ok(());
                 }
             }
-            Err(e) if e.as_service_error().is_some_and(|s| {
-                err_code(s) == "InvalidInstanceID.NotFound"
-            }) => return Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| err_code(s) == "InvalidInstanceID.NotFound") =>
+            {
+                return Ok(());
+            }
             Err(e) => return Err(provider_error("DescribeInstances", e)),
         }
         match self
@@ -716,9 +757,12 @@ impl Provider for AwsProvider {
             .await
         {
             Ok(_) => Ok(()),
-            Err(e) if e.as_service_error().is_some_and(|s| {
-                err_code(s) == "InvalidInstanceID.NotFound"
-            }) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| err_code(s) == "InvalidInstanceID.NotFound") =>
+            {
+                Ok(())
+            }
             Err(e) => Err(provider_error("TerminateInstances", e)),
         }
     }

@@ -10,8 +10,7 @@ use aws_sdk_ec2::error::DisplayErrorContext;
 use k8s_openapi::api::core::v1::NodeSelectorRequirement;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kerf_api::crd::{
-    AMI, AMISelectorTerm, EC2NodeClass, EC2NodeClassSpec, EC2NodeClassStatus, SecurityGroup,
-    Subnet,
+    AMI, AMISelectorTerm, EC2NodeClass, EC2NodeClassSpec, EC2NodeClassStatus, SecurityGroup, Subnet,
 };
 use kube::ResourceExt;
 use sha2::{Digest, Sha256};
@@ -464,17 +463,29 @@ impl Resolver {
         uid: &str,
     ) -> Result<String, (String, String)> {
         let iam = &self.clients.iam;
-        let err = |what: &str, e: String| ("InstanceProfileError".to_string(), format!("{what}: {e}"));
+        let err =
+            |what: &str, e: String| ("InstanceProfileError".to_string(), format!("{what}: {e}"));
         if let Some(profile) = &spec.instance_profile {
-            return match iam.get_instance_profile().instance_profile_name(profile).send().await {
+            return match iam
+                .get_instance_profile()
+                .instance_profile_name(profile)
+                .send()
+                .await
+            {
                 Ok(_) => Ok(profile.clone()),
-                Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_entity_exception()) => {
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|s| s.is_no_such_entity_exception()) =>
+                {
                     Err((
                         "InstanceProfileNotFound".to_string(),
                         format!("spec.instanceProfile {profile:?} does not exist"),
                     ))
                 }
-                Err(e) => Err(err("GetInstanceProfile", DisplayErrorContext(e).to_string())),
+                Err(e) => Err(err(
+                    "GetInstanceProfile",
+                    DisplayErrorContext(e).to_string(),
+                )),
             };
         }
         let Some(role) = &spec.role else {
@@ -485,13 +496,32 @@ impl Resolver {
         };
         let region = &self.clients.region;
         let name = managed_profile_name(&self.cluster, region, class, uid);
-        let existing = match iam.get_instance_profile().instance_profile_name(&name).send().await {
+        let existing = match iam
+            .get_instance_profile()
+            .instance_profile_name(&name)
+            .send()
+            .await
+        {
             Ok(out) => out.instance_profile,
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_entity_exception()) => None,
-            Err(e) => return Err(err("GetInstanceProfile", DisplayErrorContext(e).to_string())),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_no_such_entity_exception()) =>
+            {
+                None
+            }
+            Err(e) => {
+                return Err(err(
+                    "GetInstanceProfile",
+                    DisplayErrorContext(e).to_string(),
+                ));
+            }
         };
         let roles: Vec<String> = match &existing {
-            Some(p) => p.roles().iter().map(|r| r.role_name().to_string()).collect(),
+            Some(p) => p
+                .roles()
+                .iter()
+                .map(|r| r.role_name().to_string())
+                .collect(),
             None => {
                 let mut tag_list = vec![
                     (tags::cluster_owned(&self.cluster), "owned".to_string()),
@@ -502,7 +532,13 @@ impl Resolver {
                 tag_list.extend(spec.tags.iter().map(|(k, v)| (k.clone(), v.clone())));
                 let iam_tags = tag_list
                     .into_iter()
-                    .filter_map(|(k, v)| aws_sdk_iam::types::Tag::builder().key(k).value(v).build().ok())
+                    .filter_map(|(k, v)| {
+                        aws_sdk_iam::types::Tag::builder()
+                            .key(k)
+                            .value(v)
+                            .build()
+                            .ok()
+                    })
                     .collect();
                 iam.create_instance_profile()
                     .instance_profile_name(&name)
@@ -510,7 +546,9 @@ impl Resolver {
                     .set_tags(Some(iam_tags))
                     .send()
                     .await
-                    .map_err(|e| err("CreateInstanceProfile", DisplayErrorContext(e).to_string()))?;
+                    .map_err(|e| {
+                        err("CreateInstanceProfile", DisplayErrorContext(e).to_string())
+                    })?;
                 Vec::new()
             }
         };
@@ -523,7 +561,12 @@ impl Resolver {
                 .role_name(other)
                 .send()
                 .await
-                .map_err(|e| err("RemoveRoleFromInstanceProfile", DisplayErrorContext(e).to_string()))?;
+                .map_err(|e| {
+                    err(
+                        "RemoveRoleFromInstanceProfile",
+                        DisplayErrorContext(e).to_string(),
+                    )
+                })?;
         }
         iam.add_role_to_instance_profile()
             .instance_profile_name(&name)
@@ -623,8 +666,14 @@ mod tests {
             &t1,
         );
         let sn = second.iter().find(|c| c.type_ == SUBNETS_READY).unwrap();
-        assert_eq!((sn.status.as_str(), &sn.last_transition_time), ("True", &t1));
-        let sg = second.iter().find(|c| c.type_ == SECURITY_GROUPS_READY).unwrap();
+        assert_eq!(
+            (sn.status.as_str(), &sn.last_transition_time),
+            ("True", &t1)
+        );
+        let sg = second
+            .iter()
+            .find(|c| c.type_ == SECURITY_GROUPS_READY)
+            .unwrap();
         assert_eq!(sg.last_transition_time, t0);
     }
 }

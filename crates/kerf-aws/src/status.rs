@@ -77,8 +77,12 @@ pub async fn run(
             // A status write is itself a change; an unchanged status is not rewritten,
             // so the watch settles.
             match refresh_one(&api, &resolver, &classes, &nc).await {
-                Ok(ready) => tracing::debug!(class = %nc.name_any(), ready, "EC2NodeClass resolved"),
-                Err(e) => tracing::warn!(class = %nc.name_any(), error = %e, "writing EC2NodeClass status"),
+                Ok(ready) => {
+                    tracing::debug!(class = %nc.name_any(), ready, "EC2NodeClass resolved")
+                }
+                Err(e) => {
+                    tracing::warn!(class = %nc.name_any(), error = %e, "writing EC2NodeClass status")
+                }
             }
         }
     }

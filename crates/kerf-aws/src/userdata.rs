@@ -151,10 +151,11 @@ pub fn bottlerocket(b: &Bootstrap) -> String {
     let mut by_key: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     let taints = with_unregistered(b.taints);
     for t in &taints {
-        by_key
-            .entry(t.key.as_str())
-            .or_default()
-            .push(format!("{}:{}", t.value, t.effect.as_str()));
+        by_key.entry(t.key.as_str()).or_default().push(format!(
+            "{}:{}",
+            t.value,
+            t.effect.as_str()
+        ));
     }
     for (k, vs) in by_key {
         let list: Vec<String> = vs.iter().map(|v| toml_str(v)).collect();
@@ -192,7 +193,9 @@ mod tests {
             kubelet: Some(&kubelet),
             custom: None,
         });
-        assert!(ud.starts_with("MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"//\""));
+        assert!(
+            ud.starts_with("MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"//\"")
+        );
         assert!(ud.contains("Content-Type: application/node.eks.aws"));
         assert!(ud.contains("    name: \"c1\""));
         assert!(ud.contains("apiServerEndpoint: \"https://api.example\""));

@@ -20,8 +20,7 @@ use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::body::SdkBody;
 use aws_smithy_types::config_bag::ConfigBag;
 use kerf_api::crd::{
-    AMISelectorTerm, EC2NodeClass, EC2NodeClassSpec, SecurityGroupSelectorTerm,
-    SubnetSelectorTerm,
+    AMISelectorTerm, EC2NodeClass, EC2NodeClassSpec, SecurityGroupSelectorTerm, SubnetSelectorTerm,
 };
 use kerf_aws::interruption::{Interruption, Queue};
 use kerf_aws::provider::{ResolvedClasses, orphans};
@@ -64,7 +63,9 @@ fn start_moto() -> Moto {
             use std::io::Read;
             let _ = e.read_to_string(&mut err);
         }
-        panic!("moto did not start (is `moto[server]` installed? `pip install 'moto[server]'`):\n{err}");
+        panic!(
+            "moto did not start (is `moto[server]` installed? `pip install 'moto[server]'`):\n{err}"
+        );
     }
     let info: serde_json::Value = serde_json::from_str(&line).expect("moto's JSON line");
     Moto { child, info }
@@ -142,7 +143,10 @@ fn class(name: &str, alias: &str) -> EC2NodeClass {
     nc
 }
 
-fn cond<'a>(s: &'a kerf_api::crd::EC2NodeClassStatus, t: &str) -> &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+fn cond<'a>(
+    s: &'a kerf_api::crd::EC2NodeClassStatus,
+    t: &str,
+) -> &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
     s.conditions.iter().find(|c| c.type_ == t).unwrap()
 }
 
@@ -164,7 +168,10 @@ async fn resolves_a_discovery_class_into_its_status() {
     assert_eq!(status.subnets[0].zone, "us-west-2c");
     assert!(status.subnets[0].zone_id.is_some());
     assert_eq!(status.security_groups.len(), 1);
-    assert_eq!(status.security_groups[0].id, moto.info["security_group"].as_str().unwrap());
+    assert_eq!(
+        status.security_groups[0].id,
+        moto.info["security_group"].as_str().unwrap()
+    );
     // al2023@latest: the newer release, for both architectures and all three variants.
     let mut amis: Vec<String> = status.amis.iter().map(|a| a.id.clone()).collect();
     amis.sort();
@@ -181,17 +188,36 @@ async fn resolves_a_discovery_class_into_its_status() {
         status.instance_profile.as_deref(),
         Some("KarpenterNodeInstanceProfile-kerf-test")
     );
-    for t in ["SubnetsReady", "SecurityGroupsReady", "AMIsReady", "InstanceProfileReady", "Ready"] {
-        assert_eq!(cond(&status, t).status, "True", "{t}: {:?}", cond(&status, t));
+    for t in [
+        "SubnetsReady",
+        "SecurityGroupsReady",
+        "AMIsReady",
+        "InstanceProfileReady",
+        "Ready",
+    ] {
+        assert_eq!(
+            cond(&status, t).status,
+            "True",
+            "{t}: {:?}",
+            cond(&status, t)
+        );
     }
 
     // A pinned release reads its own parameters.
     let pinned = p.resolve_class(&class("pinned", "al2023@v20250101")).await;
-    assert!(pinned.amis.iter().any(|a| a.id
-        == moto.image("amazon-eks-node-al2023-arm64-standard-1.33-v20250101")));
+    assert!(
+        pinned
+            .amis
+            .iter()
+            .any(|a| a.id == moto.image("amazon-eks-node-al2023-arm64-standard-1.33-v20250101"))
+    );
     // Bottlerocket latest.
     let br = p.resolve_class(&class("br", "bottlerocket@latest")).await;
-    assert!(br.amis.iter().any(|a| a.id == moto.image("bottlerocket-aws-k8s-1.33-x86_64-v1.31.0")));
+    assert!(
+        br.amis
+            .iter()
+            .any(|a| a.id == moto.image("bottlerocket-aws-k8s-1.33-x86_64-v1.31.0"))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -205,8 +231,15 @@ async fn selectors_matching_nothing_and_unknown_aliases_say_which() {
     }];
     let status = p.resolve_class(&nc).await;
     let sn = cond(&status, "SubnetsReady");
-    assert_eq!((sn.status.as_str(), sn.reason.as_str()), ("False", "SubnetsNotFound"));
-    assert!(sn.message.contains("\"karpenter.sh/discovery\":\"nope\""), "{}", sn.message);
+    assert_eq!(
+        (sn.status.as_str(), sn.reason.as_str()),
+        ("False", "SubnetsNotFound")
+    );
+    assert!(
+        sn.message.contains("\"karpenter.sh/discovery\":\"nope\""),
+        "{}",
+        sn.message
+    );
     assert_eq!(cond(&status, "Ready").status, "False");
     assert_eq!(cond(&status, "SecurityGroupsReady").status, "True");
 
@@ -216,9 +249,20 @@ async fn selectors_matching_nothing_and_unknown_aliases_say_which() {
     assert!(a.message.contains("ubuntu@latest"), "{}", a.message);
 
     // A launch on a class that is not ready is refused with the reason, and launches nothing.
-    let err = p.create(request("c-nosubnet", "nosubnet", &[("m6i.large", "us-west-2a", "on-demand")])).await;
-    let Err(CreateError::Provider(msg)) = err else { panic!("{err:?}") };
-    assert!(msg.contains("EC2NodeClass nosubnet is not ready: SubnetsReady"), "{msg}");
+    let err = p
+        .create(request(
+            "c-nosubnet",
+            "nosubnet",
+            &[("m6i.large", "us-west-2a", "on-demand")],
+        ))
+        .await;
+    let Err(CreateError::Provider(msg)) = err else {
+        panic!("{err:?}")
+    };
+    assert!(
+        msg.contains("EC2NodeClass nosubnet is not ready: SubnetsReady"),
+        "{msg}"
+    );
     assert!(p.list().await.unwrap().is_empty());
 }
 
@@ -230,13 +274,34 @@ async fn role_gets_a_managed_instance_profile_holding_it() {
     nc.spec.instance_profile = None;
     nc.spec.role = Some(moto.info["role"].as_str().unwrap().to_string());
     let status = p.resolve_class(&nc).await;
-    assert_eq!(cond(&status, "InstanceProfileReady").status, "True", "{:?}", status.conditions);
+    assert_eq!(
+        cond(&status, "InstanceProfileReady").status,
+        "True",
+        "{:?}",
+        status.conditions
+    );
     let name = status.instance_profile.clone().unwrap();
-    assert_eq!(name, resolve::managed_profile_name(CLUSTER, REGION, "withrole", "uid-withrole"));
-    let got = p.clients().iam.get_instance_profile().instance_profile_name(&name).send().await.unwrap();
+    assert_eq!(
+        name,
+        resolve::managed_profile_name(CLUSTER, REGION, "withrole", "uid-withrole")
+    );
+    let got = p
+        .clients()
+        .iam
+        .get_instance_profile()
+        .instance_profile_name(&name)
+        .send()
+        .await
+        .unwrap();
     let profile = got.instance_profile.unwrap();
-    assert_eq!(profile.roles()[0].role_name(), "KarpenterNodeRole-kerf-test");
-    assert_eq!(profile.path(), format!("/karpenter/{REGION}/{CLUSTER}/uid-withrole/"));
+    assert_eq!(
+        profile.roles()[0].role_name(),
+        "KarpenterNodeRole-kerf-test"
+    );
+    assert_eq!(
+        profile.path(),
+        format!("/karpenter/{REGION}/{CLUSTER}/uid-withrole/")
+    );
     // Resolving again reuses it.
     let again = p.resolve_class(&nc).await;
     assert_eq!(again.instance_profile.as_deref(), Some(name.as_str()));
@@ -270,7 +335,14 @@ fn request(claim: &str, class: &str, options: &[(&str, &str, &str)]) -> LaunchRe
 }
 
 async fn describe(p: &AwsProvider, id: &str) -> aws_sdk_ec2::types::Instance {
-    let out = p.clients().ec2.describe_instances().instance_ids(id).send().await.unwrap();
+    let out = p
+        .clients()
+        .ec2
+        .describe_instances()
+        .instance_ids(id)
+        .send()
+        .await
+        .unwrap();
     out.reservations()[0].instances()[0].clone()
 }
 
@@ -286,7 +358,14 @@ async fn create_is_idempotent_per_claim_and_delete_and_list_agree_with_moto() {
     let p = moto.provider(None).await;
     p.resolve_class(&class("default", "al2023@latest")).await;
     let created = p
-        .create(request("claim-1", "default", &[("m6i.large", "us-west-2b", "on-demand"), ("m6i.xlarge", "us-west-2a", "on-demand")]))
+        .create(request(
+            "claim-1",
+            "default",
+            &[
+                ("m6i.large", "us-west-2b", "on-demand"),
+                ("m6i.xlarge", "us-west-2a", "on-demand"),
+            ],
+        ))
         .await
         .unwrap();
     let i = &created.instance;
@@ -294,7 +373,10 @@ async fn create_is_idempotent_per_claim_and_delete_and_list_agree_with_moto() {
     assert!(i.id.starts_with("aws:///us-west-2b/i-"), "{}", i.id);
     assert_eq!(i.offer.instance_type, "m6i.large");
     assert_eq!(i.claim, "claim-1");
-    assert_eq!(i.image_id, moto.image("amazon-eks-node-al2023-x86_64-standard-1.33-v20250601"));
+    assert_eq!(
+        i.image_id,
+        moto.image("amazon-eks-node-al2023-x86_64-standard-1.33-v20250601")
+    );
 
     let got = describe(&p, &id).await;
     assert_eq!(got.instance_type().unwrap().as_str(), "m6i.large");
@@ -308,15 +390,34 @@ async fn create_is_idempotent_per_claim_and_delete_and_list_agree_with_moto() {
         ("kubernetes.io/cluster/kerf-test", "owned"),
         ("team", "blue"),
     ] {
-        assert_eq!(tags.get(k).map(String::as_str), Some(v), "tag {k} in {tags:?}");
+        assert_eq!(
+            tags.get(k).map(String::as_str),
+            Some(v),
+            "tag {k} in {tags:?}"
+        );
     }
 
     // The launch template: named by its content's hash, IMDSv2 only, hop limit 1, the
     // nodeadm user data with the unregistered taint.
-    let lts = p.clients().ec2.describe_launch_templates().send().await.unwrap();
+    let lts = p
+        .clients()
+        .ec2
+        .describe_launch_templates()
+        .send()
+        .await
+        .unwrap();
     let lt = &lts.launch_templates()[0];
-    assert!(lt.launch_template_name().unwrap().starts_with("karpenter.k8s.aws/"));
-    assert_eq!(tag_map(lt.tags()).get("eks:eks-cluster-name").map(String::as_str), Some(CLUSTER));
+    assert!(
+        lt.launch_template_name()
+            .unwrap()
+            .starts_with("karpenter.k8s.aws/")
+    );
+    assert_eq!(
+        tag_map(lt.tags())
+            .get("eks:eks-cluster-name")
+            .map(String::as_str),
+        Some(CLUSTER)
+    );
     let v = p
         .clients()
         .ec2
@@ -325,22 +426,33 @@ async fn create_is_idempotent_per_claim_and_delete_and_list_agree_with_moto() {
         .send()
         .await
         .unwrap();
-    let data = v.launch_template_versions()[0].launch_template_data().unwrap();
+    let data = v.launch_template_versions()[0]
+        .launch_template_data()
+        .unwrap();
     let md = data.metadata_options().unwrap();
     assert_eq!(md.http_tokens().unwrap().as_str(), "required");
     assert_eq!(md.http_put_response_hop_limit(), Some(1));
     use base64::Engine as _;
     let ud = String::from_utf8(
-        base64::engine::general_purpose::STANDARD.decode(data.user_data().unwrap()).unwrap(),
+        base64::engine::general_purpose::STANDARD
+            .decode(data.user_data().unwrap())
+            .unwrap(),
     )
     .unwrap();
     assert!(ud.contains("karpenter.sh/unregistered:NoExecute"), "{ud}");
     assert!(ud.contains("apiServerEndpoint: \"https://api.kerf-test.example\""));
-    assert_eq!(data.iam_instance_profile().unwrap().name(), Some("KarpenterNodeInstanceProfile-kerf-test"));
+    assert_eq!(
+        data.iam_instance_profile().unwrap().name(),
+        Some("KarpenterNodeInstanceProfile-kerf-test")
+    );
 
     // The same claim again (a retry, a restart): the same instance, no second launch.
     let again = p
-        .create(request("claim-1", "default", &[("m6i.large", "us-west-2b", "on-demand")]))
+        .create(request(
+            "claim-1",
+            "default",
+            &[("m6i.large", "us-west-2b", "on-demand")],
+        ))
         .await
         .unwrap();
     assert_eq!(again.instance.id, i.id);
@@ -351,11 +463,18 @@ async fn create_is_idempotent_per_claim_and_delete_and_list_agree_with_moto() {
 
     // A second claim on spot reuses the template, launches a spot instance.
     let spot = p
-        .create(request("claim-2", "default", &[("m6g.large", "us-west-2c", "spot")]))
+        .create(request(
+            "claim-2",
+            "default",
+            &[("m6g.large", "us-west-2c", "spot")],
+        ))
         .await
         .unwrap();
     assert_eq!(spot.instance.offer.capacity_type, "spot");
-    assert_eq!(spot.instance.image_id, moto.image("amazon-eks-node-al2023-arm64-standard-1.33-v20250601"));
+    assert_eq!(
+        spot.instance.image_id,
+        moto.image("amazon-eks-node-al2023-arm64-standard-1.33-v20250601")
+    );
     assert_eq!(p.list().await.unwrap().len(), 2);
 
     // Garbage collection: an instance whose claim is gone, launched over 30 s ago.
@@ -363,16 +482,36 @@ async fn create_is_idempotent_per_claim_and_delete_and_list_agree_with_moto() {
     let claims: BTreeSet<String> = ["claim-1".to_string()].into();
     let launched = listed.iter().map(|i| i.launched_at).max().unwrap();
     let gc = orphans(&listed, &claims, launched + 31_000, 30_000);
-    assert_eq!(gc.iter().map(|i| i.claim.as_str()).collect::<Vec<_>>(), vec!["claim-2"]);
+    assert_eq!(
+        gc.iter().map(|i| i.claim.as_str()).collect::<Vec<_>>(),
+        vec!["claim-2"]
+    );
     assert!(orphans(&listed, &claims, launched + 10_000, 30_000).is_empty());
 
     // Delete terminates; deleting again is not an error; list forgets it.
     p.delete(i.id.clone()).await.unwrap();
-    let state = describe(&p, &id).await.state().unwrap().name().unwrap().clone();
-    assert!(matches!(state.as_str(), "shutting-down" | "terminated"), "{state:?}");
+    let state = describe(&p, &id)
+        .await
+        .state()
+        .unwrap()
+        .name()
+        .unwrap()
+        .clone();
+    assert!(
+        matches!(state.as_str(), "shutting-down" | "terminated"),
+        "{state:?}"
+    );
     p.delete(i.id.clone()).await.unwrap();
-    p.delete("aws:///us-west-2a/i-0000000000000dead".into()).await.unwrap();
-    let left: Vec<String> = p.list().await.unwrap().into_iter().map(|i| i.claim).collect();
+    p.delete("aws:///us-west-2a/i-0000000000000dead".into())
+        .await
+        .unwrap();
+    let left: Vec<String> = p
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.claim)
+        .collect();
     assert_eq!(left, vec!["claim-2".to_string()]);
 }
 
@@ -391,7 +530,8 @@ struct Faults {
 struct FaultInterceptor(Arc<Faults>);
 
 fn is_create_fleet(cfg: &ConfigBag) -> bool {
-    cfg.load::<Metadata>().is_some_and(|m| m.name() == "CreateFleet")
+    cfg.load::<Metadata>()
+        .is_some_and(|m| m.name() == "CreateFleet")
 }
 
 impl Intercept for FaultInterceptor {
@@ -414,7 +554,8 @@ impl Intercept for FaultInterceptor {
             let body = "Action=DescribeRegions&Version=2016-11-15";
             let req = ctx.request_mut();
             *req.body_mut() = SdkBody::from(body);
-            req.headers_mut().insert("content-length", body.len().to_string());
+            req.headers_mut()
+                .insert("content-length", body.len().to_string());
             *self.0.active.lock().unwrap() = Some(fault);
         }
         Ok(())
@@ -431,7 +572,8 @@ impl Intercept for FaultInterceptor {
         }
         if let Some((status, body)) = self.0.active.lock().unwrap().take() {
             let resp = ctx.response_mut();
-            *resp.status_mut() = aws_smithy_runtime_api::http::StatusCode::try_from(status).unwrap();
+            *resp.status_mut() =
+                aws_smithy_runtime_api::http::StatusCode::try_from(status).unwrap();
             *resp.body_mut() = SdkBody::from(body);
         }
         Ok(())
@@ -467,7 +609,9 @@ async fn insufficient_capacity_marks_the_offering_and_the_claim_retries_elsewher
     let moto = start_moto();
     let faults = Arc::new(Faults::default());
     let p = moto
-        .provider(Some(SharedInterceptor::new(FaultInterceptor(faults.clone()))))
+        .provider(Some(SharedInterceptor::new(FaultInterceptor(
+            faults.clone(),
+        ))))
         .await;
     p.resolve_class(&class("default", "al2023@latest")).await;
     let large = Offer {
@@ -475,10 +619,20 @@ async fn insufficient_capacity_marks_the_offering_and_the_claim_retries_elsewher
         zone: "us-west-2a".into(),
         capacity_type: "on-demand".into(),
     };
-    faults.queue.lock().unwrap().push_back((200, ice_response("m6i.large", "us-west-2a")));
-    let options = [("m6i.large", "us-west-2a", "on-demand"), ("m6i.xlarge", "us-west-2b", "on-demand")];
+    faults
+        .queue
+        .lock()
+        .unwrap()
+        .push_back((200, ice_response("m6i.large", "us-west-2a")));
+    let options = [
+        ("m6i.large", "us-west-2a", "on-demand"),
+        ("m6i.xlarge", "us-west-2b", "on-demand"),
+    ];
     let err = p.create(request("claim-ice", "default", &options)).await;
-    assert_eq!(err, Err(CreateError::InsufficientCapacity(vec![large.clone()])));
+    assert_eq!(
+        err,
+        Err(CreateError::InsufficientCapacity(vec![large.clone()]))
+    );
     assert!(p.is_unavailable(&large));
     let types = p.instance_types();
     let off = types
@@ -490,25 +644,48 @@ async fn insufficient_capacity_marks_the_offering_and_the_claim_retries_elsewher
         .find(|o| o.zone == "us-west-2a" && o.capacity_type == "on-demand")
         .unwrap();
     assert!(!off.available);
-    assert!(p.list().await.unwrap().is_empty(), "the faulted call launched nothing");
+    assert!(
+        p.list().await.unwrap().is_empty(),
+        "the faulted call launched nothing"
+    );
 
     // The claim's retry skips the refused offering and launches its next option.
-    let ok = p.create(request("claim-ice", "default", &options)).await.unwrap();
+    let ok = p
+        .create(request("claim-ice", "default", &options))
+        .await
+        .unwrap();
     assert_eq!(ok.instance.offer.instance_type, "m6i.xlarge");
     assert_eq!(ok.instance.offer.zone, "us-west-2b");
 
     // Every option refused: insufficient capacity without calling EC2.
     let before = *faults.attempts.lock().unwrap();
-    let err = p.create(request("claim-ice-2", "default", &options[..1])).await;
-    assert!(matches!(err, Err(CreateError::InsufficientCapacity(_))), "{err:?}");
+    let err = p
+        .create(request("claim-ice-2", "default", &options[..1]))
+        .await;
+    assert!(
+        matches!(err, Err(CreateError::InsufficientCapacity(_))),
+        "{err:?}"
+    );
     assert_eq!(*faults.attempts.lock().unwrap(), before);
 
     // Throttling is retried by the SDK's standard retry with backoff, and then launches.
-    faults.queue.lock().unwrap().push_back((503, THROTTLE.to_string()));
-    faults.queue.lock().unwrap().push_back((503, THROTTLE.to_string()));
+    faults
+        .queue
+        .lock()
+        .unwrap()
+        .push_back((503, THROTTLE.to_string()));
+    faults
+        .queue
+        .lock()
+        .unwrap()
+        .push_back((503, THROTTLE.to_string()));
     let before = *faults.attempts.lock().unwrap();
     let throttled = p
-        .create(request("claim-throttled", "default", &[("m6i.2xlarge", "us-west-2c", "on-demand")]))
+        .create(request(
+            "claim-throttled",
+            "default",
+            &[("m6i.2xlarge", "us-west-2c", "on-demand")],
+        ))
         .await
         .unwrap();
     assert_eq!(throttled.instance.offer.instance_type, "m6i.2xlarge");
@@ -538,7 +715,14 @@ async fn interruption_messages_through_a_real_queue() {
         "this is not an event",
     ];
     for m in messages {
-        clients.sqs.send_message().queue_url(&url).message_body(m).send().await.unwrap();
+        clients
+            .sqs
+            .send_message()
+            .queue_url(&url)
+            .message_body(m)
+            .send()
+            .await
+            .unwrap();
     }
     let mut queue = Queue::new(clients.sqs.clone(), CLUSTER).await.unwrap();
     assert_eq!(queue.url, url);
@@ -554,7 +738,11 @@ async fn interruption_messages_through_a_real_queue() {
                 async move {
                     let fail = matches!(i, Interruption::Rebalance { .. });
                     seen.lock().unwrap().push(i);
-                    if fail { Err("kube unavailable".to_string()) } else { Ok(()) }
+                    if fail {
+                        Err("kube unavailable".to_string())
+                    } else {
+                        Ok(())
+                    }
                 }
             })
             .await
@@ -567,8 +755,23 @@ async fn interruption_messages_through_a_real_queue() {
         total.unparseable += stats.unparseable;
         total.failed += stats.failed;
     }
-    assert_eq!((total.received, total.handled, total.unparseable, total.failed), (6, 4, 1, 1));
-    let kinds: BTreeSet<&str> = seen.lock().unwrap().iter().map(|i| i.kind()).collect::<Vec<_>>().into_iter().collect();
+    assert_eq!(
+        (
+            total.received,
+            total.handled,
+            total.unparseable,
+            total.failed
+        ),
+        (6, 4, 1, 1)
+    );
+    let kinds: BTreeSet<&str> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|i| i.kind())
+        .collect::<Vec<_>>()
+        .into_iter()
+        .collect();
     assert_eq!(
         kinds,
         BTreeSet::from([
@@ -588,8 +791,17 @@ async fn interruption_messages_through_a_real_queue() {
         .await
         .unwrap();
     let a = attrs.attributes().unwrap();
-    let n = |k: aws_sdk_sqs::types::QueueAttributeName| a.get(&k).map(String::as_str).unwrap_or("0").parse::<u32>().unwrap();
+    let n = |k: aws_sdk_sqs::types::QueueAttributeName| {
+        a.get(&k)
+            .map(String::as_str)
+            .unwrap_or("0")
+            .parse::<u32>()
+            .unwrap()
+    };
     let left = n(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
         + n(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesNotVisible);
-    assert_eq!(left, 1, "only the message whose handling failed stays: {a:?}");
+    assert_eq!(
+        left, 1,
+        "only the message whose handling failed stays: {a:?}"
+    );
 }
