@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kerf_api::crd;
 use kerf_cloud::Provider;
-use kube::core::PartialObjectMeta;
+use kube::core::{DynamicObject, PartialObjectMeta};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::watcher::{self, Event as WatchEvent};
@@ -35,8 +35,9 @@ enum Change {
     Node(WatchEvent<Node>),
     NodePool(WatchEvent<crd::NodePool>),
     NodeClaim(WatchEvent<crd::NodeClaim>),
-    /// Only names matter (the kwok class has no settings): a metadata-only watch.
-    NodeClass(WatchEvent<PartialObjectMeta<crd::KWOKNodeClass>>),
+    /// Only names matter here (the provider reads the class itself): a metadata-only
+    /// watch of the provider's node class kind.
+    NodeClass(WatchEvent<PartialObjectMeta<DynamicObject>>),
     DaemonSet(WatchEvent<DaemonSet>),
     Pdb(WatchEvent<PodDisruptionBudget>),
     Namespace(WatchEvent<Namespace>),
@@ -80,6 +81,46 @@ where
             }
         }
     }
+}
+
+/// A metadata-only watch of node class kind `K`, its events carried untyped.
+fn spawn_class_watch<K>(
+    tasks: &mut JoinSet<()>,
+    client: Client,
+    tx: mpsc::Sender<Change>,
+    cancel: CancellationToken,
+) where
+    K: kube::Resource
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+    K::DynamicType: Default,
+{
+    fn untyped<K>(m: PartialObjectMeta<K>) -> PartialObjectMeta<DynamicObject> {
+        PartialObjectMeta {
+            types: m.types,
+            metadata: m.metadata,
+            _phantom: std::marker::PhantomData,
+        }
+    }
+    // `Api<PartialObjectMeta<K>>` makes metadata-only requests.
+    let api = Api::<PartialObjectMeta<K>>::all(client);
+    tasks.spawn(async move {
+        let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
+        let wrap = |e: WatchEvent<PartialObjectMeta<K>>| {
+            Change::NodeClass(match e {
+                WatchEvent::Init => WatchEvent::Init,
+                WatchEvent::InitApply(m) => WatchEvent::InitApply(untyped(m)),
+                WatchEvent::Apply(m) => WatchEvent::Apply(untyped(m)),
+                WatchEvent::InitDone => WatchEvent::InitDone,
+                WatchEvent::Delete(m) => WatchEvent::Delete(untyped(m)),
+            })
+        };
+        forward(stream, wrap, tx, cancel).await;
+    });
 }
 
 fn apply<K: kube::Resource>(
@@ -126,7 +167,7 @@ fn handle(state: &mut State, startup: &mut PodStartup, change: Change) {
             state,
             Kind::NodeClass,
             e,
-            |s, c: &PartialObjectMeta<crd::KWOKNodeClass>| {
+            |s, c: &PartialObjectMeta<DynamicObject>| {
                 let version = c
                     .resource_version()
                     .and_then(|v| v.parse().ok())
@@ -187,7 +228,17 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             run_with(settings, client, provider).await
         }
         CloudProviderName::Aws => {
-            anyhow::bail!("CLOUD_PROVIDER: \"aws\" is not available in this build yet; use kwok")
+            // The status writer and the interruption poller live as long as the run.
+            let background = CancellationToken::new();
+            let provider = kerf_aws::controller::start(
+                client.clone(),
+                &settings.cluster_name,
+                background.clone(),
+            )
+            .await?;
+            let result = run_with(settings, client, provider).await;
+            background.cancel();
+            result
         }
     }
 }
@@ -287,14 +338,11 @@ async fn run_with<P: Provider>(
         tx.clone(),
         cancel.clone(),
     );
-    {
-        // `Api<PartialObjectMeta<K>>` makes metadata-only requests.
-        let api = Api::<PartialObjectMeta<crd::KWOKNodeClass>>::all(c());
-        let (tx, cancel) = (tx.clone(), cancel.clone());
-        tasks.spawn(async move {
-            let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
-            forward(stream, Change::NodeClass, tx, cancel).await;
-        });
+    match provider.node_class_kind() {
+        ("karpenter.k8s.aws", "EC2NodeClass") => {
+            spawn_class_watch::<crd::EC2NodeClass>(&mut tasks, c(), tx.clone(), cancel.clone())
+        }
+        _ => spawn_class_watch::<crd::KWOKNodeClass>(&mut tasks, c(), tx.clone(), cancel.clone()),
     }
     spawn_watch(
         &mut tasks,

@@ -1,0 +1,144 @@
+//! What `kerf controller --cloud-provider aws` starts besides the provider: the
+//! EC2NodeClass status writer and, when `INTERRUPTION_QUEUE` is set, the interruption
+//! poller. Settings are Karpenter's environment variables: `CLUSTER_NAME`,
+//! `CLUSTER_ENDPOINT`, `INTERRUPTION_QUEUE`; the cluster CA comes from
+//! `CLUSTER_CA_BUNDLE` (base64 PEM) when set. The Kubernetes version (for the AMI alias
+//! parameters) is the API server's.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use kerf_api::crd::{EC2NodeClass, NodeClaim};
+use kerf_cloud::Offer;
+use kube::api::DeleteParams;
+use kube::{Api, Client, ResourceExt};
+use tokio_util::sync::CancellationToken;
+
+use crate::interruption::{Interruption, Queue};
+use crate::provider::ResolvedClasses;
+use crate::{AwsProvider, Clients, ClusterInfo};
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_default()
+}
+
+/// Builds the provider and spawns its background tasks (stopped by `cancel`).
+pub async fn start(
+    client: Client,
+    cluster_name: &str,
+    cancel: CancellationToken,
+) -> anyhow::Result<Arc<AwsProvider>> {
+    if cluster_name.is_empty() {
+        anyhow::bail!(
+            "CLUSTER_NAME: required with CLOUD_PROVIDER=aws (it tags and finds the cluster's instances)"
+        );
+    }
+    let endpoint = env("CLUSTER_ENDPOINT");
+    if endpoint.is_empty() {
+        anyhow::bail!(
+            "CLUSTER_ENDPOINT: required with CLOUD_PROVIDER=aws (nodes join the API server at this URL)"
+        );
+    }
+    let version = client
+        .apiserver_version()
+        .await
+        .map_err(|e| anyhow::anyhow!("reading the API server's version: {e}"))?;
+    let minor: String = version
+        .minor
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    let k8s_version = format!("{}.{minor}", version.major);
+    let clients = Clients::from_env().await?;
+    let classes: ResolvedClasses = Arc::new(RwLock::new(BTreeMap::new()));
+    let api: Api<EC2NodeClass> = Api::all(client.clone());
+    let provider = Arc::new(
+        AwsProvider::new(
+            clients.clone(),
+            ClusterInfo {
+                name: cluster_name.to_string(),
+                endpoint,
+                ca_bundle: env("CLUSTER_CA_BUNDLE"),
+                cidr: None,
+                k8s_version,
+            },
+            classes.clone(),
+            Some(api.clone()),
+        )
+        .await?,
+    );
+    tokio::spawn(crate::status::run(
+        api,
+        provider.resolver(),
+        classes,
+        cancel.clone(),
+    ));
+    let queue = env("INTERRUPTION_QUEUE");
+    if !queue.is_empty() {
+        let queue = Queue::new(clients.sqs.clone(), &queue).await?;
+        let claims: Api<NodeClaim> = Api::all(client);
+        let provider = provider.clone();
+        tokio::spawn(async move {
+            loop {
+                let polled = tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    p = queue.poll_once(|i| handle(&claims, &provider, i)) => p,
+                };
+                if let Err(e) = polled {
+                    tracing::warn!(error = %format!("{e:#}"), "interruption queue");
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
+            }
+        });
+    }
+    Ok(provider)
+}
+
+/// Karpenter's actions: the claims of a disrupted instance are deleted (drained and
+/// replaced by the termination flow); a spot interruption also marks its offering
+/// unavailable; a rebalance recommendation is logged only.
+async fn handle(
+    claims: &Api<NodeClaim>,
+    provider: &AwsProvider,
+    i: Interruption,
+) -> Result<(), String> {
+    if !i.disrupts() {
+        tracing::info!(kind = i.kind(), instances = ?i.instance_ids(), "interruption message");
+        return Ok(());
+    }
+    let all = claims
+        .list(&Default::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    for id in i.instance_ids() {
+        let suffix = format!("/{id}");
+        for c in all.items.iter().filter(|c| {
+            c.status
+                .as_ref()
+                .and_then(|s| s.provider_id.as_deref())
+                .is_some_and(|p| p.ends_with(&suffix))
+        }) {
+            if let Interruption::SpotInterruption { .. } = &i {
+                let l = c.labels();
+                if let (Some(t), Some(z)) = (
+                    l.get(kerf_model::labels::INSTANCE_TYPE),
+                    l.get(kerf_model::labels::ZONE),
+                ) {
+                    provider.mark_unavailable(&Offer {
+                        instance_type: t.clone(),
+                        zone: z.clone(),
+                        capacity_type: "spot".into(),
+                    });
+                }
+            }
+            tracing::info!(claim = %c.name_any(), kind = i.kind(), instance = id, "terminating on interruption");
+            match claims.delete(&c.name_any(), &DeleteParams::default()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    }
+    Ok(())
+}

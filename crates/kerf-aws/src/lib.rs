@@ -1,0 +1,52 @@
+//! kerf's AWS cloud provider, on the AWS SDK for Rust.
+//!
+//! - [`resolve`]: an EC2NodeClass's selectors → subnets, security groups, AMIs and the
+//!   instance profile, as `EC2NodeClassStatus` with its conditions; [`status`] writes
+//!   that status back every minute.
+//! - [`provider`]: [`kerf_cloud::Provider`] over EC2 — launch templates named by a hash
+//!   of their content, `CreateFleet` (instant, one instance), idempotent per claim through
+//!   the `karpenter.sh/nodeclaim` tag, insufficient-capacity errors cached for 3 minutes,
+//!   `TerminateInstances`, `DescribeInstances` by the cluster's tags.
+//! - [`interruption`]: the five EventBridge message kinds and the SQS long-poll loop.
+//!
+//! Endpoints, region and credentials come from the SDK's standard chain
+//! (`AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`, IRSA, Pod Identity…): nothing
+//! kerf-specific points it at a test endpoint such as moto.
+
+pub mod ami;
+pub mod clients;
+pub mod controller;
+pub mod filters;
+pub mod ice;
+pub mod interruption;
+pub mod launch;
+pub mod provider;
+pub mod resolve;
+pub mod status;
+pub mod userdata;
+
+pub use clients::Clients;
+pub use provider::{AwsProvider, ClusterInfo};
+
+/// Tags and labels Karpenter (and so kerf) puts on what it creates.
+pub mod tags {
+    pub const NODEPOOL: &str = "karpenter.sh/nodepool";
+    pub const NODECLAIM: &str = "karpenter.sh/nodeclaim";
+    pub const NODECLASS: &str = "karpenter.k8s.aws/ec2nodeclass";
+    pub const EKS_CLUSTER: &str = "eks:eks-cluster-name";
+    pub const REGION: &str = "topology.kubernetes.io/region";
+    /// `kubernetes.io/cluster/<name>` = `owned`.
+    pub fn cluster_owned(cluster: &str) -> String {
+        format!("kubernetes.io/cluster/{cluster}")
+    }
+}
+
+/// `aws:///<zone>/<instance id>`.
+pub fn provider_id(zone: &str, instance_id: &str) -> String {
+    format!("aws:///{zone}/{instance_id}")
+}
+
+/// The instance ID at the end of a provider ID (or the ID itself).
+pub fn instance_id(provider_id: &str) -> &str {
+    provider_id.rsplit('/').next().unwrap_or(provider_id)
+}

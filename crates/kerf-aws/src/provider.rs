@@ -1,0 +1,801 @@
+//! [`kerf_cloud::Provider`] on EC2.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, RwLock};
+
+use aws_sdk_ec2::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_ec2::types as ec2;
+use base64::Engine as _;
+use kerf_api::crd::{EC2NodeClass, EC2NodeClassSpec, EC2NodeClassStatus};
+use kerf_cloud::{
+    CreateError, Created, Instance, InstanceState, LaunchRequest, Offer, Provider, ProviderError,
+};
+use kerf_model::InstanceType;
+use kube::Api;
+
+use crate::ice::{self, Unavailable};
+use crate::launch::{self, ClusterFacts, LaunchPlan, PlanInput, TemplatePlan};
+use crate::resolve::{self, Resolver};
+use crate::{Clients, provider_id, tags};
+
+/// The cluster kerf launches nodes for.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ClusterInfo {
+    pub name: String,
+    /// The API server URL nodes join (`CLUSTER_ENDPOINT`).
+    pub endpoint: String,
+    /// Base64 PEM of the cluster CA.
+    pub ca_bundle: String,
+    pub cidr: Option<String>,
+    /// `major.minor`.
+    pub k8s_version: String,
+}
+
+/// A class as last resolved: its spec and the status resolution wrote.
+pub type ResolvedClasses = Arc<RwLock<BTreeMap<String, (EC2NodeClassSpec, EC2NodeClassStatus)>>>;
+
+pub struct AwsProvider {
+    clients: Clients,
+    cluster: ClusterInfo,
+    classes: ResolvedClasses,
+    unavailable: Mutex<Unavailable>,
+    catalog: Vec<InstanceType>,
+    /// Launch template names known to exist.
+    templates: tokio::sync::Mutex<BTreeSet<String>>,
+    /// Where a class not resolved yet is read from (none in tests without a cluster).
+    node_classes: Option<Api<EC2NodeClass>>,
+}
+
+fn now_ms() -> i64 {
+    jiff::Timestamp::now().as_millisecond()
+}
+
+/// The embedded AWS catalog (us-east-1a/b/c, its prices) laid over the region's zones:
+/// the n-th zone of the region takes the offerings of the catalog's n-th zone (by zone
+/// letter where the letter exists in the catalog). Real DescribeInstanceTypes and the
+/// Pricing API replace this when they are wired in.
+pub fn catalog_for_zones(zones: &[String]) -> Vec<InstanceType> {
+    let base = kerf_model::catalog::by_name("aws").unwrap_or_default();
+    let catalog_zones: Vec<String> = {
+        let mut z: BTreeSet<String> = BTreeSet::new();
+        for t in &base {
+            for o in &t.offerings {
+                z.insert(o.zone.clone());
+            }
+        }
+        z.into_iter().collect()
+    };
+    if catalog_zones.is_empty() {
+        return base;
+    }
+    base.into_iter()
+        .map(|mut t| {
+            let mut offerings = Vec::new();
+            for (i, zone) in zones.iter().enumerate() {
+                let letter = zone.chars().last();
+                let source = catalog_zones
+                    .iter()
+                    .find(|z| z.chars().last() == letter)
+                    .unwrap_or(&catalog_zones[i % catalog_zones.len()]);
+                for o in t.offerings.iter().filter(|o| &o.zone == source) {
+                    let mut o = o.clone();
+                    o.zone = zone.clone();
+                    offerings.push(o);
+                }
+            }
+            t.offerings = offerings;
+            t
+        })
+        .collect()
+}
+
+fn err_code<E: ProvideErrorMetadata>(e: &E) -> String {
+    e.code().unwrap_or_default().to_string()
+}
+
+fn provider_error<E, R>(what: &str, e: aws_sdk_ec2::error::SdkError<E, R>) -> ProviderError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    let retryable = match &e {
+        aws_sdk_ec2::error::SdkError::ServiceError(s) => {
+            let code = err_code(s.err());
+            ice::is_throttle(&code) || code.starts_with("Server") || code == "InternalError"
+        }
+        _ => true,
+    };
+    ProviderError::new(format!("{what}: {}", DisplayErrorContext(e)), retryable)
+}
+
+impl AwsProvider {
+    /// A provider over `clients`; the catalog is laid over the region's zones
+    /// (DescribeAvailabilityZones).
+    pub async fn new(
+        clients: Clients,
+        cluster: ClusterInfo,
+        classes: ResolvedClasses,
+        node_classes: Option<Api<EC2NodeClass>>,
+    ) -> anyhow::Result<AwsProvider> {
+        let zones = clients
+            .ec2
+            .describe_availability_zones()
+            .send()
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!("DescribeAvailabilityZones: {}", DisplayErrorContext(e))
+            })?;
+        let mut names: Vec<String> = zones
+            .availability_zones()
+            .iter()
+            .filter_map(|z| z.zone_name().map(str::to_string))
+            .collect();
+        names.sort();
+        Ok(AwsProvider {
+            catalog: catalog_for_zones(&names),
+            clients,
+            cluster,
+            classes,
+            unavailable: Mutex::new(Unavailable::default()),
+            templates: tokio::sync::Mutex::new(BTreeSet::new()),
+            node_classes,
+        })
+    }
+
+    pub fn clients(&self) -> &Clients {
+        &self.clients
+    }
+
+    pub fn resolver(&self) -> Resolver {
+        Resolver {
+            clients: self.clients.clone(),
+            cluster: self.cluster.name.clone(),
+            k8s_version: self.cluster.k8s_version.clone(),
+        }
+    }
+
+    /// Marks an offering out of capacity for 3 minutes (also for interruption).
+    pub fn mark_unavailable(&self, offer: &Offer) {
+        if let Ok(mut u) = self.unavailable.lock() {
+            u.mark(offer, now_ms());
+        }
+    }
+
+    pub fn is_unavailable(&self, offer: &Offer) -> bool {
+        self.unavailable
+            .lock()
+            .map(|u| u.is_unavailable(offer, now_ms()))
+            .unwrap_or(false)
+    }
+
+    /// Resolves `nc` now and keeps the result for launches (tests, and the status
+    /// writer's path).
+    pub async fn resolve_class(&self, nc: &EC2NodeClass) -> EC2NodeClassStatus {
+        let status = self.resolver().resolve(nc, jiff::Timestamp::now()).await;
+        let name = nc.metadata.name.clone().unwrap_or_default();
+        if let Ok(mut c) = self.classes.write() {
+            c.insert(name, (nc.spec.clone(), status.clone()));
+        }
+        status
+    }
+
+    async fn class(
+        &self,
+        name: &str,
+    ) -> Result<(EC2NodeClassSpec, EC2NodeClassStatus), CreateError> {
+        if let Some(found) = self.classes.read().ok().and_then(|c| c.get(name).cloned()) {
+            return Ok(found);
+        }
+        let Some(api) = &self.node_classes else {
+            return Err(CreateError::Provider(format!(
+                "EC2NodeClass {name} is not resolved yet"
+            )));
+        };
+        let nc = api
+            .get(name)
+            .await
+            .map_err(|e| CreateError::Provider(format!("EC2NodeClass {name}: {e}")))?;
+        let status = self.resolve_class(&nc).await;
+        Ok((nc.spec, status))
+    }
+
+    fn to_instance(&self, i: &ec2::Instance) -> Option<Instance> {
+        let id = i.instance_id()?;
+        let zone = i
+            .placement()
+            .and_then(|p| p.availability_zone())
+            .unwrap_or_default();
+        let tag = |k: &str| {
+            i.tags()
+                .iter()
+                .find(|t| t.key() == Some(k))
+                .and_then(|t| t.value())
+                .map(str::to_string)
+        };
+        let capacity_type = match i.instance_lifecycle() {
+            Some(ec2::InstanceLifecycleType::Spot) => "spot",
+            _ => "on-demand",
+        };
+        let offer = Offer {
+            instance_type: i
+                .instance_type()
+                .map(|t| t.as_str().to_string())
+                .unwrap_or_default(),
+            zone: zone.to_string(),
+            capacity_type: capacity_type.to_string(),
+        };
+        let state = match i.state().and_then(|s| s.name()) {
+            Some(ec2::InstanceStateName::ShuttingDown) => InstanceState::ShuttingDown,
+            Some(ec2::InstanceStateName::Terminated) => return None,
+            _ => InstanceState::Running,
+        };
+        Some(Instance {
+            id: provider_id(zone, id),
+            claim: tag(tags::NODECLAIM).unwrap_or_default(),
+            price: self.price(&offer),
+            offer,
+            image_id: i.image_id().unwrap_or_default().to_string(),
+            launched_at: i.launch_time().map_or(0, |t| {
+                t.secs() * 1000 + i64::from(t.subsec_nanos() / 1_000_000)
+            }),
+            state,
+        })
+    }
+
+    fn price(&self, offer: &Offer) -> f64 {
+        self.catalog
+            .iter()
+            .find(|t| t.name == offer.instance_type)
+            .and_then(|t| {
+                t.offerings
+                    .iter()
+                    .find(|o| o.zone == offer.zone && o.capacity_type == offer.capacity_type)
+            })
+            .map_or(0.0, |o| o.price)
+    }
+
+    async fn describe(&self, filters: Vec<ec2::Filter>) -> Result<Vec<Instance>, ProviderError> {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let answer = self
+                .clients
+                .ec2
+                .describe_instances()
+                .set_filters(Some(filters.clone()))
+                .set_next_token(token.clone())
+                .send()
+                .await
+                .map_err(|e| provider_error("DescribeInstances", e))?;
+            for r in answer.reservations() {
+                out.extend(r.instances().iter().filter_map(|i| self.to_instance(i)));
+            }
+            token = answer.next_token().map(str::to_string);
+            if token.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+
+    fn live_states() -> ec2::Filter {
+        ec2::Filter::builder()
+            .name("instance-state-name")
+            .set_values(Some(
+                ["pending", "running", "stopping", "stopped", "shutting-down"]
+                    .map(String::from)
+                    .to_vec(),
+            ))
+            .build()
+    }
+
+    fn tag_filter(key: &str, value: &str) -> ec2::Filter {
+        ec2::Filter::builder()
+            .name(format!("tag:{key}"))
+            .values(value)
+            .build()
+    }
+
+    /// The instance already launched for `claim`, if any (a retried launch).
+    pub async fn claim_instance(&self, claim: &str) -> Result<Option<Instance>, ProviderError> {
+        let found = self
+            .describe(vec![
+                Self::tag_filter(tags::EKS_CLUSTER, &self.cluster.name),
+                Self::tag_filter(tags::NODECLAIM, claim),
+                Self::live_states(),
+            ])
+            .await?;
+        Ok(found
+            .into_iter()
+            .find(|i| i.state == InstanceState::Running))
+    }
+
+    async fn ensure_template(&self, t: &TemplatePlan) -> Result<String, CreateError> {
+        let name = t.content.name();
+        let mut known = self.templates.lock().await;
+        if known.contains(&name) {
+            return Ok(name);
+        }
+        let ec2c = &self.clients.ec2;
+        match ec2c
+            .describe_launch_templates()
+            .launch_template_names(&name)
+            .send()
+            .await
+        {
+            Ok(out) if !out.launch_templates().is_empty() => {
+                known.insert(name.clone());
+                return Ok(name);
+            }
+            Ok(_) => {}
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| err_code(s).starts_with("InvalidLaunchTemplateName")) => {}
+            Err(e) => {
+                return Err(CreateError::Provider(format!(
+                    "DescribeLaunchTemplates {name}: {}",
+                    DisplayErrorContext(e)
+                )));
+            }
+        }
+        let c = &t.content;
+        let md = ec2::LaunchTemplateInstanceMetadataOptionsRequest::builder()
+            .http_tokens(ec2::LaunchTemplateHttpTokensState::from(
+                c.http_tokens.as_str(),
+            ))
+            .http_endpoint(ec2::LaunchTemplateInstanceMetadataEndpointState::from(
+                c.http_endpoint.as_str(),
+            ))
+            .http_put_response_hop_limit(c.http_put_response_hop_limit as i32)
+            .instance_metadata_tags(ec2::LaunchTemplateInstanceMetadataTagsState::Disabled)
+            .build();
+        let devices: Vec<ec2::LaunchTemplateBlockDeviceMappingRequest> = c
+            .block_devices
+            .iter()
+            .map(|b| {
+                let ebs = b.ebs.as_ref().map(|e| {
+                    ec2::LaunchTemplateEbsBlockDeviceRequest::builder()
+                        .set_delete_on_termination(e.delete_on_termination)
+                        .set_encrypted(e.encrypted)
+                        .set_iops(e.iops.map(|v| v as i32))
+                        .set_kms_key_id(e.kms_key_id.clone())
+                        .set_snapshot_id(e.snapshot_id.clone())
+                        .set_throughput(e.throughput.map(|v| v as i32))
+                        .set_volume_size(e.volume_size.as_deref().and_then(gib))
+                        .set_volume_type(e.volume_type.as_deref().map(ec2::VolumeType::from))
+                        .build()
+                });
+                ec2::LaunchTemplateBlockDeviceMappingRequest::builder()
+                    .set_device_name(b.device_name.clone())
+                    .set_ebs(ebs)
+                    .build()
+            })
+            .collect();
+        let data = ec2::RequestLaunchTemplateData::builder()
+            .image_id(&c.image_id)
+            .user_data(base64::engine::general_purpose::STANDARD.encode(&c.user_data))
+            .set_security_group_ids(Some(c.security_group_ids.clone()))
+            .iam_instance_profile(
+                ec2::LaunchTemplateIamInstanceProfileSpecificationRequest::builder()
+                    .name(&c.instance_profile)
+                    .build(),
+            )
+            .metadata_options(md)
+            .set_block_device_mappings((!devices.is_empty()).then_some(devices))
+            .monitoring(
+                ec2::LaunchTemplatesMonitoringRequest::builder()
+                    .enabled(c.detailed_monitoring)
+                    .build(),
+            )
+            .build();
+        let created = ec2c
+            .create_launch_template()
+            .launch_template_name(&name)
+            .launch_template_data(data)
+            .tag_specifications(tag_spec(ec2::ResourceType::LaunchTemplate, &c.tags))
+            .send()
+            .await;
+        match created {
+            Ok(_) => {}
+            Err(e)
+                if e.as_service_error().is_some_and(|s| {
+                    err_code(s) == "InvalidLaunchTemplateName.AlreadyExistsException"
+                }) => {}
+            Err(e) => {
+                return Err(CreateError::Provider(format!(
+                    "CreateLaunchTemplate {name}: {}",
+                    DisplayErrorContext(e)
+                )));
+            }
+        }
+        known.insert(name.clone());
+        Ok(name)
+    }
+
+    async fn fleet(
+        &self,
+        request: &LaunchRequest,
+        plan: &LaunchPlan,
+        status: &EC2NodeClassStatus,
+    ) -> Result<Created, CreateError> {
+        let mut configs = Vec::new();
+        for t in &plan.templates {
+            let name = self.ensure_template(t).await?;
+            let overrides = t
+                .overrides
+                .iter()
+                .map(|o| {
+                    ec2::FleetLaunchTemplateOverridesRequest::builder()
+                        .instance_type(ec2::InstanceType::from(o.instance_type.as_str()))
+                        .subnet_id(&o.subnet_id)
+                        .image_id(&o.image_id)
+                        .availability_zone(&o.zone)
+                        .build()
+                })
+                .collect();
+            configs.push(
+                ec2::FleetLaunchTemplateConfigRequest::builder()
+                    .launch_template_specification(
+                        ec2::FleetLaunchTemplateSpecificationRequest::builder()
+                            .launch_template_name(name)
+                            .version("$Latest")
+                            .build(),
+                    )
+                    .set_overrides(Some(overrides))
+                    .build(),
+            );
+        }
+        let spot = plan.capacity_type == "spot";
+        let target = ec2::TargetCapacitySpecificationRequest::builder()
+            .total_target_capacity(1)
+            .default_target_capacity_type(if spot {
+                ec2::DefaultTargetCapacityType::Spot
+            } else {
+                ec2::DefaultTargetCapacityType::OnDemand
+            })
+            .build();
+        let mut call = self
+            .clients
+            .ec2
+            .create_fleet()
+            .r#type(ec2::FleetType::Instant)
+            .target_capacity_specification(target)
+            .set_launch_template_configs(Some(configs))
+            .tag_specifications(tag_spec(ec2::ResourceType::Instance, &plan.tags))
+            .tag_specifications(tag_spec(ec2::ResourceType::Volume, &plan.tags))
+            .tag_specifications(tag_spec(ec2::ResourceType::Fleet, &plan.tags));
+        call = if spot {
+            call.spot_options(
+                ec2::SpotOptionsRequest::builder()
+                    .allocation_strategy(ec2::SpotAllocationStrategy::PriceCapacityOptimized)
+                    .build(),
+            )
+        } else {
+            call.on_demand_options(
+                ec2::OnDemandOptionsRequest::builder()
+                    .allocation_strategy(ec2::FleetOnDemandAllocationStrategy::LowestPrice)
+                    .build(),
+            )
+        };
+        let answer = call.send().await.map_err(|e| {
+            CreateError::Provider(format!("CreateFleet: {}", DisplayErrorContext(e)))
+        })?;
+
+        // Refusals: capacity codes mark their offering; others are reported.
+        let mut refused = Vec::new();
+        let mut other = Vec::new();
+        let now = now_ms();
+        for e in answer.errors() {
+            let code = e.error_code().unwrap_or_default();
+            let o = e
+                .launch_template_and_overrides()
+                .and_then(|l| l.overrides());
+            if ice::is_capacity_error(code) {
+                let offered: Vec<Offer> = match o {
+                    Some(o) => vec![Offer {
+                        instance_type: o
+                            .instance_type()
+                            .map(|t| t.as_str().to_string())
+                            .unwrap_or_default(),
+                        zone: o
+                            .availability_zone()
+                            .map(str::to_string)
+                            .or_else(|| {
+                                o.subnet_id().and_then(|s| {
+                                    status
+                                        .subnets
+                                        .iter()
+                                        .find(|x| x.id == s)
+                                        .map(|x| x.zone.clone())
+                                })
+                            })
+                            .unwrap_or_default(),
+                        capacity_type: plan.capacity_type.clone(),
+                    }],
+                    // No override named: every offering of the request.
+                    None => plan
+                        .templates
+                        .iter()
+                        .flat_map(|t| t.overrides.iter())
+                        .map(|o| launch::offer_of(o, &plan.capacity_type))
+                        .collect(),
+                };
+                if let Ok(mut u) = self.unavailable.lock() {
+                    for o in &offered {
+                        u.mark(o, now);
+                    }
+                }
+                refused.extend(offered);
+            } else {
+                other.push(format!("{code}: {}", e.error_message().unwrap_or_default()));
+            }
+        }
+        let launched = answer
+            .instances()
+            .iter()
+            .find_map(|i| Some((i, i.instance_ids().first()?.clone())));
+        let Some((fi, id)) = launched else {
+            if other.is_empty() {
+                return Err(CreateError::InsufficientCapacity(refused));
+            }
+            return Err(CreateError::Provider(format!(
+                "CreateFleet launched nothing for NodeClaim {}: {}",
+                request.claim,
+                other.join("; ")
+            )));
+        };
+        let o = fi
+            .launch_template_and_overrides()
+            .and_then(|l| l.overrides());
+        let instance_type = fi
+            .instance_type()
+            .map(|t| t.as_str().to_string())
+            .or_else(|| {
+                o.and_then(|o| o.instance_type())
+                    .map(|t| t.as_str().to_string())
+            })
+            .unwrap_or_default();
+        let zone = o
+            .and_then(|o| o.availability_zone().map(str::to_string))
+            .or_else(|| {
+                o.and_then(|o| o.subnet_id()).and_then(|s| {
+                    status
+                        .subnets
+                        .iter()
+                        .find(|x| x.id == s)
+                        .map(|x| x.zone.clone())
+                })
+            })
+            .unwrap_or_default();
+        let image_id = o
+            .and_then(|o| o.image_id())
+            .map(str::to_string)
+            .unwrap_or_default();
+        let capacity_type = match fi.lifecycle() {
+            Some(ec2::InstanceLifecycle::Spot) => "spot",
+            Some(_) => "on-demand",
+            None => plan.capacity_type.as_str(),
+        };
+        let offer = Offer {
+            instance_type,
+            zone: zone.clone(),
+            capacity_type: capacity_type.to_string(),
+        };
+        Ok(Created {
+            instance: Instance {
+                id: provider_id(&zone, &id),
+                claim: request.claim.clone(),
+                price: self.price(&offer),
+                offer,
+                image_id,
+                launched_at: request.now_ms,
+                state: InstanceState::Running,
+            },
+            refused,
+        })
+    }
+}
+
+/// `"100Gi"` → 100 (GiB, as EBS takes it); `G`, `Ti`, `T` converted.
+fn gib(size: &str) -> Option<i32> {
+    let split = size.find(|c: char| !c.is_ascii_digit())?;
+    let (n, unit) = size.split_at(split);
+    let n: f64 = n.parse().ok()?;
+    let g = match unit {
+        "Gi" => n,
+        "G" => n * 1e9 / 1_073_741_824.0,
+        "Ti" => n * 1024.0,
+        "T" => n * 1e12 / 1_073_741_824.0,
+        _ => return None,
+    };
+    Some(g.ceil() as i32)
+}
+
+fn tag_spec(kind: ec2::ResourceType, t: &BTreeMap<String, String>) -> ec2::TagSpecification {
+    ec2::TagSpecification::builder()
+        .resource_type(kind)
+        .set_tags(Some(
+            t.iter()
+                .map(|(k, v)| ec2::Tag::builder().key(k).value(v).build())
+                .collect(),
+        ))
+        .build()
+}
+
+impl Provider for AwsProvider {
+    fn name(&self) -> &'static str {
+        "aws"
+    }
+
+    fn instance_types(&self) -> Vec<InstanceType> {
+        let now = now_ms();
+        let u = self.unavailable.lock().ok();
+        let mut types = self.catalog.clone();
+        if let Some(u) = u {
+            for t in &mut types {
+                for o in &mut t.offerings {
+                    if u.is_unavailable(&Offer::of(&t.name, o), now) {
+                        o.available = false;
+                    }
+                }
+            }
+        }
+        types
+    }
+
+    fn node_class_kind(&self) -> (&'static str, &'static str) {
+        ("karpenter.k8s.aws", "EC2NodeClass")
+    }
+
+    async fn create(&self, request: LaunchRequest) -> Result<Created, CreateError> {
+        if request.options.is_empty() {
+            return Err(CreateError::NoOptions(request.claim));
+        }
+        let Some(class) = request.node_class.clone() else {
+            return Err(CreateError::Provider(format!(
+                "NodeClaim {} names no EC2NodeClass",
+                request.claim
+            )));
+        };
+        let (spec, status) = self.class(&class).await?;
+        if !resolve::is_ready(&status) {
+            return Err(CreateError::Provider(format!(
+                "EC2NodeClass {class} is not ready: {}",
+                resolve::not_ready_message(&status)
+            )));
+        }
+        // A retry, or a restart between CreateFleet and the claim's status: the instance
+        // carrying the claim's tag is the launch.
+        if let Some(instance) = self
+            .claim_instance(&request.claim)
+            .await
+            .map_err(|e| CreateError::Provider(e.message))?
+        {
+            return Ok(Created {
+                instance,
+                refused: Vec::new(),
+            });
+        }
+        let now = now_ms();
+        let all_unavailable: Vec<Offer> = {
+            let u = self
+                .unavailable
+                .lock()
+                .map_err(|e| CreateError::Provider(e.to_string()))?;
+            request
+                .options
+                .iter()
+                .filter(|o| u.is_unavailable(o, now))
+                .cloned()
+                .collect()
+        };
+        if all_unavailable.len() == request.options.len() {
+            return Err(CreateError::InsufficientCapacity(all_unavailable));
+        }
+        let facts = ClusterFacts {
+            name: self.cluster.name.clone(),
+            endpoint: self.cluster.endpoint.clone(),
+            ca_bundle: self.cluster.ca_bundle.clone(),
+            cidr: self.cluster.cidr.clone(),
+        };
+        let plan = {
+            let u = self
+                .unavailable
+                .lock()
+                .map_err(|e| CreateError::Provider(e.to_string()))?;
+            launch::plan(&PlanInput {
+                request: &request,
+                spec: &spec,
+                status: &status,
+                catalog: &self.catalog,
+                unavailable: &u,
+                cluster: &facts,
+                now_ms: now,
+            })
+        }
+        .map_err(|e| CreateError::Provider(e.to_string()))?;
+        self.fleet(&request, &plan, &status).await
+    }
+
+    async fn delete(&self, id: String) -> Result<(), ProviderError> {
+        let instance = crate::instance_id(&id).to_string();
+        let described = self
+            .clients
+            .ec2
+            .describe_instances()
+            .instance_ids(&instance)
+            .send()
+            .await;
+        match described {
+            Ok(out) => {
+                let state = out
+                    .reservations()
+                    .iter()
+                    .flat_map(|r| r.instances())
+                    .find_map(|i| i.state().and_then(|s| s.name()).cloned());
+                if matches!(
+                    state,
+                    None | Some(ec2::InstanceStateName::ShuttingDown)
+                        | Some(ec2::InstanceStateName::Terminated)
+                ) {
+                    return Ok(());
+                }
+            }
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| err_code(s) == "InvalidInstanceID.NotFound") =>
+            {
+                return Ok(());
+            }
+            Err(e) => return Err(provider_error("DescribeInstances", e)),
+        }
+        match self
+            .clients
+            .ec2
+            .terminate_instances()
+            .instance_ids(&instance)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| err_code(s) == "InvalidInstanceID.NotFound") =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(provider_error("TerminateInstances", e)),
+        }
+    }
+
+    async fn list(&self) -> Result<Vec<Instance>, ProviderError> {
+        self.describe(vec![
+            Self::tag_filter(tags::EKS_CLUSTER, &self.cluster.name),
+            ec2::Filter::builder()
+                .name("tag-key")
+                .values(tags::NODEPOOL)
+                .build(),
+            ec2::Filter::builder()
+                .name("tag-key")
+                .values(tags::NODECLASS)
+                .build(),
+            Self::live_states(),
+        ])
+        .await
+    }
+}
+
+/// Instances with no NodeClaim, launched more than `grace_ms` ago: what garbage
+/// collection terminates (Karpenter: 30 s).
+pub fn orphans<'a>(
+    instances: &'a [Instance],
+    claims: &BTreeSet<String>,
+    now_ms: i64,
+    grace_ms: i64,
+) -> Vec<&'a Instance> {
+    instances
+        .iter()
+        .filter(|i| i.state == InstanceState::Running)
+        .filter(|i| !claims.contains(&i.claim))
+        .filter(|i| now_ms - i.launched_at > grace_ms)
+        .collect()
+}

@@ -1,0 +1,807 @@
+//! kerf-aws against moto (`tools/moto/server.py`): resolution, launches, terminations,
+//! listing, garbage-collection candidates, faults moto cannot produce (injected by an
+//! SDK interceptor), and interruption messages through a real queue.
+//!
+//! Needs `python3` with `moto[server]` (`pip install 'moto[server]'`); fails, never skips,
+//! when they are missing.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, RwLock};
+
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::context::{
+    BeforeDeserializationInterceptorContextMut, BeforeTransmitInterceptorContextMut,
+};
+use aws_smithy_runtime_api::client::interceptors::{Intercept, SharedInterceptor};
+use aws_smithy_runtime_api::client::orchestrator::Metadata;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::body::SdkBody;
+use aws_smithy_types::config_bag::ConfigBag;
+use kerf_api::crd::{
+    AMISelectorTerm, EC2NodeClass, EC2NodeClassSpec, SecurityGroupSelectorTerm, SubnetSelectorTerm,
+};
+use kerf_aws::interruption::{Interruption, Queue};
+use kerf_aws::provider::{ResolvedClasses, orphans};
+use kerf_aws::resolve;
+use kerf_aws::{AwsProvider, Clients, ClusterInfo};
+use kerf_cloud::{CreateError, LaunchRequest, Offer, Provider};
+
+const CLUSTER: &str = "kerf-test";
+const REGION: &str = "us-west-2";
+
+struct Moto {
+    child: Child,
+    info: serde_json::Value,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_moto() -> Moto {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tools/moto/server.py");
+    let mut child = Command::new("python3")
+        .args([script, "--cluster", CLUSTER, "--region", REGION, "--k8s", "1.33"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start python3 for moto ({e}): install Python 3 and `pip install 'moto[server]'`"));
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("reading moto's first line");
+    if line.trim().is_empty() {
+        let mut err = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            use std::io::Read;
+            let _ = e.read_to_string(&mut err);
+        }
+        panic!(
+            "moto did not start (is `moto[server]` installed? `pip install 'moto[server]'`):\n{err}"
+        );
+    }
+    let info: serde_json::Value = serde_json::from_str(&line).expect("moto's JSON line");
+    Moto { child, info }
+}
+
+impl Moto {
+    fn endpoint(&self) -> &str {
+        self.info["endpoint"].as_str().unwrap()
+    }
+    fn image(&self, name: &str) -> String {
+        self.info["images"][name].as_str().unwrap().to_string()
+    }
+    fn subnet(&self, zone: &str) -> String {
+        self.info["subnets"][zone].as_str().unwrap().to_string()
+    }
+
+    async fn clients(&self, interceptor: Option<SharedInterceptor>) -> Clients {
+        let config = kerf_aws::clients::loader()
+            .endpoint_url(self.endpoint())
+            .region(aws_config::Region::new(REGION))
+            .credentials_provider(aws_sdk_ec2::config::Credentials::new(
+                "testing", "testing", None, None, "moto",
+            ))
+            .load()
+            .await;
+        Clients::from_config(&config, interceptor).unwrap()
+    }
+
+    async fn provider(&self, interceptor: Option<SharedInterceptor>) -> AwsProvider {
+        let classes: ResolvedClasses = Arc::new(RwLock::new(BTreeMap::new()));
+        AwsProvider::new(
+            self.clients(interceptor).await,
+            ClusterInfo {
+                name: CLUSTER.into(),
+                endpoint: "https://api.kerf-test.example".into(),
+                ca_bundle: "Q0EK".into(),
+                cidr: None,
+                k8s_version: "1.33".into(),
+            },
+            classes,
+            None,
+        )
+        .await
+        .unwrap()
+    }
+}
+
+fn discovery() -> BTreeMap<String, String> {
+    BTreeMap::from([("karpenter.sh/discovery".to_string(), CLUSTER.to_string())])
+}
+
+fn class(name: &str, alias: &str) -> EC2NodeClass {
+    let mut nc = EC2NodeClass::new(
+        name,
+        EC2NodeClassSpec {
+            subnet_selector_terms: vec![SubnetSelectorTerm {
+                tags: discovery(),
+                ..Default::default()
+            }],
+            security_group_selector_terms: vec![SecurityGroupSelectorTerm {
+                tags: discovery(),
+                ..Default::default()
+            }],
+            ami_selector_terms: vec![AMISelectorTerm {
+                alias: Some(alias.into()),
+                ..Default::default()
+            }],
+            instance_profile: Some(format!("KarpenterNodeInstanceProfile-{CLUSTER}")),
+            tags: BTreeMap::from([("team".to_string(), "blue".to_string())]),
+            ..Default::default()
+        },
+    );
+    nc.metadata.uid = Some(format!("uid-{name}"));
+    nc.metadata.generation = Some(1);
+    nc
+}
+
+fn cond<'a>(
+    s: &'a kerf_api::crd::EC2NodeClassStatus,
+    t: &str,
+) -> &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+    s.conditions.iter().find(|c| c.type_ == t).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn resolves_a_discovery_class_into_its_status() {
+    let moto = start_moto();
+    let p = moto.provider(None).await;
+    let status = p.resolve_class(&class("default", "al2023@latest")).await;
+    // Most free addresses first: c (/20), b (/22), a (/24); the untagged subnet is not selected.
+    let ids: Vec<&str> = status.subnets.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        vec![
+            moto.subnet("us-west-2c"),
+            moto.subnet("us-west-2b"),
+            moto.subnet("us-west-2a")
+        ]
+    );
+    assert_eq!(status.subnets[0].zone, "us-west-2c");
+    assert!(status.subnets[0].zone_id.is_some());
+    assert_eq!(status.security_groups.len(), 1);
+    assert_eq!(
+        status.security_groups[0].id,
+        moto.info["security_group"].as_str().unwrap()
+    );
+    // al2023@latest: the newer release, for both architectures and all three variants.
+    let mut amis: Vec<String> = status.amis.iter().map(|a| a.id.clone()).collect();
+    amis.sort();
+    let mut want: Vec<String> = ["x86_64", "arm64"]
+        .iter()
+        .flat_map(|a| {
+            ["standard", "nvidia", "neuron"]
+                .map(|v| moto.image(&format!("amazon-eks-node-al2023-{a}-{v}-1.33-v20250601")))
+        })
+        .collect();
+    want.sort();
+    assert_eq!(amis, want);
+    assert_eq!(
+        status.instance_profile.as_deref(),
+        Some("KarpenterNodeInstanceProfile-kerf-test")
+    );
+    for t in [
+        "SubnetsReady",
+        "SecurityGroupsReady",
+        "AMIsReady",
+        "InstanceProfileReady",
+        "Ready",
+    ] {
+        assert_eq!(
+            cond(&status, t).status,
+            "True",
+            "{t}: {:?}",
+            cond(&status, t)
+        );
+    }
+
+    // A pinned release reads its own parameters.
+    let pinned = p.resolve_class(&class("pinned", "al2023@v20250101")).await;
+    assert!(
+        pinned
+            .amis
+            .iter()
+            .any(|a| a.id == moto.image("amazon-eks-node-al2023-arm64-standard-1.33-v20250101"))
+    );
+    // Bottlerocket latest.
+    let br = p.resolve_class(&class("br", "bottlerocket@latest")).await;
+    assert!(
+        br.amis
+            .iter()
+            .any(|a| a.id == moto.image("bottlerocket-aws-k8s-1.33-x86_64-v1.31.0"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn selectors_matching_nothing_and_unknown_aliases_say_which() {
+    let moto = start_moto();
+    let p = moto.provider(None).await;
+    let mut nc = class("nosubnet", "al2023@latest");
+    nc.spec.subnet_selector_terms = vec![SubnetSelectorTerm {
+        tags: BTreeMap::from([("karpenter.sh/discovery".to_string(), "nope".to_string())]),
+        ..Default::default()
+    }];
+    let status = p.resolve_class(&nc).await;
+    let sn = cond(&status, "SubnetsReady");
+    assert_eq!(
+        (sn.status.as_str(), sn.reason.as_str()),
+        ("False", "SubnetsNotFound")
+    );
+    assert!(
+        sn.message.contains("\"karpenter.sh/discovery\":\"nope\""),
+        "{}",
+        sn.message
+    );
+    assert_eq!(cond(&status, "Ready").status, "False");
+    assert_eq!(cond(&status, "SecurityGroupsReady").status, "True");
+
+    let bad = p.resolve_class(&class("badalias", "ubuntu@latest")).await;
+    let a = cond(&bad, "AMIsReady");
+    assert_eq!(a.status, "False");
+    assert!(a.message.contains("ubuntu@latest"), "{}", a.message);
+
+    // A launch on a class that is not ready is refused with the reason, and launches nothing.
+    let err = p
+        .create(request(
+            "c-nosubnet",
+            "nosubnet",
+            &[("m6i.large", "us-west-2a", "on-demand")],
+        ))
+        .await;
+    let Err(CreateError::Provider(msg)) = err else {
+        panic!("{err:?}")
+    };
+    assert!(
+        msg.contains("EC2NodeClass nosubnet is not ready: SubnetsReady"),
+        "{msg}"
+    );
+    assert!(p.list().await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn role_gets_a_managed_instance_profile_holding_it() {
+    let moto = start_moto();
+    let p = moto.provider(None).await;
+    let mut nc = class("withrole", "al2023@latest");
+    nc.spec.instance_profile = None;
+    nc.spec.role = Some(moto.info["role"].as_str().unwrap().to_string());
+    let status = p.resolve_class(&nc).await;
+    assert_eq!(
+        cond(&status, "InstanceProfileReady").status,
+        "True",
+        "{:?}",
+        status.conditions
+    );
+    let name = status.instance_profile.clone().unwrap();
+    assert_eq!(
+        name,
+        resolve::managed_profile_name(CLUSTER, REGION, "withrole", "uid-withrole")
+    );
+    let got = p
+        .clients()
+        .iam
+        .get_instance_profile()
+        .instance_profile_name(&name)
+        .send()
+        .await
+        .unwrap();
+    let profile = got.instance_profile.unwrap();
+    assert_eq!(
+        profile.roles()[0].role_name(),
+        "KarpenterNodeRole-kerf-test"
+    );
+    assert_eq!(
+        profile.path(),
+        format!("/karpenter/{REGION}/{CLUSTER}/uid-withrole/")
+    );
+    // Resolving again reuses it.
+    let again = p.resolve_class(&nc).await;
+    assert_eq!(again.instance_profile.as_deref(), Some(name.as_str()));
+    let missing = {
+        let mut nc = class("ghostprofile", "al2023@latest");
+        nc.spec.instance_profile = Some("does-not-exist".into());
+        p.resolve_class(&nc).await
+    };
+    assert_eq!(cond(&missing, "InstanceProfileReady").status, "False");
+}
+
+fn request(claim: &str, class: &str, options: &[(&str, &str, &str)]) -> LaunchRequest {
+    LaunchRequest {
+        claim: claim.into(),
+        nodepool: "default".into(),
+        node_class: Some(class.into()),
+        options: options
+            .iter()
+            .map(|(t, z, c)| Offer {
+                instance_type: t.to_string(),
+                zone: z.to_string(),
+                capacity_type: c.to_string(),
+            })
+            .collect(),
+        image_id: String::new(),
+        labels: BTreeMap::from([("karpenter.sh/nodepool".to_string(), "default".to_string())]),
+        taints: vec![],
+        startup_taints: vec![],
+        now_ms: jiff::Timestamp::now().as_millisecond(),
+    }
+}
+
+async fn describe(p: &AwsProvider, id: &str) -> aws_sdk_ec2::types::Instance {
+    let out = p
+        .clients()
+        .ec2
+        .describe_instances()
+        .instance_ids(id)
+        .send()
+        .await
+        .unwrap();
+    out.reservations()[0].instances()[0].clone()
+}
+
+fn tag_map(tags: &[aws_sdk_ec2::types::Tag]) -> BTreeMap<String, String> {
+    tags.iter()
+        .map(|t| (t.key().unwrap().to_string(), t.value().unwrap().to_string()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn create_is_idempotent_per_claim_and_delete_and_list_agree_with_moto() {
+    let moto = start_moto();
+    let p = moto.provider(None).await;
+    p.resolve_class(&class("default", "al2023@latest")).await;
+    let created = p
+        .create(request(
+            "claim-1",
+            "default",
+            &[
+                ("m6i.large", "us-west-2b", "on-demand"),
+                ("m6i.xlarge", "us-west-2a", "on-demand"),
+            ],
+        ))
+        .await
+        .unwrap();
+    let i = &created.instance;
+    let id = kerf_aws::instance_id(&i.id).to_string();
+    assert!(i.id.starts_with("aws:///us-west-2b/i-"), "{}", i.id);
+    assert_eq!(i.offer.instance_type, "m6i.large");
+    assert_eq!(i.claim, "claim-1");
+    assert_eq!(
+        i.image_id,
+        moto.image("amazon-eks-node-al2023-x86_64-standard-1.33-v20250601")
+    );
+
+    let got = describe(&p, &id).await;
+    assert_eq!(got.instance_type().unwrap().as_str(), "m6i.large");
+    assert_eq!(got.subnet_id(), Some(moto.subnet("us-west-2b").as_str()));
+    let tags = tag_map(got.tags());
+    for (k, v) in [
+        ("karpenter.sh/nodeclaim", "claim-1"),
+        ("karpenter.sh/nodepool", "default"),
+        ("karpenter.k8s.aws/ec2nodeclass", "default"),
+        ("eks:eks-cluster-name", CLUSTER),
+        ("kubernetes.io/cluster/kerf-test", "owned"),
+        ("team", "blue"),
+    ] {
+        assert_eq!(
+            tags.get(k).map(String::as_str),
+            Some(v),
+            "tag {k} in {tags:?}"
+        );
+    }
+
+    // The launch template: named by its content's hash, IMDSv2 only, hop limit 1, the
+    // nodeadm user data with the unregistered taint.
+    let lts = p
+        .clients()
+        .ec2
+        .describe_launch_templates()
+        .send()
+        .await
+        .unwrap();
+    let lt = &lts.launch_templates()[0];
+    assert!(
+        lt.launch_template_name()
+            .unwrap()
+            .starts_with("karpenter.k8s.aws/")
+    );
+    assert_eq!(
+        tag_map(lt.tags())
+            .get("eks:eks-cluster-name")
+            .map(String::as_str),
+        Some(CLUSTER)
+    );
+    let v = p
+        .clients()
+        .ec2
+        .describe_launch_template_versions()
+        .launch_template_id(lt.launch_template_id().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let data = v.launch_template_versions()[0]
+        .launch_template_data()
+        .unwrap();
+    let md = data.metadata_options().unwrap();
+    assert_eq!(md.http_tokens().unwrap().as_str(), "required");
+    assert_eq!(md.http_put_response_hop_limit(), Some(1));
+    use base64::Engine as _;
+    let ud = String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(data.user_data().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(ud.contains("karpenter.sh/unregistered:NoExecute"), "{ud}");
+    assert!(ud.contains("apiServerEndpoint: \"https://api.kerf-test.example\""));
+    assert_eq!(
+        data.iam_instance_profile().unwrap().name(),
+        Some("KarpenterNodeInstanceProfile-kerf-test")
+    );
+
+    // The same claim again (a retry, a restart): the same instance, no second launch.
+    let again = p
+        .create(request(
+            "claim-1",
+            "default",
+            &[("m6i.large", "us-west-2b", "on-demand")],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(again.instance.id, i.id);
+    let listed = p.list().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].id, i.id);
+    assert_eq!(listed[0].claim, "claim-1");
+
+    // A second claim on spot reuses the template, launches a spot instance.
+    let spot = p
+        .create(request(
+            "claim-2",
+            "default",
+            &[("m6g.large", "us-west-2c", "spot")],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(spot.instance.offer.capacity_type, "spot");
+    assert_eq!(
+        spot.instance.image_id,
+        moto.image("amazon-eks-node-al2023-arm64-standard-1.33-v20250601")
+    );
+    assert_eq!(p.list().await.unwrap().len(), 2);
+
+    // Garbage collection: an instance whose claim is gone, launched over 30 s ago.
+    let listed = p.list().await.unwrap();
+    let claims: BTreeSet<String> = ["claim-1".to_string()].into();
+    let launched = listed.iter().map(|i| i.launched_at).max().unwrap();
+    let gc = orphans(&listed, &claims, launched + 31_000, 30_000);
+    assert_eq!(
+        gc.iter().map(|i| i.claim.as_str()).collect::<Vec<_>>(),
+        vec!["claim-2"]
+    );
+    assert!(orphans(&listed, &claims, launched + 10_000, 30_000).is_empty());
+
+    // Delete terminates; deleting again is not an error; list forgets it.
+    p.delete(i.id.clone()).await.unwrap();
+    let state = describe(&p, &id)
+        .await
+        .state()
+        .unwrap()
+        .name()
+        .unwrap()
+        .clone();
+    assert!(
+        matches!(state.as_str(), "shutting-down" | "terminated"),
+        "{state:?}"
+    );
+    p.delete(i.id.clone()).await.unwrap();
+    p.delete("aws:///us-west-2a/i-0000000000000dead".into())
+        .await
+        .unwrap();
+    let left: Vec<String> = p
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.claim)
+        .collect();
+    assert_eq!(left, vec!["claim-2".to_string()]);
+}
+
+/// Stands in for EC2 where moto cannot: for the next queued CreateFleet attempts, the
+/// request is turned into a harmless DescribeRegions before signing (so moto launches
+/// nothing) and the answer replaced by a canned one.
+#[derive(Debug, Default)]
+struct Faults {
+    queue: Mutex<VecDeque<(u16, String)>>,
+    /// CreateFleet attempts seen, faulted or not.
+    attempts: Mutex<usize>,
+    active: Mutex<Option<(u16, String)>>,
+}
+
+#[derive(Debug, Clone)]
+struct FaultInterceptor(Arc<Faults>);
+
+fn is_create_fleet(cfg: &ConfigBag) -> bool {
+    cfg.load::<Metadata>()
+        .is_some_and(|m| m.name() == "CreateFleet")
+}
+
+impl Intercept for FaultInterceptor {
+    fn name(&self) -> &'static str {
+        "kerf-test-faults"
+    }
+
+    fn modify_before_signing(
+        &self,
+        ctx: &mut BeforeTransmitInterceptorContextMut<'_>,
+        _rc: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if !is_create_fleet(cfg) {
+            return Ok(());
+        }
+        *self.0.attempts.lock().unwrap() += 1;
+        let next = self.0.queue.lock().unwrap().pop_front();
+        if let Some(fault) = next {
+            let body = "Action=DescribeRegions&Version=2016-11-15";
+            let req = ctx.request_mut();
+            *req.body_mut() = SdkBody::from(body);
+            req.headers_mut()
+                .insert("content-length", body.len().to_string());
+            *self.0.active.lock().unwrap() = Some(fault);
+        }
+        Ok(())
+    }
+
+    fn modify_before_deserialization(
+        &self,
+        ctx: &mut BeforeDeserializationInterceptorContextMut<'_>,
+        _rc: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if !is_create_fleet(cfg) {
+            return Ok(());
+        }
+        if let Some((status, body)) = self.0.active.lock().unwrap().take() {
+            let resp = ctx.response_mut();
+            *resp.status_mut() =
+                aws_smithy_runtime_api::http::StatusCode::try_from(status).unwrap();
+            *resp.body_mut() = SdkBody::from(body);
+        }
+        Ok(())
+    }
+}
+
+fn ice_response(instance_type: &str, zone: &str) -> String {
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<CreateFleetResponse xmlns="http://ec2.amazonaws.com/doc/2016-11-15/">
+  <requestId>00000000-0000-0000-0000-000000000000</requestId>
+  <fleetId>fleet-00000000-0000-0000-0000-000000000000</fleetId>
+  <errorSet>
+    <item>
+      <launchTemplateAndOverrides>
+        <overrides><instanceType>{instance_type}</instanceType><availabilityZone>{zone}</availabilityZone></overrides>
+      </launchTemplateAndOverrides>
+      <lifecycle>on-demand</lifecycle>
+      <errorCode>InsufficientInstanceCapacity</errorCode>
+      <errorMessage>We currently do not have sufficient {instance_type} capacity in {zone}.</errorMessage>
+    </item>
+  </errorSet>
+  <fleetInstanceSet/>
+</CreateFleetResponse>"#
+    )
+}
+
+const THROTTLE: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<Response><Errors><Error><Code>RequestLimitExceeded</Code><Message>Request limit exceeded.</Message></Error></Errors><RequestID>00000000-0000-0000-0000-000000000001</RequestID></Response>"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn insufficient_capacity_marks_the_offering_and_the_claim_retries_elsewhere() {
+    let moto = start_moto();
+    let faults = Arc::new(Faults::default());
+    let p = moto
+        .provider(Some(SharedInterceptor::new(FaultInterceptor(
+            faults.clone(),
+        ))))
+        .await;
+    p.resolve_class(&class("default", "al2023@latest")).await;
+    let large = Offer {
+        instance_type: "m6i.large".into(),
+        zone: "us-west-2a".into(),
+        capacity_type: "on-demand".into(),
+    };
+    faults
+        .queue
+        .lock()
+        .unwrap()
+        .push_back((200, ice_response("m6i.large", "us-west-2a")));
+    let options = [
+        ("m6i.large", "us-west-2a", "on-demand"),
+        ("m6i.xlarge", "us-west-2b", "on-demand"),
+    ];
+    let err = p.create(request("claim-ice", "default", &options)).await;
+    assert_eq!(
+        err,
+        Err(CreateError::InsufficientCapacity(vec![large.clone()]))
+    );
+    assert!(p.is_unavailable(&large));
+    let types = p.instance_types();
+    let off = types
+        .iter()
+        .find(|t| t.name == "m6i.large")
+        .unwrap()
+        .offerings
+        .iter()
+        .find(|o| o.zone == "us-west-2a" && o.capacity_type == "on-demand")
+        .unwrap();
+    assert!(!off.available);
+    assert!(
+        p.list().await.unwrap().is_empty(),
+        "the faulted call launched nothing"
+    );
+
+    // The claim's retry skips the refused offering and launches its next option.
+    let ok = p
+        .create(request("claim-ice", "default", &options))
+        .await
+        .unwrap();
+    assert_eq!(ok.instance.offer.instance_type, "m6i.xlarge");
+    assert_eq!(ok.instance.offer.zone, "us-west-2b");
+
+    // Every option refused: insufficient capacity without calling EC2.
+    let before = *faults.attempts.lock().unwrap();
+    let err = p
+        .create(request("claim-ice-2", "default", &options[..1]))
+        .await;
+    assert!(
+        matches!(err, Err(CreateError::InsufficientCapacity(_))),
+        "{err:?}"
+    );
+    assert_eq!(*faults.attempts.lock().unwrap(), before);
+
+    // Throttling is retried by the SDK's standard retry with backoff, and then launches.
+    faults
+        .queue
+        .lock()
+        .unwrap()
+        .push_back((503, THROTTLE.to_string()));
+    faults
+        .queue
+        .lock()
+        .unwrap()
+        .push_back((503, THROTTLE.to_string()));
+    let before = *faults.attempts.lock().unwrap();
+    let throttled = p
+        .create(request(
+            "claim-throttled",
+            "default",
+            &[("m6i.2xlarge", "us-west-2c", "on-demand")],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(throttled.instance.offer.instance_type, "m6i.2xlarge");
+    assert_eq!(*faults.attempts.lock().unwrap() - before, 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn interruption_messages_through_a_real_queue() {
+    let moto = start_moto();
+    let clients = moto.clients(None).await;
+    let url = clients
+        .sqs
+        .create_queue()
+        .queue_name(CLUSTER)
+        .send()
+        .await
+        .unwrap()
+        .queue_url()
+        .unwrap()
+        .to_string();
+    let messages = [
+        r#"{"version":"0","id":"a","detail-type":"EC2 Spot Instance Interruption Warning","source":"aws.ec2","account":"123456789012","time":"2026-01-01T00:00:00Z","region":"us-west-2","resources":[],"detail":{"instance-id":"i-spot","instance-action":"terminate"}}"#,
+        r#"{"version":"0","id":"b","detail-type":"EC2 Instance Rebalance Recommendation","source":"aws.ec2","account":"123456789012","time":"2026-01-01T00:00:00Z","region":"us-west-2","resources":[],"detail":{"instance-id":"i-rebalance"}}"#,
+        r#"{"version":"0","id":"c","detail-type":"EC2 Instance State-change Notification","source":"aws.ec2","account":"123456789012","time":"2026-01-01T00:00:00Z","region":"us-west-2","resources":[],"detail":{"instance-id":"i-stopping","state":"stopping"}}"#,
+        r#"{"version":"0","id":"d","detail-type":"AWS Health Event","source":"aws.health","account":"123456789012","time":"2026-01-01T00:00:00Z","region":"us-west-2","resources":[],"detail":{"service":"EC2","eventTypeCode":"AWS_EC2_INSTANCE_RETIREMENT_SCHEDULED","eventTypeCategory":"scheduledChange","affectedEntities":[{"entityValue":"i-health"}]}}"#,
+        r#"{"version":"0","id":"e","detail-type":"EC2 Capacity Reservation Instance Interruption Warning","source":"aws.ec2","account":"123456789012","time":"2026-01-01T00:00:00Z","region":"us-west-2","resources":[],"detail":{"capacity-reservation-id":"cr-1","instance-id":"i-odcr"}}"#,
+        "this is not an event",
+    ];
+    for m in messages {
+        clients
+            .sqs
+            .send_message()
+            .queue_url(&url)
+            .message_body(m)
+            .send()
+            .await
+            .unwrap();
+    }
+    let mut queue = Queue::new(clients.sqs.clone(), CLUSTER).await.unwrap();
+    assert_eq!(queue.url, url);
+    queue.wait_seconds = 1;
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let mut total = kerf_aws::interruption::PollStats::default();
+    // The rebalance handler fails: that message must stay on the queue.
+    while total.received < messages.len() {
+        let seen = seen.clone();
+        let stats = queue
+            .poll_once(move |i: Interruption| {
+                let seen = seen.clone();
+                async move {
+                    let fail = matches!(i, Interruption::Rebalance { .. });
+                    seen.lock().unwrap().push(i);
+                    if fail {
+                        Err("kube unavailable".to_string())
+                    } else {
+                        Ok(())
+                    }
+                }
+            })
+            .await
+            .unwrap();
+        if stats.received == 0 {
+            break;
+        }
+        total.received += stats.received;
+        total.handled += stats.handled;
+        total.unparseable += stats.unparseable;
+        total.failed += stats.failed;
+    }
+    assert_eq!(
+        (
+            total.received,
+            total.handled,
+            total.unparseable,
+            total.failed
+        ),
+        (6, 4, 1, 1)
+    );
+    let kinds: BTreeSet<&str> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|i| i.kind())
+        .collect::<Vec<_>>()
+        .into_iter()
+        .collect();
+    assert_eq!(
+        kinds,
+        BTreeSet::from([
+            "spot_interrupted",
+            "rebalance_recommendation",
+            "instance_stopped",
+            "scheduled_change",
+            "capacity_reservation_interrupted"
+        ])
+    );
+    let attrs = clients
+        .sqs
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::All)
+        .send()
+        .await
+        .unwrap();
+    let a = attrs.attributes().unwrap();
+    let n = |k: aws_sdk_sqs::types::QueueAttributeName| {
+        a.get(&k)
+            .map(String::as_str)
+            .unwrap_or("0")
+            .parse::<u32>()
+            .unwrap()
+    };
+    let left = n(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+        + n(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesNotVisible);
+    assert_eq!(
+        left, 1,
+        "only the message whose handling failed stays: {a:?}"
+    );
+}
