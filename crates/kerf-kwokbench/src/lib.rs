@@ -595,13 +595,13 @@ async fn setup(client: &Client, settings: &Settings) -> Result<()> {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-    apply_yaml(
+    apply_yaml_retrying(
         client,
         "apiVersion: karpenter.kwok.sh/v1alpha1\nkind: KWOKNodeClass\nmetadata: {name: default}\n",
     )
     .await?;
-    apply_yaml(client, &nodepool_yaml(settings)).await?;
-    apply_yaml(
+    apply_yaml_retrying(client, &nodepool_yaml(settings)).await?;
+    apply_yaml_retrying(
         client,
         &format!(
             r#"
@@ -697,6 +697,19 @@ spec:
         cpu = w.cpu,
         memory = w.memory,
     )
+}
+
+/// [`apply_yaml`], retried for 30 s: an Established CRD can still be missing from
+/// discovery for a moment (404).
+async fn apply_yaml_retrying(client: &Client, yaml: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match apply_yaml(client, yaml).await {
+            Ok(()) => return Ok(()),
+            Err(e) if Instant::now() > deadline => return Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    }
 }
 
 /// Server-side applies each document, as `kubectl apply --server-side` would.
