@@ -309,7 +309,12 @@ impl Report {
             None,
         );
         let fleet = |f: &Fleet| format!("{} nodes", f.nodes);
-        row("nodes after scale-out", fleet(&self.before), String::new(), None);
+        row(
+            "nodes after scale-out",
+            fleet(&self.before),
+            String::new(),
+            None,
+        );
         let util = |v: f64| format!("{:.1} %", v * 100.0);
         row(
             "CPU utilisation after scale-out",
@@ -363,11 +368,7 @@ impl Report {
         row(
             "kerf peak RSS (VmHWM)",
             format!("{:.1} MiB", self.peak_rss as f64 / f64::from(1 << 20)),
-            format!(
-                "<{} MB; <{} MiB",
-                KARPENTER_RSS / 1_000_000,
-                KERF_RSS >> 20
-            ),
+            format!("<{} MB; <{} MiB", KARPENTER_RSS / 1_000_000, KERF_RSS >> 20),
             Some(self.peak_rss < KERF_RSS),
         );
         row(
@@ -434,7 +435,11 @@ pub fn run(scenario: &Scenario, settings: &Settings) -> Result<Report> {
     let kerf_config = cluster.kubeconfig_for(KERF_USER, None)?;
 
     let tracker = PodTracker::default();
-    rt.spawn(tracker.clone().watch(Api::namespaced(client.clone(), NAMESPACE)));
+    rt.spawn(
+        tracker
+            .clone()
+            .watch(Api::namespaced(client.clone(), NAMESPACE)),
+    );
 
     let mut kerf = KerfProcess::start(&settings.kerf, &kerf_config, cluster.log_dir(), settings)?;
     let requests = || kerf_requests(&cluster);
@@ -570,7 +575,10 @@ async fn client_for(kubeconfig: &Path) -> Result<Client> {
 async fn setup(client: &Client, settings: &Settings) -> Result<()> {
     let yaml = kerf_api::crd::kwok_crds_yaml()?;
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let docs: Vec<&str> = yaml.split("---\n").filter(|d| !d.trim().is_empty()).collect();
+    let docs: Vec<&str> = yaml
+        .split("---\n")
+        .filter(|d| !d.trim().is_empty())
+        .collect();
     for doc in &docs {
         let crd: CustomResourceDefinition = serde_saphyr::from_str(doc)?;
         crds.create(&PostParams::default(), &crd).await?;
@@ -777,12 +785,13 @@ async fn fleet(client: &Client) -> Result<Fleet> {
         .list(&ListParams::default())
         .await?
         .items;
-    let q = |m: Option<&BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>,
-             key: &str| {
-        m.and_then(|m| m.get(key))
-            .and_then(|v| Quantity::parse(&v.0).ok())
-            .map_or(0.0, |v| v.0 as f64)
-    };
+    let q =
+        |m: Option<&BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>,
+         key: &str| {
+            m.and_then(|m| m.get(key))
+                .and_then(|v| Quantity::parse(&v.0).ok())
+                .map_or(0.0, |v| v.0 as f64)
+        };
     let mut alloc = (0.0, 0.0);
     let mut names = std::collections::BTreeSet::new();
     for n in &nodes {
@@ -831,10 +840,13 @@ pub fn dispatched(metrics: &str, schema: &str) -> f64 {
         .sum()
 }
 
+/// Per live pod (by UID): when it was first seen, and first seen bound.
+type PodTimes = BTreeMap<String, (Instant, Option<Instant>)>;
+
 /// When each live pod was first seen and first seen bound, from a watch.
 #[derive(Clone, Default)]
 struct PodTracker {
-    pods: Arc<Mutex<BTreeMap<String, (Instant, Option<Instant>)>>>,
+    pods: Arc<Mutex<PodTimes>>,
 }
 
 struct PodSnapshot {
@@ -956,7 +968,10 @@ impl KerfProcess {
         let rest = stat.rsplit_once(')').context("/proc/<pid>/stat")?.1;
         let fields: Vec<&str> = rest.split_whitespace().collect();
         let ticks = |i: usize| -> Result<f64> {
-            Ok(fields.get(i).context("/proc/<pid>/stat field")?.parse::<f64>()?)
+            Ok(fields
+                .get(i)
+                .context("/proc/<pid>/stat field")?
+                .parse::<f64>()?)
         };
         Ok((ticks(11)? + ticks(12)?) / 100.0)
     }
@@ -1003,7 +1018,10 @@ mod tests {
         let b = Scenario::basic(1000);
         assert_eq!((b.pods(), b.pods_after()), (1000, 700));
         let w = Scenario::wide(30, 1000);
-        assert_eq!((w.workloads.len(), w.pods(), w.pods_after()), (30, 1000, 700));
+        assert_eq!(
+            (w.workloads.len(), w.pods(), w.pods_after()),
+            (30, 1000, 700)
+        );
         let shapes: std::collections::BTreeSet<_> =
             w.workloads.iter().map(|w| (&w.cpu, &w.memory)).collect();
         assert_eq!(shapes.len(), 30);
