@@ -4,6 +4,7 @@
 //! mocked; a missing control-plane binary fails these tests.
 
 mod env;
+mod kwokbench;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
