@@ -585,6 +585,8 @@ fn installed_chart_grants_exactly_what_kerf_uses() {
     // The KWOKNodeClass CRD `Env` installed (as `kerf crds | kubectl apply` would) is the
     // chart's too: helm adopts an object carrying its ownership metadata. NodePool and
     // NodeClaim, in crds/, helm leaves as they are when they exist.
+    // (Found by running it: without --force-conflicts, helm 4's server-side apply
+    // refuses the adopted CRD's .spec.versions, owned by its creator.)
     env.apply_yaml(&format!(
         "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\n\
          metadata:\n  name: kwoknodeclasses.karpenter.kwok.sh\n  \
@@ -599,6 +601,9 @@ fn installed_chart_grants_exactly_what_kerf_uses() {
         "--namespace",
         NAMESPACE,
         "--create-namespace",
+        // The adopted CRD's fields belong to the creator too; the content is the same
+        // `kerf crds` bytes, so helm may take them over.
+        "--force-conflicts",
         "--kubeconfig",
         admin.to_str().unwrap(),
         "--set",
