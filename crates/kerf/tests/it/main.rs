@@ -1,5 +1,6 @@
 //! Integration tests for the `kerf` command.
 
+mod chart;
 mod controller;
 mod disrupt;
 mod scenarios;
