@@ -2,6 +2,7 @@
 
 mod controller;
 mod disrupt;
+mod observe;
 mod scenarios;
 
 use std::path::{Path, PathBuf};

@@ -3,7 +3,7 @@
 //! playing the kubelets of the nodes kerf's kwok provider writes. No part of the API is
 //! mocked; a missing control-plane binary fails these tests.
 
-mod env;
+pub(crate) mod env;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
