@@ -177,6 +177,12 @@ impl Queue {
         command: &Command,
         out: &mut Vec<Action>,
     ) {
+        out.push(Action::Disrupting {
+            method: command.method.as_str(),
+            decision: command.decision.as_str(),
+            nodes: command.nodes.clone(),
+            savings_per_hour: command.savings_per_hour,
+        });
         for node in &command.nodes {
             out.push(Action::Taint {
                 node: node.clone(),

@@ -165,6 +165,18 @@ pub enum Action {
     RemoveClaim {
         claim: String,
     },
+    /// A disruption command begins (for metrics: Karpenter's decision counters and
+    /// kerf's savings). The taints, launches and deletions it needs follow as actions of
+    /// their own.
+    Disrupting {
+        /// `emptiness`, `drift`, `single-node-consolidation`, ...
+        method: &'static str,
+        /// `delete` or `replace`.
+        decision: &'static str,
+        nodes: Vec<String>,
+        /// Price of the nodes less price of the replacements, dollars per hour.
+        savings_per_hour: f64,
+    },
     /// A Kubernetes event, for people.
     Record {
         reason: String,

@@ -13,6 +13,7 @@
 pub mod claims;
 pub mod kwok;
 pub mod leader;
+pub mod metrics;
 mod run;
 pub mod settings;
 pub mod shell;

@@ -24,6 +24,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::leader::{Elector, Role};
+use crate::metrics::PodStartup;
 use crate::settings::{CloudProviderName, Settings};
 use crate::shell::Shell;
 use crate::state::{Kind, State};
@@ -108,9 +109,16 @@ fn name<K: kube::Resource>(obj: &K) -> String {
     obj.meta().name.clone().unwrap_or_default()
 }
 
-fn handle(state: &mut State, change: Change) {
+fn handle(state: &mut State, startup: &mut PodStartup, change: Change) {
     match change {
-        Change::Pod(e) => apply(state, Kind::Pod, e, State::apply_pod, ns_name),
+        Change::Pod(e) => {
+            match &e {
+                WatchEvent::InitApply(p) | WatchEvent::Apply(p) => startup.observe(p),
+                WatchEvent::Delete(p) => startup.forget(p),
+                WatchEvent::Init | WatchEvent::InitDone => {}
+            }
+            apply(state, Kind::Pod, e, State::apply_pod, ns_name)
+        }
         Change::Node(e) => apply(state, Kind::Node, e, State::apply_node, name),
         Change::NodePool(e) => apply(state, Kind::NodePool, e, State::apply_nodepool, name),
         Change::NodeClaim(e) => apply(state, Kind::NodeClaim, e, State::apply_nodeclaim, name),
@@ -222,7 +230,25 @@ async fn run_with<P: Provider>(
         health_router,
         cancel.clone(),
     );
-    let metrics_router = axum::Router::new().route("/metrics", axum::routing::get(|| async { "" }));
+    let metrics = crate::metrics::install()?;
+    let metrics_router = {
+        let metrics = metrics.clone();
+        axum::Router::new().route(
+            "/metrics",
+            axum::routing::get(move || {
+                let body = metrics.render();
+                async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4; charset=utf-8",
+                        )],
+                        body,
+                    )
+                }
+            }),
+        )
+    };
     spawn_http(
         &mut tasks,
         "metrics",
@@ -346,6 +372,7 @@ async fn run_with<P: Provider>(
 
     let mut lost = false;
     let mut was_leader = false;
+    let mut startup = PodStartup::new(jiff::Timestamp::now().as_millisecond());
     loop {
         shell.maybe_list();
         let wake = shell.next_wake();
@@ -355,10 +382,10 @@ async fn run_with<P: Provider>(
             _ = cancel.cancelled() => break,
             change = rx.recv() => {
                 let Some(change) = change else { break };
-                handle(&mut shell.state, change);
+                handle(&mut shell.state, &mut startup, change);
                 // Take everything already queued: one step per burst of changes.
                 while let Ok(change) = rx.try_recv() {
-                    handle(&mut shell.state, change);
+                    handle(&mut shell.state, &mut startup, change);
                 }
             }
             Some(done) = shell.tasks().join_next() => {
@@ -374,6 +401,13 @@ async fn run_with<P: Provider>(
         }
         let synced = shell.state.synced();
         health.ready.store(synced, Ordering::Relaxed);
+        {
+            let now = jiff::Timestamp::now().as_millisecond();
+            if shell.gauges.refresh(&shell.state.view, synced, now) {
+                // Rolls the summaries' windows and drops idle gauges.
+                metrics.run_upkeep();
+            }
+        }
         let role = *role_rx.borrow();
         if role == Role::Lost {
             lost = true;

@@ -28,6 +28,7 @@ use serde_json::json;
 use tokio::task::JoinSet;
 
 use crate::claims;
+use crate::metrics;
 use crate::state::{Kind, RecentCloud, State};
 
 /// How often the cloud's instance list is read again (garbage collection, adoption).
@@ -101,6 +102,11 @@ pub struct Shell<P: Provider> {
     recorder: Recorder,
     /// Launch errors to write onto their claims' `Launched` condition.
     launch_errors: Vec<(String, String)>,
+    /// The state gauges and kerf's running savings, for `/metrics`.
+    pub gauges: metrics::Gauges,
+    /// Set by a disruption command for the rest of its step: the claims created after
+    /// it are its replacements (`nodeclaims_created_total{reason}`).
+    replacing_for: Option<&'static str>,
 }
 
 impl<P: Provider> Shell<P> {
@@ -126,6 +132,8 @@ impl<P: Provider> Shell<P> {
             events: Vec::new(),
             recorder,
             launch_errors: Vec::new(),
+            gauges: metrics::Gauges::default(),
+            replacing_for: None,
         }
     }
 
@@ -151,10 +159,18 @@ impl<P: Provider> Shell<P> {
         self.running.insert(Task::List);
         let provider = self.provider.clone();
         self.tasks.spawn(async move {
+            let started = std::time::Instant::now();
             let result = match tokio::time::timeout(CALL_TIMEOUT, provider.list()).await {
                 Ok(r) => r,
                 Err(_) => Err(ProviderError::new("list timed out", true)),
             };
+            metrics::cloudprovider_call(
+                provider.name(),
+                "nodeclaim.garbagecollection",
+                "List",
+                started.elapsed().as_secs_f64(),
+                result.as_ref().err().map(|_| "CloudProviderError"),
+            );
             Completion::Listed { result }
         });
     }
@@ -295,7 +311,13 @@ impl<P: Provider> Shell<P> {
             )
             .await;
         }
+        let started = std::time::Instant::now();
         let actions = self.controller.step(now, &self.state.view, &events);
+        metrics::step_duration(
+            started.elapsed().as_secs_f64(),
+            !self.state.view.pending.is_empty(),
+        );
+        self.replacing_for = None;
         // Provisional claim names are the loops' own and are the API names too.
         for action in actions {
             self.perform(now, action).await;
@@ -366,6 +388,7 @@ impl<P: Provider> Shell<P> {
                 }
                 let provider = self.provider.clone();
                 self.tasks.spawn(async move {
+                    let started = std::time::Instant::now();
                     let result = match tokio::time::timeout(
                         CALL_TIMEOUT,
                         provider.delete(instance_id.clone()),
@@ -375,6 +398,13 @@ impl<P: Provider> Shell<P> {
                         Ok(r) => r,
                         Err(_) => Err(ProviderError::new("terminate timed out", true)),
                     };
+                    metrics::cloudprovider_call(
+                        provider.name(),
+                        "nodeclaim.termination",
+                        "Delete",
+                        started.elapsed().as_secs_f64(),
+                        result.as_ref().err().map(|_| "CloudProviderError"),
+                    );
                     Completion::Terminated {
                         id: instance_id,
                         result,
@@ -385,6 +415,29 @@ impl<P: Provider> Shell<P> {
             Action::RemoveClaim { claim } => self.remove_claim(&claim).await,
             Action::Record { reason, message } => {
                 tracing::info!(reason = %reason, "{message}");
+            }
+            Action::Disrupting {
+                method,
+                decision,
+                nodes,
+                savings_per_hour,
+            } => {
+                metrics::disruption_decided(method, decision);
+                if decision == "replace" {
+                    self.replacing_for = Some(metrics::disruption_labels(method).0);
+                }
+                let share = savings_per_hour / nodes.len().max(1) as f64;
+                for node in &nodes {
+                    let pool = self
+                        .state
+                        .view
+                        .nodes
+                        .get(node)
+                        .and_then(|n| n.labels.get(labels::NODEPOOL))
+                        .cloned()
+                        .unwrap_or_default();
+                    self.gauges.saved(&pool, method, share);
+                }
             }
         }
     }
@@ -439,6 +492,12 @@ impl<P: Provider> Shell<P> {
             Err(e) => return report("create nodeclaim", &claim.name, &e),
         };
         tracing::info!(nodeclaim = %claim.name, nodepool = %claim.nodepool, options = claim.options.len(), first = ?claim.options.first().map(ToString::to_string), "created nodeclaim");
+        if created.metadata.creation_timestamp.as_ref().map(claims::ms) >= Some(now - 60_000) {
+            metrics::claim_created(
+                &claim.nodepool,
+                self.replacing_for.unwrap_or("provisioning"),
+            );
+        }
         let generation = created.metadata.generation;
         self.state.apply_nodeclaim(&created);
         if created
@@ -500,10 +559,22 @@ impl<P: Provider> Shell<P> {
         };
         let provider = self.provider.clone();
         self.tasks.spawn(async move {
+            let started = std::time::Instant::now();
             let result = match tokio::time::timeout(CALL_TIMEOUT, provider.create(request)).await {
                 Ok(r) => r,
                 Err(_) => Err(CreateError::Provider("launch timed out".into())),
             };
+            metrics::cloudprovider_call(
+                provider.name(),
+                "nodeclaim.lifecycle",
+                "Create",
+                started.elapsed().as_secs_f64(),
+                match &result {
+                    Ok(_) => None,
+                    Err(CreateError::InsufficientCapacity(_)) => Some("InsufficientCapacityError"),
+                    Err(_) => Some("CloudProviderError"),
+                },
+            );
             Completion::Launched { claim, result }
         });
     }
@@ -712,6 +783,12 @@ impl<P: Provider> Shell<P> {
             Err(e) => return report("register node", node_name, &e),
         }
         tracing::info!(nodeclaim = %claim_name, node = %node_name, "registered");
+        if let Some(node) = self.state.view.nodes.get(node_name) {
+            metrics::node_created(
+                node.labels.get(labels::NODEPOOL).map_or("", String::as_str),
+                node.labels.get(labels::ZONE).map_or("", String::as_str),
+            );
+        }
         self.claim_status(
             claim_name,
             json!({"nodeName": node_name}),
@@ -782,6 +859,15 @@ impl<P: Provider> Shell<P> {
         match api.delete(name, &DeleteParams::default()).await {
             Ok(either) => {
                 tracing::info!(nodeclaim = %name, reason, "deleting nodeclaim");
+                if metrics::disruption_labels(reason).0 != "other"
+                    && let Some(c) = self.state.view.claims.get(name)
+                {
+                    metrics::claim_disrupted(
+                        reason,
+                        &c.nodepool,
+                        c.launched.as_ref().map_or("", |o| o.capacity_type.as_str()),
+                    );
+                }
                 if let either::Either::Left(obj) = either {
                     self.state.apply_nodeclaim(&obj);
                 }
@@ -841,11 +927,24 @@ impl<P: Provider> Shell<P> {
             {
                 Ok(Ok(_)) => {
                     tracing::info!(pod = %pod, "evicted");
+                    metrics::eviction_request("200");
                     Eviction::Done
                 }
-                Ok(Err(e)) if is_code(&e, 404) || is_code(&e, 409) => Eviction::Done,
-                Ok(Err(e)) => Eviction::NotNow(e.to_string()),
-                Err(_) => Eviction::NotNow("eviction timed out".into()),
+                Ok(Err(e)) => {
+                    metrics::eviction_request(&match &e {
+                        kube::Error::Api(s) => s.code.to_string(),
+                        _ => "error".to_string(),
+                    });
+                    if is_code(&e, 404) || is_code(&e, 409) {
+                        Eviction::Done
+                    } else {
+                        Eviction::NotNow(e.to_string())
+                    }
+                }
+                Err(_) => {
+                    metrics::eviction_request("timeout");
+                    Eviction::NotNow("eviction timed out".into())
+                }
             };
             Completion::Evicted { pod, outcome }
         });
@@ -889,7 +988,21 @@ impl<P: Provider> Shell<P> {
                 Err(e) => return report("delete node", name, &e),
             }
         }
-        self.drop_finalizer::<Node>(Kind::Node, name).await;
+        let deleting_since = self
+            .state
+            .stored
+            .nodes
+            .get(name)
+            .and_then(|n| n.metadata.deletion_timestamp.as_ref())
+            .map(claims::ms);
+        if self.drop_finalizer::<Node>(Kind::Node, name).await {
+            let get = |k: &str| stored.labels().get(k).cloned().unwrap_or_default();
+            metrics::node_terminated(
+                &get(labels::NODEPOOL),
+                &get(labels::ZONE),
+                deleting_since.map(|t| (unix_ms() - t).max(0) as f64 / 1000.0),
+            );
+        }
     }
 
     async fn remove_claim(&mut self, name: &str) {
@@ -905,14 +1018,32 @@ impl<P: Provider> Shell<P> {
                 Err(e) => return report("delete nodeclaim", name, &e),
             }
         }
-        self.drop_finalizer::<crd::NodeClaim>(Kind::NodeClaim, name)
-            .await;
-        tracing::info!(nodeclaim = %name, "terminated");
+        let claim = self.state.view.claims.get(name).cloned();
+        if self
+            .drop_finalizer::<crd::NodeClaim>(Kind::NodeClaim, name)
+            .await
+        {
+            tracing::info!(nodeclaim = %name, "terminated");
+            if let Some(c) = claim {
+                let (capacity_type, zone) = c
+                    .launched
+                    .as_ref()
+                    .map_or(("", ""), |o| (o.capacity_type.as_str(), o.zone.as_str()));
+                metrics::claim_terminated(
+                    &c.nodepool,
+                    capacity_type,
+                    zone,
+                    c.deleting_since
+                        .map(|t| (unix_ms() - t).max(0) as f64 / 1000.0),
+                );
+            }
+        }
     }
 
     /// Removes `karpenter.sh/termination` from a deleting object, on the version held;
-    /// with it gone the object is gone, and the state forgets it at once.
-    async fn drop_finalizer<K>(&mut self, kind: Kind, name: &str)
+    /// with it gone the object is gone, and the state forgets it at once. True when this
+    /// call removed it.
+    async fn drop_finalizer<K>(&mut self, kind: Kind, name: &str) -> bool
     where
         K: Resource<Scope = kube::core::ClusterResourceScope>
             + Clone
@@ -923,19 +1054,19 @@ impl<P: Provider> Shell<P> {
         let (finalizers, version) = match kind {
             Kind::Node => match self.state.stored.nodes.get(name) {
                 Some(n) => (n.finalizers().to_vec(), n.resource_version()),
-                None => return,
+                None => return false,
             },
             Kind::NodeClaim => match self.state.stored.nodeclaims.get(name) {
                 Some(n) => (n.finalizers().to_vec(), n.resource_version()),
-                None => return,
+                None => return false,
             },
-            _ => return,
+            _ => return false,
         };
         if !finalizers
             .iter()
             .any(|f| f == labels::FINALIZER_TERMINATION)
         {
-            return;
+            return false;
         }
         let rest: Vec<&String> = finalizers
             .iter()
@@ -947,10 +1078,20 @@ impl<P: Provider> Shell<P> {
             .patch(name, &PatchParams::default(), &Patch::Merge(&body))
             .await
         {
-            Ok(_) if rest.is_empty() => self.state.delete(kind, name),
-            Ok(_) => {}
-            Err(e) if is_code(&e, 404) => self.state.delete(kind, name),
-            Err(e) => report("remove finalizer", name, &e),
+            Ok(_) => {
+                if rest.is_empty() {
+                    self.state.delete(kind, name);
+                }
+                true
+            }
+            Err(e) if is_code(&e, 404) => {
+                self.state.delete(kind, name);
+                false
+            }
+            Err(e) => {
+                report("remove finalizer", name, &e);
+                false
+            }
         }
     }
 }

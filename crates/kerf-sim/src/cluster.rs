@@ -680,6 +680,7 @@ impl Cluster {
                     *self.counters.recorded.entry(reason).or_default() += 1;
                     continue;
                 }
+                Action::Disrupting { .. } => continue,
             }
             // Any other action may have changed the view. (An eviction refused or an
             // event recorded did not: the disruption pass may skip an unchanged view.)

@@ -217,6 +217,7 @@ where
 pub struct Kerf {
     child: Child,
     pub log: PathBuf,
+    pub metrics_port: u16,
 }
 
 impl Kerf {
@@ -227,6 +228,7 @@ impl Kerf {
             .append(true)
             .open(&log)
             .unwrap();
+        let metrics_port = free_port();
         let mut command = Command::new(env!("CARGO_BIN_EXE_kerf"));
         command
             .args(["controller", "--cloud-provider", "kwok"])
@@ -234,7 +236,7 @@ impl Kerf {
             .env("POD_NAME", name)
             .env("LEADER_ELECTION_NAMESPACE", "default")
             // Ports of their own, so two replicas and other tests never collide.
-            .env("METRICS_PORT", free_port().to_string())
+            .env("METRICS_PORT", metrics_port.to_string())
             .env("HEALTH_PROBE_PORT", free_port().to_string())
             .env("LOG_LEVEL", "debug")
             .env("RUST_LOG", "info,kerf_kube=debug")
@@ -245,7 +247,29 @@ impl Kerf {
             command.env(k, v);
         }
         let child = command.spawn().expect("kerf starts");
-        Kerf { child, log }
+        Kerf {
+            child,
+            log,
+            metrics_port,
+        }
+    }
+
+    /// `GET /metrics`: the Prometheus text kerf serves.
+    pub fn scrape(&self) -> String {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.metrics_port))
+            .expect("kerf's metrics port answers");
+        stream
+            .write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+        assert!(
+            head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+            "{head}"
+        );
+        body.to_string()
     }
 
     /// SIGKILL: no cleanup of any kind, as a crashed or OOM-killed pod.

@@ -147,6 +147,20 @@ fn provisions_nodes_for_pending_pods_and_removes_them_when_empty() {
     }
     let claims = env.nodeclaims();
     assert_eq!(claims.len(), managed.len(), "one NodeClaim per node");
+    // Karpenter's metrics, by its names and labels (the state gauges refresh every 5 s).
+    let launched = format!(
+        "karpenter_nodeclaims_created_total{{reason=\"provisioning\",nodepool=\"default\",min_values_relaxed=\"false\"}} {}",
+        claims.len()
+    );
+    env.wait(Duration::from_secs(20), "metrics report the nodes", |_| {
+        let text = kerf.scrape();
+        text.contains(&launched)
+            && text.contains("karpenter_nodes_allocatable{")
+            && text.contains("karpenter_pods_state{")
+            && text.contains("karpenter_nodes_created_total{nodepool=\"default\"")
+            && text.contains("# TYPE karpenter_pods_startup_duration_seconds summary")
+            && text.contains("karpenter_cloudprovider_duration_seconds_bucket{controller=\"nodeclaim.lifecycle\",method=\"Create\",provider=\"kwok\"")
+    });
     for nc in &claims {
         assert!(nc.name_any().starts_with("default-"));
         assert!(
@@ -194,6 +208,16 @@ fn provisions_nodes_for_pending_pods_and_removes_them_when_empty() {
         nothing_managed_left,
     );
     assert!(kerf.exited().is_none(), "kerf exited:\n{}", kerf.log_text());
+    let text = kerf.scrape();
+    for expected in [
+        "karpenter_voluntary_disruption_decisions_total{decision=\"delete\",reason=\"empty\",consolidation_type=\"empty\"}",
+        "karpenter_nodeclaims_disrupted_total{reason=\"empty\",nodepool=\"default\",capacity_type=\"on-demand\"}",
+        "karpenter_nodeclaims_terminated_total{nodepool=\"default\",capacity_type=\"on-demand\"",
+        "karpenter_nodes_terminated_total{nodepool=\"default\"",
+        "# TYPE karpenter_nodes_termination_duration_seconds summary",
+    ] {
+        assert!(text.contains(expected), "no {expected} in\n{text}");
+    }
     assert!(kerf.terminate().success(), "kerf stops cleanly on SIGTERM");
 }
 
