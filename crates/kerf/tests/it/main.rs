@@ -3,6 +3,7 @@
 mod chart;
 mod controller;
 mod disrupt;
+mod observe;
 mod scenarios;
 
 use std::path::{Path, PathBuf};
