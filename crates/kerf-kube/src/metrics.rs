@@ -121,6 +121,10 @@ fn describe() {
         "The time from pod creation until the pod is running."
     );
     describe_histogram!(
+        "karpenter_pods_bound_duration_seconds",
+        "The time from pod creation until the pod is bound."
+    );
+    describe_histogram!(
         "karpenter_scheduler_scheduling_duration_seconds",
         "Duration of scheduling simulations used for deprovisioning and provisioning in seconds."
     );
@@ -242,7 +246,32 @@ pub fn build_info() {
     .set(1.0);
 }
 
+/// Registers the histograms kerf will record, at zero, so the first observation is an
+/// increase `rate()` can see (a series that appears with its first sample shows none).
+pub fn register(provider: &'static str) {
+    for (controller, method) in [
+        ("nodeclaim.lifecycle", "Create"),
+        ("nodeclaim.termination", "Delete"),
+        ("nodeclaim.garbagecollection", "List"),
+    ] {
+        let _ = histogram!(
+            "karpenter_cloudprovider_duration_seconds",
+            "controller" => controller,
+            "method" => method,
+            "provider" => provider,
+        );
+    }
+    let _ = histogram!("karpenter_scheduler_scheduling_duration_seconds", "controller" => "provisioner");
+    let _ = histogram!(
+        "karpenter_voluntary_disruption_decision_evaluation_duration_seconds",
+        "reason" => "",
+        "consolidation_type" => "",
+    );
+    let _ = histogram!("karpenter_pods_bound_duration_seconds");
+}
+
 pub fn claim_created(nodepool: &str, reason: &'static str) {
+    let _ = histogram!("karpenter_nodeclaims_termination_duration_seconds", "nodepool" => nodepool.to_string());
     counter!(
         "karpenter_nodeclaims_created_total",
         "reason" => reason,
@@ -360,15 +389,20 @@ pub fn step_duration(seconds: f64, pending: bool) {
     }
 }
 
+pub fn pod_bound(seconds: f64) {
+    histogram!("karpenter_pods_bound_duration_seconds").record(seconds);
+}
+
 pub fn pod_started(seconds: f64) {
     histogram!("karpenter_pods_startup_duration_seconds").record(seconds);
 }
 
-/// Which pods' startup was already measured (by UID), so a pod counts once; pods that
-/// became ready before this process started are not measured.
+/// Which pods' binding and startup were already measured (by UID), so a pod counts
+/// once; pods bound or ready before this process started are not measured.
 #[derive(Default)]
 pub struct PodStartup {
     measured: BTreeSet<String>,
+    bound: BTreeSet<String>,
     since_ms: i64,
 }
 
@@ -376,6 +410,7 @@ impl PodStartup {
     pub fn new(since_ms: i64) -> PodStartup {
         PodStartup {
             measured: BTreeSet::new(),
+            bound: BTreeSet::new(),
             since_ms,
         }
     }
@@ -385,23 +420,35 @@ impl PodStartup {
         let Some(uid) = pod.metadata.uid.as_deref() else {
             return;
         };
-        if self.measured.contains(uid) {
-            return;
-        }
         let Some(created) = pod.metadata.creation_timestamp.as_ref() else {
             return;
         };
-        let ready = pod
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .and_then(|c| c.iter().find(|c| c.type_ == "Ready" && c.status == "True"))
-            .and_then(|c| c.last_transition_time.as_ref());
+        let condition = |type_: &str| {
+            pod.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .and_then(|c| c.iter().find(|c| c.type_ == type_ && c.status == "True"))
+                .and_then(|c| c.last_transition_time.as_ref())
+                .map(|t| t.0.as_millisecond())
+        };
+        // `karpenter_pods_bound_duration_seconds`: creation to `PodScheduled`.
+        if !self.bound.contains(uid)
+            && let Some(bound_ms) = condition("PodScheduled")
+        {
+            self.bound.insert(uid.to_string());
+            if bound_ms >= self.since_ms {
+                pod_bound((bound_ms - created.0.as_millisecond()).max(0) as f64 / 1000.0);
+            }
+        }
+        if self.measured.contains(uid) {
+            return;
+        }
+        let ready = condition("Ready");
         let Some(ready) = ready else {
             return;
         };
         self.measured.insert(uid.to_string());
-        let ready_ms = ready.0.as_millisecond();
+        let ready_ms = ready;
         if ready_ms < self.since_ms {
             return;
         }
@@ -412,6 +459,7 @@ impl PodStartup {
     pub fn forget(&mut self, pod: &k8s_openapi::api::core::v1::Pod) {
         if let Some(uid) = pod.metadata.uid.as_deref() {
             self.measured.remove(uid);
+            self.bound.remove(uid);
         }
     }
 }
@@ -501,8 +549,16 @@ fn node_labels(node: &kerf_model::Node) -> Vec<(&'static str, String)> {
     ]
 }
 
-fn set_resources(name: &'static str, base: &[(&'static str, String)], resources: &Resources) {
-    for (resource, q) in resources.iter() {
+/// Sets one gauge per resource of `names` (a resource `resources` lacks reads 0, so a
+/// node with no DaemonSet pods still reports `total_daemon_requests` and sums add up).
+fn set_resources(
+    name: &'static str,
+    base: &[(&'static str, String)],
+    names: &Resources,
+    resources: &Resources,
+) {
+    for resource in names.names() {
+        let q = resources.get(resource);
         let mut labels: Vec<metrics::Label> = base
             .iter()
             .map(|(k, v)| metrics::Label::new(*k, v.clone()))
@@ -535,12 +591,24 @@ fn refresh_nodes(view: &ClusterView, now_ms: i64) {
                 }
             }
         }
-        set_resources("karpenter_nodes_allocatable", &base, &node.allocatable);
-        set_resources("karpenter_nodes_total_pod_requests", &base, &pods);
-        set_resources("karpenter_nodes_total_daemon_requests", &base, &daemons);
+        let names = &node.allocatable;
+        set_resources(
+            "karpenter_nodes_allocatable",
+            &base,
+            names,
+            &node.allocatable,
+        );
+        set_resources("karpenter_nodes_total_pod_requests", &base, names, &pods);
+        set_resources(
+            "karpenter_nodes_total_daemon_requests",
+            &base,
+            names,
+            &daemons,
+        );
         set_resources(
             "karpenter_nodes_system_overhead",
             &base,
+            names,
             &node.capacity.minus(&node.allocatable),
         );
         if let Some(created) = node.created_at {

@@ -282,6 +282,7 @@ async fn run_with<P: Provider>(
         cancel.clone(),
     );
     let metrics = crate::metrics::install()?;
+    crate::metrics::register(provider.name());
     let metrics_router = {
         let metrics = metrics.clone();
         axum::Router::new().route(

@@ -28,8 +28,8 @@ use serde_json::json;
 use tokio::task::JoinSet;
 
 use crate::claims;
-use crate::metrics;
 use crate::events::{Dedupe, Outgoing};
+use crate::metrics;
 use crate::state::{Kind, RecentCloud, State};
 
 /// How often the cloud's instance list is read again (garbage collection, adoption).
