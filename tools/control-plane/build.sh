@@ -27,6 +27,10 @@ if have_all; then echo "$bin"; exit 0; fi
 
 command -v go >/dev/null || { echo "control-plane: go is not installed (needed to build the test control plane)" >&2; exit 1; }
 export CGO_ENABLED=0 GOFLAGS=-buildvcs=false
+# A private module and build cache, removed once the binaries exist: Kubernetes' sources
+# and objects are several GB that nothing needs after this (a CI machine's disk is finite).
+export GOMODCACHE="$root/.go/mod" GOCACHE="$root/.go/cache"
+scratch_clean() { chmod -R u+w "$root/.go" 2>/dev/null || true; rm -rf "$root/.go"; }
 mkdir -p "$bin"
 log() { echo "control-plane: $*" >&2; }
 
@@ -117,4 +121,5 @@ if ! [[ -x "$bin/kwok" ]]; then
 fi
 
 have_all || { log "some binaries are missing after the build"; exit 1; }
+scratch_clean
 echo "$bin"
