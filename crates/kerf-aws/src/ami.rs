@@ -119,23 +119,26 @@ pub fn alias_family(alias: &str) -> Option<&'static str> {
 /// The SSM parameters an alias reads for Kubernetes `k8s` (`1.33`). A parameter that
 /// does not exist (no arm64 neuron image, say) is skipped by the caller; an alias none
 /// of whose parameters exist resolves to nothing, which is `AMIsReady=False`.
+/// An Amazon Linux alias's version: `latest` (no pin) or a release date `vYYYYMMDD`.
+fn dated_pin<'a>(alias: &str, version: &'a str) -> Result<Option<&'a str>, AliasError> {
+    match version {
+        "latest" => Ok(None),
+        v if dated(v) => Ok(Some(v)),
+        v => Err(AliasError::BadVersion {
+            alias: alias.into(),
+            version: v.into(),
+            expected: "vYYYYMMDD",
+        }),
+    }
+}
+
 pub fn alias_parameters(alias: &str, k8s: &str) -> Result<Vec<AliasParameter>, AliasError> {
     let (family, version) = alias.split_once('@').unwrap_or((alias, "latest"));
     let family = family.to_ascii_lowercase();
     let mut out = Vec::new();
     match family.as_str() {
         "al2023" => {
-            let pinned = match version {
-                "latest" => None,
-                v if dated(v) => Some(v),
-                v => {
-                    return Err(AliasError::BadVersion {
-                        alias: alias.into(),
-                        version: v.into(),
-                        expected: "vYYYYMMDD",
-                    });
-                }
-            };
+            let pinned = dated_pin(alias, version)?;
             for arch in ["x86_64", "arm64"] {
                 for variant in [Variant::Standard, Variant::Nvidia, Variant::Neuron] {
                     let leaf = match pinned {
@@ -158,17 +161,7 @@ pub fn alias_parameters(alias: &str, k8s: &str) -> Result<Vec<AliasParameter>, A
             if at_least_1_33(k8s) {
                 return Err(AliasError::Al2Retired(alias.into()));
             }
-            let pinned = match version {
-                "latest" => None,
-                v if dated(v) => Some(v),
-                v => {
-                    return Err(AliasError::BadVersion {
-                        alias: alias.into(),
-                        version: v.into(),
-                        expected: "vYYYYMMDD",
-                    });
-                }
-            };
+            let pinned = dated_pin(alias, version)?;
             for (suffix, arch, variant) in [
                 ("", "x86_64", Variant::Standard),
                 ("-arm64", "arm64", Variant::Standard),

@@ -184,8 +184,8 @@ impl Queue {
         out: &mut Vec<Action>,
     ) {
         out.push(Action::Disrupting {
-            method: command.method.as_str(),
-            decision: command.decision.as_str(),
+            method: command.method,
+            decision: command.decision,
             nodes: command.nodes.clone(),
             savings_per_hour: command.savings_per_hour,
         });

@@ -171,10 +171,8 @@ pub enum Action {
     /// kerf's savings). The taints, launches and deletions it needs follow as actions of
     /// their own.
     Disrupting {
-        /// `emptiness`, `drift`, `single-node-consolidation`, ...
-        method: &'static str,
-        /// `delete` or `replace`.
-        decision: &'static str,
+        method: kerf_disruption::Method,
+        decision: kerf_disruption::Decision,
         nodes: Vec<String>,
         /// Price of the nodes less price of the replacements, dollars per hour.
         savings_per_hour: f64,

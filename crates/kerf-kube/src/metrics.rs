@@ -17,10 +17,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use kerf_controllers::ClusterView;
+use kerf_disruption::{Decision, Method};
 use kerf_model::{Resources, labels};
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use metrics_util::MetricKindMask;
+
+use crate::claims;
 
 /// How often the state gauges are read off the view.
 pub const REFRESH_EVERY_MS: i64 = 5_000;
@@ -221,17 +224,20 @@ fn units(q: kerf_model::Quantity) -> f64 {
     q.0 as f64 / 1000.0
 }
 
-/// `(reason, consolidation_type)` of a disruption method, as Karpenter labels its
-/// decisions: `empty`/`empty`, `underutilized`/`single`|`multi`, `drifted`/``.
-pub fn disruption_labels(method: &str) -> (&'static str, &'static str) {
+/// Karpenter's `reason` label of a claim deleted for `reason` (a disruption method,
+/// `interruption`, ...): its `DisruptionReason`, lower case (`empty`, `underutilized`,
+/// `drifted`, ...); `None` for deletions that are no disruption.
+pub fn disruption_reason_label(reason: &str) -> Option<String> {
+    claims::disruption_reason(reason).map(str::to_ascii_lowercase)
+}
+
+/// Karpenter's `consolidation_type` label: `empty`, `single`, `multi`, `""` otherwise.
+fn consolidation_type(method: Method) -> &'static str {
     match method {
-        "emptiness" => ("empty", "empty"),
-        "single-node-consolidation" => ("underutilized", "single"),
-        "multi-node-consolidation" => ("underutilized", "multi"),
-        "drift" => ("drifted", ""),
-        "expiration" => ("expired", ""),
-        "interruption" => ("interrupted", ""),
-        _ => ("other", ""),
+        Method::Emptiness => "empty",
+        Method::SingleNodeConsolidation => "single",
+        Method::MultiNodeConsolidation => "multi",
+        Method::Drift | Method::Expiration => "",
     }
 }
 
@@ -270,11 +276,11 @@ pub fn register(provider: &'static str) {
     let _ = histogram!("karpenter_pods_bound_duration_seconds");
 }
 
-pub fn claim_created(nodepool: &str, reason: &'static str) {
+pub fn claim_created(nodepool: &str, reason: &str) {
     let _ = histogram!("karpenter_nodeclaims_termination_duration_seconds", "nodepool" => nodepool.to_string());
     counter!(
         "karpenter_nodeclaims_created_total",
-        "reason" => reason,
+        "reason" => reason.to_string(),
         "nodepool" => nodepool.to_string(),
         "min_values_relaxed" => "false",
     )
@@ -295,8 +301,11 @@ pub fn claim_terminated(nodepool: &str, capacity_type: &str, zone: &str, seconds
     }
 }
 
-pub fn claim_disrupted(method: &str, nodepool: &str, capacity_type: &str) {
-    let (reason, _) = disruption_labels(method);
+/// A claim deleted for `reason`; deletions that are no disruption are not counted.
+pub fn claim_disrupted(reason: &str, nodepool: &str, capacity_type: &str) {
+    let Some(reason) = disruption_reason_label(reason) else {
+        return;
+    };
     counter!(
         "karpenter_nodeclaims_disrupted_total",
         "reason" => reason,
@@ -307,13 +316,12 @@ pub fn claim_disrupted(method: &str, nodepool: &str, capacity_type: &str) {
 }
 
 /// One disruption command begun.
-pub fn disruption_decided(method: &str, decision: &str) {
-    let (reason, consolidation_type) = disruption_labels(method);
+pub fn disruption_decided(method: Method, decision: Decision) {
     counter!(
         "karpenter_voluntary_disruption_decisions_total",
-        "decision" => decision.to_string(),
-        "reason" => reason,
-        "consolidation_type" => consolidation_type,
+        "decision" => decision.as_str(),
+        "reason" => disruption_reason_label(method.as_str()).unwrap_or_default(),
+        "consolidation_type" => consolidation_type(method),
     )
     .increment(1);
 }
@@ -867,11 +875,18 @@ mod tests {
 
     #[test]
     fn disruption_methods_map_to_karpenter_reasons() {
-        assert_eq!(disruption_labels("emptiness"), ("empty", "empty"));
         assert_eq!(
-            disruption_labels("multi-node-consolidation"),
-            ("underutilized", "multi")
+            disruption_reason_label("emptiness").as_deref(),
+            Some("empty")
         );
-        assert_eq!(disruption_labels("drift"), ("drifted", ""));
+        assert_eq!(
+            disruption_reason_label("multi-node-consolidation").as_deref(),
+            Some("underutilized")
+        );
+        assert_eq!(disruption_reason_label("drift").as_deref(), Some("drifted"));
+        assert_eq!(disruption_reason_label("launch-failed: x"), None);
+        assert_eq!(consolidation_type(Method::Emptiness), "empty");
+        assert_eq!(consolidation_type(Method::MultiNodeConsolidation), "multi");
+        assert_eq!(consolidation_type(Method::Drift), "");
     }
 }

@@ -113,7 +113,7 @@ pub struct Shell<P: Provider> {
     pub gauges: metrics::Gauges,
     /// Set by a disruption command for the rest of its step: the claims created after
     /// it are its replacements (`nodeclaims_created_total{reason}`).
-    replacing_for: Option<&'static str>,
+    replacing_for: Option<String>,
 }
 
 impl<P: Provider> Shell<P> {
@@ -491,8 +491,8 @@ impl<P: Provider> Shell<P> {
                 savings_per_hour,
             } => {
                 metrics::disruption_decided(method, decision);
-                if decision == "replace" {
-                    self.replacing_for = Some(metrics::disruption_labels(method).0);
+                if decision == kerf_disruption::Decision::Replace {
+                    self.replacing_for = metrics::disruption_reason_label(method.as_str());
                 }
                 let share = savings_per_hour / nodes.len().max(1) as f64;
                 for node in &nodes {
@@ -504,7 +504,7 @@ impl<P: Provider> Shell<P> {
                         .and_then(|n| n.labels.get(labels::NODEPOOL))
                         .cloned()
                         .unwrap_or_default();
-                    self.gauges.saved(&pool, method, share);
+                    self.gauges.saved(&pool, method.as_str(), share);
                 }
             }
         }
@@ -558,7 +558,13 @@ impl<P: Provider> Shell<P> {
         let nodeclaim = claims::to_nodeclaim(claim, pool);
         let api: Api<crd::NodeClaim> = Api::all(self.client.clone());
         let created = match api.create(&PostParams::default(), &nodeclaim).await {
-            Ok(c) => c,
+            Ok(c) => {
+                metrics::claim_created(
+                    &claim.nodepool,
+                    self.replacing_for.as_deref().unwrap_or("provisioning"),
+                );
+                c
+            }
             // Made before a lost answer or a restart: the name is the loops' own.
             Err(e) if is_code(&e, 409) => match api.get(&claim.name).await {
                 Ok(c) => c,
@@ -567,12 +573,6 @@ impl<P: Provider> Shell<P> {
             Err(e) => return report("create nodeclaim", &claim.name, &e),
         };
         tracing::info!(nodeclaim = %claim.name, nodepool = %claim.nodepool, options = claim.options.len(), first = ?claim.options.first().map(ToString::to_string), "created nodeclaim");
-        if created.metadata.creation_timestamp.as_ref().map(claims::ms) >= Some(now - 60_000) {
-            metrics::claim_created(
-                &claim.nodepool,
-                self.replacing_for.unwrap_or("provisioning"),
-            );
-        }
         let generation = created.metadata.generation;
         self.state.apply_nodeclaim(&created);
         if created
@@ -934,9 +934,7 @@ impl<P: Provider> Shell<P> {
         match api.delete(name, &DeleteParams::default()).await {
             Ok(either) => {
                 tracing::info!(nodeclaim = %name, reason, "deleting nodeclaim");
-                if metrics::disruption_labels(reason).0 != "other"
-                    && let Some(c) = self.state.view.claims.get(name)
-                {
+                if let Some(c) = self.state.view.claims.get(name) {
                     metrics::claim_disrupted(
                         reason,
                         &c.nodepool,
