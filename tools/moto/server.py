@@ -18,7 +18,20 @@ Starts `moto.server.ThreadedMotoServer` on 127.0.0.1 at a free port, seeds:
 Then prints one JSON line (endpoint, region, cluster, the seeded IDs) and serves until
 its standard input closes, so a test that drops the child ends it.
 
+With `--iam-stack deploy/aws/cloudformation.yaml --audit-log FILE` the account is set up
+as an operator would: the template is deployed as a CloudFormation stack (the node role,
+the interruption queue and its rules, kerf's controller policy), an IAM user
+`kerf-controller` gets only that policy and an `admin` user gets everything, and from
+then on moto enforces IAM: every request must be signed by one of them and allowed by
+its policies. Each authorization decision is appended to FILE as a JSON line
+(principal, action, allowed). moto names a request's resource for few calls, and not as
+IAM does (it names the role, not the instance profile, for AddRoleToInstanceProfile), so
+here a statement's Resource always matches and moto decides on actions; moto evaluates
+no condition keys of identity policies either. Scoping by resource and tag is the
+policy's text, checked by cfn-lint and by kerf-aws's test of the policy's statements.
+
 Usage: server.py [--cluster NAME] [--region REGION] [--k8s 1.33]
+                 [--iam-stack TEMPLATE --audit-log FILE]
 """
 
 import argparse
@@ -27,6 +40,7 @@ import datetime
 import json
 import socket
 import sys
+import threading
 import time
 
 import boto3
@@ -131,12 +145,108 @@ def seed_images(region, k8s):
     return images
 
 
+def accept_string_policy_documents():
+    """CloudFormation takes a ManagedPolicy's PolicyDocument as an object or as a JSON
+    string (the template's is a string, because its condition keys carry the cluster's
+    name); moto's CloudFormation only takes the object. Parse the string first."""
+    from moto.iam.models import ManagedPolicy
+
+    original = ManagedPolicy.create_from_cloudformation_json.__func__
+
+    def create(cls, resource_name, cloudformation_json, account_id, region_name, **kw):
+        props = cloudformation_json.get("Properties", {})
+        if isinstance(props.get("PolicyDocument"), str):
+            props["PolicyDocument"] = json.loads(props["PolicyDocument"])
+        return original(cls, resource_name, cloudformation_json, account_id, region_name, **kw)
+
+    ManagedPolicy.create_from_cloudformation_json = classmethod(create)
+
+
+def deploy_iam_stack(client, cluster, template):
+    """Deploys the template; returns the controller policy's ARN and document (as moto
+    stored it, substitutions done) and the interruption queue's name."""
+    accept_string_policy_documents()
+    cfn = client("cloudformation")
+    stack = f"kerf-{cluster}"
+    with open(template) as f:
+        cfn.create_stack(
+            StackName=stack,
+            TemplateBody=f.read(),
+            Parameters=[{"ParameterKey": "ClusterName", "ParameterValue": cluster}],
+            Capabilities=["CAPABILITY_NAMED_IAM"],
+        )
+    desc = cfn.describe_stacks(StackName=stack)["Stacks"][0]
+    if desc["StackStatus"] != "CREATE_COMPLETE":
+        raise SystemExit(f"stack {stack}: {desc['StackStatus']} {desc.get('StackStatusReason')}")
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in desc.get("Outputs", [])}
+    iam = client("iam")
+    arn = outputs["ControllerPolicyArn"]
+    version = iam.get_policy(PolicyArn=arn)["Policy"]["DefaultVersionId"]
+    document = iam.get_policy_version(PolicyArn=arn, VersionId=version)["PolicyVersion"][
+        "Document"
+    ]
+    if isinstance(document, str):
+        document = json.loads(document)
+    return arn, document, outputs["InterruptionQueueName"]
+
+
+def iam_user(iam, name, policy_arn=None, inline=None):
+    iam.create_user(UserName=name)
+    if policy_arn:
+        iam.attach_user_policy(UserName=name, PolicyArn=policy_arn)
+    if inline:
+        iam.put_user_policy(UserName=name, PolicyName="inline", PolicyDocument=json.dumps(inline))
+    key = iam.create_access_key(UserName=name)["AccessKey"]
+    arn = iam.get_user(UserName=name)["User"]["Arn"]
+    return {"access_key_id": key["AccessKeyId"], "secret_access_key": key["SecretAccessKey"], "arn": arn}
+
+
+def enforce_iam(audit_log):
+    """From here on moto authenticates and authorizes every request (see the module's
+    docstring for what it decides on), and each decision goes to `audit_log`."""
+    from moto import settings
+    from moto.core.authorization import ActionAuthenticatorMixin
+    from moto.iam import access_control
+
+    out = open(audit_log, "a", buffering=1)
+    lock = threading.Lock()
+
+    def record(request, allowed):
+        principal = getattr(request._access_key, "arn", None)
+        with lock:
+            out.write(json.dumps({"principal": principal, "action": request._action, "allowed": allowed}) + "\n")
+
+    check = access_control.IAMRequestBase.check_action_permitted
+
+    def checked(self, resource):
+        try:
+            check(self, resource)
+        except Exception:
+            record(self, False)
+            raise
+        record(self, True)
+
+    access_control.IAMRequestBase.check_action_permitted = checked
+    matches = access_control.IAMPolicyStatement._check_element_matches
+
+    def element_matches(self, element, value):
+        return True if element == "Resource" else matches(self, element, value)
+
+    access_control.IAMPolicyStatement._check_element_matches = element_matches
+    settings.INITIAL_NO_AUTH_ACTION_COUNT = 0
+    ActionAuthenticatorMixin.request_count = 0
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--cluster", default="kerf-test")
     parser.add_argument("--region", default="us-west-2")
     parser.add_argument("--k8s", default="1.33")
+    parser.add_argument("--iam-stack", help="a CloudFormation template to deploy, then enforce IAM")
+    parser.add_argument("--audit-log", help="with --iam-stack: where authorization decisions go")
     args = parser.parse_args()
+    if bool(args.iam_stack) != bool(args.audit_log):
+        parser.error("--iam-stack and --audit-log go together")
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     port = free_port()
@@ -176,26 +286,47 @@ def main():
 
     iam = client("iam")
     role = f"KarpenterNodeRole-{args.cluster}"
-    iam.create_role(
-        RoleName=role,
-        AssumeRolePolicyDocument=json.dumps(
-            {
-                "Version": "2012-10-17",
-                "Statement": [
-                    {
-                        "Effect": "Allow",
-                        "Principal": {"Service": "ec2.amazonaws.com"},
-                        "Action": "sts:AssumeRole",
-                    }
-                ],
-            }
-        ),
-    )
+    extra = {}
+    if args.iam_stack:
+        # The stack makes the node role, the queue and the controller policy.
+        policy_arn, document, queue = deploy_iam_stack(client, args.cluster, args.iam_stack)
+        extra["iam"] = {
+            "policy_arn": policy_arn,
+            "policy_document": document,
+            "queue": queue,
+            "controller": iam_user(iam, "kerf-controller", policy_arn=policy_arn),
+            "admin": iam_user(
+                iam,
+                "admin",
+                inline={
+                    "Version": "2012-10-17",
+                    "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}],
+                },
+            ),
+        }
+    else:
+        iam.create_role(
+            RoleName=role,
+            AssumeRolePolicyDocument=json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {
+                            "Effect": "Allow",
+                            "Principal": {"Service": "ec2.amazonaws.com"},
+                            "Action": "sts:AssumeRole",
+                        }
+                    ],
+                }
+            ),
+        )
     profile = f"KarpenterNodeInstanceProfile-{args.cluster}"
     iam.create_instance_profile(InstanceProfileName=profile)
     iam.add_role_to_instance_profile(InstanceProfileName=profile, RoleName=role)
 
     images = seed_images(args.region, args.k8s)
+    if args.iam_stack:
+        enforce_iam(args.audit_log)
 
     print(
         json.dumps(
@@ -211,6 +342,7 @@ def main():
                 "role": role,
                 "instance_profile": profile,
                 "images": images,
+                **extra,
             }
         ),
         flush=True,

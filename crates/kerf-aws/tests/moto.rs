@@ -2,13 +2,13 @@
 //! listing, garbage-collection candidates, faults moto cannot produce (injected by an
 //! SDK interceptor), and interruption messages through a real queue.
 //!
-//! Needs `python3` with `moto[server]` (`pip install 'moto[server]'`); fails, never skips,
-//! when they are missing.
+//! Needs `python3`; `tools/moto/install.sh` puts moto and cfn-lint from PyPI in a cached
+//! virtualenv on first use. Fails, never skips, when they cannot be had.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::context::{
@@ -45,14 +45,45 @@ impl Drop for Moto {
 }
 
 fn start_moto() -> Moto {
+    start_moto_with(&[])
+}
+
+/// The interpreter of the virtualenv `tools/moto/install.sh` makes (once per machine).
+fn python() -> &'static str {
+    static PYTHON: OnceLock<String> = OnceLock::new();
+    PYTHON.get_or_init(|| {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tools/moto/install.sh");
+        let out = Command::new("bash")
+            .arg(script)
+            .stderr(Stdio::inherit())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {script}: {e}"));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        match stdout.lines().find_map(|l| l.strip_prefix("python=")) {
+            Some(p) if out.status.success() => p.to_string(),
+            _ => panic!("{script} failed ({}): {stdout}", out.status),
+        }
+    })
+}
+
+fn start_moto_with(extra: &[&str]) -> Moto {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tools/moto/server.py");
-    let mut child = Command::new("python3")
-        .args([script, "--cluster", CLUSTER, "--region", REGION, "--k8s", "1.33"])
+    let mut child = Command::new(python())
+        .args([
+            script,
+            "--cluster",
+            CLUSTER,
+            "--region",
+            REGION,
+            "--k8s",
+            "1.33",
+        ])
+        .args(extra)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot start python3 for moto ({e}): install Python 3 and `pip install 'moto[server]'`"));
+        .unwrap_or_else(|e| panic!("cannot start {} for moto: {e}", python()));
     let mut line = String::new();
     BufReader::new(child.stdout.take().expect("stdout"))
         .read_line(&mut line)
@@ -63,9 +94,7 @@ fn start_moto() -> Moto {
             use std::io::Read;
             let _ = e.read_to_string(&mut err);
         }
-        panic!(
-            "moto did not start (is `moto[server]` installed? `pip install 'moto[server]'`):\n{err}"
-        );
+        panic!("moto did not start:\n{err}");
     }
     let info: serde_json::Value = serde_json::from_str(&line).expect("moto's JSON line");
     Moto { child, info }
@@ -83,11 +112,19 @@ impl Moto {
     }
 
     async fn clients(&self, interceptor: Option<SharedInterceptor>) -> Clients {
+        self.clients_as(("testing", "testing"), interceptor).await
+    }
+
+    async fn clients_as(
+        &self,
+        (key, secret): (&str, &str),
+        interceptor: Option<SharedInterceptor>,
+    ) -> Clients {
         let config = kerf_aws::clients::loader()
             .endpoint_url(self.endpoint())
             .region(aws_config::Region::new(REGION))
             .credentials_provider(aws_sdk_ec2::config::Credentials::new(
-                "testing", "testing", None, None, "moto",
+                key, secret, None, None, "moto",
             ))
             .load()
             .await;
@@ -95,9 +132,13 @@ impl Moto {
     }
 
     async fn provider(&self, interceptor: Option<SharedInterceptor>) -> AwsProvider {
+        self.provider_on(self.clients(interceptor).await).await
+    }
+
+    async fn provider_on(&self, clients: Clients) -> AwsProvider {
         let classes: ResolvedClasses = Arc::new(RwLock::new(BTreeMap::new()));
         AwsProvider::new(
-            self.clients(interceptor).await,
+            clients,
             ClusterInfo {
                 name: CLUSTER.into(),
                 endpoint: "https://api.kerf-test.example".into(),
@@ -804,4 +845,397 @@ async fn interruption_messages_through_a_real_queue() {
         left, 1,
         "only the message whose handling failed stays: {a:?}"
     );
+}
+
+const POLICY: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../deploy/aws/controller-policy.json"
+);
+const TEMPLATE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../deploy/aws/cloudformation.yaml"
+);
+/// moto's account.
+const ACCOUNT: &str = "123456789012";
+
+/// Actions AWS authorizes on kerf's behalf inside a call kerf makes; moto checks none of
+/// them, so the policy grants them without the audit log showing them.
+const IMPLIED: [(&str, &str); 4] = [
+    ("ec2:RunInstances", "CreateFleet launches through it"),
+    (
+        "ec2:CreateTags",
+        "CreateFleet and CreateLaunchTemplate tag what they create",
+    ),
+    (
+        "iam:PassRole",
+        "CreateFleet and AddRoleToInstanceProfile pass the node role to EC2",
+    ),
+    (
+        "iam:TagInstanceProfile",
+        "CreateInstanceProfile creates the profile with its tags",
+    ),
+];
+
+/// `controller-policy.json` with the placeholders CloudFormation fills for this account.
+fn controller_policy() -> serde_json::Value {
+    let text = std::fs::read_to_string(POLICY)
+        .unwrap()
+        .replace("${AWS::Partition}", "aws")
+        .replace("${AWS::Region}", REGION)
+        .replace("${AWS::AccountId}", ACCOUNT)
+        .replace("${ClusterName}", CLUSTER);
+    assert!(!text.contains("${"), "a placeholder is left: {text}");
+    serde_json::from_str(&text).expect("controller-policy.json is JSON")
+}
+
+fn one_or_many(v: &serde_json::Value) -> Vec<String> {
+    match v {
+        serde_json::Value::String(s) => vec![s.clone()],
+        serde_json::Value::Array(a) => a.iter().map(|s| s.as_str().unwrap().to_string()).collect(),
+        other => panic!("not a string or a list: {other}"),
+    }
+}
+
+fn statements(policy: &serde_json::Value) -> &[serde_json::Value] {
+    policy["Statement"].as_array().unwrap()
+}
+
+fn granted_actions(policy: &serde_json::Value) -> BTreeSet<String> {
+    statements(policy)
+        .iter()
+        .flat_map(|s| one_or_many(&s["Action"]))
+        .collect()
+}
+
+fn cfn_lint_output(path: &std::path::Path) -> std::process::Output {
+    Command::new(python())
+        .args([
+            "-c",
+            "import sys, cfnlint.runner; sys.argv[0] = 'cfn-lint'; sys.exit(cfnlint.runner.main())",
+            "--",
+        ])
+        .arg(path)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {} for cfn-lint: {e}", python()))
+}
+
+fn cfn_lint(path: &std::path::Path) {
+    let out = cfn_lint_output(path);
+    assert!(
+        out.status.success(),
+        "cfn-lint {} ({}):\n{}{}",
+        path.display(),
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "kerf-aws-{}-{}",
+        std::process::id(),
+        jiff::Timestamp::now().as_nanosecond()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+/// cfn-lint (PyPI) on the template, and on the policy as an object (inside the template
+/// it is a `!Sub` string, whose action names cfn-lint does not read).
+#[test]
+fn the_template_and_the_policy_pass_cfn_lint() {
+    cfn_lint(std::path::Path::new(TEMPLATE));
+    let wrapped = serde_json::json!({
+        "AWSTemplateFormatVersion": "2010-09-09",
+        "Resources": {"KerfControllerPolicy": {
+            "Type": "AWS::IAM::ManagedPolicy",
+            "Properties": {"PolicyDocument": controller_policy()},
+        }},
+    });
+    let path = scratch("policy-template.json");
+    std::fs::write(&path, wrapped.to_string()).unwrap();
+    cfn_lint(&path);
+    // The lint can fail: a misspelt action is refused.
+    let misspelt = wrapped
+        .to_string()
+        .replace("ec2:DescribeSubnets", "ec2:DescribeSubnetz");
+    std::fs::write(&path, misspelt).unwrap();
+    assert!(
+        !cfn_lint_output(&path).status.success(),
+        "cfn-lint accepted ec2:DescribeSubnetz"
+    );
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+}
+
+/// What moto cannot check (resources and condition keys), checked on the policy's text:
+/// the scoping Karpenter's policy has, statement by statement.
+#[test]
+fn the_controller_policy_is_scoped_by_the_clusters_tags() {
+    let policy = controller_policy();
+    let owned = format!("kubernetes.io/cluster/{CLUSTER}");
+    for s in statements(&policy) {
+        let sid = s["Sid"].as_str().unwrap();
+        let actions = one_or_many(&s["Action"]);
+        let resources = one_or_many(&s["Resource"]);
+        assert_eq!(s["Effect"], "Allow", "{sid}");
+        for a in &actions {
+            assert!(!a.contains('*'), "{sid}: wildcard action {a}");
+        }
+        let cond = &s["Condition"];
+        let equals = |k: &str| cond["StringEquals"][k].clone();
+        let like = |k: &str| cond["StringLike"][k].clone();
+        if resources.iter().any(|r| r == "*") {
+            // Only reads may name every resource, and only in this region.
+            assert!(
+                actions.iter().all(|a| a.contains(":Describe")),
+                "{sid}: {actions:?} on *"
+            );
+            assert_eq!(equals("aws:RequestedRegion"), REGION, "{sid}");
+        }
+        let touches = |kind: &str| resources.iter().any(|r| r.contains(&format!(":{kind}/")));
+        if actions.iter().any(|a| a == "ec2:TerminateInstances") {
+            assert_eq!(
+                resources,
+                vec![format!("arn:aws:ec2:{REGION}:*:instance/*")]
+            );
+            assert_eq!(
+                equals(&format!("aws:ResourceTag/{owned}")),
+                "owned",
+                "{sid}"
+            );
+            assert_eq!(like("aws:ResourceTag/karpenter.sh/nodepool"), "*", "{sid}");
+        }
+        if actions.iter().any(|a| a == "ec2:CreateFleet") && touches("instance") {
+            // What kerf creates carries the cluster's tags, or it is not created.
+            assert_eq!(equals(&format!("aws:RequestTag/{owned}")), "owned", "{sid}");
+            assert_eq!(
+                equals("aws:RequestTag/eks:eks-cluster-name"),
+                CLUSTER,
+                "{sid}"
+            );
+            assert_eq!(like("aws:RequestTag/karpenter.sh/nodepool"), "*", "{sid}");
+        }
+        if actions.iter().any(|a| a == "ec2:CreateFleet")
+            && touches("launch-template")
+            && !touches("instance")
+        {
+            // Launches only from the cluster's own launch templates.
+            assert_eq!(
+                equals(&format!("aws:ResourceTag/{owned}")),
+                "owned",
+                "{sid}"
+            );
+        }
+        if actions.iter().any(|a| a == "ec2:CreateTags") {
+            assert_eq!(
+                equals("ec2:CreateAction"),
+                serde_json::json!(["RunInstances", "CreateFleet", "CreateLaunchTemplate"]),
+                "{sid}: tags only on what kerf creates"
+            );
+        }
+        if actions.iter().any(|a| a == "iam:PassRole") {
+            assert_eq!(
+                resources,
+                vec![format!(
+                    "arn:aws:iam::{ACCOUNT}:role/KarpenterNodeRole-{CLUSTER}"
+                )]
+            );
+            assert_eq!(
+                equals("iam:PassedToService"),
+                serde_json::json!(["ec2.amazonaws.com", "ec2.amazonaws.com.cn"])
+            );
+        }
+        if actions.iter().any(|a| {
+            a == "iam:AddRoleToInstanceProfile" || a == "iam:RemoveRoleFromInstanceProfile"
+        }) {
+            assert_eq!(
+                equals(&format!("aws:ResourceTag/{owned}")),
+                "owned",
+                "{sid}"
+            );
+            assert_eq!(
+                like("aws:ResourceTag/karpenter.k8s.aws/ec2nodeclass"),
+                "*",
+                "{sid}"
+            );
+        }
+        if actions.iter().any(|a| a == "iam:CreateInstanceProfile") {
+            assert_eq!(equals(&format!("aws:RequestTag/{owned}")), "owned", "{sid}");
+            assert_eq!(
+                equals("aws:RequestTag/topology.kubernetes.io/region"),
+                REGION,
+                "{sid}"
+            );
+        }
+        if actions.iter().any(|a| a.starts_with("sqs:")) {
+            assert_eq!(
+                resources,
+                vec![format!("arn:aws:sqs:{REGION}:{ACCOUNT}:{CLUSTER}")]
+            );
+        }
+    }
+}
+
+/// The account as an operator sets it up from `deploy/aws/cloudformation.yaml`, with moto
+/// enforcing IAM: kerf-aws resolves a class, repairs its instance profile, launches,
+/// lists, terminates and reads the interruption queue as a user holding only the
+/// controller policy. Every call it made was allowed, and the policy grants nothing it
+/// did not call (besides what AWS checks inside those calls, `IMPLIED`).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_controller_policy_allows_every_call_kerf_makes_and_no_other() {
+    let audit = scratch("audit.jsonl");
+    let moto = start_moto_with(&[
+        "--iam-stack",
+        TEMPLATE,
+        "--audit-log",
+        audit.to_str().unwrap(),
+    ]);
+    let iam = moto.info["iam"].clone();
+    // The stack's policy is controller-policy.json.
+    assert_eq!(iam["policy_document"], controller_policy());
+    let creds = |who: &str| {
+        (
+            iam[who]["access_key_id"].as_str().unwrap().to_string(),
+            iam[who]["secret_access_key"].as_str().unwrap().to_string(),
+        )
+    };
+    let (k, s) = creds("controller");
+    let kerf = moto
+        .provider_on(moto.clients_as((&k, &s), None).await)
+        .await;
+    let (k, s) = creds("admin");
+    let admin = moto.clients_as((&k, &s), None).await;
+
+    // A class naming the node role: kerf makes an instance profile holding it.
+    let node_role = format!("KarpenterNodeRole-{CLUSTER}");
+    let mut nc = class("default", "al2023@latest");
+    nc.spec.instance_profile = None;
+    nc.spec.role = Some(node_role.clone());
+    let status = kerf.resolve_class(&nc).await;
+    assert_eq!(
+        cond(&status, "Ready").status,
+        "True",
+        "{:?}",
+        status.conditions
+    );
+    let profile = status.instance_profile.clone().unwrap();
+    // Someone swaps the profile's role; kerf puts the class's back.
+    admin
+        .iam
+        .create_role()
+        .role_name("SomeOtherRole")
+        .assume_role_policy_document(
+            r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"ec2.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#,
+        )
+        .send()
+        .await
+        .unwrap();
+    admin
+        .iam
+        .remove_role_from_instance_profile()
+        .instance_profile_name(&profile)
+        .role_name(&node_role)
+        .send()
+        .await
+        .unwrap();
+    admin
+        .iam
+        .add_role_to_instance_profile()
+        .instance_profile_name(&profile)
+        .role_name("SomeOtherRole")
+        .send()
+        .await
+        .unwrap();
+    let status = kerf.resolve_class(&nc).await;
+    assert_eq!(
+        cond(&status, "Ready").status,
+        "True",
+        "{:?}",
+        status.conditions
+    );
+    let roles: Vec<String> = admin
+        .iam
+        .get_instance_profile()
+        .instance_profile_name(&profile)
+        .send()
+        .await
+        .unwrap()
+        .instance_profile
+        .unwrap()
+        .roles()
+        .iter()
+        .map(|r| r.role_name().to_string())
+        .collect();
+    assert_eq!(roles, vec![node_role.clone()]);
+
+    // Launch, list, terminate.
+    let created = kerf
+        .create(request(
+            "claim-1",
+            "default",
+            &[("m6i.large", "us-west-2b", "on-demand")],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(kerf.list().await.unwrap().len(), 1);
+    kerf.delete(created.instance.id.clone()).await.unwrap();
+
+    // The stack's interruption queue.
+    let queue_name = iam["queue"].as_str().unwrap();
+    let url = admin
+        .sqs
+        .get_queue_url()
+        .queue_name(queue_name)
+        .send()
+        .await
+        .unwrap()
+        .queue_url()
+        .unwrap()
+        .to_string();
+    admin
+        .sqs
+        .send_message()
+        .queue_url(&url)
+        .message_body(r#"{"version":"0","id":"a","detail-type":"EC2 Spot Instance Interruption Warning","source":"aws.ec2","account":"123456789012","time":"2026-01-01T00:00:00Z","region":"us-west-2","resources":[],"detail":{"instance-id":"i-spot","instance-action":"terminate"}}"#)
+        .send()
+        .await
+        .unwrap();
+    let mut queue = Queue::new(kerf.clients().sqs.clone(), queue_name)
+        .await
+        .unwrap();
+    queue.wait_seconds = 1;
+    let stats = queue.poll_once(|_| async { Ok(()) }).await.unwrap();
+    assert_eq!((stats.received, stats.handled), (1, 1));
+
+    // What moto decided for kerf's user.
+    let controller = iam["controller"]["arn"].as_str().unwrap();
+    let log = std::fs::read_to_string(&audit).unwrap();
+    let decisions: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|d: &serde_json::Value| d["principal"] == controller)
+        .collect();
+    let denied: Vec<&str> = decisions
+        .iter()
+        .filter(|d| d["allowed"] != true)
+        .map(|d| d["action"].as_str().unwrap())
+        .collect();
+    assert!(denied.is_empty(), "the policy refused kerf: {denied:?}");
+    let called: BTreeSet<String> = decisions
+        .iter()
+        .map(|d| d["action"].as_str().unwrap().to_string())
+        .collect();
+    let granted = granted_actions(&controller_policy());
+    let implied: BTreeSet<String> = IMPLIED.iter().map(|(a, _)| a.to_string()).collect();
+    let unused: Vec<&String> = granted
+        .iter()
+        .filter(|a| !called.contains(*a) && !implied.contains(*a))
+        .collect();
+    assert!(
+        unused.is_empty(),
+        "the policy grants actions kerf never called: {unused:?} (called: {called:?})"
+    );
+    assert!(implied.is_subset(&granted), "{implied:?} ⊄ {granted:?}");
+    let _ = std::fs::remove_dir_all(audit.parent().unwrap());
 }
