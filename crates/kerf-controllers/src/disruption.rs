@@ -18,6 +18,14 @@
 //! (`consolidateAfter`, expiry of the unavailable-offerings cache, budget schedules) can
 //! change its answer on an unchanged view, so those may act up to that much later.
 //!
+//! Each full pass tells the owners of the nodes it leaves alone what Karpenter tells
+//! them: `DisruptionBlocked` for a node that is no candidate (not initialized, nominated,
+//! a PDB that allows no eviction; a `do-not-disrupt` annotation is the user's choice and
+//! is not reported) and `Unconsolidatable` for one single-node consolidation could not
+//! improve, on the Node and its NodeClaim. Each node is told once per the reason's
+//! dedupe window (2 and 15 minutes, Karpenter's), or again when its reason changes, so
+//! a quiet cluster does not record an event per node per pass.
+//!
 //! After a restart the command in flight is forgotten: nodes still tainted
 //! `karpenter.sh/disrupted` whose claims are not deleting are untainted (as Karpenter
 //! does at startup), and replacements already launched stay as ordinary capacity.
@@ -25,7 +33,7 @@
 use std::collections::BTreeMap;
 
 use kerf_cloud::Offer;
-use kerf_disruption::{Command, Decision, Method, Snapshot};
+use kerf_disruption::{Command, Decision, Held, Kept, Method, Snapshot};
 use kerf_model::{Effect, Taint, labels};
 
 use crate::provisioner::{Namer, catalog_now, claim_for};
@@ -39,6 +47,8 @@ pub(crate) struct Queue {
     last_found_nothing: bool,
     pending: Option<(Command, i64)>,
     active: Option<Active>,
+    /// Nodes told they are held: the reason, its message and when.
+    told: BTreeMap<String, (Reason, String, i64)>,
 }
 
 #[derive(Debug)]
@@ -127,6 +137,7 @@ impl Queue {
             return;
         }
         let outcome = self.pass(now, view, config, unavailable, None);
+        self.tell(now, view, &outcome.kept, out);
         let command = outcome
             .commands
             .into_iter()
@@ -135,6 +146,35 @@ impl Queue {
         if let Some(command) = command {
             self.pending = Some((command, now));
         }
+    }
+
+    /// `DisruptionBlocked` and `Unconsolidatable` for the nodes a full pass kept, each
+    /// node at most once per its reason's dedupe window unless what it is told changes.
+    fn tell(&mut self, now: i64, view: &ClusterView, kept: &[Kept], out: &mut Vec<Action>) {
+        let mut told = BTreeMap::new();
+        for k in kept {
+            let reason = match k.held {
+                Held::Blocked => Reason::DisruptionBlocked,
+                Held::Unconsolidatable => Reason::Unconsolidatable,
+                Held::Quiet => continue,
+            };
+            let message = sentence(&k.reason);
+            let fresh = match self.told.remove(&k.node) {
+                Some((r, m, at))
+                    if r == reason && m == message && now - at < reason.dedupe_ms() =>
+                {
+                    told.insert(k.node.clone(), (r, m, at));
+                    false
+                }
+                _ => true,
+            };
+            if fresh {
+                record_on_nodes(view, std::slice::from_ref(&k.node), reason, &message, out);
+                told.insert(k.node.clone(), (reason, message, now));
+            }
+        }
+        // Nodes no longer held (or gone) are forgotten.
+        self.told = told;
     }
 
     /// When the queue next acts without the view changing: a pending command's
@@ -264,6 +304,15 @@ impl Queue {
             return true;
         }
         false
+    }
+}
+
+/// Karpenter's `pretty.Sentence`: the first letter capitalised.
+fn sentence(s: &str) -> String {
+    let mut chars = s.chars();
+    match chars.next() {
+        Some(c) => c.to_uppercase().chain(chars).collect(),
+        None => String::new(),
     }
 }
 

@@ -30,6 +30,9 @@ pub enum Reason {
     DisruptionBlocked,
     /// A consolidation decided on no longer held when it was validated (Node, NodeClaim).
     ConsolidationRejected,
+    /// Single-node consolidation found no cheaper way to run the node's pods (Node,
+    /// NodeClaim).
+    Unconsolidatable,
     /// A pod was evicted by a drain (pod).
     Evicted,
     /// The eviction API refused a drain's eviction, e.g. for a PodDisruptionBudget (Node).
@@ -69,6 +72,7 @@ impl Reason {
             Reason::DisruptionTerminating => "DisruptionTerminating",
             Reason::DisruptionBlocked => "DisruptionBlocked",
             Reason::ConsolidationRejected => "ConsolidationRejected",
+            Reason::Unconsolidatable => "Unconsolidatable",
             Reason::Evicted => "Evicted",
             Reason::FailedDraining => "FailedDraining",
             Reason::Disrupted => "Disrupted",
@@ -100,6 +104,7 @@ impl Reason {
     pub fn dedupe_ms(self) -> i64 {
         match self {
             Reason::FailedScheduling => 5 * 60_000,
+            Reason::Unconsolidatable => 15 * 60_000,
             _ => 2 * 60_000,
         }
     }

@@ -32,7 +32,7 @@ pub(crate) struct Facts<'a> {
     /// Counts against budgets as disrupting: deleting or not Ready.
     pub(crate) disrupting: bool,
     /// Why no graceful method may touch it (`do-not-disrupt`, a PDB), if so.
-    pub(crate) blocked: Option<String>,
+    pub(crate) blocked: Option<Blocker>,
     pub(crate) drift: Option<String>,
     /// `Some(age past expireAfter)` once expired.
     pub(crate) expired: Option<String>,
@@ -305,6 +305,21 @@ fn eviction_cost(pod: &Pod) -> f64 {
     cost.clamp(-10.0, 10.0)
 }
 
+/// What forbids graceful disruption of a node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Blocker {
+    pub(crate) why: String,
+    /// A `karpenter.sh/do-not-disrupt` annotation: the user's own choice, which Karpenter
+    /// does not report as `DisruptionBlocked` (a PDB is reported).
+    pub(crate) chosen: bool,
+}
+
+impl std::fmt::Display for Blocker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.why)
+    }
+}
+
 /// Why no graceful method may disrupt the node, if something forbids it: the node's or
 /// its NodeClaim's `karpenter.sh/do-not-disrupt: "true"`, a pod's active
 /// `do-not-disrupt` (`Pod::do_not_disrupt_at`), a pod under two PDBs or under one that
@@ -321,7 +336,9 @@ pub(crate) fn blocker(
     pdb_allowed: &[i32],
     pdb_index: &PdbIndex,
     now: i64,
-) -> Option<String> {
+) -> Option<Blocker> {
+    let chosen = |why: String| Some(Blocker { why, chosen: true });
+    let refused = |why: String| Some(Blocker { why, chosen: false });
     // Karpenter reads the node's and the NodeClaim's annotation as a flag: only "true";
     // the duration form is a pod's.
     let annotated = |a: &kerf_model::Labels| {
@@ -329,16 +346,16 @@ pub(crate) fn blocker(
             .is_some_and(|v| v == "true")
     };
     if annotated(&node.annotations) {
-        return Some(format!("node has {ANNOTATION_DO_NOT_DISRUPT}"));
+        return chosen(format!("node has {ANNOTATION_DO_NOT_DISRUPT}"));
     }
     if claim.is_some_and(|c| annotated(&c.annotations)) {
-        return Some(format!("its NodeClaim has {ANNOTATION_DO_NOT_DISRUPT}"));
+        return chosen(format!("its NodeClaim has {ANNOTATION_DO_NOT_DISRUPT}"));
     }
     for &p in pods {
         let pod = &all_pods[p];
         if pod.do_not_disrupt_at(now) {
             let value = &pod.annotations[ANNOTATION_DO_NOT_DISRUPT];
-            return Some(if value == "true" {
+            return chosen(if value == "true" {
                 format!("pod {} has {ANNOTATION_DO_NOT_DISRUPT}", pod.key)
             } else {
                 format!(
@@ -356,7 +373,7 @@ pub(crate) fn blocker(
                 .iter()
                 .map(|&i| format!("{}/{}", snapshot.pdbs[i].namespace, snapshot.pdbs[i].name))
                 .collect();
-            return Some(format!(
+            return refused(format!(
                 "pod {} is selected by more than one PDB ({}); the eviction API refuses it",
                 pod.key,
                 names.join(", ")
@@ -366,7 +383,7 @@ pub(crate) fn blocker(
             && pdb_allowed[i] == 0
         {
             let pdb = &snapshot.pdbs[i];
-            return Some(format!(
+            return refused(format!(
                 "PDB {}/{} allows 0 disruptions (pod {})",
                 pdb.namespace, pdb.name, pod.key
             ));

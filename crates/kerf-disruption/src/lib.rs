@@ -143,6 +143,25 @@ pub struct Command {
 pub struct Kept {
     pub node: String,
     pub reason: String,
+    /// What Karpenter would tell the node's owner about it.
+    pub held: Held,
+}
+
+/// How Karpenter reports a node its disruption leaves alone (on the Node and its
+/// NodeClaim, `pkg/controllers/disruption/events`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Held {
+    /// Not a candidate, for a reason Karpenter reports as `DisruptionBlocked`: the node's
+    /// state (not initialized, nominated for pending pods, its NodePool missing) or its
+    /// pods' (a PDB that allows no eviction, a pod under two PDBs).
+    Blocked,
+    /// A candidate single-node consolidation evaluated and could neither delete nor
+    /// replace more cheaply: `Unconsolidatable`.
+    Unconsolidatable,
+    /// Nothing reported: nothing to do, `consolidateAfter` not elapsed, a budget, a
+    /// `do-not-disrupt` annotation (the user's choice, which Karpenter does not report),
+    /// not evaluated because another command acts, or not Karpenter's (no NodeClaim).
+    Quiet,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]

@@ -9,7 +9,7 @@ use crate::budget::{Reason, allowance};
 use crate::facts::{self, Facts};
 use crate::world::{Consolidation, World};
 use crate::{
-    Command, Config, Decision, Destination, Kept, Method, Outcome, Snapshot, render_duration,
+    Command, Config, Decision, Destination, Held, Kept, Method, Outcome, Snapshot, render_duration,
 };
 
 /// Computes one disruption pass over `snapshot` at `now` (Unix seconds, UTC).
@@ -37,6 +37,8 @@ fn pass(snapshot: &Snapshot, now: i64, config: &Config, among: Option<&[String]>
     let n = facts.len();
     let mut world = World::new(snapshot, facts, now);
     let mut reasons: Vec<Option<String>> = vec![None; n];
+    // Set where a reason is one Karpenter reports; every other reason is quiet.
+    let mut held = vec![Held::Quiet; n];
     let mut commands: Vec<Command> = Vec::new();
     let mut in_command = vec![false; n];
     let managed = |f: &Facts| f.pool_name.is_some();
@@ -161,29 +163,42 @@ fn pass(snapshot: &Snapshot, now: i64, config: &Config, among: Option<&[String]>
         let why = if f.claim.is_none() {
             // Karpenter disrupts only what it launched: a candidate is a Node with a
             // NodeClaim. The label alone may be copied onto any node.
-            Some(
+            Some((
                 "no NodeClaim: Karpenter disrupts only nodes it launched, each with a NodeClaim (the karpenter.sh/nodepool label alone does not make it one)"
                     .to_string(),
-            )
+                Held::Quiet,
+            ))
         } else if f.pool.is_none() {
-            Some(format!(
-                "its NodePool {:?} (label karpenter.sh/nodepool) does not exist",
-                f.pool_name.unwrap_or("")
+            Some((
+                format!(
+                    "its NodePool {:?} (label karpenter.sh/nodepool) does not exist",
+                    f.pool_name.unwrap_or("")
+                ),
+                Held::Blocked,
             ))
         } else if !f.initialized {
-            Some("not initialized yet".to_string())
+            Some(("not initialized yet".to_string(), Held::Blocked))
         } else if among.is_some_and(|among| !among.contains(&f.node.name)) {
-            Some("not among the nodes being validated".to_string())
+            Some((
+                "not among the nodes being validated".to_string(),
+                Held::Quiet,
+            ))
         } else if !nominated[i].is_empty() {
-            Some(format!(
-                "nominated for pending pods ({})",
-                nominated[i].join(", ")
+            Some((
+                format!("nominated for pending pods ({})", nominated[i].join(", ")),
+                Held::Blocked,
             ))
         } else {
-            f.blocked.clone()
+            f.blocked.as_ref().map(|b| {
+                let told = if b.chosen { Held::Quiet } else { Held::Blocked };
+                (b.why.clone(), told)
+            })
         };
         match why {
-            Some(why) => reasons[i] = Some(why),
+            Some((why, told)) => {
+                reasons[i] = Some(why);
+                held[i] = told;
+            }
             None => candidates.push(i),
         }
     }
@@ -545,7 +560,10 @@ fn pass(snapshot: &Snapshot, now: i64, config: &Config, among: Option<&[String]>
             .consolidate(&[i], config)
             .and_then(|c| balanced(&[i], c.savings).map(|()| c));
         match consolidation {
-            Err(why) => reasons[i] = Some(why),
+            Err(why) => {
+                reasons[i] = Some(why);
+                held[i] = Held::Unconsolidatable;
+            }
             Ok(c) => {
                 acted = Some(consolidation_command(
                     &world,
@@ -566,6 +584,7 @@ fn pass(snapshot: &Snapshot, now: i64, config: &Config, among: Option<&[String]>
             reason: reasons[i]
                 .clone()
                 .unwrap_or_else(|| "nothing to do".to_string()),
+            held: held[i],
         })
         .collect();
     let before: f64 = world.facts.iter().filter_map(|f| f.price).sum();

@@ -313,3 +313,91 @@ fn a_registered_node_still_initializing_takes_pods_past_the_taints_it_will_shed(
     let actions = provision_one(&mut v);
     assert!(!nominated(&actions) && creates(&actions), "{actions:?}");
 }
+
+fn recorded(actions: &[Action], reason: kerf_controllers::Reason) -> Vec<String> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Record {
+                reason: r,
+                about,
+                message,
+            } if *r == reason => Some(format!("{about}: {message}")),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_node_a_pdb_holds_is_reported_blocked_once_per_two_minutes() {
+    use kerf_controllers::Reason::DisruptionBlocked;
+    let mut v = view();
+    v.insert_pod(pod("web-1", Some("n1")));
+    v.pdbs.push(kerf_model::Pdb {
+        namespace: "default".into(),
+        name: "web".into(),
+        selector: kerf_model::LabelSelector::everything(),
+        min_available: None,
+        max_unavailable: Some(kerf_model::IntOrPercent::Int(0)),
+        disruptions_allowed: None,
+    });
+    let mut c = controller();
+    let first = c.step(600_000, &v, &[]);
+    let told = [
+        "node/n1: PDB default/web allows 0 disruptions (pod default/web-1)",
+        "nodeclaim/c1: PDB default/web allows 0 disruptions (pod default/web-1)",
+    ];
+    assert_eq!(recorded(&first, DisruptionBlocked), told);
+    // The next passes (the view changed, so they run) do not repeat it...
+    v.generation += 1;
+    let again = c.step(610_000, &v, &[]);
+    assert!(recorded(&again, DisruptionBlocked).is_empty(), "{again:?}");
+    // ...until Karpenter's two-minute dedupe window has passed.
+    v.generation += 1;
+    let later = c.step(720_000, &v, &[]);
+    assert_eq!(recorded(&later, DisruptionBlocked), told);
+}
+
+#[test]
+fn a_do_not_disrupt_pod_is_the_users_choice_and_not_reported() {
+    let mut v = view();
+    let mut p = pod("batch-1", Some("n1"));
+    p.pod
+        .annotations
+        .insert(labels::ANNOTATION_DO_NOT_DISRUPT.into(), "true".into());
+    v.insert_pod(p);
+    let mut c = controller();
+    let out = c.step(600_000, &v, &[]);
+    for reason in [
+        kerf_controllers::Reason::DisruptionBlocked,
+        kerf_controllers::Reason::Unconsolidatable,
+    ] {
+        assert!(recorded(&out, reason).is_empty(), "{out:?}");
+    }
+}
+
+#[test]
+fn a_node_nothing_cheaper_can_replace_is_reported_unconsolidatable() {
+    use kerf_controllers::Reason::Unconsolidatable;
+    let mut v = view();
+    // Only the node's own type may be launched: no replacement is cheaper.
+    let mut reqs = kerf_model::Requirements::new();
+    reqs.add(labels::INSTANCE_TYPE, kerf_model::Requirement::single(TYPE));
+    v.nodepools[0].requirements = reqs;
+    v.insert_pod(pod("web-1", Some("n1")));
+    let mut c = controller();
+    let out = c.step(600_000, &v, &[]);
+    let told = recorded(&out, Unconsolidatable);
+    assert_eq!(told.len(), 2, "{out:?}");
+    assert!(told[0].starts_with("node/n1: "), "{told:?}");
+    assert!(told[1].starts_with("nodeclaim/c1: "), "{told:?}");
+    assert!(deletes(&out).is_empty());
+    // Fifteen minutes of dedupe (Karpenter's for this reason).
+    v.generation += 1;
+    assert!(recorded(&c.step(1_000_000, &v, &[]), Unconsolidatable).is_empty());
+    v.generation += 1;
+    assert_eq!(
+        recorded(&c.step(1_500_000, &v, &[]), Unconsolidatable).len(),
+        2
+    );
+}

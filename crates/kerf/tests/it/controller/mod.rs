@@ -851,6 +851,34 @@ fn karpenters_events_and_nodepool_status_are_published() {
     );
     assert_eq!(orphan.status.as_ref().unwrap().nodes, Some(0));
 
+    // A PDB that allows no eviction: every node holding a web pod is reported
+    // DisruptionBlocked, on the Node and on its NodeClaim, naming the PDB.
+    env.apply_yaml(
+        "apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata: {name: web-frozen, namespace: default}\nspec:\n  maxUnavailable: 0\n  selector: {matchLabels: {app: web}}\n",
+    );
+    let web_nodes: BTreeSet<String> = pods_of(&env, "web").iter().filter_map(node_of).collect();
+    let frozen = |e: &&k8s_openapi::api::events::v1::Event| {
+        e.note.as_deref().is_some_and(|n| {
+            n.starts_with("PDB default/web-frozen allows 0 disruptions (pod default/web-")
+        })
+    };
+    env.wait(
+        Duration::from_secs(60),
+        "DisruptionBlocked on the web nodes and their claims",
+        |env| {
+            let on_nodes: BTreeSet<String> = events_about(env, "DisruptionBlocked", "Node")
+                .iter()
+                .filter(frozen)
+                .map(regarding_name)
+                .collect();
+            let on_claims = events_about(env, "DisruptionBlocked", "NodeClaim")
+                .iter()
+                .filter(frozen)
+                .count();
+            on_nodes == web_nodes && on_claims == web_nodes.len()
+        },
+    );
+
     // Scale to zero: emptiness terminates the nodes, with Karpenter's events, and the
     // pool counts none.
     let before: BTreeSet<String> = nodes.iter().map(|n| n.name_any()).collect();
