@@ -56,6 +56,7 @@ pub(crate) fn provision(
     if pods.is_empty() {
         return;
     }
+    no_compatible_types(view, &instance_types, out);
     let input = Input {
         pods,
         bound_pods,
@@ -107,6 +108,29 @@ pub(crate) fn provision(
             about: Subject::Pod(failed.pod.clone()),
             message: format!("Failed to schedule pod, {}", failed.reason),
         });
+    }
+}
+
+/// Karpenter's `NoCompatibleInstanceTypes`, on each NodePool whose requirements leave it
+/// no instance type with an available offering (none exists, or every one is marked
+/// unavailable after a capacity error): it can launch nothing, and its owner should know
+/// why rather than read it off each pod's `FailedScheduling`.
+fn no_compatible_types(view: &ClusterView, instance_types: &[InstanceType], out: &mut Vec<Action>) {
+    for pool in &view.nodepools {
+        let reqs = pool.template_requirements();
+        let launchable = instance_types.iter().any(|it| {
+            it.requirements().conflict_with(&reqs, |_| true).is_none()
+                && it.offerings.iter().any(|o| o.available && o.matches(&reqs))
+        });
+        if !launchable {
+            out.push(Action::Record {
+                reason: Reason::NoCompatibleInstanceTypes,
+                about: Subject::NodePool(pool.name.clone()),
+                message:
+                    "NodePool requirements filtered out all compatible available instance types"
+                        .into(),
+            });
+        }
     }
 }
 

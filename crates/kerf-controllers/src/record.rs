@@ -20,6 +20,9 @@ pub enum Reason {
     FailedScheduling,
     /// A launch was refused for lack of capacity (NodeClaim).
     InsufficientCapacityError,
+    /// A NodePool's requirements leave no instance type with an available offering
+    /// (NodePool).
+    NoCompatibleInstanceTypes,
     /// A disruption command's replacement is being launched (NodeClaim).
     DisruptionLaunching,
     /// A disruption command waits for its replacements to initialize (NodeClaim).
@@ -67,6 +70,7 @@ impl Reason {
             Reason::Nominated => "Nominated",
             Reason::FailedScheduling => "FailedScheduling",
             Reason::InsufficientCapacityError => "InsufficientCapacityError",
+            Reason::NoCompatibleInstanceTypes => "NoCompatibleInstanceTypes",
             Reason::DisruptionLaunching => "DisruptionLaunching",
             Reason::DisruptionWaitingReadiness => "DisruptionWaitingReadiness",
             Reason::DisruptionTerminating => "DisruptionTerminating",
@@ -90,6 +94,7 @@ impl Reason {
         match self {
             Reason::FailedScheduling
             | Reason::InsufficientCapacityError
+            | Reason::NoCompatibleInstanceTypes
             | Reason::TerminationGracePeriodExpiring
             | Reason::FailedDraining
             | Reason::ScaleUpFailed
@@ -105,6 +110,7 @@ impl Reason {
         match self {
             Reason::FailedScheduling => 5 * 60_000,
             Reason::Unconsolidatable => 15 * 60_000,
+            Reason::NoCompatibleInstanceTypes => 60_000,
             _ => 2 * 60_000,
         }
     }

@@ -401,3 +401,32 @@ fn a_node_nothing_cheaper_can_replace_is_reported_unconsolidatable() {
         2
     );
 }
+
+#[test]
+fn a_nodepool_whose_requirements_match_no_instance_type_says_so() {
+    use kerf_controllers::Reason::NoCompatibleInstanceTypes;
+    let mut v = view();
+    let mut impossible = NodePool::new("impossible");
+    let mut reqs = kerf_model::Requirements::new();
+    reqs.add(
+        labels::INSTANCE_TYPE,
+        kerf_model::Requirement::single("m9z.nonexistent"),
+    );
+    impossible.requirements = reqs;
+    v.nodepools.push(impossible);
+    v.insert_pod(pod("web-1", None));
+    v.pending.insert(v.pods.keys().next().unwrap().clone());
+    let mut c = controller();
+    let mut out = Vec::new();
+    // The batch closes after a second of quiet.
+    for t in [0, 1_000, 2_000] {
+        out.extend(c.step(t, &v, &[]));
+    }
+    assert_eq!(
+        recorded(&out, NoCompatibleInstanceTypes),
+        vec![
+            "nodepool/impossible: NodePool requirements filtered out all compatible available instance types"
+        ],
+        "{out:?}"
+    );
+}
