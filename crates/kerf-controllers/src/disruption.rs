@@ -356,7 +356,7 @@ fn delete_nodes(view: &ClusterView, method: Method, nodes: &[String], out: &mut 
             });
             out.push(Action::DeleteClaim {
                 claim: claim.name.clone(),
-                reason: method.as_str().to_string(),
+                reason: crate::DeletionReason::Disruption(method),
             });
         }
     }

@@ -14,6 +14,7 @@
 //! `kerf_disruption::compute_commands` for disruption. The loops only sequence them.
 
 mod batcher;
+pub mod deletion;
 mod disruption;
 mod lifecycle;
 mod provisioner;
@@ -27,6 +28,7 @@ use kerf_cloud::Offer;
 use kerf_model::pod::PodKey;
 use kerf_model::{Pod, Taint};
 
+pub use deletion::DeletionReason;
 pub use record::{Reason, Severity, Subject};
 pub use view::{Claim, ClusterView, PodState};
 
@@ -139,7 +141,7 @@ pub enum Action {
     /// Set the deletion timestamp; termination takes it from there.
     DeleteClaim {
         claim: String,
-        reason: String,
+        reason: DeletionReason,
     },
     Taint {
         node: String,
@@ -288,7 +290,7 @@ impl Controller {
             }
             Event::LaunchFailed { claim, message } => out.push(Action::DeleteClaim {
                 claim: claim.clone(),
-                reason: format!("launch-failed: {message}"),
+                reason: DeletionReason::LaunchFailed(message.clone()),
             }),
             Event::SpotInterruption { instance_id }
             | Event::ScheduledMaintenance { instance_id } => {
@@ -305,9 +307,9 @@ impl Controller {
                     out.push(Action::DeleteClaim {
                         claim: claim.name.clone(),
                         reason: if spot {
-                            "interruption".into()
+                            DeletionReason::Interruption
                         } else {
-                            "scheduled-maintenance".into()
+                            DeletionReason::ScheduledMaintenance
                         },
                     });
                 }

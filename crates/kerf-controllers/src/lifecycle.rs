@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use kerf_cloud::{InstanceState, Offer};
 
-use crate::{Action, ClusterView, Config};
+use crate::{Action, ClusterView, Config, DeletionReason};
 
 /// Performs one reconcile; returns the earliest time after `now` at which a time-based
 /// rule would act on this same view (`i64::MAX` for none).
@@ -45,9 +45,9 @@ pub(crate) fn reconcile(
         if claim.deleting_since.is_some() {
             continue;
         }
-        let delete = |reason: &str| Action::DeleteClaim {
+        let delete = |reason: DeletionReason| Action::DeleteClaim {
             claim: claim.name.clone(),
-            reason: reason.to_string(),
+            reason,
         };
         let Some(provider_id) = claim.provider_id.as_deref() else {
             let instance_of = instance_of.get_or_insert_with(|| {
@@ -70,7 +70,7 @@ pub(crate) fn reconcile(
                 .cloned()
                 .collect();
             if options.is_empty() {
-                out.push(delete("insufficient-capacity"));
+                out.push(delete(DeletionReason::InsufficientCapacity));
                 continue;
             }
             let image_id = view.image_for(&claim.nodepool);
@@ -82,13 +82,15 @@ pub(crate) fn reconcile(
             continue;
         };
         if !view.instances.contains_key(provider_id) {
-            out.push(delete("instance-terminated"));
+            out.push(delete(DeletionReason::InstanceTerminated));
             continue;
         }
         if let Some(after) = claim.expire_after {
             let expires = claim.created_at.saturating_add(after.as_millis() as i64);
             if now >= expires {
-                out.push(delete("expiration"));
+                out.push(delete(DeletionReason::Disruption(
+                    kerf_disruption::Method::Expiration,
+                )));
                 continue;
             }
             due_at(expires);
@@ -107,7 +109,7 @@ pub(crate) fn reconcile(
                     node: node.to_string(),
                 });
             } else if now - claim.created_at >= config.registration_timeout_ms {
-                out.push(delete("registration-timeout"));
+                out.push(delete(DeletionReason::RegistrationTimeout));
             }
             continue;
         };

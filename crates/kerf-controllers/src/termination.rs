@@ -26,7 +26,7 @@ pub(crate) fn reconcile(now: i64, epoch_secs: i64, view: &ClusterView, out: &mut
         {
             out.push(Action::DeleteClaim {
                 claim: claim.name.clone(),
-                reason: "node-deleted".into(),
+                reason: crate::DeletionReason::NodeDeleted,
             });
         }
     }

@@ -44,8 +44,8 @@ pub struct Claim {
     pub initialized: bool,
     /// `metadata.deletionTimestamp`, milliseconds.
     pub deleting_since: Option<i64>,
-    /// Why it is being deleted (a disruption method, `interruption`, ...).
-    pub deletion_reason: Option<String>,
+    /// Why it is being deleted.
+    pub deletion_reason: Option<crate::DeletionReason>,
 }
 
 impl Claim {

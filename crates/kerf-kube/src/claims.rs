@@ -212,7 +212,7 @@ pub fn from_nodeclaim(nc: &NodeClaim, catalog: &[InstanceType]) -> Claim {
         .conditions
         .iter()
         .find(|c| c.type_ == DISRUPTION_REASON && c.status == "True")
-        .map(|c| c.message.clone());
+        .and_then(|c| c.message.parse().ok());
     Claim {
         name: meta.name.clone().unwrap_or_default(),
         nodepool: labels_.get(labels::NODEPOOL).cloned().unwrap_or_default(),
@@ -292,18 +292,6 @@ pub fn initial_conditions(generation: Option<i64>, now_ms: i64) -> Vec<Condition
         );
     }
     conditions
-}
-
-/// Karpenter's `DisruptionReason` condition reason for a loop's deletion reason.
-pub fn disruption_reason(reason: &str) -> Option<&'static str> {
-    Some(match reason {
-        "emptiness" => "Empty",
-        "drift" => "Drifted",
-        "multi-node-consolidation" | "single-node-consolidation" => "Underutilized",
-        "expiration" => "Expired",
-        "interruption" => "Interrupted",
-        _ => return None,
-    })
 }
 
 #[cfg(test)]

@@ -16,14 +16,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use kerf_controllers::ClusterView;
+use kerf_controllers::{ClusterView, DeletionReason};
 use kerf_disruption::{Decision, Method};
 use kerf_model::{Resources, labels};
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use metrics_util::MetricKindMask;
-
-use crate::claims;
 
 /// How often the state gauges are read off the view.
 pub const REFRESH_EVERY_MS: i64 = 5_000;
@@ -227,8 +225,8 @@ fn units(q: kerf_model::Quantity) -> f64 {
 /// Karpenter's `reason` label of a claim deleted for `reason` (a disruption method,
 /// `interruption`, ...): its `DisruptionReason`, lower case (`empty`, `underutilized`,
 /// `drifted`, ...); `None` for deletions that are no disruption.
-pub fn disruption_reason_label(reason: &str) -> Option<String> {
-    claims::disruption_reason(reason).map(str::to_ascii_lowercase)
+pub fn disruption_reason_label(reason: &DeletionReason) -> Option<String> {
+    reason.karpenter().map(str::to_ascii_lowercase)
 }
 
 /// Karpenter's `consolidation_type` label: `empty`, `single`, `multi`, `""` otherwise.
@@ -302,7 +300,7 @@ pub fn claim_terminated(nodepool: &str, capacity_type: &str, zone: &str, seconds
 }
 
 /// A claim deleted for `reason`; deletions that are no disruption are not counted.
-pub fn claim_disrupted(reason: &str, nodepool: &str, capacity_type: &str) {
+pub fn claim_disrupted(reason: &DeletionReason, nodepool: &str, capacity_type: &str) {
     let Some(reason) = disruption_reason_label(reason) else {
         return;
     };
@@ -320,7 +318,7 @@ pub fn disruption_decided(method: Method, decision: Decision) {
     counter!(
         "karpenter_voluntary_disruption_decisions_total",
         "decision" => decision.as_str(),
-        "reason" => disruption_reason_label(method.as_str()).unwrap_or_default(),
+        "reason" => disruption_reason_label(&DeletionReason::Disruption(method)).unwrap_or_default(),
         "consolidation_type" => consolidation_type(method),
     )
     .increment(1);
@@ -875,16 +873,20 @@ mod tests {
 
     #[test]
     fn disruption_methods_map_to_karpenter_reasons() {
+        let label = |r: DeletionReason| disruption_reason_label(&r);
         assert_eq!(
-            disruption_reason_label("emptiness").as_deref(),
+            label(DeletionReason::Disruption(Method::Emptiness)).as_deref(),
             Some("empty")
         );
         assert_eq!(
-            disruption_reason_label("multi-node-consolidation").as_deref(),
+            label(DeletionReason::Disruption(Method::MultiNodeConsolidation)).as_deref(),
             Some("underutilized")
         );
-        assert_eq!(disruption_reason_label("drift").as_deref(), Some("drifted"));
-        assert_eq!(disruption_reason_label("launch-failed: x"), None);
+        assert_eq!(
+            label(DeletionReason::Disruption(Method::Drift)).as_deref(),
+            Some("drifted")
+        );
+        assert_eq!(label(DeletionReason::LaunchFailed("x".into())), None);
         assert_eq!(consolidation_type(Method::Emptiness), "empty");
         assert_eq!(consolidation_type(Method::MultiNodeConsolidation), "multi");
         assert_eq!(consolidation_type(Method::Drift), "");

@@ -18,7 +18,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kerf_api::crd;
 use kerf_cloud::{CreateError, Created, Instance, LaunchRequest, Provider, ProviderError};
-use kerf_controllers::{Action, Claim, Controller, Event, Reason, Subject};
+use kerf_controllers::{Action, Claim, Controller, DeletionReason, Event, Reason, Subject};
 use kerf_model::labels;
 use kerf_model::pod::PodKey;
 use kube::api::{Api, DeleteParams, EvictParams, Patch, PatchParams, PostParams};
@@ -279,8 +279,8 @@ impl<P: Provider> Shell<P> {
                             .get(&pod)
                             .and_then(|p| p.pod.node_name.as_deref())
                             .and_then(|n| self.state.view.claim_of_node(n))
-                            .and_then(|c| c.deletion_reason.as_deref())
-                            .and_then(claims::disruption_reason)
+                            .and_then(|c| c.deletion_reason.as_ref())
+                            .and_then(DeletionReason::karpenter)
                             .unwrap_or("Forceful Termination");
                         let message = format!("Evicted pod: {why}");
                         self.record(unix_ms(), Reason::Evicted, Subject::Pod(pod), message);
@@ -492,7 +492,8 @@ impl<P: Provider> Shell<P> {
             } => {
                 metrics::disruption_decided(method, decision);
                 if decision == kerf_disruption::Decision::Replace {
-                    self.replacing_for = metrics::disruption_reason_label(method.as_str());
+                    self.replacing_for =
+                        metrics::disruption_reason_label(&DeletionReason::Disruption(method));
                 }
                 let share = savings_per_hour / nodes.len().max(1) as f64;
                 for node in &nodes {
@@ -916,7 +917,7 @@ impl<P: Provider> Shell<P> {
         .await;
     }
 
-    async fn delete_claim(&mut self, now: i64, name: &str, reason: &str) {
+    async fn delete_claim(&mut self, now: i64, name: &str, reason: &DeletionReason) {
         if self
             .state
             .view
@@ -926,14 +927,15 @@ impl<P: Provider> Shell<P> {
         {
             return;
         }
-        if let Some(kind) = claims::disruption_reason(reason) {
-            self.claim_condition(name, claims::DISRUPTION_REASON, "True", kind, reason, now)
+        if let Some(kind) = reason.karpenter() {
+            let message = reason.to_string();
+            self.claim_condition(name, claims::DISRUPTION_REASON, "True", kind, &message, now)
                 .await;
         }
         let api: Api<crd::NodeClaim> = Api::all(self.client.clone());
         match api.delete(name, &DeleteParams::default()).await {
             Ok(either) => {
-                tracing::info!(nodeclaim = %name, reason, "deleting nodeclaim");
+                tracing::info!(nodeclaim = %name, %reason, "deleting nodeclaim");
                 if let Some(c) = self.state.view.claims.get(name) {
                     metrics::claim_disrupted(
                         reason,

@@ -59,7 +59,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use kerf_cloud::{InstanceState, Offer};
 use kerf_controllers::{
-    Action, Claim, ClusterView, Controller, Event, Reason, Subject, daemon_runs_on,
+    Action, Claim, ClusterView, Controller, DeletionReason, Event, Reason, Subject, daemon_runs_on,
 };
 use kerf_model::pod::PodKey;
 use kerf_model::taints::first_untolerated;
@@ -287,13 +287,7 @@ impl NodeGroups {
                     });
                 }
                 Action::DeleteClaim { claim, reason } => {
-                    let failed = [
-                        "insufficient-capacity",
-                        "launch-failed",
-                        "registration-timeout",
-                    ]
-                    .iter()
-                    .any(|r| reason.starts_with(r));
+                    let failed = reason.is_launch_failure();
                     if let Some(c) = view.claims.get(&claim)
                         && failed
                         && let Some(group) = group_of(c)
@@ -1005,11 +999,7 @@ impl NodeGroups {
         if pods.is_empty() {
             out.push(Action::DeleteClaim {
                 claim: drain.claim.clone(),
-                reason: if drain.empty {
-                    "scale-down-empty".into()
-                } else {
-                    "scale-down".into()
-                },
+                reason: DeletionReason::ScaleDown { empty: drain.empty },
             });
             drain.deleted = true;
             self.state.drain = Some(drain);

@@ -62,20 +62,6 @@ pub(crate) struct Counters {
     pub(crate) recorded: BTreeMap<String, u64>,
 }
 
-/// Reasons a NodeClaim deletion counts as a disruption in the report (the last two are
-/// the node-group baseline's).
-const DISRUPTION_REASONS: [&str; 9] = [
-    "emptiness",
-    "drift",
-    "expiration",
-    "single-node-consolidation",
-    "multi-node-consolidation",
-    "interruption",
-    "scheduled-maintenance",
-    "scale-down",
-    "scale-down-empty",
-];
-
 pub(crate) struct Cluster {
     pub(crate) view: ClusterView,
     pub(crate) cloud: SimCloud,
@@ -635,8 +621,12 @@ impl Cluster {
                     }
                     c.deleting_since = Some(now);
                     c.deletion_reason = Some(reason.clone());
-                    if DISRUPTION_REASONS.contains(&reason.as_str()) {
-                        *self.counters.disruptions.entry(reason).or_default() += 1;
+                    if reason.is_disruption() {
+                        *self
+                            .counters
+                            .disruptions
+                            .entry(reason.kind().to_string())
+                            .or_default() += 1;
                     }
                     self.clear_nominations(&claim);
                 }

@@ -151,7 +151,7 @@ pub fn run(
                 && let Some(c) = cluster.view.claims.get(claim)
                 && c.deleting_since.is_none()
             {
-                let reason = reason.split(':').next().unwrap_or(reason).to_string();
+                let reason = reason.kind().to_string();
                 *deletions_by_pool
                     .entry(c.nodepool.clone())
                     .or_default()

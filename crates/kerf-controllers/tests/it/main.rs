@@ -95,7 +95,7 @@ fn deletes(actions: &[Action]) -> Vec<(&str, &str)> {
     actions
         .iter()
         .filter_map(|a| match a {
-            Action::DeleteClaim { claim, reason } => Some((claim.as_str(), reason.as_str())),
+            Action::DeleteClaim { claim, reason } => Some((claim.as_str(), reason.kind())),
             _ => None,
         })
         .collect()

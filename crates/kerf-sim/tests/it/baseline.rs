@@ -28,9 +28,10 @@ impl Autoscaler for Watched {
             .filter(|n| {
                 n.taints.iter().any(|t| t.key == TAINT_TO_BE_DELETED)
                     || view.claim_of_node(&n.name).is_some_and(|c| {
-                        c.deletion_reason
-                            .as_deref()
-                            .is_some_and(|r| r.starts_with("scale-down"))
+                        matches!(
+                            c.deletion_reason,
+                            Some(kerf_controllers::DeletionReason::ScaleDown { .. })
+                        )
                     })
             })
             .count();
