@@ -2,8 +2,8 @@
 //! EC2NodeClass status writer, the EC2NodeClass termination finalizer and, when
 //! `INTERRUPTION_QUEUE` is set, the interruption poller. Settings are Karpenter's
 //! environment variables: `CLUSTER_NAME`, `CLUSTER_ENDPOINT`, `INTERRUPTION_QUEUE`; the
-//! cluster CA comes from `CLUSTER_CA_BUNDLE` (base64 PEM) when set. The Kubernetes version (for the AMI alias
-//! parameters) is the API server's.
+//! cluster CA comes from `CLUSTER_CA_BUNDLE` (base64 PEM) when set. The Kubernetes
+//! version (for the AMI alias parameters) is the API server's.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
