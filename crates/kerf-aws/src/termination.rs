@@ -161,10 +161,11 @@ pub async fn cleanup(
                     .iter()
                     .any(|t| t.key() == Some(k) && t.value() == Some(v))
             };
-            if has(tags::EKS_CLUSTER, cluster) && has(tags::NODECLASS, &name) {
-                if let (Some(id), Some(n)) = (lt.launch_template_id(), lt.launch_template_name()) {
-                    found.push((id.to_string(), n.to_string()));
-                }
+            if has(tags::EKS_CLUSTER, cluster)
+                && has(tags::NODECLASS, &name)
+                && let (Some(id), Some(n)) = (lt.launch_template_id(), lt.launch_template_name())
+            {
+                found.push((id.to_string(), n.to_string()));
             }
         }
     }
