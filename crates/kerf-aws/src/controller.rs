@@ -1,9 +1,9 @@
 //! What `kerf controller --cloud-provider aws` starts besides the provider: the
-//! EC2NodeClass status writer and, when `INTERRUPTION_QUEUE` is set, the interruption
-//! poller. Settings are Karpenter's environment variables: `CLUSTER_NAME`,
-//! `CLUSTER_ENDPOINT`, `INTERRUPTION_QUEUE`; the cluster CA comes from
-//! `CLUSTER_CA_BUNDLE` (base64 PEM) when set. The Kubernetes version (for the AMI alias
-//! parameters) is the API server's.
+//! EC2NodeClass status writer, the EC2NodeClass termination finalizer and, when
+//! `INTERRUPTION_QUEUE` is set, the interruption poller. Settings are Karpenter's
+//! environment variables: `CLUSTER_NAME`, `CLUSTER_ENDPOINT`, `INTERRUPTION_QUEUE`; the
+//! cluster CA comes from `CLUSTER_CA_BUNDLE` (base64 PEM) when set. The Kubernetes
+//! version (for the AMI alias parameters) is the API server's.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -12,6 +12,7 @@ use std::time::Duration;
 use kerf_api::crd::{EC2NodeClass, NodeClaim};
 use kerf_cloud::Offer;
 use kube::api::DeleteParams;
+use kube::runtime::events::{Recorder, Reporter};
 use kube::{Api, Client, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
@@ -69,9 +70,25 @@ pub async fn start(
         .await?,
     );
     tokio::spawn(crate::status::run(
-        api,
+        api.clone(),
         provider.resolver(),
         classes,
+        cancel.clone(),
+    ));
+    // Events on the class as Karpenter's recorder publishes them.
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "karpenter".into(),
+            instance: std::env::var("HOSTNAME").ok(),
+        },
+    );
+    tokio::spawn(crate::termination::run(
+        api,
+        Api::all(client.clone()),
+        provider.clone(),
+        cluster_name.to_string(),
+        recorder,
         cancel.clone(),
     ));
     let queue = env("INTERRUPTION_QUEUE");

@@ -8,6 +8,9 @@
 //!   the `karpenter.sh/nodeclaim` tag, insufficient-capacity errors cached for 3 minutes,
 //!   `TerminateInstances`, `DescribeInstances` by the cluster's tags.
 //! - [`interruption`]: the five EventBridge message kinds and the SQS long-poll loop.
+//! - [`termination`]: the EC2NodeClass finalizer, `karpenter.k8s.aws/termination`: waits
+//!   for the class's NodeClaims, deletes its launch templates and managed instance
+//!   profile, then lets the class go.
 //!
 //! Endpoints, region and credentials come from the SDK's standard chain
 //! (`AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`, IRSA, Pod Identity…): nothing
@@ -23,6 +26,7 @@ pub mod launch;
 pub mod provider;
 pub mod resolve;
 pub mod status;
+pub mod termination;
 pub mod userdata;
 
 pub use clients::Clients;

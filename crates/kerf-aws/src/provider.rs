@@ -154,6 +154,15 @@ impl AwsProvider {
         }
     }
 
+    /// Forgets launch templates the termination finalizer deleted, so a class made
+    /// again with the same content gets its template created again.
+    pub async fn forget_templates(&self, names: &[String]) {
+        let mut known = self.templates.lock().await;
+        for n in names {
+            known.remove(n);
+        }
+    }
+
     /// Marks an offering out of capacity for 3 minutes (also for interruption).
     pub fn mark_unavailable(&self, offer: &Offer) {
         if let Ok(mut u) = self.unavailable.lock() {
@@ -195,6 +204,12 @@ impl AwsProvider {
             .get(name)
             .await
             .map_err(|e| CreateError::Provider(format!("EC2NodeClass {name}: {e}")))?;
+        if nc.metadata.deletion_timestamp.is_some() {
+            // As Karpenter: nothing launches from a class being deleted.
+            return Err(CreateError::Provider(format!(
+                "EC2NodeClass {name} is terminating"
+            )));
+        }
         let status = self.resolve_class(&nc).await;
         Ok((nc.spec, status))
     }

@@ -188,6 +188,13 @@ pub fn managed_profile_name(cluster: &str, region: &str, class: &str, uid: &str)
     format!("{cluster}_{hex}")
 }
 
+/// The UIDs of classes whose managed instance profile the termination finalizer has
+/// deleted ([`crate::termination::cleanup`]), held while a managed profile is created or
+/// deleted: a resolution that was under way when its class was deleted cannot create the
+/// profile again after the cleanup (in this process).
+pub(crate) static MANAGED_PROFILES_DELETED: tokio::sync::Mutex<BTreeSet<String>> =
+    tokio::sync::Mutex::const_new(BTreeSet::new());
+
 /// What resolution needs to know about the cluster.
 #[derive(Clone, Debug)]
 pub struct Resolver {
@@ -496,6 +503,13 @@ impl Resolver {
         };
         let region = &self.clients.region;
         let name = managed_profile_name(&self.cluster, region, class, uid);
+        let deleted = MANAGED_PROFILES_DELETED.lock().await;
+        if deleted.contains(uid) {
+            return Err((
+                "InstanceProfileNotFound".to_string(),
+                "the class is being deleted: its instance profile is gone".to_string(),
+            ));
+        }
         let existing = match iam
             .get_instance_profile()
             .instance_profile_name(&name)

@@ -1,6 +1,7 @@
 //! The EC2NodeClass status writer: resolves every class when it changes and every
 //! minute, writes `status` through the status subresource, and keeps the resolved
-//! classes the provider launches from.
+//! classes the provider launches from. A class being deleted is neither resolved nor
+//! kept: [`crate::termination`] cleans up after it.
 
 use std::time::Duration;
 
@@ -74,6 +75,14 @@ pub async fn run(
             },
         };
         for nc in todo {
+            if nc.metadata.deletion_timestamp.is_some() {
+                // Being deleted: not resolved again (that could make its instance
+                // profile again after the finalizer's cleanup) and not launched from.
+                if let Ok(mut c) = classes.write() {
+                    c.remove(&nc.name_any());
+                }
+                continue;
+            }
             // A status write is itself a change; an unchanged status is not rewritten,
             // so the watch settles.
             match refresh_one(&api, &resolver, &classes, &nc).await {

@@ -24,8 +24,8 @@ use kerf_api::crd::{
 };
 use kerf_aws::interruption::{Interruption, Queue};
 use kerf_aws::provider::{ResolvedClasses, orphans};
-use kerf_aws::resolve;
 use kerf_aws::{AwsProvider, Clients, ClusterInfo};
+use kerf_aws::{resolve, termination};
 use kerf_cloud::{CreateError, LaunchRequest, Offer, Provider};
 
 const CLUSTER: &str = "kerf-test";
@@ -556,6 +556,161 @@ async fn create_is_idempotent_per_claim_and_delete_and_list_agree_with_moto() {
     assert_eq!(left, vec!["claim-2".to_string()]);
 }
 
+async fn template_names(p: &AwsProvider) -> BTreeSet<(String, String)> {
+    let out = p
+        .clients()
+        .ec2
+        .describe_launch_templates()
+        .send()
+        .await
+        .unwrap();
+    out.launch_templates()
+        .iter()
+        .map(|lt| {
+            let t = tag_map(lt.tags());
+            (
+                t.get("eks:eks-cluster-name").cloned().unwrap_or_default(),
+                t.get("karpenter.k8s.aws/ec2nodeclass")
+                    .cloned()
+                    .unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+async fn profile_exists(p: &AwsProvider, name: &str) -> bool {
+    match p
+        .clients()
+        .iam
+        .get_instance_profile()
+        .instance_profile_name(name)
+        .send()
+        .await
+    {
+        Ok(_) => true,
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_no_such_entity_exception()) =>
+        {
+            false
+        }
+        Err(e) => panic!("{e:?}"),
+    }
+}
+
+/// The finalizer's cleanup: a deleted class's launch templates and managed instance
+/// profile go; another class's template, another cluster's template of the same class
+/// name and the user's own instance profile stay; a second run finds nothing to do.
+#[tokio::test(flavor = "multi_thread")]
+async fn termination_cleanup_deletes_only_what_kerf_made_for_the_class() {
+    let moto = start_moto();
+    let p = moto.provider(None).await;
+    // A class name (so UID) of its own: the process remembers whose profile it deleted.
+    let mut doomed = class("doomed", "al2023@latest");
+    doomed.spec.instance_profile = None;
+    doomed.spec.role = Some(moto.info["role"].as_str().unwrap().to_string());
+    let status = p.resolve_class(&doomed).await;
+    assert_eq!(
+        cond(&status, "Ready").status,
+        "True",
+        "{:?}",
+        status.conditions
+    );
+    let profile = status.instance_profile.clone().unwrap();
+    let users = format!("KarpenterNodeInstanceProfile-{CLUSTER}");
+    let other = class("other", "al2023@latest");
+    p.resolve_class(&other).await;
+    for (claim, nc) in [("claim-1", "doomed"), ("claim-2", "other")] {
+        p.create(request(
+            claim,
+            nc,
+            &[("m6i.large", "us-west-2b", "on-demand")],
+        ))
+        .await
+        .unwrap();
+    }
+    // Another cluster's template, for a class of the same name.
+    p.clients()
+        .ec2
+        .create_launch_template()
+        .launch_template_name("karpenter.k8s.aws/elsewhere")
+        .launch_template_data(
+            aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
+                .image_id(moto.image("amazon-eks-node-al2023-x86_64-standard-1.33-v20250601"))
+                .build(),
+        )
+        .tag_specifications(
+            aws_sdk_ec2::types::TagSpecification::builder()
+                .resource_type(aws_sdk_ec2::types::ResourceType::LaunchTemplate)
+                .tags(
+                    aws_sdk_ec2::types::Tag::builder()
+                        .key("eks:eks-cluster-name")
+                        .value("another-cluster")
+                        .build(),
+                )
+                .tags(
+                    aws_sdk_ec2::types::Tag::builder()
+                        .key("karpenter.k8s.aws/ec2nodeclass")
+                        .value("doomed")
+                        .build(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let pair = |c: &str, n: &str| (c.to_string(), n.to_string());
+    assert_eq!(
+        template_names(&p).await,
+        BTreeSet::from([
+            pair(CLUSTER, "doomed"),
+            pair(CLUSTER, "other"),
+            pair("another-cluster", "doomed"),
+        ])
+    );
+
+    let cleaned = termination::cleanup(p.clients(), CLUSTER, &doomed)
+        .await
+        .unwrap();
+    assert_eq!(cleaned.launch_templates.len(), 1, "{cleaned:?}");
+    assert!(cleaned.launch_templates[0].starts_with("karpenter.k8s.aws/"));
+    assert_eq!(cleaned.instance_profile.as_deref(), Some(profile.as_str()));
+    assert_eq!(
+        template_names(&p).await,
+        BTreeSet::from([pair(CLUSTER, "other"), pair("another-cluster", "doomed")])
+    );
+    assert!(!profile_exists(&p, &profile).await);
+    // The node role itself is the user's: only taken out of the profile.
+    p.clients()
+        .iam
+        .get_role()
+        .role_name(moto.info["role"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    // Again (a controller killed before it removed the finalizer): nothing left to do.
+    let again = termination::cleanup(p.clients(), CLUSTER, &doomed)
+        .await
+        .unwrap();
+    assert_eq!(again, termination::Cleaned::default());
+    // Resolution under way for the deleted class cannot make its profile again.
+    let late = p.resolve_class(&doomed).await;
+    assert_eq!(cond(&late, "InstanceProfileReady").status, "False");
+    assert!(!profile_exists(&p, &profile).await);
+
+    // A class naming the user's instance profile: its template goes, the profile stays.
+    let cleaned = termination::cleanup(p.clients(), CLUSTER, &other)
+        .await
+        .unwrap();
+    assert_eq!(cleaned.launch_templates.len(), 1, "{cleaned:?}");
+    assert_eq!(cleaned.instance_profile, None);
+    assert!(profile_exists(&p, &users).await);
+    assert_eq!(
+        template_names(&p).await,
+        BTreeSet::from([pair("another-cluster", "doomed")])
+    );
+}
+
 /// Stands in for EC2 where moto cannot: for the next queued CreateFleet attempts, the
 /// request is turned into a harmless DescribeRegions before signing (so moto launches
 /// nothing) and the answer replaced by a canned one.
@@ -994,10 +1149,18 @@ fn the_controller_policy_is_scoped_by_the_clusters_tags() {
             assert_eq!(equals("aws:RequestedRegion"), REGION, "{sid}");
         }
         let touches = |kind: &str| resources.iter().any(|r| r.contains(&format!(":{kind}/")));
-        if actions.iter().any(|a| a == "ec2:TerminateInstances") {
+        if actions
+            .iter()
+            .any(|a| a == "ec2:TerminateInstances" || a == "ec2:DeleteLaunchTemplate")
+        {
+            // Deletes only the cluster's instances and launch templates: both carry the
+            // cluster's and the node pool's tags (launch::launch_tags).
             assert_eq!(
                 resources,
-                vec![format!("arn:aws:ec2:{REGION}:*:instance/*")]
+                vec![
+                    format!("arn:aws:ec2:{REGION}:*:instance/*"),
+                    format!("arn:aws:ec2:{REGION}:*:launch-template/*"),
+                ]
             );
             assert_eq!(
                 equals(&format!("aws:ResourceTag/{owned}")),
@@ -1047,11 +1210,23 @@ fn the_controller_policy_is_scoped_by_the_clusters_tags() {
             );
         }
         if actions.iter().any(|a| {
-            a == "iam:AddRoleToInstanceProfile" || a == "iam:RemoveRoleFromInstanceProfile"
+            a == "iam:AddRoleToInstanceProfile"
+                || a == "iam:RemoveRoleFromInstanceProfile"
+                || a == "iam:DeleteInstanceProfile"
         }) {
+            // Only the profiles kerf made (tagged at creation) are changed or deleted.
+            assert_eq!(
+                resources,
+                vec![format!("arn:aws:iam::{ACCOUNT}:instance-profile/*")]
+            );
             assert_eq!(
                 equals(&format!("aws:ResourceTag/{owned}")),
                 "owned",
+                "{sid}"
+            );
+            assert_eq!(
+                equals("aws:ResourceTag/topology.kubernetes.io/region"),
+                REGION,
                 "{sid}"
             );
             assert_eq!(
@@ -1079,7 +1254,7 @@ fn the_controller_policy_is_scoped_by_the_clusters_tags() {
 
 /// The account as an operator sets it up from `deploy/aws/cloudformation.yaml`, with moto
 /// enforcing IAM: kerf-aws resolves a class, repairs its instance profile, launches,
-/// lists, terminates and reads the interruption queue as a user holding only the
+/// lists, terminates, cleans up after the deleted class and reads the interruption queue as a user holding only the
 /// controller policy. Every call it made was allowed, and the policy grants nothing it
 /// did not call (besides what AWS checks inside those calls, `IMPLIED`).
 #[tokio::test(flavor = "multi_thread")]
@@ -1180,6 +1355,16 @@ async fn the_controller_policy_allows_every_call_kerf_makes_and_no_other() {
         .unwrap();
     assert_eq!(kerf.list().await.unwrap().len(), 1);
     kerf.delete(created.instance.id.clone()).await.unwrap();
+
+    // The class is deleted: the finalizer's cleanup takes its launch template and its
+    // instance profile (the node role out of it first).
+    let cleaned = termination::cleanup(kerf.clients(), CLUSTER, &nc)
+        .await
+        .unwrap();
+    assert_eq!(cleaned.launch_templates.len(), 1, "{cleaned:?}");
+    assert_eq!(cleaned.instance_profile.as_deref(), Some(profile.as_str()));
+    let left = admin.ec2.describe_launch_templates().send().await.unwrap();
+    assert!(left.launch_templates().is_empty(), "{left:?}");
 
     // The stack's interruption queue.
     let queue_name = iam["queue"].as_str().unwrap();
