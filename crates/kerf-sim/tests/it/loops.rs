@@ -337,3 +337,45 @@ fn a_replacement_that_cannot_launch_untaints_the_node_and_gives_up() {
         );
     }
 }
+
+#[test]
+fn registration_that_takes_fourteen_minutes_does_not_time_out() {
+    // Karpenter's registration timeout is 15 minutes: a node 14 minutes late still joins,
+    // and the only other timeout case (20 minutes) would pass with any timeout up to 20.
+    let s = scenario(&format!(
+        "duration: 30m\ncloud:\n  registration: {{min: 14m, max: 14m}}\n{}",
+        cluster("", &deployment("web", 2, "1", ""))
+    ));
+    let run = run(&s);
+    assert_clean(&run);
+    assert_eq!(
+        run.claim_deletions.get("registration-timeout"),
+        None,
+        "{:?}",
+        run.claim_deletions
+    );
+    assert_eq!(run.report.pending_at_end, 0);
+    assert!(!run.end.claims.is_empty());
+    assert!(run.end.claims.values().all(|c| c.initialized));
+}
+
+#[test]
+fn a_restart_one_tick_after_a_launch_launches_nothing_twice() {
+    let s = scenario(&format!(
+        "duration: 10m\nseed: 1\n{}",
+        cluster("", &deployment("web", 20, "1", ""))
+    ));
+    let once = run(&s);
+    // A restart at each of the first ten seconds: one of them falls one tick after the
+    // batch's launches, while their claims have an instance but no providerID yet.
+    let restarted = run_with(
+        &s,
+        kerf_sim::RunOptions {
+            restarts: (1..=10).map(|t| t * 1000).collect(),
+            ..Default::default()
+        },
+    );
+    assert_clean(&restarted);
+    assert_eq!(restarted.report.launches, once.report.launches);
+    assert_eq!(restarted.report.pending_at_end, 0);
+}
