@@ -49,6 +49,8 @@ pub(crate) struct Queue {
     active: Option<Active>,
     /// Nodes told they are held: the reason, its message and when.
     told: BTreeMap<String, (Reason, String, i64)>,
+    /// NodePools told a budget blocks a disruption reason, and when.
+    pools_told: BTreeMap<(String, kerf_disruption::Reason), i64>,
 }
 
 #[derive(Debug)]
@@ -138,6 +140,7 @@ impl Queue {
         }
         let outcome = self.pass(now, view, config, unavailable, None);
         self.tell(now, view, &outcome.kept, out);
+        self.tell_pools(now, view, config, out);
         let command = outcome
             .commands
             .into_iter()
@@ -175,6 +178,51 @@ impl Queue {
         }
         // Nodes no longer held (or gone) are forgotten.
         self.told = told;
+    }
+
+    /// Karpenter's `DisruptionBlocked` on a NodePool whose budgets allow no disruption for
+    /// a reason right now ("No allowed disruptions for disruption reason Underutilized due
+    /// to blocking budget"), at most once a minute per pool and reason. Unlike Karpenter,
+    /// a pool with no node is not told (it has nothing to disrupt; a percentage of zero
+    /// nodes is zero).
+    fn tell_pools(&mut self, now: i64, view: &ClusterView, config: &Config, out: &mut Vec<Action>) {
+        use kerf_disruption::Reason as Why;
+        let now_secs = config.epoch_secs + now / 1000;
+        let mut told = BTreeMap::new();
+        for pool in &view.nodepools {
+            let n_nodes = view
+                .claims
+                .values()
+                .filter(|c| c.nodepool == pool.name && c.initialized && c.node_name.is_some())
+                .count() as u32;
+            if n_nodes == 0 {
+                continue;
+            }
+            for why in [Why::Empty, Why::Drifted, Why::Underutilized] {
+                let allowance =
+                    kerf_disruption::allowance(&pool.disruption.budgets, why, n_nodes, now_secs);
+                if allowance.limit != Some(0) {
+                    continue;
+                }
+                let key = (pool.name.clone(), why);
+                let at = match self.pools_told.get(&key) {
+                    Some(&at) if now - at < 60_000 => at,
+                    _ => {
+                        out.push(Action::Record {
+                            reason: Reason::DisruptionBlocked,
+                            about: Subject::NodePool(pool.name.clone()),
+                            message: format!(
+                                "No allowed disruptions for disruption reason {} due to blocking budget",
+                                why.as_str()
+                            ),
+                        });
+                        now
+                    }
+                };
+                told.insert(key, at);
+            }
+        }
+        self.pools_told = told;
     }
 
     /// When the queue next acts without the view changing: a pending command's

@@ -116,6 +116,18 @@ impl Reason {
     }
 }
 
+impl Reason {
+    /// The dedupe window for this reason about `subject`: Karpenter's budget events on a
+    /// NodePool (`DisruptionBlocked`, one per disruption reason) last one minute, because
+    /// a budget can change every minute; otherwise `dedupe_ms`.
+    pub fn dedupe_ms_about(self, subject: &Subject) -> i64 {
+        match (self, subject) {
+            (Reason::DisruptionBlocked, Subject::NodePool(_)) => 60_000,
+            _ => self.dedupe_ms(),
+        }
+    }
+}
+
 impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

@@ -59,7 +59,8 @@ impl Dedupe {
         if self.until.len() > 4096 {
             self.until.retain(|_, until| *until > now);
         }
-        self.until.insert(key, now + reason.dedupe_ms());
+        self.until
+            .insert(key, now + reason.dedupe_ms_about(subject));
         true
     }
 
@@ -155,6 +156,12 @@ mod tests {
         assert!(d.admit(0, Reason::DisruptionTerminating, &n, ""));
         assert!(!d.admit(119_999, Reason::DisruptionTerminating, &n, ""));
         assert!(d.admit(120_000, Reason::DisruptionTerminating, &n, ""));
+        // A NodePool's budget events: one minute, one per disruption reason.
+        let pool = Subject::NodePool("default".into());
+        assert!(d.admit(0, Reason::DisruptionBlocked, &pool, "u/Underutilized"));
+        assert!(d.admit(1, Reason::DisruptionBlocked, &pool, "u/Drifted"));
+        assert!(!d.admit(59_999, Reason::DisruptionBlocked, &pool, "u/Underutilized"));
+        assert!(d.admit(60_000, Reason::DisruptionBlocked, &pool, "u/Underutilized"));
     }
 
     #[test]

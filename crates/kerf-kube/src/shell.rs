@@ -535,10 +535,13 @@ impl<P: Provider> Shell<P> {
                 None => return,
             },
         };
-        if !self
-            .dedupe
-            .admit(now, reason, &about, uid.as_deref().unwrap_or_default())
-        {
+        // Karpenter dedupes by object; a NodePool's budget events also by the disruption
+        // reason their message names.
+        let dedupe_value = match &about {
+            Subject::NodePool(_) => format!("{}/{message}", uid.as_deref().unwrap_or_default()),
+            _ => uid.clone().unwrap_or_default(),
+        };
+        if !self.dedupe.admit(now, reason, &about, &dedupe_value) {
             return;
         }
         tracing::info!(reason = %reason, object = %about, "{message}");

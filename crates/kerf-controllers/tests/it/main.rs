@@ -430,3 +430,39 @@ fn a_nodepool_whose_requirements_match_no_instance_type_says_so() {
         "{out:?}"
     );
 }
+
+#[test]
+fn a_nodepool_whose_budget_blocks_a_reason_says_so_once_a_minute() {
+    use kerf_controllers::Reason::DisruptionBlocked;
+    let mut v = view();
+    v.nodepools[0].disruption.budgets = vec![
+        Budget {
+            nodes: BudgetNodes::Count(0),
+            schedule: None,
+            duration: None,
+            reasons: vec!["Underutilized".into()],
+        },
+        Budget {
+            nodes: BudgetNodes::Count(1),
+            schedule: None,
+            duration: None,
+            reasons: Vec::new(),
+        },
+    ];
+    v.insert_pod(pod("web-1", Some("n1")));
+    let mut c = controller();
+    let pool_events = |out: &[Action]| -> Vec<String> {
+        recorded(out, DisruptionBlocked)
+            .into_iter()
+            .filter(|m| m.starts_with("nodepool/"))
+            .collect()
+    };
+    let told = vec![
+        "nodepool/default: No allowed disruptions for disruption reason Underutilized due to blocking budget",
+    ];
+    assert_eq!(pool_events(&c.step(600_000, &v, &[])), told);
+    v.generation += 1;
+    assert!(pool_events(&c.step(630_000, &v, &[])).is_empty());
+    v.generation += 1;
+    assert_eq!(pool_events(&c.step(660_000, &v, &[])), told);
+}
