@@ -151,7 +151,18 @@ async fn handle(
             }
             tracing::info!(claim = %c.name_any(), kind = i.kind(), instance = id, "terminating on interruption");
             match claims.delete(&c.name_any(), &DeleteParams::default()).await {
-                Ok(_) => {}
+                Ok(_) => {
+                    // Karpenter's interruption controller labels the disruption by kind.
+                    let l = c.labels();
+                    let label = |k: &str| l.get(k).cloned().unwrap_or_default();
+                    metrics::counter!(
+                        "karpenter_nodeclaims_disrupted_total",
+                        "reason" => i.kind(),
+                        "nodepool" => label(kerf_model::labels::NODEPOOL),
+                        "capacity_type" => label(kerf_model::labels::CAPACITY_TYPE),
+                    )
+                    .increment(1);
+                }
                 Err(kube::Error::Api(s)) if s.code == 404 => {}
                 Err(e) => return Err(e.to_string()),
             }

@@ -230,6 +230,9 @@ impl Queue {
             .max_number_of_messages(10)
             .wait_time_seconds(self.wait_seconds)
             .visibility_timeout(20)
+            .message_system_attribute_names(
+                aws_sdk_sqs::types::MessageSystemAttributeName::SentTimestamp,
+            )
             .send()
             .await
             .map_err(|e| anyhow::anyhow!("ReceiveMessage: {}", DisplayErrorContext(e)))?;
@@ -239,9 +242,30 @@ impl Queue {
             let delete = match parse(m.body().unwrap_or_default()) {
                 Ok(i) => {
                     let kind = i.kind();
+                    metrics::counter!(
+                        "karpenter_interruption_received_messages_total",
+                        "message_type" => kind,
+                    )
+                    .increment(1);
                     match handle(i).await {
                         Ok(()) => {
                             stats.handled += 1;
+                            // From when SQS took the message to when it was acted on.
+                            let sent = m
+                                .attributes()
+                                .and_then(|a| {
+                                    a.get(&aws_sdk_sqs::types::MessageSystemAttributeName::SentTimestamp)
+                                })
+                                .and_then(|t| t.parse::<i64>().ok());
+                            if let Some(sent) = sent {
+                                let secs = (jiff::Timestamp::now().as_millisecond() - sent).max(0)
+                                    as f64
+                                    / 1000.0;
+                                metrics::histogram!(
+                                    "karpenter_interruption_message_queue_duration_seconds"
+                                )
+                                .record(secs);
+                            }
                             true
                         }
                         Err(e) => {
@@ -252,6 +276,12 @@ impl Queue {
                     }
                 }
                 Err(e) => {
+                    // Karpenter's kind for a message it cannot act on.
+                    metrics::counter!(
+                        "karpenter_interruption_received_messages_total",
+                        "message_type" => "no_op",
+                    )
+                    .increment(1);
                     stats.unparseable += 1;
                     tracing::warn!(error = %e, "unparseable interruption message; deleting it");
                     true
@@ -265,6 +295,7 @@ impl Queue {
                     .send()
                     .await
                     .map_err(|e| anyhow::anyhow!("DeleteMessage: {}", DisplayErrorContext(e)))?;
+                metrics::counter!("karpenter_interruption_deleted_messages_total").increment(1);
             }
         }
         Ok(stats)

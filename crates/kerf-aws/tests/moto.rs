@@ -890,6 +890,7 @@ async fn insufficient_capacity_marks_the_offering_and_the_claim_retries_elsewher
 
 #[tokio::test(flavor = "multi_thread")]
 async fn interruption_messages_through_a_real_queue() {
+    let metrics = recorder();
     let moto = start_moto();
     let clients = moto.clients(None).await;
     let url = clients
@@ -1000,6 +1001,39 @@ async fn interruption_messages_through_a_real_queue() {
         left, 1,
         "only the message whose handling failed stays: {a:?}"
     );
+    // Karpenter's interruption metrics. The recorder is the process's, and the IAM test
+    // polls a spot message too: kinds only this test sends are counted exactly.
+    let text = metrics.render();
+    for kind in [
+        "rebalance_recommendation",
+        "instance_stopped",
+        "scheduled_change",
+        "capacity_reservation_interrupted",
+        "no_op",
+    ] {
+        let line =
+            format!("karpenter_interruption_received_messages_total{{message_type=\"{kind}\"}} 1");
+        assert!(text.contains(&line), "{line} not in:\n{text}");
+    }
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("karpenter_interruption_deleted_messages_total ")),
+        "{text}"
+    );
+    assert!(
+        text.contains("karpenter_interruption_message_queue_duration_seconds_count"),
+        "{text}"
+    );
+}
+
+/// The process-wide metrics recorder (once per test binary), as kerf-kube installs it.
+fn recorder() -> &'static metrics_exporter_prometheus::PrometheusHandle {
+    static HANDLE: OnceLock<metrics_exporter_prometheus::PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .install_recorder()
+            .expect("a metrics recorder")
+    })
 }
 
 const POLICY: &str = concat!(

@@ -40,12 +40,14 @@ const DURATION_BUCKETS: [f64; 23] = [
 ];
 
 /// Every histogram kerf exports (the rest of the `metrics` histograms are summaries).
-const HISTOGRAMS: [&str; 5] = [
+const HISTOGRAMS: [&str; 6] = [
     "karpenter_scheduler_scheduling_duration_seconds",
     "karpenter_cloudprovider_duration_seconds",
     "karpenter_nodeclaims_termination_duration_seconds",
     "karpenter_voluntary_disruption_decision_evaluation_duration_seconds",
     "karpenter_pods_bound_duration_seconds",
+    // Recorded by kerf-aws's interruption queue.
+    "karpenter_interruption_message_queue_duration_seconds",
 ];
 
 /// The exporter, configured as Karpenter's metrics are.
