@@ -188,6 +188,35 @@ pub fn managed_profile_name(cluster: &str, region: &str, class: &str, uid: &str)
     format!("{cluster}_{hex}")
 }
 
+/// The IAM path of the instance profile kerf makes for a class:
+/// `/karpenter/<region>/<cluster>/<uid>/`, Karpenter's. Only a profile there is kerf's.
+pub fn managed_profile_path(cluster: &str, region: &str, uid: &str) -> String {
+    format!("/karpenter/{region}/{cluster}/{uid}/")
+}
+
+/// `GetInstanceProfile`, with a profile that does not exist as `None`; any other error as
+/// the SDK's text.
+pub(crate) async fn get_instance_profile(
+    iam: &aws_sdk_iam::Client,
+    name: &str,
+) -> Result<Option<aws_sdk_iam::types::InstanceProfile>, String> {
+    match iam
+        .get_instance_profile()
+        .instance_profile_name(name)
+        .send()
+        .await
+    {
+        Ok(out) => Ok(out.instance_profile),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_no_such_entity_exception()) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(DisplayErrorContext(e).to_string()),
+    }
+}
+
 /// The UIDs of classes whose managed instance profile the termination finalizer has
 /// deleted ([`crate::termination::cleanup`]), held while a managed profile is created or
 /// deleted: a resolution that was under way when its class was deleted cannot create the
@@ -473,26 +502,13 @@ impl Resolver {
         let err =
             |what: &str, e: String| ("InstanceProfileError".to_string(), format!("{what}: {e}"));
         if let Some(profile) = &spec.instance_profile {
-            return match iam
-                .get_instance_profile()
-                .instance_profile_name(profile)
-                .send()
-                .await
-            {
-                Ok(_) => Ok(profile.clone()),
-                Err(e)
-                    if e.as_service_error()
-                        .is_some_and(|s| s.is_no_such_entity_exception()) =>
-                {
-                    Err((
-                        "InstanceProfileNotFound".to_string(),
-                        format!("spec.instanceProfile {profile:?} does not exist"),
-                    ))
-                }
-                Err(e) => Err(err(
-                    "GetInstanceProfile",
-                    DisplayErrorContext(e).to_string(),
+            return match get_instance_profile(iam, profile).await {
+                Ok(Some(_)) => Ok(profile.clone()),
+                Ok(None) => Err((
+                    "InstanceProfileNotFound".to_string(),
+                    format!("spec.instanceProfile {profile:?} does not exist"),
                 )),
+                Err(e) => Err(err("GetInstanceProfile", e)),
             };
         }
         let Some(role) = &spec.role else {
@@ -510,26 +526,9 @@ impl Resolver {
                 "the class is being deleted: its instance profile is gone".to_string(),
             ));
         }
-        let existing = match iam
-            .get_instance_profile()
-            .instance_profile_name(&name)
-            .send()
+        let existing = get_instance_profile(iam, &name)
             .await
-        {
-            Ok(out) => out.instance_profile,
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_no_such_entity_exception()) =>
-            {
-                None
-            }
-            Err(e) => {
-                return Err(err(
-                    "GetInstanceProfile",
-                    DisplayErrorContext(e).to_string(),
-                ));
-            }
-        };
+            .map_err(|e| err("GetInstanceProfile", e))?;
         let roles: Vec<String> = match &existing {
             Some(p) => p
                 .roles()
@@ -556,7 +555,7 @@ impl Resolver {
                     .collect();
                 iam.create_instance_profile()
                     .instance_profile_name(&name)
-                    .path(format!("/karpenter/{region}/{}/{uid}/", self.cluster))
+                    .path(managed_profile_path(&self.cluster, region, uid))
                     .set_tags(Some(iam_tags))
                     .send()
                     .await

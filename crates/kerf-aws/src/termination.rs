@@ -204,28 +204,11 @@ pub async fn cleanup(
     // still under way cannot make the profile again.
     let mut deleted = resolve::MANAGED_PROFILES_DELETED.lock().await;
     let iam = &clients.iam;
-    let got = match iam
-        .get_instance_profile()
-        .instance_profile_name(&profile)
-        .send()
+    let got = resolve::get_instance_profile(iam, &profile)
         .await
-    {
-        Ok(out) => out.instance_profile,
-        Err(e)
-            if e.as_service_error()
-                .is_some_and(|s| s.is_no_such_entity_exception()) =>
-        {
-            None
-        }
-        Err(e) => {
-            return Err(format!(
-                "GetInstanceProfile {profile}: {}",
-                DisplayErrorContext(e)
-            ));
-        }
-    };
+        .map_err(|e| format!("GetInstanceProfile {profile}: {e}"))?;
     if let Some(p) = got {
-        let path = format!("/karpenter/{region}/{cluster}/{uid}/");
+        let path = resolve::managed_profile_path(cluster, region, &uid);
         if p.path() != path {
             tracing::warn!(
                 profile,

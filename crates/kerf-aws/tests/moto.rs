@@ -184,6 +184,14 @@ fn class(name: &str, alias: &str) -> EC2NodeClass {
     nc
 }
 
+/// `class`, with `spec.role` instead of `spec.instanceProfile`: kerf makes its profile.
+fn role_class(name: &str, role: &str) -> EC2NodeClass {
+    let mut nc = class(name, "al2023@latest");
+    nc.spec.instance_profile = None;
+    nc.spec.role = Some(role.to_string());
+    nc
+}
+
 fn cond<'a>(
     s: &'a kerf_api::crd::EC2NodeClassStatus,
     t: &str,
@@ -311,9 +319,7 @@ async fn selectors_matching_nothing_and_unknown_aliases_say_which() {
 async fn role_gets_a_managed_instance_profile_holding_it() {
     let moto = start_moto();
     let p = moto.provider(None).await;
-    let mut nc = class("withrole", "al2023@latest");
-    nc.spec.instance_profile = None;
-    nc.spec.role = Some(moto.info["role"].as_str().unwrap().to_string());
+    let nc = role_class("withrole", moto.info["role"].as_str().unwrap());
     let status = p.resolve_class(&nc).await;
     assert_eq!(
         cond(&status, "InstanceProfileReady").status,
@@ -606,9 +612,7 @@ async fn termination_cleanup_deletes_only_what_kerf_made_for_the_class() {
     let moto = start_moto();
     let p = moto.provider(None).await;
     // A class name (so UID) of its own: the process remembers whose profile it deleted.
-    let mut doomed = class("doomed", "al2023@latest");
-    doomed.spec.instance_profile = None;
-    doomed.spec.role = Some(moto.info["role"].as_str().unwrap().to_string());
+    let doomed = role_class("doomed", moto.info["role"].as_str().unwrap());
     let status = p.resolve_class(&doomed).await;
     assert_eq!(
         cond(&status, "Ready").status,
@@ -1318,9 +1322,7 @@ async fn the_controller_policy_allows_every_call_kerf_makes_and_no_other() {
 
     // A class naming the node role: kerf makes an instance profile holding it.
     let node_role = format!("KarpenterNodeRole-{CLUSTER}");
-    let mut nc = class("default", "al2023@latest");
-    nc.spec.instance_profile = None;
-    nc.spec.role = Some(node_role.clone());
+    let nc = role_class("default", &node_role);
     let status = kerf.resolve_class(&nc).await;
     assert_eq!(
         cond(&status, "Ready").status,
