@@ -18,6 +18,7 @@
 //! `KERF_KEEP_CLUSTER=1` to keep a cluster's directory (logs, kubeconfigs, audit log)
 //! after the test.
 
+pub mod moto;
 mod pki;
 mod process;
 

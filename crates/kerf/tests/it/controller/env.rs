@@ -40,6 +40,20 @@ impl Env {
     }
 
     pub fn start_with(options: Options) -> Env {
+        let env = Env::start_bare(options, &kerf_api::crd::kwok_crds_yaml().unwrap());
+        env.apply_yaml(
+            "apiVersion: karpenter.kwok.sh/v1alpha1\nkind: KWOKNodeClass\nmetadata: {name: default}\n",
+        );
+        env
+    }
+
+    /// A fresh cluster with the CRDs `kerf crds` prints for AWS (NodePool, NodeClaim,
+    /// EC2NodeClass) and no node class yet.
+    pub fn start_aws() -> Env {
+        Env::start_bare(Options::default(), &kerf_api::crd::crds_yaml().unwrap())
+    }
+
+    fn start_bare(options: Options, crds: &str) -> Env {
         let serial = serial();
         let started = Instant::now();
         let cluster = TestCluster::start(options).expect("the control plane starts");
@@ -56,10 +70,7 @@ impl Env {
             rt,
             client,
         };
-        env.install_crds();
-        env.apply_yaml(
-            "apiVersion: karpenter.kwok.sh/v1alpha1\nkind: KWOKNodeClass\nmetadata: {name: default}\n",
-        );
+        env.install_crds(crds);
         eprintln!(
             "e2e: control plane and CRDs ready in {:?}",
             started.elapsed()
@@ -71,8 +82,7 @@ impl Env {
         self.cluster.kubeconfig_path().to_path_buf()
     }
 
-    fn install_crds(&self) {
-        let yaml = kerf_api::crd::kwok_crds_yaml().unwrap();
+    fn install_crds(&self, yaml: &str) {
         let api: Api<CustomResourceDefinition> = Api::all(self.client.clone());
         self.rt.block_on(async {
             for doc in yaml.split("---\n").filter(|d| !d.trim().is_empty()) {
@@ -250,6 +260,11 @@ pub struct Kerf {
 
 impl Kerf {
     pub fn start(env: &Env, name: &str, extra: &[(&str, &str)]) -> Kerf {
+        Kerf::start_on(env, "kwok", name, extra)
+    }
+
+    /// `kerf controller --cloud-provider <provider>`.
+    pub fn start_on(env: &Env, provider: &str, name: &str, extra: &[(&str, &str)]) -> Kerf {
         let log = env.cluster.log_dir().join(format!("kerf-{name}.log"));
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -259,7 +274,7 @@ impl Kerf {
         let metrics_port = free_port();
         let mut command = Command::new(env!("CARGO_BIN_EXE_kerf"));
         command
-            .args(["controller", "--cloud-provider", "kwok"])
+            .args(["controller", "--cloud-provider", provider])
             .env("KUBECONFIG", env.kubeconfig())
             .env("POD_NAME", name)
             .env("LEADER_ELECTION_NAMESPACE", "default")
