@@ -581,7 +581,6 @@ fn installed_chart_grants_exactly_what_kerf_uses() {
         audit: true,
         ..Default::default()
     });
-    let admin = env.kubeconfig();
     // The KWOKNodeClass CRD `Env` installed (as `kerf crds | kubectl apply` would) is the
     // chart's too: helm adopts an object carrying its ownership metadata. NodePool and
     // NodeClaim, in crds/, helm leaves as they are when they exist.
@@ -593,47 +592,11 @@ fn installed_chart_grants_exactly_what_kerf_uses() {
          labels: {{app.kubernetes.io/managed-by: Helm}}\n  \
          annotations: {{meta.helm.sh/release-name: {RELEASE}, meta.helm.sh/release-namespace: {NAMESPACE}}}\n"
     ));
-    let chart = chart_dir();
-    let out = helm(&[
-        "install",
-        RELEASE,
-        chart.to_str().unwrap(),
-        "--namespace",
-        NAMESPACE,
-        "--create-namespace",
-        // The adopted CRD's fields belong to the creator too; the content is the same
-        // `kerf crds` bytes, so helm may take them over.
-        "--force-conflicts",
-        "--kubeconfig",
-        admin.to_str().unwrap(),
-        "--set",
-        "settings.clusterName=e2e",
-        "--set",
-        "settings.cloudProvider=kwok",
-    ])
-    .unwrap();
-    assert!(out.contains("STATUS: deployed"), "{out}");
-    let manifest = installed_manifest(&admin);
-    let docs = documents(&manifest);
-    let service_account = format!("system:serviceaccount:{NAMESPACE}:{RELEASE}");
-    let grants = rbac::grants_for(&docs, NAMESPACE, RELEASE);
-    assert!(!grants.is_empty(), "no rules bound to {service_account}");
-
-    // kerf, configured as the chart's Deployment configures it: its literal env, the
-    // namespace from the downward API, ports of the test's own (two may run at once).
-    let mut chart_env: Vec<(String, String)> = env_of(find(&docs, "Deployment", RELEASE))
-        .into_iter()
-        .filter(|(k, _)| !matches!(k.as_str(), "METRICS_PORT" | "HEALTH_PROBE_PORT"))
-        .collect();
-    let kubeconfig = env
-        .cluster
-        .kubeconfig_for(&service_account, Some("system:serviceaccounts"))
-        .unwrap();
-    chart_env.extend([
-        ("SYSTEM_NAMESPACE".into(), NAMESPACE.into()),
-        ("LEADER_ELECTION_NAMESPACE".into(), String::new()),
-        ("KUBECONFIG".into(), kubeconfig.display().to_string()),
-    ]);
+    let installed = Installed::install(
+        &env,
+        &["settings.clusterName=e2e", "settings.cloudProvider=kwok"],
+    );
+    let chart_env = installed.kerf_env(&env);
     let extra: Vec<(&str, &str)> = chart_env
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
@@ -700,25 +663,122 @@ fn installed_chart_grants_exactly_what_kerf_uses() {
     });
     assert!(kerf.terminate().success(), "kerf stops cleanly on SIGTERM");
 
-    let audit = std::fs::read_to_string(env.cluster.audit_log_path().unwrap()).unwrap();
-    let requests = rbac::requests_of(&audit, &service_account);
-    let report = rbac::check(&requests, &grants);
-    eprintln!("{}", report.summary());
-    assert!(
-        report.refused.is_empty(),
-        "kerf was refused (the chart lacks a permission):\n{}",
-        report.refused.join("\n")
+    installed.assert_exactly_what_kerf_used(&env);
+}
+
+/// The chart installed onto the AWS end-to-end case's control plane: kerf runs as the
+/// chart's ServiceAccount with the Deployment's env (`settings.cloudProvider=aws`, the
+/// cluster's endpoint and the stack's interruption queue), the SDK's standard env
+/// pointing it at moto as IRSA would hand it credentials, and the AWS case runs. The
+/// audit log must show the chart's ClusterRoles and Role grant exactly what kerf used,
+/// on the AWS side of the chart (EC2NodeClass status, finalizer and events) too.
+#[test]
+fn installed_chart_on_aws_grants_exactly_what_kerf_uses() {
+    use crate::controller::aws::{self, Aws};
+    let env = Env::start_aws_with(kerf_testcluster::Options {
+        audit: true,
+        ..Default::default()
+    });
+    let aws = Aws::start(&env);
+    let endpoint = format!("settings.clusterEndpoint={}", env.cluster.server_url());
+    let queue = format!("settings.interruptionQueue={}", aws.queue);
+    let name = format!("settings.clusterName={}", aws::CLUSTER);
+    let installed = Installed::install(
+        &env,
+        &[&name, "settings.cloudProvider=aws", &endpoint, &queue],
     );
-    assert!(
-        report.ungranted.is_empty(),
-        "kerf made requests no chart rule grants (another binding allowed them):\n{}",
-        report.ungranted.join("\n")
-    );
-    assert!(
-        report.unused.is_empty(),
-        "the chart grants what kerf never used:\n{}",
-        report.unused.join("\n")
-    );
+    let mut vars = installed.kerf_env(&env);
+    vars.extend(aws.kerf_env());
+    let extra: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut kerf = Kerf::start_on(&env, "aws", "kerf-sa", &extra);
+    aws::exercise(&env, &aws, &mut kerf);
+    installed.assert_exactly_what_kerf_used(&env);
+}
+
+/// A release `helm install`ed with `--set` values, and the RBAC it binds to its
+/// ServiceAccount.
+struct Installed {
+    docs: Vec<Value>,
+    grants: Vec<rbac::Grant>,
+    service_account: String,
+}
+
+impl Installed {
+    fn install(env: &Env, sets: &[&str]) -> Installed {
+        let admin = env.kubeconfig();
+        let chart = chart_dir();
+        let mut args = vec![
+            "install",
+            RELEASE,
+            chart.to_str().unwrap(),
+            "--namespace",
+            NAMESPACE,
+            "--create-namespace",
+            // An adopted CRD's fields belong to its creator; the content is the same
+            // `kerf crds` bytes, so helm may take them over.
+            "--force-conflicts",
+            "--kubeconfig",
+            admin.to_str().unwrap(),
+        ];
+        for set in sets {
+            args.extend(["--set", set]);
+        }
+        let out = helm(&args).unwrap();
+        assert!(out.contains("STATUS: deployed"), "{out}");
+        let docs = documents(&installed_manifest(&admin));
+        let service_account = format!("system:serviceaccount:{NAMESPACE}:{RELEASE}");
+        let grants = rbac::grants_for(&docs, NAMESPACE, RELEASE);
+        assert!(!grants.is_empty(), "no rules bound to {service_account}");
+        Installed {
+            docs,
+            grants,
+            service_account,
+        }
+    }
+
+    /// kerf, configured as the chart's Deployment configures it: its literal env, the
+    /// namespace from the downward API, ports of the test's own (two may run at once),
+    /// and a kubeconfig that authenticates as the ServiceAccount.
+    fn kerf_env(&self, env: &Env) -> Vec<(String, String)> {
+        let mut chart_env: Vec<(String, String)> = env_of(find(&self.docs, "Deployment", RELEASE))
+            .into_iter()
+            .filter(|(k, _)| !matches!(k.as_str(), "METRICS_PORT" | "HEALTH_PROBE_PORT"))
+            .collect();
+        let kubeconfig = env
+            .cluster
+            .kubeconfig_for(&self.service_account, Some("system:serviceaccounts"))
+            .unwrap();
+        chart_env.extend([
+            ("SYSTEM_NAMESPACE".into(), NAMESPACE.into()),
+            ("LEADER_ELECTION_NAMESPACE".into(), String::new()),
+            ("KUBECONFIG".into(), kubeconfig.display().to_string()),
+        ]);
+        chart_env
+    }
+
+    /// From the API server's audit log: no request of kerf's was refused, each one is
+    /// granted by the chart's rules, and every (resource, verb) they grant was used.
+    fn assert_exactly_what_kerf_used(&self, env: &Env) {
+        let audit = std::fs::read_to_string(env.cluster.audit_log_path().unwrap()).unwrap();
+        let requests = rbac::requests_of(&audit, &self.service_account);
+        let report = rbac::check(&requests, &self.grants);
+        eprintln!("{}", report.summary());
+        assert!(
+            report.refused.is_empty(),
+            "kerf was refused (the chart lacks a permission):\n{}",
+            report.refused.join("\n")
+        );
+        assert!(
+            report.ungranted.is_empty(),
+            "kerf made requests no chart rule grants (another binding allowed them):\n{}",
+            report.ungranted.join("\n")
+        );
+        assert!(
+            report.unused.is_empty(),
+            "the chart grants what kerf never used:\n{}",
+            report.unused.join("\n")
+        );
+    }
 }
 
 /// The audit check itself, on the chart's real rules: a request for each grant passes;

@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use super::env::{Env, Kerf};
 use super::{all_running, condition, deployment, nothing_managed_left};
 
-const CLUSTER: &str = "kerf-e2e";
+pub(crate) const CLUSTER: &str = "kerf-e2e";
 const REGION: &str = "us-west-2";
 
 fn nodeclass() -> String {
@@ -50,6 +50,26 @@ spec:
     )
 }
 
+/// One pod that must not be disrupted: it holds its node until the pool's
+/// terminationGracePeriod runs out, and is then deleted.
+const PINNED: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: pinned, namespace: default}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: pinned}}
+  template:
+    metadata:
+      labels: {app: pinned}
+      annotations: {karpenter.sh/do-not-disrupt: "true"}
+    spec:
+      containers:
+      - name: app
+        image: registry.example/app:1
+        resources: {requests: {cpu: 500m, memory: 256Mi}}
+"#;
+
 const NODEPOOL: &str = r#"
 apiVersion: karpenter.sh/v1
 kind: NodePool
@@ -66,6 +86,7 @@ spec:
       - {key: karpenter.k8s.aws/instance-category, operator: In, values: [c, m]}
       - {key: karpenter.k8s.aws/instance-cpu, operator: Lt, values: ["9"]}
       expireAfter: Never
+      terminationGracePeriod: 20s
   disruption:
     consolidationPolicy: WhenEmptyOrUnderutilized
     consolidateAfter: 5s
@@ -261,38 +282,82 @@ fn tag_map(tags: &[aws_sdk_ec2::types::Tag]) -> BTreeMap<String, String> {
         .collect()
 }
 
-#[test]
-fn provisions_interrupts_and_removes_ec2_instances_under_the_controller_policy() {
-    let env = Env::start_aws();
-    let audit = env.cluster.log_dir().join("moto-iam.jsonl");
-    let k8s = {
-        let v = env.rt.block_on(env.client.apiserver_version()).unwrap();
-        let minor: String = v.minor.chars().take_while(char::is_ascii_digit).collect();
-        format!("{}.{minor}", v.major)
-    };
-    let started = Instant::now();
-    let moto = Moto::start_with_iam_stack(CLUSTER, REGION, &k8s, &audit);
-    eprintln!("e2e: moto with the IAM stack up in {:?}", started.elapsed());
-    let queue = moto.info["iam"]["queue"].as_str().unwrap().to_string();
-    let admin = env.rt.block_on(clients(&moto, "admin"));
+/// moto for one test: the IAM stack deployed and enforced, the admin's clients, and
+/// the audit log of its decisions in the cluster's log directory.
+pub(crate) struct Aws {
+    pub moto: Moto,
+    pub admin: Clients,
+    pub audit: std::path::PathBuf,
+    pub queue: String,
+}
 
-    let (key, secret) = moto.keys("controller");
-    let server = env.cluster.server_url();
-    let mut kerf = Kerf::start_on(
-        &env,
-        "aws",
-        "kerf-0",
-        &[
-            ("AWS_ENDPOINT_URL", moto.endpoint()),
+impl Aws {
+    pub fn start(env: &Env) -> Aws {
+        let audit = env.cluster.log_dir().join("moto-iam.jsonl");
+        let k8s = {
+            let v = env.rt.block_on(env.client.apiserver_version()).unwrap();
+            let minor: String = v.minor.chars().take_while(char::is_ascii_digit).collect();
+            format!("{}.{minor}", v.major)
+        };
+        let started = Instant::now();
+        let moto = Moto::start_with_iam_stack(CLUSTER, REGION, &k8s, &audit);
+        eprintln!("e2e: moto with the IAM stack up in {:?}", started.elapsed());
+        let queue = moto.info["iam"]["queue"].as_str().unwrap().to_string();
+        let admin = env.rt.block_on(clients(&moto, "admin"));
+        Aws {
+            moto,
+            admin,
+            audit,
+            queue,
+        }
+    }
+
+    /// The SDK's standard environment for kerf, signing as `kerf-controller`.
+    pub fn kerf_env(&self) -> Vec<(String, String)> {
+        let (key, secret) = self.moto.keys("controller");
+        [
+            ("AWS_ENDPOINT_URL", self.moto.endpoint()),
             ("AWS_REGION", REGION),
             ("AWS_ACCESS_KEY_ID", &key),
             ("AWS_SECRET_ACCESS_KEY", &secret),
             ("AWS_EC2_METADATA_DISABLED", "true"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+}
+
+#[test]
+fn provisions_interrupts_and_removes_ec2_instances_under_the_controller_policy() {
+    let env = Env::start_aws();
+    let aws = Aws::start(&env);
+    let server = env.cluster.server_url();
+    let mut vars = aws.kerf_env();
+    vars.extend(
+        [
             ("CLUSTER_NAME", CLUSTER),
             ("CLUSTER_ENDPOINT", &server),
-            ("INTERRUPTION_QUEUE", &queue),
-        ],
+            ("INTERRUPTION_QUEUE", &aws.queue),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string())),
     );
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut kerf = Kerf::start_on(&env, "aws", "kerf-0", &vars);
+    exercise(&env, &aws, &mut kerf);
+}
+
+/// The AWS case, with kerf already started against `aws`: a class and a pool, pods
+/// provisioned onto moto instances, one instance interrupted and replaced, scale to
+/// zero, the class deleted through its finalizer, kerf stopped by SIGTERM; then every
+/// AWS call kerf made was allowed by the controller policy.
+pub(crate) fn exercise(env: &Env, aws: &Aws, kerf: &mut Kerf) {
+    let Aws {
+        moto,
+        admin,
+        audit,
+        queue,
+    } = aws;
     let cancel = CancellationToken::new();
     let _stop_kubelets = cancel.clone().drop_guard();
     let registered = Arc::new(Mutex::new(Vec::new()));
@@ -312,10 +377,11 @@ fn provisions_interrupts_and_removes_ec2_instances_under_the_controller_policy()
     env.apply_yaml(NODEPOOL);
     let t0 = Instant::now();
     env.apply_yaml(&deployment("web", 6, "1"));
+    env.apply_yaml(PINNED);
     env.wait(
         Duration::from_secs(180),
-        "6 web pods bound and running on EC2 nodes",
-        |env| all_running(env, "web", 6),
+        "6 web pods and the pinned pod bound and running on EC2 nodes",
+        |env| all_running(env, "web", 6) && all_running(env, "pinned", 1),
     );
     eprintln!(
         "e2e: 6 pods running on moto instances {:?} after the Deployment",
@@ -468,9 +534,20 @@ fn provisions_interrupts_and_removes_ec2_instances_under_the_controller_policy()
         );
     }
 
-    // An instance state-change message for one instance: its claim goes, a replacement
-    // comes, and the pods run again.
-    let victim = claims[0].clone();
+    // An instance state-change message for the pinned pod's instance: its claim goes
+    // (the do-not-disrupt pod deleted when terminationGracePeriod runs out), a
+    // replacement comes, and the pods run again.
+    let pinned_node = env
+        .pods("default")
+        .into_iter()
+        .find(|p| p.labels().get("app").map(String::as_str) == Some("pinned"))
+        .and_then(|p| p.spec?.node_name)
+        .unwrap();
+    let victim = claims
+        .iter()
+        .find(|c| c.status.as_ref().and_then(|s| s.node_name.as_deref()) == Some(&pinned_node))
+        .unwrap()
+        .clone();
     let victim_id = victim
         .status
         .as_ref()
@@ -482,7 +559,7 @@ fn provisions_interrupts_and_removes_ec2_instances_under_the_controller_policy()
         let url = admin
             .sqs
             .get_queue_url()
-            .queue_name(&queue)
+            .queue_name(queue)
             .send()
             .await
             .unwrap()
@@ -519,12 +596,18 @@ fn provisions_interrupts_and_removes_ec2_instances_under_the_controller_policy()
     );
     env.wait(
         Duration::from_secs(180),
-        "6 web pods running again",
-        |env| all_running(env, "web", 6),
+        "6 web pods and the pinned pod running again",
+        |env| all_running(env, "web", 6) && all_running(env, "pinned", 1),
     );
 
     // Scale to zero: every node empties and goes, and moto runs nothing of the cluster's.
+    assert!(
+        kerf.log_text()
+            .contains("deleted at the termination grace deadline"),
+        "the do-not-disrupt pod was deleted at the grace deadline"
+    );
     env.scale("default", "web", 0);
+    env.scale("default", "pinned", 0);
     env.wait(
         Duration::from_secs(180),
         "every NodeClaim and node gone",
@@ -599,7 +682,7 @@ fn provisions_interrupts_and_removes_ec2_instances_under_the_controller_policy()
 
     // What kerf asked of AWS, as moto's IAM enforcement decided it.
     let controller = moto.info["iam"]["controller"]["arn"].as_str().unwrap();
-    let decisions: Vec<serde_json::Value> = std::fs::read_to_string(&audit)
+    let decisions: Vec<serde_json::Value> = std::fs::read_to_string(audit)
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())

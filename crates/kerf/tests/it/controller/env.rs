@@ -50,7 +50,11 @@ impl Env {
     /// A fresh cluster with the CRDs `kerf crds` prints for AWS (NodePool, NodeClaim,
     /// EC2NodeClass) and no node class yet.
     pub fn start_aws() -> Env {
-        Env::start_bare(Options::default(), &kerf_api::crd::crds_yaml().unwrap())
+        Env::start_aws_with(Options::default())
+    }
+
+    pub fn start_aws_with(options: Options) -> Env {
+        Env::start_bare(options, &kerf_api::crd::crds_yaml().unwrap())
     }
 
     fn start_bare(options: Options, crds: &str) -> Env {

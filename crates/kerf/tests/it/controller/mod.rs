@@ -3,7 +3,7 @@
 //! playing the kubelets of the nodes kerf's kwok provider writes. No part of the API is
 //! mocked; a missing control-plane binary fails these tests.
 
-mod aws;
+pub(crate) mod aws;
 pub(crate) mod env;
 mod kwokbench;
 
