@@ -265,7 +265,8 @@ pub fn check(requests: &[Request], grants: &[Grant]) -> Report {
             }
         }
         let path = r.uri.split('?').next().unwrap_or_default();
-        if !granted && !(r.resource.is_empty() && PUBLIC_INFO.contains(&path)) {
+        let public = r.resource.is_empty() && PUBLIC_INFO.contains(&path);
+        if !granted && !public {
             ungranted.push(r.to_string());
         }
         *used
