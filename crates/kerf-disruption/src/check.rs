@@ -11,7 +11,12 @@ use crate::{Destination, Outcome, Snapshot};
 /// command, not deleting, not the command's own; their pods plus pods earlier commands
 /// moved onto them), the displaced pods as pending, and the command's moves as a plan.
 /// Pods of nodes already deleting start where `Outcome::assumed_moves` put them.
+///
+/// A node whose NodeClaim has not initialized is as the disruption simulation sees it
+/// (`Node::for_provisioning`): an expiring node's pods may be counted there. That a
+/// graceful command never counts on one is [`onto_uninitialized`]'s to check.
 pub fn replay(snapshot: &Snapshot, outcome: &Outcome) -> Vec<(Input, Plan)> {
+    let uninitialized = uninitialized(snapshot);
     let mut removed: Vec<String> = snapshot
         .nodes
         .iter()
@@ -66,7 +71,14 @@ pub fn replay(snapshot: &Snapshot, outcome: &Outcome) -> Vec<(Input, Plan)> {
                 .nodes
                 .iter()
                 .filter(|n| stays(&n.name))
-                .cloned()
+                .map(|n| match uninitialized.contains(n.name.as_str()) {
+                    true => {
+                        let pool = (snapshot.nodepools.iter())
+                            .find(|np| Some(np.name.as_str()) == n.nodepool());
+                        n.for_provisioning(false, pool.map_or(&[][..], |p| &p.startup_taints))
+                    }
+                    false => n.clone(),
+                })
                 .collect(),
             nodepools: snapshot.nodepools.clone(),
             instance_types: snapshot.instance_types.clone(),
@@ -108,4 +120,33 @@ pub fn replay(snapshot: &Snapshot, outcome: &Outcome) -> Vec<(Input, Plan)> {
         out.push((input, plan));
     }
     out
+}
+
+/// Managed nodes whose NodeClaim has not initialized.
+fn uninitialized(snapshot: &Snapshot) -> std::collections::BTreeSet<&str> {
+    (snapshot.nodeclaims.iter())
+        .filter(|c| !c.initialized)
+        .filter_map(|c| c.node_name.as_deref())
+        .collect()
+}
+
+/// Moves of graceful commands (every method but expiration) onto a node whose NodeClaim
+/// has not initialized, as "command i: pod -> node". Karpenter's `SimulateScheduling`
+/// refuses such a placement, so there should be none.
+pub fn onto_uninitialized(snapshot: &Snapshot, outcome: &Outcome) -> Vec<String> {
+    let uninitialized = uninitialized(snapshot);
+    let mut found = Vec::new();
+    for (i, command) in outcome.commands.iter().enumerate() {
+        if command.method == crate::Method::Expiration {
+            continue;
+        }
+        for m in &command.moves {
+            if let Destination::Node(node) = &m.to
+                && uninitialized.contains(node.as_str())
+            {
+                found.push(format!("command {i}: {} -> {node}", m.pod));
+            }
+        }
+    }
+    found
 }

@@ -48,7 +48,7 @@ fn pass(snapshot: &Snapshot, now: i64, config: &Config, among: Option<&[String]>
     let deleting: Vec<usize> = (0..n).filter(|&i| world.facts[i].deleting).collect();
     let mut assumed_moves = Vec::new();
     if !deleting.is_empty() {
-        assumed_moves = world.simulate(&deleting, false, config).moves;
+        assumed_moves = world.place(&deleting, false, config).moves;
         world.apply(&deleting, &assumed_moves);
         for &i in &deleting {
             reasons[i] = Some("already being deleted".to_string());
@@ -67,7 +67,7 @@ fn pass(snapshot: &Snapshot, now: i64, config: &Config, among: Option<&[String]>
         let Some(why) = f.expired.clone() else {
             continue;
         };
-        let sim = world.simulate(&[i], true, config);
+        let sim = world.place(&[i], true, config);
         let f = &world.facts[i];
         let mut notes = Vec::new();
         if let Some(blocked) = &f.blocked {
@@ -350,6 +350,10 @@ fn pass(snapshot: &Snapshot, now: i64, config: &Config, among: Option<&[String]>
                 continue;
             }
             let sim = world.simulate(&[i], true, config);
+            if let Some(why) = crate::world::waits_for_uninitialized(&sim.plan) {
+                reasons[i] = Some(format!("drifted ({drift}), but {why}"));
+                continue;
+            }
             if let Some(u) = sim.plan.unschedulable.first() {
                 reasons[i] = Some(format!(
                     "drifted ({drift}), but pod {} has nowhere to go: {}",

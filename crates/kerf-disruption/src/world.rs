@@ -40,6 +40,9 @@ pub(crate) struct World<'a> {
     plain: bool,
     /// Some NodePool sets `limits`, which the solve counts against existing nodes.
     limited: bool,
+    /// Managed nodes whose NodeClaim has not initialized, by name: a simulation sees them
+    /// as they will be once up, but may not count on them (see `refuse_uninitialized`).
+    uninitialized: BTreeMap<&'a str, &'a str>,
     /// The scheduling input for "everything that stays", built once per change to the
     /// world; a simulation lifts its candidates' nodes and pods out and puts them back,
     /// rather than cloning the cluster each time (cloning was most of a pass's time).
@@ -87,6 +90,11 @@ pub(crate) struct Consolidation {
 
 impl<'a> World<'a> {
     pub(crate) fn new(snapshot: &'a Snapshot, facts: Vec<Facts<'a>>, now: i64) -> World<'a> {
+        let uninitialized = facts
+            .iter()
+            .filter(|f| !f.initialized)
+            .filter_map(|f| Some((f.node.name.as_str(), f.claim?.name.as_str())))
+            .collect();
         let n = facts.len();
         let pdb_index = crate::facts::PdbIndex::new(&snapshot.pdbs);
         let world = World {
@@ -140,6 +148,7 @@ impl<'a> World<'a> {
             },
             plain: !snapshot.bound_pods.iter().any(Pod::has_inter_pod_terms),
             limited: snapshot.nodepools.iter().any(|np| !np.limits.is_empty()),
+            uninitialized,
             scratch: RefCell::new(Scratch::default()),
         };
         world.rebuild();
@@ -183,7 +192,14 @@ impl<'a> World<'a> {
                 scratch.free_total.1 += mem.max(0);
             }
             scratch.node_pos[i] = Some(scratch.input.nodes.len());
-            let mut node = snapshot.nodes[i].clone();
+            // As Karpenter's disruption simulation sees a node (`StateNode.Taints`): one
+            // still initializing without the startup and ephemeral taints it will shed.
+            let mut node = if self.uninitialized.contains_key(f.node.name.as_str()) {
+                let startup = f.pool.map_or(&[][..], |p| &p.startup_taints[..]);
+                snapshot.nodes[i].for_provisioning(false, startup)
+            } else {
+                snapshot.nodes[i].clone()
+            };
             for &p in f.pods.iter().filter(|&&p| !self.visible[p]) {
                 node.allocatable.sub(&self.pods[p].requests);
             }
@@ -236,11 +252,30 @@ impl<'a> World<'a> {
 
     /// Where the reschedulable pods of `candidates` would go if those nodes went:
     /// onto the nodes that stay, and, with `launch`, onto new claims from the NodePools.
+    /// A pod it would put on a node that has not initialized does not schedule
+    /// (`refuse_uninitialized`): this is the simulation a graceful disruption is decided by.
     pub(crate) fn simulate(
         &self,
         candidates: &[usize],
         launch: bool,
         config: &Config,
+    ) -> Simulated {
+        self.simulate_counting(candidates, launch, config, false)
+    }
+
+    /// `simulate` for pods that go whatever the simulation says (their node is already
+    /// being deleted, or expires): they land on a node still coming up once it is up, so
+    /// that placement counts.
+    pub(crate) fn place(&self, candidates: &[usize], launch: bool, config: &Config) -> Simulated {
+        self.simulate_counting(candidates, launch, config, true)
+    }
+
+    fn simulate_counting(
+        &self,
+        candidates: &[usize],
+        launch: bool,
+        config: &Config,
+        count_uninitialized: bool,
     ) -> Simulated {
         let pods: Vec<Pod> = candidates
             .iter()
@@ -283,6 +318,11 @@ impl<'a> World<'a> {
         } else {
             self.solve_lifted(candidates, pods, launch, config)
         };
+        let plan = if count_uninitialized {
+            plan
+        } else {
+            self.refuse_uninitialized(plan)
+        };
         let mut moves = Vec::new();
         for e in &plan.existing {
             moves.extend(e.pods.iter().map(|p| Move {
@@ -304,6 +344,29 @@ impl<'a> World<'a> {
         }
         moves.sort_by(|a, b| a.pod.cmp(&b.pod));
         Simulated { plan, moves }
+    }
+
+    /// Karpenter's `SimulateScheduling`: a pod the simulation puts on a node whose
+    /// NodeClaim has not initialized is a pod that does not schedule ("would schedule
+    /// against uninitialized nodeclaim/…, node/…"). A disruption may not count on a node
+    /// that is not up yet; it waits for it instead of replacing or deleting around it.
+    fn refuse_uninitialized(&self, mut plan: Plan) -> Plan {
+        if self.uninitialized.is_empty() {
+            return plan;
+        }
+        let unschedulable = &mut plan.unschedulable;
+        plan.existing.retain_mut(|e| {
+            let Some(claim) = self.uninitialized.get(e.node.as_str()) else {
+                return true;
+            };
+            let reason = format!("{UNINITIALIZED} nodeclaim/{claim}, node/{}", e.node);
+            unschedulable.extend(e.pods.drain(..).map(|pod| kerf_scheduling::Unschedulable {
+                pod,
+                reason: reason.clone(),
+            }));
+            false
+        });
+        plan
     }
 
     /// Solves `pods` over the nodes that stay, with room for at least the smallest of
@@ -588,6 +651,9 @@ impl<'a> World<'a> {
         let fits = need.0 <= free.0 && need.1 <= free.1 && room.stuck == (0, 0);
         if fits {
             let delete = self.simulate(candidates, false, config);
+            if let Some(why) = waits_for_uninitialized(&delete.plan) {
+                return Err(why);
+            }
             if delete.plan.unschedulable.is_empty() {
                 return Ok(Consolidation {
                     decision: Decision::Delete,
@@ -645,6 +711,9 @@ impl<'a> World<'a> {
             }
         }
         let replace = self.simulate(candidates, true, config);
+        if let Some(why) = waits_for_uninitialized(&replace.plan) {
+            return Err(why);
+        }
         if let Some(u) = replace.plan.unschedulable.first() {
             return Err(format!(
                 "no cheaper placement: {short}, and pod {} fits no new node either: {}",
@@ -848,6 +917,17 @@ impl<'a> World<'a> {
 
 /// The scheduling config of a simulation: a pass runs hundreds, and shows the reason of
 /// a few unplaceable pods, so the existing nodes are counted rather than each explained.
+/// The start of the reason `refuse_uninitialized` gives, Karpenter's words.
+const UNINITIALIZED: &str = "would schedule against uninitialized";
+
+/// Karpenter's "Not all pods would schedule, <pod> => would schedule against
+/// uninitialized …", when a pod of the plan waits for a node that is not up yet.
+pub(crate) fn waits_for_uninitialized(plan: &Plan) -> Option<String> {
+    (plan.unschedulable.iter())
+        .find(|u| u.reason.starts_with(UNINITIALIZED))
+        .map(|u| format!("not all pods would schedule, {} => {}", u.pod, u.reason))
+}
+
 fn simulation(config: &Config) -> kerf_scheduling::Config {
     kerf_scheduling::Config {
         node_reasons: kerf_scheduling::NodeReasons::Count,

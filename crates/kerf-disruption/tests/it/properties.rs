@@ -72,6 +72,8 @@ struct NodeSpec {
     /// Minutes since the last pod event.
     idle_minutes: u8,
     drifted_hash: bool,
+    /// Its NodeClaim has not initialized: it still carries the not-ready taint.
+    booting: bool,
     pods: Vec<PodSpec>,
 }
 
@@ -177,6 +179,7 @@ fn node_spec() -> impl Strategy<Value = NodeSpec> {
             0u8..20,
             prop::bool::weighted(0.2),
         ),
+        prop::bool::weighted(0.1),
         prop::collection::vec(pod_spec(), 0..4),
     )
         .prop_map(
@@ -184,6 +187,7 @@ fn node_spec() -> impl Strategy<Value = NodeSpec> {
                 (pool, itype, zone, spot),
                 (ready, deleting, dnd),
                 (age_days, idle_minutes, drifted_hash),
+                booting,
                 pods,
             )| NodeSpec {
                 pool,
@@ -196,6 +200,7 @@ fn node_spec() -> impl Strategy<Value = NodeSpec> {
                 age_days,
                 idle_minutes,
                 drifted_hash,
+                booting,
                 pods,
             },
         )
@@ -321,6 +326,15 @@ fn build(spec: &Spec) -> Snapshot {
         let mut node = Node::new(&name, node_labels.clone(), it.allocatable());
         node.ready = ns.ready;
         node.deleting = ns.deleting;
+        let booting = ns.booting && ns.pool.is_some();
+        if booting {
+            node.ready = false;
+            node.taints.push(kerf_model::Taint::new(
+                "node.kubernetes.io/not-ready",
+                "",
+                kerf_model::Effect::NoSchedule,
+            ));
+        }
         let age_days = if spec.calm { 1 } else { ns.age_days };
         node.created_at = Some(NOW - i64::from(age_days) * 86_400);
         if ns.do_not_disrupt {
@@ -349,7 +363,7 @@ fn build(spec: &Spec) -> Snapshot {
                 image_id: None,
                 created_at: node.created_at,
                 deleting: false,
-                initialized: true,
+                initialized: !booting,
                 last_pod_event: Some(NOW - i64::from(ns.idle_minutes) * 60),
                 expire_after: Some(Duration::from_secs(720 * 3600)),
                 termination_grace_period: None,
@@ -570,7 +584,12 @@ fn check(snapshot: &Snapshot, outcome: &Outcome, config: &Config) -> Result<(), 
         // most restrictive active budget for its reason.
         if let Some(reason) = reason_of(command.method) {
             for pool in &snapshot.nodepools {
-                let in_pool = |n: &Node| n.nodepool() == Some(pool.name.as_str());
+                // Karpenter's budget mapping counts only initialized nodes.
+                let in_pool = |n: &Node| {
+                    n.nodepool() == Some(pool.name.as_str())
+                        && (snapshot.nodeclaims.iter())
+                            .any(|c| c.node_name.as_deref() == Some(&n.name) && c.initialized)
+                };
                 let n_nodes = snapshot.nodes.iter().filter(|n| in_pool(n)).count() as u32;
                 let disrupting = snapshot
                     .nodes
@@ -652,6 +671,12 @@ fn check(snapshot: &Snapshot, outcome: &Outcome, config: &Config) -> Result<(), 
             );
         }
     }
+    // No graceful command counts on a node that has not initialized.
+    let early = kerf_disruption::check::onto_uninitialized(snapshot, outcome);
+    prop_assert!(
+        early.is_empty(),
+        "moves onto uninitialized nodes: {early:?}"
+    );
     // Every displaced pod lands where kube-scheduler would accept it.
     for (i, (input, plan)) in kerf_disruption::check::replay(snapshot, outcome)
         .iter()

@@ -39,6 +39,12 @@ fn run_scenario(path: &Path) -> String {
     let types = kerf_model::catalog::by_name(&catalog).unwrap();
     let snapshot = kerf::disrupt::snapshot(manifests, types);
     let outcome = kerf_disruption::compute_commands(&snapshot, now, &config);
+    let early = kerf_disruption::check::onto_uninitialized(&snapshot, &outcome);
+    assert!(
+        early.is_empty(),
+        "{}: moves onto uninitialized nodes: {early:?}",
+        path.display()
+    );
     for (i, (input, plan)) in kerf_disruption::check::replay(&snapshot, &outcome)
         .iter()
         .enumerate()
