@@ -367,6 +367,20 @@ pub fn retry_after(failures: u32) -> Duration {
     Duration::from_secs(secs.min(1000))
 }
 
+/// The longest one refresh may take: the SDK sets no operation timeout, and an endpoint that
+/// never answers must not stop every later refresh.
+pub const REFRESH_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+
+async fn bounded<T, E: std::fmt::Display>(
+    what: &str,
+    f: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(REFRESH_TIMEOUT, f).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(_) => Err(format!("{what}: no answer in {REFRESH_TIMEOUT:?}")),
+    }
+}
+
 /// Runs until cancelled: prices at once and every [`REFRESH`] (12 h), instance types every
 /// [`REFRESH`] after [`AwsProvider::new`] described them (or soon, with backoff, when it
 /// could not); a failed refresh is retried after [`retry_after`] and keeps what was known.
@@ -390,14 +404,14 @@ pub async fn run(provider: Arc<AwsProvider>, cancel: tokio_util::sync::Cancellat
         }
         let now = Instant::now();
         if now >= types_at {
-            match provider.refresh_instance_types().await {
+            match bounded("instance types", provider.refresh_instance_types()).await {
                 Ok(n) => {
                     type_failures = 0;
                     tracing::info!(instance_types = n, "refreshed instance types");
                 }
                 Err(e) => {
                     type_failures += 1;
-                    tracing::warn!(error = %format!("{e:#}"), failures = type_failures, "refreshing instance types");
+                    tracing::warn!(error = %e, failures = type_failures, "refreshing instance types");
                 }
             }
             types_at = now
@@ -409,8 +423,8 @@ pub async fn run(provider: Arc<AwsProvider>, cancel: tokio_util::sync::Cancellat
         }
         if now >= prices_at {
             let (on_demand, spot) = futures::join!(
-                provider.refresh_on_demand_prices(),
-                provider.refresh_spot_prices()
+                bounded("on-demand prices", provider.refresh_on_demand_prices()),
+                bounded("spot prices", provider.refresh_spot_prices())
             );
             match &on_demand {
                 Ok(n) => tracing::info!(instance_types = n, "refreshed on-demand prices"),
