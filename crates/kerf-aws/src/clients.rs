@@ -1,5 +1,5 @@
-//! One SDK configuration, from the standard chain, shared by the EC2, SSM, SQS and IAM
-//! clients, over one hyper + rustls (ring) HTTP client.
+//! One SDK configuration, from the standard chain, shared by the EC2, SSM, SQS, IAM and
+//! Pricing clients, over one hyper + rustls (ring) HTTP client.
 
 use aws_config::BehaviorVersion;
 use aws_smithy_http_client::tls;
@@ -10,6 +10,10 @@ pub struct Clients {
     pub ssm: aws_sdk_ssm::Client,
     pub sqs: aws_sdk_sqs::Client,
     pub iam: aws_sdk_iam::Client,
+    /// The Pricing API, in the region whose endpoint serves this one
+    /// ([`crate::pricing::endpoint_region`]); the endpoint URL, when one is configured
+    /// (`AWS_ENDPOINT_URL`), is the same as the other clients'.
+    pub pricing: aws_sdk_pricing::Client,
     pub region: String,
 }
 
@@ -55,6 +59,13 @@ impl Clients {
             ssm: aws_sdk_ssm::Client::new(config),
             sqs: aws_sdk_sqs::Client::new(config),
             iam: aws_sdk_iam::Client::new(config),
+            pricing: aws_sdk_pricing::Client::from_conf(
+                aws_sdk_pricing::config::Builder::from(config)
+                    .region(aws_config::Region::new(crate::pricing::endpoint_region(
+                        &region,
+                    )))
+                    .build(),
+            ),
             region,
         })
     }

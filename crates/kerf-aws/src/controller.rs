@@ -1,4 +1,5 @@
-//! What `kerf controller --cloud-provider aws` starts besides the provider: the
+//! What `kerf controller --cloud-provider aws` starts besides the provider: the catalog
+//! refresh (prices at start and every 12 hours, instance types every 12 hours), the
 //! EC2NodeClass status writer, the EC2NodeClass termination finalizer and, when
 //! `INTERRUPTION_QUEUE` is set, the interruption poller. Settings are Karpenter's
 //! environment variables: `CLUSTER_NAME`, `CLUSTER_ENDPOINT`, `INTERRUPTION_QUEUE`; the
@@ -69,6 +70,7 @@ pub async fn start(
         )
         .await?,
     );
+    tokio::spawn(crate::catalog::run(provider.clone(), cancel.clone()));
     tokio::spawn(crate::status::run(
         api.clone(),
         provider.resolver(),

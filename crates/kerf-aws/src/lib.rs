@@ -7,6 +7,10 @@
 //!   of their content, `CreateFleet` (instant, one instance), idempotent per claim through
 //!   the `karpenter.sh/nodeclaim` tag, insufficient-capacity errors cached for 3 minutes,
 //!   `TerminateInstances`, `DescribeInstances` by the cluster's tags.
+//! - [`catalog`] and [`pricing`]: the instance types the scheduler sees, from
+//!   `DescribeInstanceTypes`/`DescribeInstanceTypeOfferings` by the embedded catalog's
+//!   rules, priced by the Pricing API and `DescribeSpotPriceHistory` over a committed
+//!   fallback, refreshed every 12 hours ([`controller`] runs the refresh).
 //! - [`interruption`]: the five EventBridge message kinds and the SQS long-poll loop.
 //! - [`termination`]: the EC2NodeClass finalizer, `karpenter.k8s.aws/termination`: waits
 //!   for the class's NodeClaims, deletes its launch templates and managed instance
@@ -17,12 +21,14 @@
 //! kerf-specific points it at a test endpoint such as moto.
 
 pub mod ami;
+pub mod catalog;
 pub mod clients;
 pub mod controller;
 pub mod filters;
 pub mod ice;
 pub mod interruption;
 pub mod launch;
+pub mod pricing;
 pub mod provider;
 pub mod resolve;
 pub mod status;

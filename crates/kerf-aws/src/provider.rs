@@ -13,8 +13,10 @@ use kerf_cloud::{
 use kerf_model::InstanceType;
 use kube::Api;
 
+use crate::catalog::Catalog;
 use crate::ice::{self, Unavailable};
 use crate::launch::{self, ClusterFacts, LaunchPlan, PlanInput, TemplatePlan};
+use crate::pricing::{Prices, PricingError};
 use crate::resolve::{self, Resolver};
 use crate::{Clients, provider_id, tags};
 
@@ -39,11 +41,22 @@ pub struct AwsProvider {
     cluster: ClusterInfo,
     classes: ResolvedClasses,
     unavailable: Mutex<Unavailable>,
-    catalog: Vec<InstanceType>,
+    /// What the scheduler sees: the live catalog once `DescribeInstanceTypes` has answered,
+    /// until then the embedded one laid over the region's zones.
+    catalog: RwLock<Arc<Vec<InstanceType>>>,
+    /// What the live catalog is built from.
+    live: Mutex<Live>,
     /// Launch template names known to exist.
     templates: tokio::sync::Mutex<BTreeSet<String>>,
     /// Where a class not resolved yet is read from (none in tests without a cluster).
     node_classes: Option<Api<EC2NodeClass>>,
+}
+
+/// The described types and the prices the live catalog is built from.
+#[derive(Debug, Default)]
+struct Live {
+    described: Option<Catalog>,
+    prices: Prices,
 }
 
 fn now_ms() -> i64 {
@@ -52,8 +65,8 @@ fn now_ms() -> i64 {
 
 /// The embedded AWS catalog (us-east-1a/b/c, its prices) laid over the region's zones:
 /// the n-th zone of the region takes the offerings of the catalog's n-th zone (by zone
-/// letter where the letter exists in the catalog). Real DescribeInstanceTypes and the
-/// Pricing API replace this when they are wired in.
+/// letter where the letter exists in the catalog). Used only while `DescribeInstanceTypes`
+/// has not answered (it failed at start): the live catalog ([`crate::catalog`]) replaces it.
 pub fn catalog_for_zones(zones: &[String]) -> Vec<InstanceType> {
     let base = kerf_model::catalog::by_name("aws").unwrap_or_default();
     let catalog_zones: Vec<String> = {
@@ -109,8 +122,10 @@ where
 }
 
 impl AwsProvider {
-    /// A provider over `clients`; the catalog is laid over the region's zones
-    /// (DescribeAvailabilityZones).
+    /// A provider over `clients`, its catalog from `DescribeInstanceTypes` and
+    /// `DescribeInstanceTypeOfferings` priced by the fallback table (prices are refreshed by
+    /// [`crate::catalog::run`]). If the types cannot be described, the embedded catalog laid
+    /// over the region's zones (DescribeAvailabilityZones) stands in, with a warning.
     pub async fn new(
         clients: Clients,
         cluster: ClusterInfo,
@@ -131,15 +146,104 @@ impl AwsProvider {
             .filter_map(|z| z.zone_name().map(str::to_string))
             .collect();
         names.sort();
-        Ok(AwsProvider {
-            catalog: catalog_for_zones(&names),
+        let provider = AwsProvider {
+            catalog: RwLock::new(Arc::new(catalog_for_zones(&names))),
+            live: Mutex::new(Live::default()),
             clients,
             cluster,
             classes,
             unavailable: Mutex::new(Unavailable::default()),
             templates: tokio::sync::Mutex::new(BTreeSet::new()),
             node_classes,
-        })
+        };
+        match provider.refresh_instance_types().await {
+            Ok(n) => tracing::info!(
+                instance_types = n,
+                "instance types from DescribeInstanceTypes"
+            ),
+            Err(e) => tracing::warn!(
+                error = %format!("{e:#}"),
+                "cannot describe the region's instance types: using kerf's embedded catalog until DescribeInstanceTypes answers"
+            ),
+        }
+        Ok(provider)
+    }
+
+    /// The catalog the scheduler and launches see now.
+    pub fn catalog(&self) -> Arc<Vec<InstanceType>> {
+        self.catalog
+            .read()
+            .map(|c| c.clone())
+            .unwrap_or_else(|e| e.into_inner().clone())
+    }
+
+    /// Whether the catalog is the live one (`DescribeInstanceTypes` has answered).
+    pub fn catalog_is_live(&self) -> bool {
+        self.live.lock().is_ok_and(|l| l.described.is_some())
+    }
+
+    /// The prices the live catalog is built with now.
+    pub fn prices(&self) -> Prices {
+        self.live
+            .lock()
+            .map(|l| l.prices.clone())
+            .unwrap_or_default()
+    }
+
+    fn rebuild(&self, live: &Live) {
+        if let Some(described) = &live.described {
+            let types = described.instance_types(&self.clients.region, &live.prices);
+            if let Ok(mut c) = self.catalog.write() {
+                *c = Arc::new(types);
+            }
+        }
+    }
+
+    /// Describes the region's instance types and offerings again and rebuilds the catalog
+    /// from them; returns how many types it has. On error the catalog is unchanged.
+    pub async fn refresh_instance_types(&self) -> anyhow::Result<usize> {
+        let described = crate::catalog::describe(&self.clients.ec2).await?;
+        for (name, why) in &described.skipped {
+            tracing::debug!(instance_type = %name, reason = %why, "instance type left out");
+        }
+        let mut live = self.live.lock().map_err(|e| anyhow::anyhow!("{e}"))?;
+        live.described = Some(described);
+        self.rebuild(&live);
+        Ok(self.catalog().len())
+    }
+
+    /// Reads on-demand prices from the Pricing API and merges them over the known ones;
+    /// returns how many it read. On error (or nothing read) prices are unchanged.
+    pub async fn refresh_on_demand_prices(&self) -> Result<usize, PricingError> {
+        let fetched =
+            crate::pricing::fetch_on_demand(&self.clients.pricing, &self.clients.region).await?;
+        if fetched.skipped > 0 {
+            tracing::debug!(
+                skipped = fetched.skipped,
+                "GetProducts entries without a usable price"
+            );
+        }
+        let mut live = self
+            .live
+            .lock()
+            .map_err(|e| PricingError::Api(e.to_string()))?;
+        let n = live.prices.merge_on_demand(fetched.prices)?;
+        self.rebuild(&live);
+        Ok(n)
+    }
+
+    /// Reads current spot prices (`DescribeSpotPriceHistory`) and merges them over the
+    /// known ones; returns how many (type, zone) prices it read. On error prices are
+    /// unchanged.
+    pub async fn refresh_spot_prices(&self) -> Result<usize, PricingError> {
+        let fetched = crate::pricing::fetch_spot(&self.clients.ec2).await?;
+        let mut live = self
+            .live
+            .lock()
+            .map_err(|e| PricingError::Api(e.to_string()))?;
+        let n = live.prices.merge_spot(fetched.prices())?;
+        self.rebuild(&live);
+        Ok(n)
     }
 
     pub fn clients(&self) -> &Clients {
@@ -258,7 +362,7 @@ impl AwsProvider {
     }
 
     fn price(&self, offer: &Offer) -> f64 {
-        self.catalog
+        self.catalog()
             .iter()
             .find(|t| t.name == offer.instance_type)
             .and_then(|t| {
@@ -644,7 +748,7 @@ impl Provider for AwsProvider {
     fn instance_types(&self) -> Vec<InstanceType> {
         let now = now_ms();
         let u = self.unavailable.lock().ok();
-        let mut types = self.catalog.clone();
+        let mut types = Vec::clone(&self.catalog());
         if let Some(u) = u {
             for t in &mut types {
                 for o in &mut t.offerings {
@@ -712,6 +816,7 @@ impl Provider for AwsProvider {
             ca_bundle: self.cluster.ca_bundle.clone(),
             cidr: self.cluster.cidr.clone(),
         };
+        let catalog = self.catalog();
         let plan = {
             let u = self
                 .unavailable
@@ -721,7 +826,7 @@ impl Provider for AwsProvider {
                 request: &request,
                 spec: &spec,
                 status: &status,
-                catalog: &self.catalog,
+                catalog: &catalog,
                 unavailable: &u,
                 cluster: &facts,
                 now_ms: now,

@@ -16,6 +16,12 @@
 //! - memory capacity: advertised memory, less 64 MiB on Graviton, less Karpenter's 7.5 % VM
 //!   overhead rounded up to a whole MiB;
 //! - overhead: Karpenter's default kube-reserved and hard-eviction thresholds.
+//!
+//! The pods, memory, overhead and label rules are public ([`Shape`], [`instance_type`]):
+//! kerf-aws builds its live catalog from `DescribeInstanceTypes` with the same functions, and
+//! falls back on [`on_demand_prices`] until the AWS Pricing API answers.
+
+use std::collections::BTreeMap;
 
 use crate::labels;
 use crate::resources::{CPU, EPHEMERAL_STORAGE, MEMORY, PODS};
@@ -34,7 +40,7 @@ pub const VM_MEMORY_OVERHEAD_PERCENT: f64 = 0.075;
 
 /// Karpenter's default EBS root volume (`amifamily.DefaultEBS`), which becomes the node's
 /// `ephemeral-storage` capacity.
-const ROOT_VOLUME_BYTES: i64 = 20 << 30;
+pub const ROOT_VOLUME_BYTES: i64 = 20 << 30;
 
 /// Graviton kernels reserve 64 MiB for the contiguous memory allocator; Karpenter subtracts it
 /// before the VM overhead (`memory()` in `pkg/providers/instancetype/types.go`).
@@ -106,94 +112,79 @@ const SIZES: [Size; 8] = [
 /// The largest non-metal Graviton 2 and 3 size is `16xlarge` (64 vCPUs).
 const GRAVITON_MAX_VCPUS: i64 = 64;
 
+/// The date of the on-demand figures in [`on_demand_prices`] (see `FAMILIES`).
+pub const PRICES_AS_OF: &str = "2026-01-19";
+
 /// All instance types of the catalog, sorted by name.
 pub fn instance_types() -> Vec<InstanceType> {
     let mut types = Vec::with_capacity(FAMILIES.len() * SIZES.len());
     for (family, price_large) in FAMILIES {
-        let shape = FamilyShape::of(family);
-        for size in &SIZES {
-            if shape.graviton && size.vcpus > GRAVITON_MAX_VCPUS {
-                continue;
-            }
-            types.push(instance_type(family, price_large, &shape, size));
+        for size in embedded_sizes(family) {
+            let shape = embedded_shape(family, size);
+            let offerings = embedded_offerings(&shape.name, on_demand_price(price_large, size));
+            types.push(instance_type(&shape, REGION, offerings));
         }
     }
     types.sort_by(|a, b| a.name.cmp(&b.name));
     types
 }
 
-/// What a family's name says about it: `c7g` is category `c`, generation 7, made by AWS.
-struct FamilyShape {
-    category: &'static str,
-    generation: &'static str,
-    manufacturer: &'static str,
-    graviton: bool,
-    mib_per_vcpu: i64,
+/// The committed on-demand price of every type of the catalog, US dollars per hour, in
+/// [`REGION`] as of [`PRICES_AS_OF`]: the table a live catalog falls back on until (or when)
+/// the AWS Pricing API answers.
+pub fn on_demand_prices() -> BTreeMap<String, f64> {
+    let mut prices = BTreeMap::new();
+    for (family, price_large) in FAMILIES {
+        for size in embedded_sizes(family) {
+            prices.insert(
+                format!("{family}.{}", size.name),
+                on_demand_price(price_large, size),
+            );
+        }
+    }
+    prices
 }
 
-impl FamilyShape {
-    fn of(family: &'static str) -> FamilyShape {
-        let category = &family[..1];
-        let generation = &family[1..2];
-        let (manufacturer, graviton) = match &family[2..] {
-            "i" => ("intel", false),
-            "a" => ("amd", false),
-            "g" => ("aws", true),
-            other => unreachable!("family suffix {other:?} is not in the table"),
-        };
-        let mib_per_vcpu = match category {
-            "c" => 2048,
-            "m" => 4096,
-            "r" => 8192,
-            other => unreachable!("category {other:?} is not in the table"),
-        };
-        FamilyShape {
-            category,
-            generation,
-            manufacturer,
-            graviton,
-            mib_per_vcpu,
-        }
+fn embedded_sizes(family: &str) -> impl Iterator<Item = &'static Size> {
+    let graviton = family.ends_with('g');
+    SIZES
+        .iter()
+        .filter(move |s| !(graviton && s.vcpus > GRAVITON_MAX_VCPUS))
+}
+
+fn on_demand_price(price_large: f64, size: &Size) -> f64 {
+    round5(price_large * size.vcpus as f64 / 2.0)
+}
+
+/// The shape of an embedded type, from what its family's name says: `c7g` is category `c`,
+/// generation 7, made by AWS (Graviton), 2 GiB per vCPU.
+fn embedded_shape(family: &str, size: &Size) -> Shape {
+    let (manufacturer, arch) = match &family[2..] {
+        "i" => ("intel", ARCH_AMD64),
+        "a" => ("amd", ARCH_AMD64),
+        "g" => ("aws", ARCH_ARM64),
+        other => unreachable!("family suffix {other:?} is not in the table"),
+    };
+    let mib_per_vcpu = match &family[..1] {
+        "c" => 2048,
+        "m" => 4096,
+        "r" => 8192,
+        other => unreachable!("category {other:?} is not in the table"),
+    };
+    Shape {
+        name: format!("{family}.{}", size.name),
+        vcpus: size.vcpus,
+        memory_mib: size.vcpus * mib_per_vcpu,
+        arch: arch.to_string(),
+        cpu_manufacturer: Some(manufacturer.to_string()),
+        hypervisor: Some("nitro".to_string()),
+        enis: size.enis,
+        ipv4_per_eni: size.ipv4_per_eni,
+        extra_labels: Labels::new(),
     }
 }
 
-fn instance_type(family: &str, price_large: f64, shape: &FamilyShape, size: &Size) -> InstanceType {
-    let name = format!("{family}.{}", size.name);
-    let advertised_mib = size.vcpus * shape.mib_per_vcpu;
-    let pods = max_pods(size.enis, size.ipv4_per_eni);
-
-    let arch = if shape.graviton { "arm64" } else { "amd64" };
-    let labels: Labels = [
-        (labels::INSTANCE_TYPE, name.clone()),
-        (labels::ARCH, arch.to_string()),
-        (labels::OS, "linux".to_string()),
-        (labels::REGION, REGION.to_string()),
-        (labels::INSTANCE_CATEGORY, shape.category.to_string()),
-        (labels::INSTANCE_FAMILY, family.to_string()),
-        (labels::INSTANCE_GENERATION, shape.generation.to_string()),
-        (labels::INSTANCE_SIZE, size.name.to_string()),
-        (labels::INSTANCE_CPU, size.vcpus.to_string()),
-        (
-            labels::INSTANCE_CPU_MANUFACTURER,
-            shape.manufacturer.to_string(),
-        ),
-        (labels::INSTANCE_MEMORY, advertised_mib.to_string()),
-        (labels::INSTANCE_HYPERVISOR, "nitro".to_string()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
-
-    let mut capacity = Resources::new();
-    capacity.set(CPU, Quantity::from_units(size.vcpus));
-    capacity.set(
-        MEMORY,
-        Quantity::from_units(capacity_memory_mib(advertised_mib, shape.graviton) * MIB),
-    );
-    capacity.set(PODS, Quantity::from_units(pods));
-    capacity.set(EPHEMERAL_STORAGE, Quantity::from_units(ROOT_VOLUME_BYTES));
-
-    let on_demand = round5(price_large * size.vcpus as f64 / 2.0);
+fn embedded_offerings(name: &str, on_demand: f64) -> Vec<Offering> {
     let mut offerings = Vec::with_capacity(ZONES.len() * 2);
     for zone in ZONES {
         offerings.push(Offering {
@@ -206,32 +197,154 @@ fn instance_type(family: &str, price_large: f64, shape: &FamilyShape, size: &Siz
         offerings.push(Offering {
             zone: zone.to_string(),
             capacity_type: labels::CAPACITY_TYPE_SPOT.to_string(),
-            price: spot_price(on_demand, &name, zone),
+            price: spot_price(on_demand, name, zone),
             price_is_estimate: true,
             available: true,
         });
     }
+    offerings
+}
 
+/// Kubernetes' name for x86_64.
+pub const ARCH_AMD64: &str = "amd64";
+/// Kubernetes' name for arm64 (Graviton).
+pub const ARCH_ARM64: &str = "arm64";
+
+/// What the rules of this module need to know about one EC2 instance type: the facts
+/// `DescribeInstanceTypes` reports, or the embedded table's equivalent. One shape and its
+/// offerings make one [`InstanceType`] through [`instance_type`], whichever the source.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Shape {
+    /// `m7g.xlarge`.
+    pub name: String,
+    /// `VCpuInfo.DefaultVCpus`.
+    pub vcpus: i64,
+    /// Advertised memory, `MemoryInfo.SizeInMiB`.
+    pub memory_mib: i64,
+    /// `amd64` or `arm64` (Kubernetes' names).
+    pub arch: String,
+    /// `ProcessorInfo.Manufacturer` in lower kebab case (`intel`, `amd`, `aws`).
+    pub cpu_manufacturer: Option<String>,
+    /// `Hypervisor` (`nitro`, `xen`); none on bare metal.
+    pub hypervisor: Option<String>,
+    /// Maximum ENIs on the default network card.
+    pub enis: i64,
+    /// `NetworkInfo.Ipv4AddressesPerInterface`.
+    pub ipv4_per_eni: i64,
+    /// Further `karpenter.k8s.aws/instance-*` labels the source knows (bandwidth, GPUs,
+    /// local NVMe…), set as given.
+    pub extra_labels: Labels,
+}
+
+impl Shape {
+    /// Graviton kernels keep the CMA reservation; Karpenter keys it on the architecture.
+    pub fn is_graviton(&self) -> bool {
+        self.arch == ARCH_ARM64
+    }
+
+    /// ENI-limited max pods of this shape.
+    pub fn max_pods(&self) -> i64 {
+        max_pods(self.enis, self.ipv4_per_eni)
+    }
+}
+
+/// The instance type `shape` makes in `region` with `offerings`: labels, capacity and
+/// overhead by the rules of this module. The embedded catalog and kerf-aws's live one
+/// (`DescribeInstanceTypes`) both build their types here.
+pub fn instance_type(shape: &Shape, region: &str, offerings: Vec<Offering>) -> InstanceType {
     InstanceType {
-        name,
-        labels,
-        capacity,
-        overhead: overhead(size.vcpus, pods),
+        name: shape.name.clone(),
+        labels: shape_labels(shape, region),
+        capacity: capacity(shape),
+        overhead: overhead(shape.vcpus, shape.max_pods()),
         offerings,
     }
+}
+
+/// Category and generation from a type's name, as Karpenter reads them
+/// (`(^[a-z]+)(-[0-9]+tb)?([0-9]+).*\.`): `c7gd.large` → (`c`, `7`), `u-6tb1.metal` →
+/// (`u`, `1`), `mac2-m2pro.metal` → (`mac`, `2`). None when the name has no such prefix.
+pub fn category_and_generation(name: &str) -> Option<(String, String)> {
+    let (family, _) = name.split_once('.')?;
+    let letters = family.bytes().take_while(u8::is_ascii_lowercase).count();
+    if letters == 0 {
+        return None;
+    }
+    let (category, mut rest) = family.split_at(letters);
+    // An optional `-<digits>tb` (high-memory `u-6tb1`), when digits follow it.
+    if let Some(after) = rest.strip_prefix('-') {
+        let digits = after.bytes().take_while(u8::is_ascii_digit).count();
+        if digits > 0
+            && let Some(tail) = after[digits..].strip_prefix("tb")
+            && tail.starts_with(|c: char| c.is_ascii_digit())
+        {
+            rest = tail;
+        }
+    }
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    if digits == 0 {
+        return None;
+    }
+    Some((category.to_string(), rest[..digits].to_string()))
+}
+
+/// The labels every node of `shape` carries in `region`.
+pub fn shape_labels(shape: &Shape, region: &str) -> Labels {
+    let mut l = Labels::new();
+    let mut set = |k: &str, v: String| {
+        l.insert(k.to_string(), v);
+    };
+    set(labels::INSTANCE_TYPE, shape.name.clone());
+    set(labels::ARCH, shape.arch.clone());
+    set(labels::OS, "linux".to_string());
+    set(labels::REGION, region.to_string());
+    if let Some((category, generation)) = category_and_generation(&shape.name) {
+        set(labels::INSTANCE_CATEGORY, category);
+        set(labels::INSTANCE_GENERATION, generation);
+    }
+    if let Some((family, size)) = shape.name.split_once('.') {
+        set(labels::INSTANCE_FAMILY, family.to_string());
+        set(labels::INSTANCE_SIZE, size.to_string());
+    }
+    set(labels::INSTANCE_CPU, shape.vcpus.to_string());
+    if let Some(m) = &shape.cpu_manufacturer {
+        set(labels::INSTANCE_CPU_MANUFACTURER, m.clone());
+    }
+    set(labels::INSTANCE_MEMORY, shape.memory_mib.to_string());
+    if let Some(h) = &shape.hypervisor {
+        set(labels::INSTANCE_HYPERVISOR, h.clone());
+    }
+    for (k, v) in &shape.extra_labels {
+        set(k, v.clone());
+    }
+    l
+}
+
+/// Capacity as the kubelet reports it with Karpenter's defaults: vCPUs, memory less the
+/// Graviton CMA and the VM overhead, ENI-limited pods, the default 20 GiB root volume.
+pub fn capacity(shape: &Shape) -> Resources {
+    let mut capacity = Resources::new();
+    capacity.set(CPU, Quantity::from_units(shape.vcpus));
+    capacity.set(
+        MEMORY,
+        Quantity::from_units(capacity_memory_mib(shape.memory_mib, shape.is_graviton()) * MIB),
+    );
+    capacity.set(PODS, Quantity::from_units(shape.max_pods()));
+    capacity.set(EPHEMERAL_STORAGE, Quantity::from_units(ROOT_VOLUME_BYTES));
+    capacity
 }
 
 /// ENI-limited max pods: every ENI's first address is the node's own, and two host-network pods
 /// (aws-node and kube-proxy) need no address (`ENILimitedPods` in Karpenter, `eni-max-pods.txt`
 /// in the EKS AMI).
-fn max_pods(enis: i64, ipv4_per_eni: i64) -> i64 {
+pub fn max_pods(enis: i64, ipv4_per_eni: i64) -> i64 {
     enis * (ipv4_per_eni - 1) + 2
 }
 
 /// The memory the kubelet reports, in MiB, computed as Karpenter's `memory()` does: drop the
 /// Graviton CMA reservation, then the VM overhead rounded up to a whole MiB. The float
 /// expression keeps Karpenter's operation order so that its rounding is reproduced exactly.
-fn capacity_memory_mib(advertised_mib: i64, graviton: bool) -> i64 {
+pub fn capacity_memory_mib(advertised_mib: i64, graviton: bool) -> i64 {
     let mib = if graviton {
         advertised_mib - GRAVITON_CMA_MIB
     } else {
@@ -245,7 +358,7 @@ fn capacity_memory_mib(advertised_mib: i64, graviton: bool) -> i64 {
 /// from Bottlerocket and the EKS AMI: 6 % of the first core, 1 % of the second, 0.5 % of the
 /// third and fourth, 0.25 % of every core above four. Each range's share is truncated to a whole
 /// millicore, as Karpenter does.
-fn kube_reserved_cpu_milli(vcpus: i64) -> i64 {
+pub fn kube_reserved_cpu_milli(vcpus: i64) -> i64 {
     const RANGES: [(i64, i64, f64); 4] = [
         (0, 1000, 0.06),
         (1000, 2000, 0.01),
@@ -267,7 +380,7 @@ fn kube_reserved_cpu_milli(vcpus: i64) -> i64 {
 /// range, memory `11 MiB × max pods + 255 MiB`, 1 GiB of ephemeral storage) plus the hard
 /// eviction thresholds (`memory.available` 100 MiB, `nodefs.available` 10 % of the root volume).
 /// No system-reserved: Karpenter sets none unless the EC2NodeClass asks.
-fn overhead(vcpus: i64, pods: i64) -> Resources {
+pub fn overhead(vcpus: i64, pods: i64) -> Resources {
     let kube_reserved_memory = (11 * pods + 255) * MIB;
     let eviction_memory = 100 * MIB;
     let kube_reserved_storage: i64 = 1 << 30;
@@ -583,6 +696,73 @@ mod tests {
                 t.name
             );
         }
+    }
+
+    #[test]
+    fn category_and_generation_read_the_name_as_karpenter_does() {
+        let cg = category_and_generation;
+        let pair = |c: &str, g: &str| Some((c.to_string(), g.to_string()));
+        assert_eq!(cg("c7gd.large"), pair("c", "7"));
+        assert_eq!(cg("m6i.xlarge"), pair("m", "6"));
+        assert_eq!(cg("u-6tb1.metal"), pair("u", "1"));
+        assert_eq!(cg("u7i-12tb.224xlarge"), pair("u", "7"));
+        assert_eq!(cg("mac2-m2pro.metal"), pair("mac", "2"));
+        assert_eq!(cg("inf2.xlarge"), pair("inf", "2"));
+        assert_eq!(cg("x2iedn.large"), pair("x", "2"));
+        assert_eq!(cg("c7i-flex.large"), pair("c", "7"));
+        assert_eq!(cg("nodot"), None);
+        assert_eq!(cg("7x.large"), None);
+        assert_eq!(cg("abc.large"), None);
+    }
+
+    #[test]
+    fn the_fallback_prices_are_the_catalogs_on_demand_prices() {
+        let prices = on_demand_prices();
+        let types = instance_types();
+        assert_eq!(prices.len(), types.len());
+        for t in &types {
+            assert_eq!(prices[&t.name], on_demand(t), "{}", t.name);
+        }
+        assert_eq!(prices["m7g.xlarge"], 0.1632);
+    }
+
+    #[test]
+    fn a_shape_from_elsewhere_follows_the_same_rules() {
+        // m7g.xlarge as DescribeInstanceTypes reports it, in another region, with a label
+        // the embedded table does not know.
+        let shape = Shape {
+            name: "m7g.xlarge".into(),
+            vcpus: 4,
+            memory_mib: 16384,
+            arch: ARCH_ARM64.into(),
+            cpu_manufacturer: Some("aws".into()),
+            hypervisor: Some("nitro".into()),
+            enis: 4,
+            ipv4_per_eni: 15,
+            extra_labels: [(
+                labels::INSTANCE_NETWORK_BANDWIDTH.to_string(),
+                "1876".to_string(),
+            )]
+            .into(),
+        };
+        let t = instance_type(&shape, "eu-west-1", vec![]);
+        let types = instance_types();
+        let embedded = find(&types, "m7g.xlarge");
+        assert_eq!(t.capacity, embedded.capacity);
+        assert_eq!(t.overhead, embedded.overhead);
+        let mut expected = embedded.labels.clone();
+        expected.insert(labels::REGION.into(), "eu-west-1".into());
+        expected.insert(labels::INSTANCE_NETWORK_BANDWIDTH.into(), "1876".into());
+        assert_eq!(t.labels, expected);
+        // On x86_64 there is no CMA reservation: only the VM overhead comes off.
+        let x86 = Shape {
+            arch: ARCH_AMD64.into(),
+            ..shape
+        };
+        assert_eq!(
+            capacity(&x86).get(MEMORY),
+            mib(16384 - (16384_f64 * 0.075).ceil() as i64)
+        );
     }
 
     #[test]
