@@ -65,7 +65,8 @@ impl Moto {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {} for moto: {e}", python()));
         let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        stdout
             .read_line(&mut line)
             .expect("reading moto's first line");
         if line.trim().is_empty() {
@@ -74,6 +75,12 @@ impl Moto {
                 let _ = e.read_to_string(&mut err);
             }
             panic!("moto did not start:\n{err}");
+        }
+        // moto prints to stdout when a request names a service it lacks (the Pricing
+        // API); with the pipe closed that print raises and the request hangs. Drain both.
+        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+        if let Some(mut err) = child.stderr.take() {
+            std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
         }
         let info = serde_json::from_str(&line).expect("moto's JSON line");
         Moto { child, info }
