@@ -6,8 +6,7 @@
 //! virtualenv on first use. Fails, never skips, when they cannot be had.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use aws_smithy_runtime_api::box_error::BoxError;
@@ -29,98 +28,33 @@ use kerf_aws::{AwsProvider, Clients, ClusterInfo};
 use kerf_aws::{resolve, termination};
 use kerf_cloud::{CreateError, LaunchRequest, Offer, Provider};
 use kerf_model::{InstanceType, Offering, labels};
+use kerf_testcluster::moto::{Moto, python};
 
 const CLUSTER: &str = "kerf-test";
 const REGION: &str = "us-west-2";
-
-struct Moto {
-    child: Child,
-    info: serde_json::Value,
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        drop(self.child.stdin.take());
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn start_moto() -> Moto {
     start_moto_with(&[])
 }
 
-/// The interpreter of the virtualenv `tools/moto/install.sh` makes (once per machine).
-fn python() -> &'static str {
-    static PYTHON: OnceLock<String> = OnceLock::new();
-    PYTHON.get_or_init(|| {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tools/moto/install.sh");
-        let out = Command::new("bash")
-            .arg(script)
-            .stderr(Stdio::inherit())
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {script}: {e}"));
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        match stdout.lines().find_map(|l| l.strip_prefix("python=")) {
-            Some(p) if out.status.success() => p.to_string(),
-            _ => panic!("{script} failed ({}): {stdout}", out.status),
-        }
-    })
-}
-
+/// `tools/moto/server.py` for this suite's cluster and region, with `extra` arguments.
 fn start_moto_with(extra: &[&str]) -> Moto {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tools/moto/server.py");
-    let mut child = Command::new(python())
-        .args([
-            script,
-            "--cluster",
-            CLUSTER,
-            "--region",
-            REGION,
-            "--k8s",
-            "1.33",
-        ])
-        .args(extra)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {} for moto: {e}", python()));
-    let mut line = String::new();
-    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-    stdout
-        .read_line(&mut line)
-        .expect("reading moto's first line");
-    if line.trim().is_empty() {
-        let mut err = String::new();
-        if let Some(mut e) = child.stderr.take() {
-            use std::io::Read;
-            let _ = e.read_to_string(&mut err);
-        }
-        panic!("moto did not start:\n{err}");
-    }
-    // Keep reading what moto prints while it serves: with its stdout closed, moto's own
-    // print for a service it does not have (the Pricing API) raises in the request thread
-    // and the request never gets an answer; an unread stderr would block it once full.
-    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
-    if let Some(mut stderr) = child.stderr.take() {
-        std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
-    }
-    let info: serde_json::Value = serde_json::from_str(&line).expect("moto's JSON line");
-    Moto { child, info }
+    Moto::start(CLUSTER, REGION, "1.33", extra)
 }
 
-impl Moto {
-    fn endpoint(&self) -> &str {
-        self.info["endpoint"].as_str().unwrap()
-    }
-    fn image(&self, name: &str) -> String {
-        self.info["images"][name].as_str().unwrap().to_string()
-    }
-    fn subnet(&self, zone: &str) -> String {
-        self.info["subnets"][zone].as_str().unwrap().to_string()
-    }
+/// kerf-aws's clients and provider on a moto server.
+trait OnMoto {
+    async fn clients(&self, interceptor: Option<SharedInterceptor>) -> Clients;
+    async fn clients_as(
+        &self,
+        keys: (&str, &str),
+        interceptor: Option<SharedInterceptor>,
+    ) -> Clients;
+    async fn provider(&self, interceptor: Option<SharedInterceptor>) -> AwsProvider;
+    async fn provider_on(&self, clients: Clients) -> AwsProvider;
+}
 
+impl OnMoto for Moto {
     async fn clients(&self, interceptor: Option<SharedInterceptor>) -> Clients {
         self.clients_as(("testing", "testing"), interceptor).await
     }

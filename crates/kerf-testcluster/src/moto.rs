@@ -107,6 +107,20 @@ impl Moto {
         self.info["endpoint"].as_str().expect("endpoint")
     }
 
+    /// A seeded image's ID, by the name `server.py` gave it.
+    pub fn image(&self, name: &str) -> String {
+        let id = self.info["images"][name].as_str();
+        id.unwrap_or_else(|| panic!("no image {name} seeded"))
+            .to_string()
+    }
+
+    /// The seeded subnet in `zone`.
+    pub fn subnet(&self, zone: &str) -> String {
+        let id = self.info["subnets"][zone].as_str();
+        id.unwrap_or_else(|| panic!("no subnet seeded in {zone}"))
+            .to_string()
+    }
+
     /// An IAM user's `(access key, secret)` under an IAM stack: `controller` (the user
     /// `kerf-controller`, holding only kerf's policy) or `admin`.
     pub fn keys(&self, user: &str) -> (String, String) {

@@ -106,6 +106,20 @@ async fn clients(moto: &Moto, user: &str) -> Clients {
     Clients::from_config(&config, None).unwrap()
 }
 
+fn taints_of(node: &Node) -> Vec<k8s_openapi::api::core::v1::Taint> {
+    (node.spec.as_ref())
+        .and_then(|s| s.taints.clone())
+        .unwrap_or_default()
+}
+
+/// What kerf tags everything it makes for the cluster with.
+fn of_the_cluster() -> Filter {
+    Filter::builder()
+        .name("tag:eks:eks-cluster-name")
+        .values(CLUSTER)
+        .build()
+}
+
 /// The cluster's instances in these states, by ID.
 async fn instances(
     ec2: &aws_sdk_ec2::Client,
@@ -113,12 +127,7 @@ async fn instances(
 ) -> BTreeMap<String, aws_sdk_ec2::types::Instance> {
     let out = ec2
         .describe_instances()
-        .filters(
-            Filter::builder()
-                .name("tag:eks:eks-cluster-name")
-                .values(CLUSTER)
-                .build(),
-        )
+        .filters(of_the_cluster())
         .filters(
             Filter::builder()
                 .name("instance-state-name")
@@ -462,12 +471,7 @@ pub(crate) fn exercise(env: &Env, aws: &Aws, kerf: &mut Kerf) {
         let versions = admin
             .ec2
             .describe_launch_template_versions()
-            .filters(
-                Filter::builder()
-                    .name("tag:eks:eks-cluster-name")
-                    .values(CLUSTER)
-                    .build(),
-            )
+            .filters(of_the_cluster())
             .versions("$Latest")
             .send()
             .await
@@ -504,11 +508,7 @@ pub(crate) fn exercise(env: &Env, aws: &Aws, kerf: &mut Kerf) {
             Some("platform"),
             "{node:?}"
         );
-        let taints = node
-            .spec
-            .as_ref()
-            .and_then(|s| s.taints.clone())
-            .unwrap_or_default();
+        let taints = taints_of(node);
         assert!(
             taints
                 .iter()
@@ -517,16 +517,12 @@ pub(crate) fn exercise(env: &Env, aws: &Aws, kerf: &mut Kerf) {
             node.name_any()
         );
     }
-    for node in env.nodes() {
+    for node in &env.nodes() {
         let l = node.labels();
         assert_eq!(l.get(labels::NODEPOOL).map(String::as_str), Some("default"));
         assert_eq!(l.get("team").map(String::as_str), Some("platform"));
         assert_eq!(l.get(labels::INITIALIZED).map(String::as_str), Some("true"));
-        let taints = node
-            .spec
-            .as_ref()
-            .and_then(|s| s.taints.clone())
-            .unwrap_or_default();
+        let taints = taints_of(node);
         assert!(
             !taints.iter().any(|t| t.key == labels::TAINT_UNREGISTERED),
             "{} keeps the unregistered taint",
@@ -647,12 +643,7 @@ pub(crate) fn exercise(env: &Env, aws: &Aws, kerf: &mut Kerf) {
         let templates = admin
             .ec2
             .describe_launch_templates()
-            .filters(
-                Filter::builder()
-                    .name("tag:eks:eks-cluster-name")
-                    .values(CLUSTER)
-                    .build(),
-            )
+            .filters(of_the_cluster())
             .send()
             .await
             .unwrap();
