@@ -15,6 +15,9 @@ Starts `moto.server.ThreadedMotoServer` on 127.0.0.1 at a free port, seeds:
 - an IAM role for nodes (`KarpenterNodeRole-<cluster>`) and an instance profile
   (`KarpenterNodeInstanceProfile-<cluster>`) holding it.
 
+moto's CreateFleet is mended in one place: it starts instances in their launch
+template's security groups, as EC2 does (moto used the VPC's default group).
+
 Then prints one JSON line (endpoint, region, cluster, the seeded IDs) and serves until
 its standard input closes, so a test that drops the child ends it.
 
@@ -162,6 +165,28 @@ def accept_string_policy_documents():
     ManagedPolicy.create_from_cloudformation_json = classmethod(create)
 
 
+def fleets_launch_in_their_templates_security_groups():
+    """EC2 starts a fleet's instances in the security groups its launch template names
+    (`SecurityGroupIds`); moto's CreateFleet reads only `GroupSet` and starts them in the
+    VPC's default group instead, which would make every node look drifted from its
+    EC2NodeClass. Give each of a fleet's launch specs its template's groups."""
+    from moto.ec2.models.fleets import Fleet
+
+    original = Fleet.get_launch_spec_counts
+
+    def counts(self, weight_to_add):
+        for spec in self.launch_specs:
+            template = spec.launch_template_spec
+            if spec.group_set or not template:
+                continue
+            lt = self.ec2_backend.get_launch_template(template["LaunchTemplateId"])
+            data = lt.get_version(template.get("Version", "$Default")).data
+            spec.group_set = list(data.get("SecurityGroupIds", []))
+        return original(self, weight_to_add)
+
+    Fleet.get_launch_spec_counts = counts
+
+
 def deploy_iam_stack(client, cluster, template):
     """Deploys the template; returns the controller policy's ARN and document (as moto
     stored it, substitutions done) and the interruption queue's name."""
@@ -249,6 +274,7 @@ def main():
         parser.error("--iam-stack and --audit-log go together")
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    fleets_launch_in_their_templates_security_groups()
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()

@@ -54,6 +54,9 @@ pub struct Manifests {
     /// The image IDs each EC2NodeClass resolved to (`status.amis[].id`), by class name;
     /// a class whose input has no status is absent.
     pub node_class_images: BTreeMap<String, Vec<String>>,
+    /// Each EC2NodeClass's hash annotations (`karpenter.k8s.aws/ec2nodeclass-hash` and its
+    /// version), by class name; a class without them is absent.
+    pub node_class_annotations: BTreeMap<String, Labels>,
     /// Existing NodeClaims, sorted by name.
     pub nodeclaims: Vec<NodeClaim>,
     /// PodDisruptionBudgets, sorted by namespace/name.
@@ -643,6 +646,24 @@ impl Loader {
                         self.manifests
                             .node_class_images
                             .insert(name.clone(), images);
+                    }
+                    let hashes: Labels = [
+                        kerf_model::labels::ANNOTATION_EC2NODECLASS_HASH,
+                        kerf_model::labels::ANNOTATION_EC2NODECLASS_HASH_VERSION,
+                    ]
+                    .into_iter()
+                    .filter_map(|k| {
+                        let v = value.pointer(&format!(
+                            "/metadata/annotations/{}",
+                            k.replace('~', "~0").replace('/', "~1")
+                        ))?;
+                        Some((k.to_string(), v.as_str()?.to_string()))
+                    })
+                    .collect();
+                    if !hashes.is_empty() {
+                        self.manifests
+                            .node_class_annotations
+                            .insert(name.clone(), hashes);
                     }
                 }
             }

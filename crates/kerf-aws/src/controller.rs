@@ -1,6 +1,7 @@
 //! What `kerf controller --cloud-provider aws` starts besides the provider: the catalog
 //! refresh (prices at start and every 12 hours, instance types every 12 hours), the
-//! EC2NodeClass status writer, the EC2NodeClass termination finalizer and, when
+//! EC2NodeClass status writer, the EC2NodeClass termination finalizer, post-registration
+//! tagging and, when
 //! `INTERRUPTION_QUEUE` is set, the interruption poller. Settings are Karpenter's
 //! environment variables: `CLUSTER_NAME`, `CLUSTER_ENDPOINT`, `INTERRUPTION_QUEUE`; the
 //! cluster CA comes from `CLUSTER_CA_BUNDLE` (base64 PEM) when set. The Kubernetes
@@ -73,8 +74,12 @@ pub async fn start(
     tokio::spawn(crate::catalog::run(provider.clone(), cancel.clone()));
     tokio::spawn(crate::status::run(
         api.clone(),
-        provider.resolver(),
-        classes,
+        crate::status::Writer {
+            resolver: provider.resolver(),
+            classes,
+            claims: Api::all(client.clone()),
+            ca_bundle: env("CLUSTER_CA_BUNDLE"),
+        },
         cancel.clone(),
     ));
     // Events on the class as Karpenter's recorder publishes them.
@@ -91,6 +96,12 @@ pub async fn start(
         provider.clone(),
         cluster_name.to_string(),
         recorder,
+        cancel.clone(),
+    ));
+    tokio::spawn(crate::tagging::run(
+        clients.ec2.clone(),
+        Api::all(client.clone()),
+        cluster_name.to_string(),
         cancel.clone(),
     ));
     let queue = env("INTERRUPTION_QUEUE");

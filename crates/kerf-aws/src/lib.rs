@@ -11,7 +11,11 @@
 //!   `DescribeInstanceTypes`/`DescribeInstanceTypeOfferings` by the embedded catalog's
 //!   rules, priced by the Pricing API and `DescribeSpotPriceHistory` over a committed
 //!   fallback, refreshed every 12 hours ([`controller`] runs the refresh).
+//! - [`drift`]: the class hash (`karpenter.k8s.aws/ec2nodeclass-hash`) and the image,
+//!   subnet and security-group drift of an instance, as Karpenter's `IsDrifted`.
 //! - [`interruption`]: the five EventBridge message kinds and the SQS long-poll loop.
+//! - [`tagging`]: after registration, the instance's `Name` tag and the claim's
+//!   `karpenter.k8s.aws/tagged` annotation.
 //! - [`termination`]: the EC2NodeClass finalizer, `karpenter.k8s.aws/termination`: waits
 //!   for the class's NodeClaims, deletes its launch templates and managed instance
 //!   profile, then lets the class go.
@@ -24,6 +28,7 @@ pub mod ami;
 pub mod catalog;
 pub mod clients;
 pub mod controller;
+pub mod drift;
 pub mod filters;
 pub mod ice;
 pub mod interruption;
@@ -32,6 +37,7 @@ pub mod pricing;
 pub mod provider;
 pub mod resolve;
 pub mod status;
+pub mod tagging;
 pub mod termination;
 pub mod userdata;
 

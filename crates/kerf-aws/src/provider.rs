@@ -10,10 +10,11 @@ use kerf_api::crd::{EC2NodeClass, EC2NodeClassSpec, EC2NodeClassStatus};
 use kerf_cloud::{
     CreateError, Created, Instance, InstanceState, LaunchRequest, Offer, Provider, ProviderError,
 };
-use kerf_model::InstanceType;
+use kerf_model::{InstanceType, Labels};
 use kube::Api;
 
 use crate::catalog::Catalog;
+use crate::drift;
 use crate::ice::{self, Unavailable};
 use crate::launch::{self, ClusterFacts, LaunchPlan, PlanInput, TemplatePlan};
 use crate::pricing::{Prices, PricingError};
@@ -348,16 +349,32 @@ impl AwsProvider {
             Some(ec2::InstanceStateName::Terminated) => return None,
             _ => InstanceState::Running,
         };
+        let image_id = i.image_id().unwrap_or_default();
+        let drift = tag(tags::NODECLASS).and_then(|class| {
+            let classes = self.classes.read().ok()?;
+            let (_, status) = classes.get(&class)?;
+            let at = drift::Placement {
+                image: image_id,
+                subnet: i.subnet_id().unwrap_or_default(),
+                security_groups: i
+                    .security_groups()
+                    .iter()
+                    .filter_map(|g| g.group_id())
+                    .collect(),
+            };
+            drift::instance_drift(&class, status, &at)
+        });
         Some(Instance {
             id: provider_id(zone, id),
             claim: tag(tags::NODECLAIM).unwrap_or_default(),
             price: self.price(&offer),
             offer,
-            image_id: i.image_id().unwrap_or_default().to_string(),
+            image_id: image_id.to_string(),
             launched_at: i.launch_time().map_or(0, |t| {
                 t.secs() * 1000 + i64::from(t.subsec_nanos() / 1_000_000)
             }),
             state,
+            drift,
         })
     }
 
@@ -708,8 +725,10 @@ impl AwsProvider {
                 image_id,
                 launched_at: request.now_ms,
                 state: InstanceState::Running,
+                drift: None,
             },
             refused,
+            annotations: Labels::new(),
         })
     }
 }
@@ -792,6 +811,7 @@ impl Provider for AwsProvider {
             return Ok(Created {
                 instance,
                 refused: Vec::new(),
+                annotations: drift::claim_annotations(&spec, &status, &self.cluster.ca_bundle),
             });
         }
         let now = now_ms();
@@ -833,7 +853,9 @@ impl Provider for AwsProvider {
             })
         }
         .map_err(|e| CreateError::Provider(e.to_string()))?;
-        self.fleet(&request, &plan, &status).await
+        let mut created = self.fleet(&request, &plan, &status).await?;
+        created.annotations = drift::claim_annotations(&spec, &status, &self.cluster.ca_bundle);
+        Ok(created)
     }
 
     async fn delete(&self, id: String) -> Result<(), ProviderError> {

@@ -2,16 +2,21 @@
 //! minute, writes `status` through the status subresource, and keeps the resolved
 //! classes the provider launches from. A class being deleted is neither resolved nor
 //! kept: [`crate::termination`] cleans up after it.
+//!
+//! It also keeps each class's `karpenter.k8s.aws/ec2nodeclass-hash` annotation, as
+//! Karpenter's `nodeclass/hash` controller does ([`stamp_hash`]).
 
 use std::time::Duration;
 
 use futures::StreamExt;
-use kerf_api::crd::EC2NodeClass;
-use kube::api::{Patch, PatchParams};
+use kerf_api::crd::{EC2NodeClass, NodeClaim};
+use kerf_model::labels;
+use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
+use crate::drift;
 use crate::provider::ResolvedClasses;
 use crate::resolve::Resolver;
 
@@ -38,13 +43,95 @@ pub async fn refresh_one(
     Ok(ready)
 }
 
+/// Writes the class's hash annotations when they are not [`drift::class_hash`] under
+/// [`drift::HASH_VERSION`]. A class stamped under another version (Karpenter's, or an
+/// older kerf's) first has its NodeClaims re-stamped, as Karpenter's hash controller
+/// does, so the change of hash drifts none of them; a claim that already carries a
+/// `Drifted` condition keeps its old hash and stays drifted.
+pub async fn stamp_hash(
+    api: &Api<EC2NodeClass>,
+    claims: &Api<NodeClaim>,
+    nc: &EC2NodeClass,
+    ca_bundle: &str,
+) -> Result<(), kube::Error> {
+    let name = nc.name_any();
+    let hash = drift::class_hash(&nc.spec, ca_bundle);
+    let annotations = nc.annotations();
+    let version = annotations.get(labels::ANNOTATION_EC2NODECLASS_HASH_VERSION);
+    if version.map(String::as_str) != Some(drift::HASH_VERSION) {
+        let selector = format!("{}={name}", labels::NODECLASS_EC2);
+        let list = claims
+            .list(&ListParams::default().labels(&selector))
+            .await?;
+        for claim in list.items {
+            let held = claim.annotations();
+            if held
+                .get(labels::ANNOTATION_EC2NODECLASS_HASH_VERSION)
+                .map(String::as_str)
+                == Some(drift::HASH_VERSION)
+            {
+                continue;
+            }
+            let drifted = claim
+                .status
+                .as_ref()
+                .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Drifted"));
+            let mut stamp = serde_json::Map::new();
+            stamp.insert(
+                labels::ANNOTATION_EC2NODECLASS_HASH_VERSION.into(),
+                drift::HASH_VERSION.into(),
+            );
+            if !drifted {
+                stamp.insert(
+                    labels::ANNOTATION_EC2NODECLASS_HASH.into(),
+                    hash.clone().into(),
+                );
+            }
+            let patch = serde_json::json!({"metadata": {"annotations": stamp}});
+            match claims
+                .patch(
+                    &claim.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
+                .await
+            {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    if annotations.get(labels::ANNOTATION_EC2NODECLASS_HASH) != Some(&hash)
+        || version.map(String::as_str) != Some(drift::HASH_VERSION)
+    {
+        let patch = serde_json::json!({"metadata": {"annotations": {
+            labels::ANNOTATION_EC2NODECLASS_HASH: hash,
+            labels::ANNOTATION_EC2NODECLASS_HASH_VERSION: drift::HASH_VERSION,
+        }}});
+        api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+    }
+    Ok(())
+}
+
+/// What the status writer needs besides the class API.
+pub struct Writer {
+    pub resolver: Resolver,
+    pub classes: ResolvedClasses,
+    pub claims: Api<NodeClaim>,
+    /// The cluster CA, part of the class hash (as Karpenter's `caBundle`).
+    pub ca_bundle: String,
+}
+
 /// Runs until cancelled: a watch for changes, a full pass every minute.
-pub async fn run(
-    api: Api<EC2NodeClass>,
-    resolver: Resolver,
-    classes: ResolvedClasses,
-    cancel: CancellationToken,
-) {
+pub async fn run(api: Api<EC2NodeClass>, writer: Writer, cancel: CancellationToken) {
+    let Writer {
+        resolver,
+        classes,
+        claims,
+        ca_bundle,
+    } = writer;
     let mut changes = std::pin::pin!(watcher::watcher(api.clone(), watcher::Config::default()));
     let mut tick = tokio::time::interval(REFRESH);
     loop {
@@ -82,6 +169,9 @@ pub async fn run(
                     c.remove(&nc.name_any());
                 }
                 continue;
+            }
+            if let Err(e) = stamp_hash(&api, &claims, &nc, &ca_bundle).await {
+                tracing::warn!(class = %nc.name_any(), error = %e, "writing the EC2NodeClass hash");
             }
             // A status write is itself a change; an unchanged status is not rewritten,
             // so the watch settles.

@@ -1456,11 +1456,31 @@ fn the_controller_policy_is_scoped_by_the_clusters_tags() {
             );
         }
         if actions.iter().any(|a| a == "ec2:CreateTags") {
-            assert_eq!(
-                equals("ec2:CreateAction"),
-                serde_json::json!(["RunInstances", "CreateFleet", "CreateLaunchTemplate"]),
-                "{sid}: tags only on what kerf creates"
-            );
+            if sid == "AllowScopedResourceTagging" {
+                // After registration (tagging.rs): only the cluster's instances, and only
+                // the keys known then.
+                assert_eq!(
+                    resources,
+                    vec![format!("arn:aws:ec2:{REGION}:*:instance/*")]
+                );
+                assert_eq!(
+                    equals(&format!("aws:ResourceTag/{owned}")),
+                    "owned",
+                    "{sid}"
+                );
+                assert_eq!(like("aws:ResourceTag/karpenter.sh/nodepool"), "*", "{sid}");
+                assert_eq!(
+                    cond["ForAllValues:StringEquals"]["aws:TagKeys"],
+                    serde_json::json!(["eks:eks-cluster-name", "karpenter.sh/nodeclaim", "Name"]),
+                    "{sid}"
+                );
+            } else {
+                assert_eq!(
+                    equals("ec2:CreateAction"),
+                    serde_json::json!(["RunInstances", "CreateFleet", "CreateLaunchTemplate"]),
+                    "{sid}: tags only on what kerf creates"
+                );
+            }
         }
         if actions.iter().any(|a| a == "iam:PassRole") {
             assert_eq!(

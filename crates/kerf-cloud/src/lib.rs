@@ -103,6 +103,12 @@ pub struct Instance {
     /// Milliseconds of virtual time.
     pub launched_at: i64,
     pub state: InstanceState,
+    /// Why the instance no longer matches its node class, when the provider can tell from
+    /// the instance itself (Karpenter's `CloudProvider.IsDrifted`: on AWS an image, subnet
+    /// or security groups the EC2NodeClass no longer resolves to). The disruption pass
+    /// drifts its NodeClaim for it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drift: Option<String>,
 }
 
 /// Why a launch did not happen.
@@ -133,6 +139,10 @@ fn list(offers: &[Offer]) -> String {
 pub struct Created {
     pub instance: Instance,
     pub refused: Vec<Offer>,
+    /// Annotations the provider puts on the NodeClaim with the launch (Karpenter's
+    /// `Create` return: on AWS `karpenter.k8s.aws/ec2nodeclass-hash(-version)` and
+    /// `karpenter.k8s.aws/instance-profile-name`).
+    pub annotations: kerf_model::Labels,
 }
 
 /// What a shell needs from a cloud. `now` is milliseconds of the shell's clock.

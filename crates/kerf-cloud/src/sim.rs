@@ -282,6 +282,7 @@ impl CloudProvider for SimCloud {
                 price,
                 launched_at: now,
                 state: InstanceState::Running,
+                drift: None,
             };
             self.instances.insert(id.clone(), instance.clone());
             let boot = self.config.boot.sample(&mut self.rng);
@@ -306,7 +307,11 @@ impl CloudProvider for SimCloud {
                 self.push(at, CloudEvent::InterruptionWarning(id.clone()));
                 self.push(at + INTERRUPTION_NOTICE_MS, CloudEvent::Gone(id.clone()));
             }
-            return Ok(Created { instance, refused });
+            return Ok(Created {
+                instance,
+                refused,
+                annotations: Default::default(),
+            });
         }
         Err(CreateError::InsufficientCapacity(refused))
     }

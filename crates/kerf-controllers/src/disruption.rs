@@ -451,6 +451,15 @@ pub fn snapshot(
         nodepools: view.nodepools.clone(),
         pdbs: view.pdbs.clone(),
         node_class_images: view.node_class_images.clone(),
+        node_class_annotations: view.node_class_annotations.clone(),
+        cloud_drift: view
+            .claims
+            .values()
+            .filter_map(|c| {
+                let why = view.instances.get(c.provider_id.as_ref()?)?.drift.clone()?;
+                Some((c.name.clone(), why))
+            })
+            .collect(),
         instance_types: catalog_now(view, unavailable),
         daemonsets: view.daemonsets.clone(),
         namespaces: view.namespaces.clone(),

@@ -98,6 +98,8 @@ pub struct ClusterView {
     pub instance_types: Vec<InstanceType>,
     /// Image IDs each node class resolves to now, newest first.
     pub node_class_images: BTreeMap<String, Vec<String>>,
+    /// The drift-relevant annotations of each node class (its hash and hash version).
+    pub node_class_annotations: BTreeMap<String, Labels>,
 }
 
 impl ClusterView {

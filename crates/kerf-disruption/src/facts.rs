@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use kerf_model::Pdb;
 use kerf_model::labels::{self, ANNOTATION_DO_NOT_DISRUPT, ANNOTATION_POD_DELETION_COST};
-use kerf_model::{InstanceType, Node, NodeClaim, NodePool, Pod};
+use kerf_model::{InstanceType, Labels, Node, NodeClaim, NodePool, Pod};
 
 use crate::{Snapshot, render_duration};
 
@@ -451,6 +451,13 @@ fn drifted(
     }
     if let Some(class) = &pool.node_class
         && class.kind == "EC2NodeClass"
+        && let Some(claim) = claim
+        && let Some(why) = class_hash_drift(snapshot, &class.name, claim)
+    {
+        return Some(why);
+    }
+    if let Some(class) = &pool.node_class
+        && class.kind == "EC2NodeClass"
         && let Some(images) = snapshot.node_class_images.get(&class.name)
         && let Some(image) = claim.and_then(|c| c.image_id.as_deref())
         && !images.iter().any(|i| i == image)
@@ -461,12 +468,31 @@ fn drifted(
             images.join(", ")
         ));
     }
+    if let Some(why) = claim.and_then(|c| snapshot.cloud_drift.get(&c.name)) {
+        return Some(why.clone());
+    }
     if let Some(t) = instance_type
         && !type_exists
     {
         return Some(format!("instance type {t} no longer exists"));
     }
     None
+}
+
+/// Karpenter's `areStaticFieldsDrifted`: the class's hash differs from the claim's,
+/// both present under the same hash version.
+fn class_hash_drift(snapshot: &Snapshot, class: &str, claim: &NodeClaim) -> Option<String> {
+    let class_annotations = snapshot.node_class_annotations.get(class)?;
+    let of = |a: &'_ Labels| {
+        Some((
+            a.get(labels::ANNOTATION_EC2NODECLASS_HASH)?.clone(),
+            a.get(labels::ANNOTATION_EC2NODECLASS_HASH_VERSION)?.clone(),
+        ))
+    };
+    let (now, version) = of(class_annotations)?;
+    let (then, claim_version) = of(&claim.annotations)?;
+    (version == claim_version && now != then)
+        .then(|| format!("EC2NodeClass {class}'s static fields changed (hash {then}, now {now})"))
 }
 
 #[cfg(test)]

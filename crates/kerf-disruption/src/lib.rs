@@ -47,6 +47,13 @@ pub struct Snapshot {
     /// Image IDs each EC2NodeClass resolved to (`status.amis`), by class name. A class
     /// absent here has not resolved its images, and no node drifts on images because of it.
     pub node_class_images: BTreeMap<String, Vec<String>>,
+    /// Annotations of each node class, by name. An EC2NodeClass's
+    /// `karpenter.k8s.aws/ec2nodeclass-hash` is compared with the one each of its
+    /// NodeClaims launched under, when both carry the same hash version.
+    pub node_class_annotations: BTreeMap<String, Labels>,
+    /// What the cloud provider found drifted on a NodeClaim's instance (an image, subnet or
+    /// security groups its node class no longer resolves to), by NodeClaim name.
+    pub cloud_drift: BTreeMap<String, String>,
     /// What the cloud offers now; an instance type missing here no longer exists.
     pub instance_types: Vec<InstanceType>,
     pub daemonsets: Vec<Pod>,

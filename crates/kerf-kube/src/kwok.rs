@@ -92,6 +92,7 @@ impl Kwok {
                 .as_ref()
                 .map_or(0, crate::claims::ms),
             state: InstanceState::Running,
+            drift: None,
         })
     }
 }
@@ -193,6 +194,7 @@ impl Provider for Kwok {
         Ok(Created {
             instance,
             refused: Vec::new(),
+            annotations: Default::default(),
         })
     }
 

@@ -221,7 +221,7 @@ mod tests {
     fn state(pool: &crd::NodePool) -> State {
         let catalog = kerf_model::catalog::by_name("kwok").unwrap();
         let mut state = State::new(catalog, ("karpenter.kwok.sh", "KWOKNodeClass"));
-        state.apply_node_class("default", 1);
+        state.apply_node_class("default", 1, &Default::default());
         state.apply_nodepool(pool);
         state
     }

@@ -172,7 +172,7 @@ fn handle(state: &mut State, startup: &mut PodStartup, change: Change) {
                     .resource_version()
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(u64::MAX);
-                s.apply_node_class(&c.name_any(), version)
+                s.apply_node_class(&c.name_any(), version, c.annotations())
             },
             name,
         ),

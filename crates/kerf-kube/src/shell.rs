@@ -99,6 +99,9 @@ pub struct Shell<P: Provider> {
     /// Retry-after times, per eviction and per launch that failed.
     evict_backoff: BTreeMap<PodKey, (i64, i64)>,
     launch_retry: BTreeMap<String, i64>,
+    /// What each launch's provider asked to have on its NodeClaim (the class hash, the
+    /// instance profile), written with the launch's labels.
+    launch_annotations: BTreeMap<String, kerf_model::Labels>,
     /// Launches and terminations since the instance list in flight began.
     recent: RecentCloud,
     last_list_at: i64,
@@ -139,6 +142,7 @@ impl<P: Provider> Shell<P> {
             running: BTreeSet::new(),
             evict_backoff: BTreeMap::new(),
             launch_retry: BTreeMap::new(),
+            launch_annotations: BTreeMap::new(),
             recent: RecentCloud::default(),
             last_list_at: i64::MIN / 2,
             last_now: 0,
@@ -212,6 +216,9 @@ impl<P: Provider> Shell<P> {
                     Ok(listed) => {
                         let recent = std::mem::take(&mut self.recent);
                         self.state.apply_instances(listed, &recent);
+                        let claims = &self.state.view.claims;
+                        self.launch_annotations
+                            .retain(|c, _| claims.contains_key(c));
                     }
                     Err(e) => {
                         tracing::warn!(provider = self.provider.name(), error = %e, "listing instances failed");
@@ -230,6 +237,10 @@ impl<P: Provider> Shell<P> {
                                 claim: claim.clone(),
                                 offers: created.refused,
                             });
+                        }
+                        if !created.annotations.is_empty() {
+                            self.launch_annotations
+                                .insert(claim.clone(), created.annotations);
                         }
                         self.recent
                             .launched
@@ -766,15 +777,27 @@ impl<P: Provider> Shell<P> {
             labels::CAPACITY_TYPE.into(),
             json!(instance.offer.capacity_type),
         );
+        let annotations = self
+            .launch_annotations
+            .get(claim)
+            .cloned()
+            .unwrap_or_default();
         let body = json!({
-            "metadata": {"resourceVersion": stored.metadata.resource_version, "labels": new_labels},
+            "metadata": {
+                "resourceVersion": stored.metadata.resource_version,
+                "labels": new_labels,
+                "annotations": annotations,
+            },
         });
         let api: Api<crd::NodeClaim> = Api::all(self.client.clone());
         match api
             .patch(claim, &PatchParams::default(), &Patch::Merge(&body))
             .await
         {
-            Ok(updated) => self.state.apply_nodeclaim(&updated),
+            Ok(updated) => {
+                self.launch_annotations.remove(claim);
+                self.state.apply_nodeclaim(&updated)
+            }
             Err(e) => return report("nodeclaim labels", claim, &e),
         }
         let mut status = json!({"providerID": instance.id, "imageID": instance.image_id});

@@ -25,8 +25,8 @@ use kerf_api::cluster::{self, ClusterPod};
 use kerf_api::crd;
 use kerf_cloud::Instance;
 use kerf_controllers::{ClusterView, Event, PodState};
-use kerf_model::InstanceType;
 use kerf_model::pod::PodKey;
+use kerf_model::{InstanceType, labels};
 use kube::ResourceExt;
 
 use crate::claims;
@@ -232,6 +232,9 @@ impl State {
             }
             Kind::NodeClass => {
                 self.stored.node_classes.remove(key);
+                if view.node_class_annotations.remove(key).is_some() {
+                    view.generation += 1;
+                }
                 self.publish_pools();
             }
             Kind::DaemonSet => {
@@ -405,9 +408,33 @@ impl State {
         self.publish_pools();
     }
 
-    pub fn apply_node_class(&mut self, name: &str, resource_version: u64) {
+    /// A node class exists, with these annotations; the drift-relevant ones (the
+    /// EC2NodeClass hash and its version) are kept for the disruption pass.
+    pub fn apply_node_class(
+        &mut self,
+        name: &str,
+        resource_version: u64,
+        annotations: &BTreeMap<String, String>,
+    ) {
         if !self.newer(Kind::NodeClass, name, resource_version) {
             return;
+        }
+        let kept: kerf_model::Labels = annotations
+            .iter()
+            .filter(|(k, _)| {
+                [
+                    labels::ANNOTATION_EC2NODECLASS_HASH,
+                    labels::ANNOTATION_EC2NODECLASS_HASH_VERSION,
+                ]
+                .contains(&k.as_str())
+            })
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if self.view.node_class_annotations.get(name) != Some(&kept) {
+            self.view
+                .node_class_annotations
+                .insert(name.to_string(), kept);
+            self.view.generation += 1;
         }
         if self.stored.node_classes.insert(name.to_string()) {
             self.publish_pools();

@@ -77,6 +77,15 @@ pub const ANNOTATION_NODEPOOL_HASH_VERSION: &str = "karpenter.sh/nodepool-hash-v
 /// written under another version (Karpenter's `v3`) is not drifted by hash, exactly as
 /// Karpenter treats a hash-version change (it re-stamps the claim instead).
 pub const NODEPOOL_HASH_VERSION: &str = "kerf-v1";
+/// On an EC2NodeClass, the hash of its static fields (those not resolved through
+/// selectors); on a NodeClaim, the hash its class had when it launched. They differ:
+/// the claim has drifted (`NodeClassDrift`), when both carry the same
+/// `karpenter.k8s.aws/ec2nodeclass-hash-version`.
+pub const ANNOTATION_EC2NODECLASS_HASH: &str = "karpenter.k8s.aws/ec2nodeclass-hash";
+pub const ANNOTATION_EC2NODECLASS_HASH_VERSION: &str =
+    "karpenter.k8s.aws/ec2nodeclass-hash-version";
+/// On a NodeClaim: the instance profile its instance was launched with.
+pub const ANNOTATION_INSTANCE_PROFILE_NAME: &str = "karpenter.k8s.aws/instance-profile-name";
 pub const ANNOTATION_POD_DELETION_COST: &str = "controller.kubernetes.io/pod-deletion-cost";
 pub const TAINT_DISRUPTED: &str = "karpenter.sh/disrupted";
 pub const TAINT_UNREGISTERED: &str = "karpenter.sh/unregistered";

@@ -17,6 +17,8 @@ pub fn snapshot(manifests: Manifests, instance_types: Vec<InstanceType>) -> Snap
         nodepools: manifests.nodepools,
         pdbs: manifests.pdbs,
         node_class_images: manifests.node_class_images,
+        node_class_annotations: manifests.node_class_annotations,
+        cloud_drift: Default::default(),
         instance_types,
         daemonsets: manifests.daemonsets,
         namespaces: manifests.namespaces,

@@ -41,6 +41,7 @@ fn view() -> ClusterView {
         price: 0.096,
         launched_at: 0,
         state: InstanceState::Running,
+        drift: None,
     };
     let claim = Claim {
         name: "c1".into(),
@@ -465,4 +466,21 @@ fn a_nodepool_whose_budget_blocks_a_reason_says_so_once_a_minute() {
     assert!(pool_events(&c.step(630_000, &v, &[])).is_empty());
     v.generation += 1;
     assert_eq!(pool_events(&c.step(660_000, &v, &[])), told);
+}
+
+#[test]
+fn an_instance_the_cloud_finds_drifted_drifts_its_claim() {
+    let mut v = view();
+    // No emptiness (consolidateAfter: Never): only drift may take this empty node.
+    v.nodepools[0].disruption.consolidate_after = None;
+    let mut c = controller();
+    c.step(600_000, &v, &[]);
+    assert!(deletes(&c.step(615_000, &v, &[])).is_empty());
+
+    v.instances.get_mut("i-1").unwrap().drift =
+        Some("security groups [sg-1] are no longer EC2NodeClass default's [sg-2]".into());
+    v.generation += 1;
+    let mut c = controller();
+    c.step(600_000, &v, &[]);
+    assert_eq!(deletes(&c.step(615_000, &v, &[])), vec![("c1", "drift")]);
 }

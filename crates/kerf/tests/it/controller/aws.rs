@@ -19,11 +19,11 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_ec2::types::Filter;
 use k8s_openapi::api::core::v1::Node;
-use kerf_api::crd::EC2NodeClass;
+use kerf_api::crd::{EC2NodeClass, NodeClaim};
 use kerf_aws::Clients;
 use kerf_model::labels;
 use kerf_testcluster::moto::Moto;
-use kube::api::{Api, DeleteParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -145,6 +145,124 @@ async fn instances(
 }
 
 const LIVE: [&str; 2] = ["pending", "running"];
+
+fn class_annotation(env: &Env, key: &str) -> Option<String> {
+    let api: Api<EC2NodeClass> = Api::all(env.client.clone());
+    let class = env.rt.block_on(api.get("default")).unwrap();
+    class.annotations().get(key).cloned()
+}
+
+fn patch_class(env: &Env, patch: serde_json::Value) {
+    let api: Api<EC2NodeClass> = Api::all(env.client.clone());
+    env.rt
+        .block_on(api.patch("default", &PatchParams::default(), &Patch::Merge(&patch)))
+        .unwrap();
+}
+
+/// Every NodeClaim is one live instance of the cluster's and the other way round, the web
+/// pods run, and `each` holds for every (claim, instance).
+fn settled(
+    env: &Env,
+    ec2: &aws_sdk_ec2::Client,
+    mut each: impl FnMut(&NodeClaim, &aws_sdk_ec2::types::Instance) -> bool,
+) -> bool {
+    let live = env.rt.block_on(instances(ec2, &LIVE));
+    let claims = env.nodeclaims();
+    claims.len() == live.len()
+        && claims.iter().all(|c| {
+            c.status
+                .as_ref()
+                .and_then(|s| s.provider_id.as_deref())
+                .and_then(|p| live.get(p.rsplit('/').next()?))
+                .is_some_and(|i| each(c, i))
+        })
+        && all_running(env, "web", 6)
+}
+
+/// The class now selects another security group: every instance on the old one has
+/// drifted (`SecurityGroupDrift`, found from the instance), and is replaced by one on
+/// the new group.
+fn drift_on_security_groups(env: &Env, admin: &Clients) {
+    let t0 = Instant::now();
+    let fresh = env.rt.block_on(async {
+        let groups = admin
+            .ec2
+            .describe_security_groups()
+            .filters(
+                Filter::builder()
+                    .name("tag:karpenter.sh/discovery")
+                    .values(CLUSTER)
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        let vpc = groups.security_groups()[0].vpc_id().unwrap().to_string();
+        admin
+            .ec2
+            .create_security_group()
+            .group_name(format!("{CLUSTER}-node-2"))
+            .description("nodes2")
+            .vpc_id(vpc)
+            .send()
+            .await
+            .unwrap()
+            .group_id
+            .unwrap()
+    });
+    patch_class(
+        env,
+        json!({"spec": {"securityGroupSelectorTerms": [{"id": fresh}]}}),
+    );
+    env.wait(
+        Duration::from_secs(240),
+        "every instance replaced by one on the new security group, the pods running",
+        |env| {
+            settled(env, &admin.ec2, |_, i| {
+                let groups: Vec<&str> = i
+                    .security_groups()
+                    .iter()
+                    .filter_map(|g| g.group_id())
+                    .collect();
+                groups == [fresh.as_str()]
+            })
+        },
+    );
+    eprintln!(
+        "e2e: security-group drift rolled the nodes in {:?}",
+        t0.elapsed()
+    );
+}
+
+/// A static field of the class changes (a tag): its hash moves, every claim launched
+/// under the old one has drifted (`NodeClassDrift`) and is replaced by one launched
+/// under the new one, with the new tag.
+fn drift_on_the_class_hash(env: &Env, admin: &Clients) {
+    let t0 = Instant::now();
+    let before = class_annotation(env, labels::ANNOTATION_EC2NODECLASS_HASH).unwrap();
+    patch_class(
+        env,
+        json!({"spec": {"tags": {"team": "platform", "rollout": "2"}}}),
+    );
+    env.wait(Duration::from_secs(60), "the class's hash to move", |env| {
+        class_annotation(env, labels::ANNOTATION_EC2NODECLASS_HASH).is_some_and(|h| h != before)
+    });
+    let after = class_annotation(env, labels::ANNOTATION_EC2NODECLASS_HASH).unwrap();
+    env.wait(
+        Duration::from_secs(240),
+        "every claim replaced by one launched under the new hash, the pods running",
+        |env| {
+            settled(env, &admin.ec2, |c, i| {
+                c.annotations().get(labels::ANNOTATION_EC2NODECLASS_HASH) == Some(&after)
+                    && tag_map(i.tags()).get("rollout").map(String::as_str) == Some("2")
+            })
+        },
+    );
+    eprintln!(
+        "e2e: class-hash drift rolled the nodes in {:?}",
+        t0.elapsed()
+    );
+}
 
 /// The value of a kubelet flag in an AL2023 NodeConfig (`- "--flag=value"`).
 fn flag<'a>(user_data: &'a str, name: &str) -> Option<&'a str> {
@@ -443,6 +561,23 @@ pub(crate) fn exercise(env: &Env, aws: &Aws, kerf: &mut Kerf) {
             instance.instance_type().map(|t| t.as_str()),
         );
     }
+    // After registration each instance is named after its node and its claim says so
+    // (Karpenter's nodeclaim.tagging).
+    env.wait(
+        Duration::from_secs(60),
+        "every instance tagged Name=<node>, every claim annotated tagged",
+        |env| {
+            settled(env, &admin.ec2, |c, i| {
+                let node = c.status.as_ref().and_then(|s| s.node_name.clone());
+                c.annotations()
+                    .get("karpenter.k8s.aws/tagged")
+                    .map(String::as_str)
+                    == Some("true")
+                    && node.is_some()
+                    && tag_map(i.tags()).get("Name") == node.as_ref()
+            })
+        },
+    );
     // moto's CreateFleet drops the launch template's instance profile from the
     // instances it starts, so the profile is checked where kerf put it: the class's
     // status names a profile kerf made at Karpenter's path holding the node role, and
@@ -450,6 +585,31 @@ pub(crate) fn exercise(env: &Env, aws: &Aws, kerf: &mut Kerf) {
     let api: Api<EC2NodeClass> = Api::all(env.client.clone());
     let status = env.rt.block_on(api.get("default")).unwrap().status.unwrap();
     let profile_name = status.instance_profile.expect("status.instanceProfile");
+    // Each claim carries the hash its class had at launch, which the class carries
+    // too, and the profile it launched with.
+    let class_hash = class_annotation(env, labels::ANNOTATION_EC2NODECLASS_HASH);
+    assert_eq!(
+        class_annotation(env, labels::ANNOTATION_EC2NODECLASS_HASH_VERSION).as_deref(),
+        Some(kerf_aws::drift::HASH_VERSION)
+    );
+    for nc in &claims {
+        let a = nc.annotations();
+        assert_eq!(
+            a.get(labels::ANNOTATION_EC2NODECLASS_HASH),
+            class_hash.as_ref()
+        );
+        assert_eq!(
+            a.get(labels::ANNOTATION_EC2NODECLASS_HASH_VERSION)
+                .map(String::as_str),
+            Some(kerf_aws::drift::HASH_VERSION)
+        );
+        assert_eq!(
+            a.get(labels::ANNOTATION_INSTANCE_PROFILE_NAME),
+            Some(&profile_name),
+            "{}",
+            nc.name_any()
+        );
+    }
     env.rt.block_on(async {
         let profile = admin
             .iam
@@ -596,14 +756,20 @@ pub(crate) fn exercise(env: &Env, aws: &Aws, kerf: &mut Kerf) {
         |env| all_running(env, "web", 6) && all_running(env, "pinned", 1),
     );
 
-    // Scale to zero: every node empties and goes, and moto runs nothing of the cluster's.
     assert!(
         kerf.log_text()
             .contains("deleted at the termination grace deadline"),
         "the do-not-disrupt pod was deleted at the grace deadline"
     );
-    env.scale("default", "web", 0);
+
+    // Drift, both kinds Karpenter's AWS provider finds. The do-not-disrupt pod would
+    // hold its node, so it goes first.
     env.scale("default", "pinned", 0);
+    drift_on_security_groups(env, admin);
+    drift_on_the_class_hash(env, admin);
+
+    // Scale to zero: every node empties and goes, and moto runs nothing of the cluster's.
+    env.scale("default", "web", 0);
     env.wait(
         Duration::from_secs(180),
         "every NodeClaim and node gone",
