@@ -227,8 +227,17 @@ fn units(q: kerf_model::Quantity) -> f64 {
 /// Karpenter's `reason` label of a claim deleted for `reason` (a disruption method,
 /// `interruption`, ...): its `DisruptionReason`, lower case (`empty`, `underutilized`,
 /// `drifted`, ...); `None` for deletions that are no disruption.
+///
+/// Interruptions are labelled as Karpenter's interruption controller labels them, by the
+/// message's kind: the loops' interruption is the spot interruption warning
+/// (`spot_interrupted`), their scheduled maintenance an AWS Health scheduled change
+/// (`scheduled_change`).
 pub fn disruption_reason_label(reason: &DeletionReason) -> Option<String> {
-    reason.karpenter().map(str::to_ascii_lowercase)
+    match reason {
+        DeletionReason::Interruption => Some("spot_interrupted".into()),
+        DeletionReason::ScheduledMaintenance => Some("scheduled_change".into()),
+        other => other.karpenter().map(str::to_ascii_lowercase),
+    }
 }
 
 /// Karpenter's `consolidation_type` label: `empty`, `single`, `multi`, `""` otherwise.
@@ -887,6 +896,14 @@ mod tests {
         assert_eq!(
             label(DeletionReason::Disruption(Method::Drift)).as_deref(),
             Some("drifted")
+        );
+        assert_eq!(
+            label(DeletionReason::Interruption).as_deref(),
+            Some("spot_interrupted")
+        );
+        assert_eq!(
+            label(DeletionReason::ScheduledMaintenance).as_deref(),
+            Some("scheduled_change")
         );
         assert_eq!(label(DeletionReason::LaunchFailed("x".into())), None);
         assert_eq!(consolidation_type(Method::Emptiness), "empty");
