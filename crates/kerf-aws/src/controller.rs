@@ -26,12 +26,28 @@ fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_default()
 }
 
-/// Builds the provider and spawns its background tasks (stopped by `cancel`).
+/// The tasks that write to the cluster and the account on their own: the catalog
+/// refresh, the EC2NodeClass status writer, its finalizer, post-registration tagging and
+/// the interruption poller. Like Karpenter's controllers they run only on the leader:
+/// [`Background::spawn`] once this replica leads (a standby only keeps its caches).
+pub struct Background(Vec<futures::future::BoxFuture<'static, ()>>);
+
+impl Background {
+    /// Starts every task on the current runtime; they stop when `start`'s token is cancelled.
+    pub fn spawn(self) {
+        for task in self.0 {
+            tokio::spawn(task);
+        }
+    }
+}
+
+/// Builds the provider and its background tasks (not started: see [`Background`];
+/// stopped by `cancel`).
 pub async fn start(
     client: Client,
     cluster_name: &str,
     cancel: CancellationToken,
-) -> anyhow::Result<Arc<AwsProvider>> {
+) -> anyhow::Result<(Arc<AwsProvider>, Background)> {
     if cluster_name.is_empty() {
         anyhow::bail!(
             "CLUSTER_NAME: required with CLOUD_PROVIDER=aws (it tags and finds the cluster's instances)"
@@ -71,8 +87,12 @@ pub async fn start(
         )
         .await?,
     );
-    tokio::spawn(crate::catalog::run(provider.clone(), cancel.clone()));
-    tokio::spawn(crate::status::run(
+    let mut background: Vec<futures::future::BoxFuture<'static, ()>> = Vec::new();
+    background.push(Box::pin(crate::catalog::run(
+        provider.clone(),
+        cancel.clone(),
+    )));
+    background.push(Box::pin(crate::status::run(
         api.clone(),
         crate::status::Writer {
             resolver: provider.resolver(),
@@ -81,7 +101,7 @@ pub async fn start(
             ca_bundle: env("CLUSTER_CA_BUNDLE"),
         },
         cancel.clone(),
-    ));
+    )));
     // Events on the class as Karpenter's recorder publishes them.
     let recorder = Recorder::new(
         client.clone(),
@@ -90,26 +110,26 @@ pub async fn start(
             instance: std::env::var("HOSTNAME").ok(),
         },
     );
-    tokio::spawn(crate::termination::run(
+    background.push(Box::pin(crate::termination::run(
         api,
         Api::all(client.clone()),
         provider.clone(),
         cluster_name.to_string(),
         recorder,
         cancel.clone(),
-    ));
-    tokio::spawn(crate::tagging::run(
+    )));
+    background.push(Box::pin(crate::tagging::run(
         clients.ec2.clone(),
         Api::all(client.clone()),
         cluster_name.to_string(),
         cancel.clone(),
-    ));
+    )));
     let queue = env("INTERRUPTION_QUEUE");
     if !queue.is_empty() {
         let queue = Queue::new(clients.sqs.clone(), &queue).await?;
         let claims: Api<NodeClaim> = Api::all(client);
         let provider = provider.clone();
-        tokio::spawn(async move {
+        background.push(Box::pin(async move {
             loop {
                 let polled = tokio::select! {
                     _ = cancel.cancelled() => return,
@@ -120,9 +140,9 @@ pub async fn start(
                     tokio::time::sleep(Duration::from_secs(5)).await;
                 }
             }
-        });
+        }));
     }
-    Ok(provider)
+    Ok((provider, Background(background)))
 }
 
 /// Karpenter's actions: the claims of a disrupted instance are deleted (drained and

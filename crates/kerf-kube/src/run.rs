@@ -225,28 +225,31 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     match settings.cloud_provider {
         CloudProviderName::Kwok => {
             let provider = Arc::new(crate::kwok::Kwok::new(client.clone()));
-            run_with(settings, client, provider).await
+            run_with(settings, client, provider, None).await
         }
         CloudProviderName::Aws => {
-            // The status writer and the interruption poller live as long as the run.
-            let background = CancellationToken::new();
-            let provider = kerf_aws::controller::start(
-                client.clone(),
-                &settings.cluster_name,
-                background.clone(),
-            )
-            .await?;
-            let result = run_with(settings, client, provider).await;
-            background.cancel();
+            // The status writer, tagging, the finalizer and the interruption poller run
+            // from the moment this replica leads until the run ends.
+            let stop = CancellationToken::new();
+            let (provider, background) =
+                kerf_aws::controller::start(client.clone(), &settings.cluster_name, stop.clone())
+                    .await?;
+            let leading: OnLeading = Box::new(move || background.spawn());
+            let result = run_with(settings, client, provider, Some(leading)).await;
+            stop.cancel();
             result
         }
     }
 }
 
+/// What a provider starts once this replica leads.
+type OnLeading = Box<dyn FnOnce() + Send>;
+
 async fn run_with<P: Provider>(
     settings: Settings,
     client: Client,
     provider: Arc<P>,
+    mut on_leading: Option<OnLeading>,
 ) -> anyhow::Result<()> {
     let cancel = CancellationToken::new();
     let mut tasks: JoinSet<()> = JoinSet::new();
@@ -468,6 +471,9 @@ async fn run_with<P: Provider>(
         if !was_leader {
             was_leader = true;
             tracing::info!(identity = %settings.identity, "leading: stepping the loops");
+            if let Some(start) = on_leading.take() {
+                start();
+            }
         }
         shell.step().await;
     }
