@@ -647,19 +647,16 @@ impl Loader {
                             .node_class_images
                             .insert(name.clone(), images);
                     }
-                    let hashes: Labels = [
-                        kerf_model::labels::ANNOTATION_EC2NODECLASS_HASH,
-                        kerf_model::labels::ANNOTATION_EC2NODECLASS_HASH_VERSION,
-                    ]
-                    .into_iter()
-                    .filter_map(|k| {
-                        let v = value.pointer(&format!(
-                            "/metadata/annotations/{}",
-                            k.replace('~', "~0").replace('/', "~1")
-                        ))?;
-                        Some((k.to_string(), v.as_str()?.to_string()))
-                    })
-                    .collect();
+                    let hashes: Labels = kerf_model::labels::EC2NODECLASS_HASH_ANNOTATIONS
+                        .into_iter()
+                        .filter_map(|k| {
+                            let v = value.pointer(&format!(
+                                "/metadata/annotations/{}",
+                                k.replace('~', "~0").replace('/', "~1")
+                            ))?;
+                            Some((k.to_string(), v.as_str()?.to_string()))
+                        })
+                        .collect();
                     if !hashes.is_empty() {
                         self.manifests
                             .node_class_annotations

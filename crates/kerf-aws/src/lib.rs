@@ -57,6 +57,25 @@ pub mod tags {
     }
 }
 
+/// Merges `annotations` (a JSON object) into NodeClaim `name`'s; a claim already gone
+/// is no error (its lifecycle is over).
+pub(crate) async fn annotate_claim(
+    claims: &kube::Api<kerf_api::crd::NodeClaim>,
+    name: &str,
+    annotations: serde_json::Value,
+) -> Result<(), kube::Error> {
+    let patch = serde_json::json!({"metadata": {"annotations": annotations}});
+    let params = kube::api::PatchParams::default();
+    match claims
+        .patch(name, &params, &kube::api::Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// `aws:///<zone>/<instance id>`.
 pub fn provider_id(zone: &str, instance_id: &str) -> String {
     format!("aws:///{zone}/{instance_id}")

@@ -57,8 +57,11 @@ pub async fn stamp_hash(
     let name = nc.name_any();
     let hash = drift::class_hash(&nc.spec, ca_bundle);
     let annotations = nc.annotations();
-    let version = annotations.get(labels::ANNOTATION_EC2NODECLASS_HASH_VERSION);
-    if version.map(String::as_str) != Some(drift::HASH_VERSION) {
+    let other_version = annotations
+        .get(labels::ANNOTATION_EC2NODECLASS_HASH_VERSION)
+        .map(String::as_str)
+        != Some(drift::HASH_VERSION);
+    if other_version {
         let selector = format!("{}={name}", labels::NODECLASS_EC2);
         let list = claims
             .list(&ListParams::default().labels(&selector))
@@ -87,24 +90,10 @@ pub async fn stamp_hash(
                     hash.clone().into(),
                 );
             }
-            let patch = serde_json::json!({"metadata": {"annotations": stamp}});
-            match claims
-                .patch(
-                    &claim.name_any(),
-                    &PatchParams::default(),
-                    &Patch::Merge(&patch),
-                )
-                .await
-            {
-                Ok(_) => {}
-                Err(kube::Error::Api(e)) if e.code == 404 => {}
-                Err(e) => return Err(e),
-            }
+            crate::annotate_claim(claims, &claim.name_any(), stamp.into()).await?;
         }
     }
-    if annotations.get(labels::ANNOTATION_EC2NODECLASS_HASH) != Some(&hash)
-        || version.map(String::as_str) != Some(drift::HASH_VERSION)
-    {
+    if other_version || annotations.get(labels::ANNOTATION_EC2NODECLASS_HASH) != Some(&hash) {
         let patch = serde_json::json!({"metadata": {"annotations": {
             labels::ANNOTATION_EC2NODECLASS_HASH: hash,
             labels::ANNOTATION_EC2NODECLASS_HASH_VERSION: drift::HASH_VERSION,

@@ -17,7 +17,6 @@ use std::time::Duration;
 use aws_sdk_ec2::types as ec2;
 use futures::StreamExt;
 use kerf_api::crd::NodeClaim;
-use kube::api::{Patch, PatchParams};
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use tokio_util::sync::CancellationToken;
@@ -116,25 +115,13 @@ pub async fn tag(
             )
         })?;
     }
-    let patch = serde_json::json!({"metadata": {"annotations": {
+    let tagged = serde_json::json!({
         ANNOTATION_TAGGED: "true",
         ANNOTATION_CLUSTER_NAME_TAGGED: "true",
-    }}});
-    match claims
-        .patch(
-            &claim.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
+    });
+    crate::annotate_claim(claims, &claim.name_any(), tagged)
         .await
-    {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
-        Err(e) => Err(anyhow::anyhow!(
-            "annotating NodeClaim {}: {e}",
-            claim.name_any()
-        )),
-    }
+        .map_err(|e| anyhow::anyhow!("annotating NodeClaim {}: {e}", claim.name_any()))
 }
 
 /// Runs until cancelled.

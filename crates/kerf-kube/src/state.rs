@@ -421,13 +421,7 @@ impl State {
         }
         let kept: kerf_model::Labels = annotations
             .iter()
-            .filter(|(k, _)| {
-                [
-                    labels::ANNOTATION_EC2NODECLASS_HASH,
-                    labels::ANNOTATION_EC2NODECLASS_HASH_VERSION,
-                ]
-                .contains(&k.as_str())
-            })
+            .filter(|(k, _)| labels::EC2NODECLASS_HASH_ANNOTATIONS.contains(&k.as_str()))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         if self.view.node_class_annotations.get(name) != Some(&kept) {

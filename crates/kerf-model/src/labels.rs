@@ -84,6 +84,11 @@ pub const NODEPOOL_HASH_VERSION: &str = "kerf-v1";
 pub const ANNOTATION_EC2NODECLASS_HASH: &str = "karpenter.k8s.aws/ec2nodeclass-hash";
 pub const ANNOTATION_EC2NODECLASS_HASH_VERSION: &str =
     "karpenter.k8s.aws/ec2nodeclass-hash-version";
+/// The class annotations drift reads.
+pub const EC2NODECLASS_HASH_ANNOTATIONS: [&str; 2] = [
+    ANNOTATION_EC2NODECLASS_HASH,
+    ANNOTATION_EC2NODECLASS_HASH_VERSION,
+];
 /// On a NodeClaim: the instance profile its instance was launched with.
 pub const ANNOTATION_INSTANCE_PROFILE_NAME: &str = "karpenter.k8s.aws/instance-profile-name";
 pub const ANNOTATION_POD_DELETION_COST: &str = "controller.kubernetes.io/pod-deletion-cost";
