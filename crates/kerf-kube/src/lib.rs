@@ -16,6 +16,7 @@ pub mod kwok;
 pub mod leader;
 pub mod metrics;
 pub mod nodepools;
+pub mod pace;
 mod run;
 pub mod settings;
 pub mod shell;

@@ -221,7 +221,10 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         .await
         .context("no Kubernetes configuration found (KUBECONFIG, ~/.kube/config or in-cluster)")?;
     config.read_timeout = Some(Duration::from_secs(300));
-    let client = Client::try_from(config).context("building the Kubernetes client")?;
+    let client = kube::client::ClientBuilder::try_from(config)
+        .context("building the Kubernetes client")?
+        .with_layer(&crate::pace::PaceLayer::new(settings.qps, settings.burst))
+        .build();
     match settings.cloud_provider {
         CloudProviderName::Kwok => {
             let provider = Arc::new(crate::kwok::Kwok::new(client.clone()));

@@ -3,8 +3,13 @@
 //! controller when the view changed or a loop's deadline came (`Controller::next_wake`),
 //! and performs the actions the step returns.
 //!
-//! Writes to the API server are awaited in order, each answer applied to the state at
-//! once, so the next step already sees what the last one did. What takes long or waits
+//! The writes of one step go to the API server together (at most `WRITES_IN_FLIGHT` at
+//! once, paced by the client's QPS limiter): each is decided on the state as the step
+//! found it, and their answers are applied to the state when they are all back, in the
+//! order the loops gave the actions, so the next step already sees what this one did.
+//! Actions on the same object (a claim created, then its pods nominated to it) keep
+//! their order: an action that touches an object an earlier action of the step touched
+//! waits for the next wave of writes, which starts once the earlier wave is back. What takes long or waits
 //! on others — a cloud launch or termination, an eviction, the cloud's instance list —
 //! runs as a task in a `JoinSet` (at most one per object, so a repeated action is never
 //! performed twice while the first is out), and its outcome comes back as a loop
@@ -43,6 +48,9 @@ const LAUNCH_RETRY_MS: i64 = 5_000;
 const GC_GRACE_MS: i64 = 30_000;
 /// Every call that leaves the process has a deadline.
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// API writes of one step in flight at once. A scale-out of a thousand one-pod nodes
+/// is a thousand registrations in a step or two; one at a time they took minutes.
+const WRITES_IN_FLIGHT: usize = 32;
 
 /// What a task reports when it ends.
 pub enum Completion {
@@ -114,9 +122,6 @@ pub struct Shell<P: Provider> {
     launch_errors: Vec<(String, String)>,
     /// The state gauges and kerf's running savings, for `/metrics`.
     pub gauges: metrics::Gauges,
-    /// Set by a disruption command for the rest of its step: the claims created after
-    /// it are its replacements (`nodeclaims_created_total{reason}`).
-    replacing_for: Option<String>,
 }
 
 impl<P: Provider> Shell<P> {
@@ -151,7 +156,6 @@ impl<P: Provider> Shell<P> {
             events_out,
             launch_errors: Vec::new(),
             gauges: metrics::Gauges::default(),
-            replacing_for: None,
         }
     }
 
@@ -343,6 +347,143 @@ fn node_taints(node: &Node) -> Vec<k8s_openapi::api::core::v1::Taint> {
         .unwrap_or_default()
 }
 
+/// What a write's API calls answered, applied to the state once the step's wave of
+/// writes is back.
+enum Answer {
+    Claim(crd::NodeClaim),
+    Node(Node),
+    NodePool(crd::NodePool),
+    Gone(Kind, String),
+    Record(Reason, Subject, String),
+    /// The launch's annotations are on its claim.
+    Annotated(String),
+}
+
+/// A write decided on the step's state: it owns everything it sends.
+type Write = futures::future::BoxFuture<'static, Vec<Answer>>;
+
+/// The objects an action reads or writes, for ordering the actions of one step.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Key {
+    Claim(String),
+    Node(String),
+    Pod(PodKey),
+}
+
+/// A NodeClaim condition to set: type, status, reason, message.
+type Condition = (&'static str, &'static str, String, String);
+
+/// The status body that sets `conditions` (and `Ready` once the claim is launched,
+/// registered and initialized) on `stored`, with `extra` status fields, on its version.
+fn claim_status_body(
+    stored: &crd::NodeClaim,
+    extra: serde_json::Value,
+    conditions: &[Condition],
+    now: i64,
+) -> serde_json::Value {
+    let generation = stored.metadata.generation;
+    let mut current = stored
+        .status
+        .as_ref()
+        .map(|s| s.conditions.clone())
+        .unwrap_or_default();
+    for (type_, status, reason, message) in conditions {
+        claims::set_condition(
+            &mut current,
+            type_,
+            status,
+            reason,
+            message,
+            generation,
+            now,
+        );
+    }
+    let ready = [claims::LAUNCHED, claims::REGISTERED, claims::INITIALIZED]
+        .iter()
+        .all(|t| current.iter().any(|c| c.type_ == *t && c.status == "True"));
+    if ready {
+        claims::set_condition(
+            &mut current,
+            claims::READY,
+            "True",
+            "Ready",
+            "",
+            generation,
+            now,
+        );
+    }
+    let mut status = extra;
+    status["conditions"] = serde_json::to_value(&current).unwrap_or_default();
+    json!({
+        "metadata": {"resourceVersion": stored.metadata.resource_version},
+        "status": status,
+    })
+}
+
+/// Patches a NodeClaim's status; the updated claim, or `None` (reported) on failure.
+async fn patch_claim_status(
+    api: &Api<crd::NodeClaim>,
+    name: &str,
+    body: &serde_json::Value,
+) -> Option<crd::NodeClaim> {
+    match api
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(body))
+        .await
+    {
+        Ok(updated) => Some(updated),
+        Err(e) => {
+            report("nodeclaim status", name, &e);
+            None
+        }
+    }
+}
+
+/// Removes `karpenter.sh/termination` from `object` (a deleting Node or NodeClaim), on
+/// its version; with it gone the object is gone, and the state forgets it at once.
+/// True when this call removed it.
+async fn drop_finalizer<K>(kind: Kind, api: &Api<K>, object: &K, answers: &mut Vec<Answer>) -> bool
+where
+    K: Resource<Scope = kube::core::ClusterResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let name = object.name_any();
+    let finalizers = object.finalizers();
+    if !finalizers
+        .iter()
+        .any(|f| f == labels::FINALIZER_TERMINATION)
+    {
+        return false;
+    }
+    let rest: Vec<&String> = finalizers
+        .iter()
+        .filter(|f| *f != labels::FINALIZER_TERMINATION)
+        .collect();
+    let version = object.resource_version();
+    let body = json!({"metadata": {"resourceVersion": version, "finalizers": rest}});
+    match api
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&body))
+        .await
+    {
+        Ok(_) => {
+            if rest.is_empty() {
+                answers.push(Answer::Gone(kind, name));
+            }
+            true
+        }
+        Err(e) if is_code(&e, 404) => {
+            answers.push(Answer::Gone(kind, name));
+            false
+        }
+        Err(e) => {
+            report("remove finalizer", &name, &e);
+            false
+        }
+    }
+}
+
 impl<P: Provider> Shell<P> {
     /// One step of the loops and everything it asks for.
     pub async fn step(&mut self) {
@@ -351,36 +492,138 @@ impl<P: Provider> Shell<P> {
             .into_iter()
             .chain(std::mem::take(&mut self.events))
             .collect();
-        for (claim, message) in std::mem::take(&mut self.launch_errors) {
-            self.claim_condition(
-                &claim,
-                claims::LAUNCHED,
-                "Unknown",
-                "LaunchFailed",
-                &message,
-                now,
-            )
-            .await;
-        }
+        let failed_launches: Vec<Write> = std::mem::take(&mut self.launch_errors)
+            .into_iter()
+            .filter_map(|(claim, message)| {
+                let condition = (claims::LAUNCHED, "Unknown", "LaunchFailed".into(), message);
+                self.claim_status(&claim, json!({}), vec![condition], now)
+            })
+            .collect();
+        self.run_writes(now, failed_launches).await;
         let started = std::time::Instant::now();
         let actions = self.controller.step(now, &self.state.view, &events);
         metrics::step_duration(
             started.elapsed().as_secs_f64(),
             !self.state.view.pending.is_empty(),
         );
-        self.replacing_for = None;
-        // Provisional claim names are the loops' own and are the API names too.
-        for action in actions {
-            self.perform(now, action).await;
-        }
+        self.perform_all(now, actions).await;
         self.sync_nodepool_status(now).await;
+    }
+
+    /// Performs the step's actions in waves: each wave takes, in order, every action
+    /// that touches no object an earlier action still waiting touches, starts its
+    /// writes together and applies their answers; the rest wait for the next wave.
+    async fn perform_all(&mut self, now: i64, actions: Vec<Action>) {
+        // Claims a disruption command creates are its replacements
+        // (`nodeclaims_created_total{reason}`): those after it in the step.
+        let mut created_for: BTreeMap<String, String> = BTreeMap::new();
+        let mut replacing: Option<String> = None;
+        for action in &actions {
+            match action {
+                Action::Disrupting {
+                    method,
+                    decision,
+                    nodes,
+                    savings_per_hour,
+                } => {
+                    replacing = self.disrupting(*method, *decision, nodes, *savings_per_hour);
+                }
+                Action::CreateClaim(claim) => {
+                    let why = replacing.clone().unwrap_or_else(|| "provisioning".into());
+                    created_for.insert(claim.name.clone(), why);
+                }
+                _ => {}
+            }
+        }
+        let mut remaining = actions;
+        while !remaining.is_empty() {
+            let mut touched: BTreeSet<Key> = BTreeSet::new();
+            let mut later = Vec::new();
+            let mut writes = Vec::new();
+            for action in remaining {
+                let (keys, writes_them) = self.keys(&action);
+                if keys.iter().any(|k| touched.contains(k)) {
+                    touched.extend(keys);
+                    later.push(action);
+                    continue;
+                }
+                if writes_them {
+                    touched.extend(keys);
+                }
+                writes.extend(self.perform(now, action, &created_for));
+            }
+            self.run_writes(now, writes).await;
+            remaining = later;
+        }
+    }
+
+    /// Runs writes together, at most `WRITES_IN_FLIGHT` at once, and applies what they
+    /// answered in their order.
+    async fn run_writes(&mut self, now: i64, writes: Vec<Write>) {
+        use futures::StreamExt;
+        if writes.is_empty() {
+            return;
+        }
+        let answers: Vec<Vec<Answer>> = futures::stream::iter(writes)
+            .buffered(WRITES_IN_FLIGHT)
+            .collect()
+            .await;
+        for answer in answers.into_iter().flatten() {
+            match answer {
+                Answer::Claim(claim) => self.state.apply_nodeclaim(&claim),
+                Answer::Node(node) => self.state.apply_node(&node),
+                Answer::NodePool(pool) => self.state.apply_nodepool(&pool),
+                Answer::Gone(kind, name) => self.state.delete(kind, &name),
+                Answer::Record(reason, about, message) => self.record(now, reason, about, message),
+                Answer::Annotated(claim) => {
+                    self.launch_annotations.remove(&claim);
+                }
+            }
+        }
+    }
+
+    /// The objects `action` touches, and whether it writes them (an event only reads
+    /// that its object is there, so it waits for a write before it, not a write after).
+    fn keys(&self, action: &Action) -> (Vec<Key>, bool) {
+        let claim = |c: &str| Key::Claim(c.to_string());
+        let node = |n: &str| Key::Node(n.to_string());
+        let keys = match action {
+            Action::CreateClaim(c) => vec![claim(&c.name)],
+            Action::Nominate { pod, claim: c } => vec![claim(c), Key::Pod(pod.clone())],
+            Action::Launch { claim: c, .. }
+            | Action::MarkLaunched { claim: c, .. }
+            | Action::DeleteClaim { claim: c, .. }
+            | Action::RemoveClaim { claim: c } => vec![claim(c)],
+            Action::Register { claim: c, node: n } => vec![claim(c), node(n)],
+            Action::Initialize { claim: c } => {
+                let mut keys = vec![claim(c)];
+                let held = self.state.view.claims.get(c);
+                keys.extend(held.and_then(|h| h.node_name.as_deref()).map(node));
+                keys
+            }
+            Action::Taint { node: n, .. }
+            | Action::Untaint { node: n, .. }
+            | Action::RemoveNode { node: n } => vec![node(n)],
+            Action::Evict { pod } | Action::ForceDelete { pod } => vec![Key::Pod(pod.clone())],
+            Action::TerminateInstance { .. } | Action::Disrupting { .. } => vec![],
+            Action::Record { about, .. } => {
+                let key = match about {
+                    Subject::Pod(p) => Some(Key::Pod(p.clone())),
+                    Subject::Node(n) => Some(node(n)),
+                    Subject::NodeClaim(c) => Some(claim(c)),
+                    Subject::NodePool(_) => None,
+                };
+                return (key.into_iter().collect(), false);
+            }
+        };
+        (keys, true)
     }
 
     /// Writes each NodePool's status (`nodepools.rs`) where it changed, on the version
     /// it was computed from; a 409 is computed again next step.
     async fn sync_nodepool_status(&mut self, now: i64) {
         use crate::nodepools::{desired_status, differs, status_patch};
-        let changed: Vec<(String, serde_json::Value)> = (self.state.stored.nodepools.values())
+        let writes: Vec<Write> = (self.state.stored.nodepools.values())
             .filter_map(|pool| {
                 let desired = desired_status(pool, &self.state, now)?;
                 let held = pool.status.as_ref();
@@ -389,26 +632,45 @@ impl<P: Provider> Shell<P> {
                     (pool.name_any(), status_patch(held, &desired, version))
                 })
             })
+            .map(|(name, body)| {
+                let api: Api<crd::NodePool> = Api::all(self.client.clone());
+                let write: Write = Box::pin(async move {
+                    match api
+                        .patch_status(&name, &PatchParams::default(), &Patch::Merge(&body))
+                        .await
+                    {
+                        Ok(updated) => {
+                            tracing::debug!(nodepool = %name, "nodepool status written");
+                            vec![Answer::NodePool(updated)]
+                        }
+                        Err(e) => {
+                            report("nodepool status", &name, &e);
+                            vec![]
+                        }
+                    }
+                });
+                write
+            })
             .collect();
-        let api: Api<crd::NodePool> = Api::all(self.client.clone());
-        for (name, body) in changed {
-            match api
-                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&body))
-                .await
-            {
-                Ok(updated) => {
-                    tracing::debug!(nodepool = %name, "nodepool status written");
-                    self.state.apply_nodepool(&updated);
-                }
-                Err(e) => report("nodepool status", &name, &e),
-            }
-        }
+        self.run_writes(now, writes).await;
     }
 
-    async fn perform(&mut self, now: i64, action: Action) {
+    /// Does what `action` asks that needs no API write at once, and returns the write
+    /// for the rest.
+    fn perform(
+        &mut self,
+        now: i64,
+        action: Action,
+        created_for: &BTreeMap<String, String>,
+    ) -> Option<Write> {
         tracing::debug!(?action, "action");
         match action {
-            Action::CreateClaim(claim) => self.create_claim(now, &claim).await,
+            Action::CreateClaim(claim) => {
+                let why = created_for
+                    .get(&claim.name)
+                    .map_or("provisioning", String::as_str);
+                self.create_claim(now, &claim, why)
+            }
             Action::Nominate { pod, claim } => {
                 if self.state.view.claims.contains_key(&claim)
                     && let Some(p) = self.state.view.pods.get_mut(&pod)
@@ -421,105 +683,129 @@ impl<P: Provider> Shell<P> {
                         self.record(now, Reason::Nominated, Subject::Pod(pod), message);
                     }
                 }
+                None
             }
             Action::Launch {
                 claim,
                 options,
                 image_id,
-            } => self.launch(now, claim, options, image_id),
-            Action::MarkLaunched { claim, instance_id } => {
-                self.mark_launched(now, &claim, &instance_id).await
+            } => {
+                self.launch(now, claim, options, image_id);
+                None
             }
-            Action::Register { claim, node } => self.register(now, &claim, &node).await,
-            Action::Initialize { claim } => self.initialize(now, &claim).await,
-            Action::DeleteClaim { claim, reason } => self.delete_claim(now, &claim, &reason).await,
+            Action::MarkLaunched { claim, instance_id } => {
+                self.mark_launched(now, &claim, &instance_id)
+            }
+            Action::Register { claim, node } => self.register(now, &claim, &node),
+            Action::Initialize { claim } => self.initialize(now, &claim),
+            Action::DeleteClaim { claim, reason } => self.delete_claim(now, &claim, reason),
             Action::Taint { node, taint } => {
                 self.patch_node_taints(&node, &taint.key, Some(&taint))
-                    .await
             }
-            Action::Untaint { node, key } => self.patch_node_taints(&node, &key, None).await,
-            Action::Evict { pod } => self.evict(now, pod),
+            Action::Untaint { node, key } => self.patch_node_taints(&node, &key, None),
+            Action::Evict { pod } => {
+                self.evict(now, pod);
+                None
+            }
             Action::ForceDelete { pod } => {
                 let api: Api<Pod> = Api::namespaced(self.client.clone(), &pod.namespace);
-                let params = DeleteParams {
-                    grace_period_seconds: Some(1),
-                    ..DeleteParams::default()
-                };
-                match api.delete(&pod.name, &params).await {
-                    Ok(_) => {
-                        tracing::info!(pod = %pod, "deleted at the termination grace deadline");
-                        self.record(
-                            now,
-                            Reason::Disrupted,
-                            Subject::Pod(pod),
-                            "Deleting the pod to accommodate the terminationTime".into(),
-                        );
+                Some(Box::pin(async move {
+                    let params = DeleteParams {
+                        grace_period_seconds: Some(1),
+                        ..DeleteParams::default()
+                    };
+                    match api.delete(&pod.name, &params).await {
+                        Ok(_) => {
+                            tracing::info!(pod = %pod, "deleted at the termination grace deadline");
+                            let message = "Deleting the pod to accommodate the terminationTime";
+                            vec![Answer::Record(
+                                Reason::Disrupted,
+                                Subject::Pod(pod),
+                                message.into(),
+                            )]
+                        }
+                        Err(e) => {
+                            report("force delete", &pod.to_string(), &e);
+                            vec![]
+                        }
                     }
-                    Err(e) => report("force delete", &pod.to_string(), &e),
-                }
+                }))
             }
             Action::TerminateInstance { instance_id } => {
-                let task = Task::Terminate(instance_id.clone());
-                if !self.running.insert(task) {
-                    return;
-                }
-                let provider = self.provider.clone();
-                self.tasks.spawn(async move {
-                    let started = std::time::Instant::now();
-                    let result = match tokio::time::timeout(
-                        CALL_TIMEOUT,
-                        provider.delete(instance_id.clone()),
-                    )
-                    .await
-                    {
-                        Ok(r) => r,
-                        Err(_) => Err(ProviderError::new("terminate timed out", true)),
-                    };
-                    metrics::cloudprovider_call(
-                        provider.name(),
-                        "nodeclaim.termination",
-                        "Delete",
-                        started.elapsed().as_secs_f64(),
-                        result.as_ref().err().map(|_| "CloudProviderError"),
-                    );
-                    Completion::Terminated {
-                        id: instance_id,
-                        result,
-                    }
-                });
+                self.terminate(instance_id);
+                None
             }
-            Action::RemoveNode { node } => self.remove_node(&node).await,
-            Action::RemoveClaim { claim } => self.remove_claim(&claim).await,
+            Action::RemoveNode { node } => self.remove_node(&node),
+            Action::RemoveClaim { claim } => self.remove_claim(&claim),
             Action::Record {
                 reason,
                 about,
                 message,
-            } => self.record(now, reason, about, message),
-            Action::Disrupting {
-                method,
-                decision,
-                nodes,
-                savings_per_hour,
             } => {
-                metrics::disruption_decided(method, decision);
-                if decision == kerf_disruption::Decision::Replace {
-                    self.replacing_for =
-                        metrics::disruption_reason_label(&DeletionReason::Disruption(method));
-                }
-                let share = savings_per_hour / nodes.len().max(1) as f64;
-                for node in &nodes {
-                    let pool = self
-                        .state
-                        .view
-                        .nodes
-                        .get(node)
-                        .and_then(|n| n.labels.get(labels::NODEPOOL))
-                        .cloned()
-                        .unwrap_or_default();
-                    self.gauges.saved(&pool, method.as_str(), share);
-                }
+                self.record(now, reason, about, message);
+                None
             }
+            // Counted before the step's waves (`perform_all`).
+            Action::Disrupting { .. } => None,
         }
+    }
+
+    /// A disruption command begins: Karpenter's decision counter and kerf's savings
+    /// gauge; for a replacement, the `nodeclaims_created_total` reason of its claims.
+    fn disrupting(
+        &mut self,
+        method: kerf_disruption::Method,
+        decision: kerf_disruption::Decision,
+        nodes: &[String],
+        savings_per_hour: f64,
+    ) -> Option<String> {
+        metrics::disruption_decided(method, decision);
+        let share = savings_per_hour / nodes.len().max(1) as f64;
+        for node in nodes {
+            let pool = self
+                .state
+                .view
+                .nodes
+                .get(node)
+                .and_then(|n| n.labels.get(labels::NODEPOOL))
+                .cloned()
+                .unwrap_or_default();
+            self.gauges.saved(&pool, method.as_str(), share);
+        }
+        (decision == kerf_disruption::Decision::Replace)
+            .then(|| metrics::disruption_reason_label(&DeletionReason::Disruption(method)))
+            .flatten()
+    }
+
+    fn terminate(&mut self, instance_id: String) {
+        let task = Task::Terminate(instance_id.clone());
+        if !self.running.insert(task) {
+            return;
+        }
+        let provider = self.provider.clone();
+        self.tasks.spawn(async move {
+            let started = std::time::Instant::now();
+            let result = match tokio::time::timeout(
+                CALL_TIMEOUT,
+                provider.delete(instance_id.clone()),
+            )
+            .await
+            {
+                Ok(r) => r,
+                Err(_) => Err(ProviderError::new("terminate timed out", true)),
+            };
+            metrics::cloudprovider_call(
+                provider.name(),
+                "nodeclaim.termination",
+                "Delete",
+                started.elapsed().as_secs_f64(),
+                result.as_ref().err().map(|_| "CloudProviderError"),
+            );
+            Completion::Terminated {
+                id: instance_id,
+                result,
+            }
+        });
     }
 
     /// Publishes an event the loops (or the shell itself) recorded, unless the same one
@@ -566,45 +852,54 @@ impl<P: Provider> Shell<P> {
         }
     }
 
-    async fn create_claim(&mut self, now: i64, claim: &Claim) {
-        let Some(pool) = self.state.stored.nodepools.get(&claim.nodepool) else {
-            return;
-        };
+    fn claims_api(&self) -> Api<crd::NodeClaim> {
+        Api::all(self.client.clone())
+    }
+
+    fn create_claim(&mut self, now: i64, claim: &Claim, why: &str) -> Option<Write> {
+        let pool = self.state.stored.nodepools.get(&claim.nodepool)?;
         let nodeclaim = claims::to_nodeclaim(claim, pool);
-        let api: Api<crd::NodeClaim> = Api::all(self.client.clone());
-        let created = match api.create(&PostParams::default(), &nodeclaim).await {
-            Ok(c) => {
-                metrics::claim_created(
-                    &claim.nodepool,
-                    self.replacing_for.as_deref().unwrap_or("provisioning"),
+        let api = self.claims_api();
+        let (name, nodepool, why) = (claim.name.clone(), claim.nodepool.clone(), why.to_string());
+        let options = claim.options.len();
+        let first = claim.options.first().map(ToString::to_string);
+        Some(Box::pin(async move {
+            let created = match api.create(&PostParams::default(), &nodeclaim).await {
+                Ok(c) => {
+                    metrics::claim_created(&nodepool, &why);
+                    c
+                }
+                // Made before a lost answer or a restart: the name is the loops' own.
+                Err(e) if is_code(&e, 409) => match api.get(&name).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        report("get nodeclaim", &name, &e);
+                        return vec![];
+                    }
+                },
+                Err(e) => {
+                    report("create nodeclaim", &name, &e);
+                    return vec![];
+                }
+            };
+            tracing::info!(nodeclaim = %name, %nodepool, options, ?first, "created nodeclaim");
+            let generation = created.metadata.generation;
+            let unset = created
+                .status
+                .as_ref()
+                .is_none_or(|s| s.conditions.is_empty());
+            let mut answers = vec![Answer::Claim(created)];
+            if unset {
+                let status =
+                    json!({"status": {"conditions": claims::initial_conditions(generation, now)}});
+                answers.extend(
+                    patch_claim_status(&api, &name, &status)
+                        .await
+                        .map(Answer::Claim),
                 );
-                c
             }
-            // Made before a lost answer or a restart: the name is the loops' own.
-            Err(e) if is_code(&e, 409) => match api.get(&claim.name).await {
-                Ok(c) => c,
-                Err(e) => return report("get nodeclaim", &claim.name, &e),
-            },
-            Err(e) => return report("create nodeclaim", &claim.name, &e),
-        };
-        tracing::info!(nodeclaim = %claim.name, nodepool = %claim.nodepool, options = claim.options.len(), first = ?claim.options.first().map(ToString::to_string), "created nodeclaim");
-        let generation = created.metadata.generation;
-        self.state.apply_nodeclaim(&created);
-        if created
-            .status
-            .as_ref()
-            .is_none_or(|s| s.conditions.is_empty())
-        {
-            let status =
-                json!({"status": {"conditions": claims::initial_conditions(generation, now)}});
-            match api
-                .patch_status(&claim.name, &PatchParams::default(), &Patch::Merge(&status))
-                .await
-            {
-                Ok(updated) => self.state.apply_nodeclaim(&updated),
-                Err(e) => report("nodeclaim status", &claim.name, &e),
-            }
-        }
+            answers
+        }))
     }
 
     fn launch(
@@ -669,90 +964,27 @@ impl<P: Provider> Shell<P> {
         });
     }
 
-    /// Patches a NodeClaim's status conditions (and more), on the version decided on.
-    async fn claim_status(
-        &mut self,
+    /// The write that patches a NodeClaim's status conditions (and more), on the
+    /// version held.
+    fn claim_status(
+        &self,
         name: &str,
         extra: serde_json::Value,
-        conditions: &[(&str, &str, &str, &str)],
+        conditions: Vec<Condition>,
         now: i64,
-    ) -> bool {
-        let Some(stored) = self.state.stored.nodeclaims.get(name) else {
-            return false;
-        };
-        let generation = stored.metadata.generation;
-        let mut current = stored
-            .status
-            .as_ref()
-            .map(|s| s.conditions.clone())
-            .unwrap_or_default();
-        for (type_, status, reason, message) in conditions {
-            claims::set_condition(
-                &mut current,
-                type_,
-                status,
-                reason,
-                message,
-                generation,
-                now,
-            );
-        }
-        let ready = [claims::LAUNCHED, claims::REGISTERED, claims::INITIALIZED]
-            .iter()
-            .all(|t| current.iter().any(|c| c.type_ == *t && c.status == "True"));
-        if ready {
-            claims::set_condition(
-                &mut current,
-                claims::READY,
-                "True",
-                "Ready",
-                "",
-                generation,
-                now,
-            );
-        }
-        let mut status = extra;
-        status["conditions"] = serde_json::to_value(&current).unwrap_or_default();
-        let body = json!({
-            "metadata": {"resourceVersion": stored.metadata.resource_version},
-            "status": status,
-        });
-        let api: Api<crd::NodeClaim> = Api::all(self.client.clone());
-        match api
-            .patch_status(name, &PatchParams::default(), &Patch::Merge(&body))
-            .await
-        {
-            Ok(updated) => {
-                self.state.apply_nodeclaim(&updated);
-                true
-            }
-            Err(e) => {
-                report("nodeclaim status", name, &e);
-                false
-            }
-        }
+    ) -> Option<Write> {
+        let stored = self.state.stored.nodeclaims.get(name)?;
+        let body = claim_status_body(stored, extra, &conditions, now);
+        let (api, name) = (self.claims_api(), name.to_string());
+        Some(Box::pin(async move {
+            let updated = patch_claim_status(&api, &name, &body).await;
+            updated.map(Answer::Claim).into_iter().collect()
+        }))
     }
 
-    async fn claim_condition(
-        &mut self,
-        name: &str,
-        type_: &str,
-        status: &str,
-        reason: &str,
-        message: &str,
-        now: i64,
-    ) {
-        self.claim_status(name, json!({}), &[(type_, status, reason, message)], now)
-            .await;
-    }
-
-    async fn mark_launched(&mut self, now: i64, claim: &str, instance_id: &str) {
-        let Some(instance) = self.state.view.instances.get(instance_id).cloned() else {
-            return;
-        };
-        let Some(stored) = self.state.stored.nodeclaims.get(claim) else {
-            return;
-        };
+    fn mark_launched(&mut self, now: i64, claim: &str, instance_id: &str) -> Option<Write> {
+        let instance = self.state.view.instances.get(instance_id)?.clone();
+        let stored = self.state.stored.nodeclaims.get(claim)?;
         let it = self
             .state
             .view
@@ -789,17 +1021,6 @@ impl<P: Provider> Shell<P> {
                 "annotations": annotations,
             },
         });
-        let api: Api<crd::NodeClaim> = Api::all(self.client.clone());
-        match api
-            .patch(claim, &PatchParams::default(), &Patch::Merge(&body))
-            .await
-        {
-            Ok(updated) => {
-                self.launch_annotations.remove(claim);
-                self.state.apply_nodeclaim(&updated)
-            }
-            Err(e) => return report("nodeclaim labels", claim, &e),
-        }
         let mut status = json!({"providerID": instance.id, "imageID": instance.image_id});
         if let Some(it) = &it {
             status["capacity"] = json!(claims::quantities(&it.capacity));
@@ -808,30 +1029,41 @@ impl<P: Provider> Shell<P> {
         if instance.image_id.is_empty() {
             status.as_object_mut().map(|s| s.remove("imageID"));
         }
-        self.claim_status(
-            claim,
-            status,
-            &[(claims::LAUNCHED, "True", "Launched", "")],
-            now,
-        )
-        .await;
+        let (api, claim) = (self.claims_api(), claim.to_string());
+        Some(Box::pin(async move {
+            let updated = match api
+                .patch(&claim, &PatchParams::default(), &Patch::Merge(&body))
+                .await
+            {
+                Ok(updated) => updated,
+                Err(e) => {
+                    report("nodeclaim labels", &claim, &e);
+                    return vec![];
+                }
+            };
+            let launched = (claims::LAUNCHED, "True", "Launched".into(), String::new());
+            let body = claim_status_body(&updated, status, &[launched], now);
+            let mut answers = vec![Answer::Annotated(claim.clone()), Answer::Claim(updated)];
+            answers.extend(
+                patch_claim_status(&api, &claim, &body)
+                    .await
+                    .map(Answer::Claim),
+            );
+            answers
+        }))
     }
 
-    async fn register(&mut self, now: i64, claim_name: &str, node_name: &str) {
-        let (Some(stored), Some(claim)) = (
-            self.state.stored.nodes.get(node_name).cloned(),
-            self.state.stored.nodeclaims.get(claim_name).cloned(),
-        ) else {
-            return;
-        };
-        let view_claim = self.state.view.claims.get(claim_name).cloned();
-        let mut taints = node_taints(&stored);
+    fn register(&mut self, now: i64, claim_name: &str, node_name: &str) -> Option<Write> {
+        let stored = self.state.stored.nodes.get(node_name)?;
+        let claim = self.state.stored.nodeclaims.get(claim_name)?;
+        let view_claim = self.state.view.claims.get(claim_name);
+        let mut taints = node_taints(stored);
         taints.retain(|t| t.key != labels::TAINT_UNREGISTERED);
         let sync_taints = stored
             .labels()
             .get("karpenter.sh/do-not-sync-taints")
             .is_none_or(|v| v != "true");
-        if sync_taints && let Some(c) = &view_claim {
+        if sync_taints && let Some(c) = view_claim {
             for t in c.taints.iter().chain(&c.startup_taints) {
                 if !taints
                     .iter()
@@ -876,118 +1108,144 @@ impl<P: Provider> Shell<P> {
             },
             "spec": {"taints": taints},
         });
-        let api: Api<Node> = Api::all(self.client.clone());
-        match api
-            .patch(node_name, &PatchParams::default(), &Patch::Merge(&body))
-            .await
-        {
-            Ok(updated) => self.state.apply_node(&updated),
-            Err(e) => return report("register node", node_name, &e),
-        }
-        tracing::info!(nodeclaim = %claim_name, node = %node_name, "registered");
-        if let Some(node) = self.state.view.nodes.get(node_name) {
-            metrics::node_created(
-                node.labels.get(labels::NODEPOOL).map_or("", String::as_str),
-                node.labels.get(labels::ZONE).map_or("", String::as_str),
-            );
-        }
-        self.claim_status(
-            claim_name,
-            json!({"nodeName": node_name}),
-            &[(claims::REGISTERED, "True", "Registered", "")],
-            now,
-        )
-        .await;
+        let registered = (
+            claims::REGISTERED,
+            "True",
+            "Registered".into(),
+            String::new(),
+        );
+        let status = claim_status_body(claim, json!({"nodeName": node_name}), &[registered], now);
+        let nodes: Api<Node> = Api::all(self.client.clone());
+        let claims_api = self.claims_api();
+        let (claim_name, node_name) = (claim_name.to_string(), node_name.to_string());
+        Some(Box::pin(async move {
+            let updated = match nodes
+                .patch(&node_name, &PatchParams::default(), &Patch::Merge(&body))
+                .await
+            {
+                Ok(updated) => updated,
+                Err(e) => {
+                    report("register node", &node_name, &e);
+                    return vec![];
+                }
+            };
+            tracing::info!(nodeclaim = %claim_name, node = %node_name, "registered");
+            let label = |k: &str| updated.labels().get(k).cloned().unwrap_or_default();
+            metrics::node_created(&label(labels::NODEPOOL), &label(labels::ZONE));
+            let mut answers = vec![Answer::Node(updated)];
+            let claimed = patch_claim_status(&claims_api, &claim_name, &status).await;
+            answers.extend(claimed.map(Answer::Claim));
+            answers
+        }))
     }
 
-    async fn initialize(&mut self, now: i64, claim_name: &str) {
-        let Some(node_name) = self
+    fn initialize(&mut self, now: i64, claim_name: &str) -> Option<Write> {
+        let node_name = self
             .state
             .view
             .claims
             .get(claim_name)
-            .and_then(|c| c.node_name.clone())
-        else {
-            return;
-        };
-        let Some(stored) = self.state.stored.nodes.get(&node_name) else {
-            return;
-        };
-        if stored
+            .and_then(|c| c.node_name.clone())?;
+        let stored = self.state.stored.nodes.get(&node_name)?;
+        let claim = self.state.stored.nodeclaims.get(claim_name)?;
+        let label = stored
             .labels()
             .get(labels::INITIALIZED)
             .is_none_or(|v| v != "true")
-        {
-            let body = json!({
-                "metadata": {
-                    "resourceVersion": stored.metadata.resource_version,
-                    "labels": {labels::INITIALIZED: "true"},
-                },
+            .then(|| {
+                json!({
+                    "metadata": {
+                        "resourceVersion": stored.metadata.resource_version,
+                        "labels": {labels::INITIALIZED: "true"},
+                    },
+                })
             });
-            let api: Api<Node> = Api::all(self.client.clone());
-            match api
-                .patch(&node_name, &PatchParams::default(), &Patch::Merge(&body))
-                .await
-            {
-                Ok(updated) => self.state.apply_node(&updated),
-                Err(e) => return report("initialize node", &node_name, &e),
+        let initialized = (
+            claims::INITIALIZED,
+            "True",
+            "Initialized".into(),
+            String::new(),
+        );
+        let status = claim_status_body(claim, json!({}), &[initialized], now);
+        let nodes: Api<Node> = Api::all(self.client.clone());
+        let claims_api = self.claims_api();
+        let claim_name = claim_name.to_string();
+        Some(Box::pin(async move {
+            let mut answers = Vec::new();
+            if let Some(body) = label {
+                match nodes
+                    .patch(&node_name, &PatchParams::default(), &Patch::Merge(&body))
+                    .await
+                {
+                    Ok(updated) => answers.push(Answer::Node(updated)),
+                    Err(e) => {
+                        report("initialize node", &node_name, &e);
+                        return answers;
+                    }
+                }
             }
-        }
-        tracing::info!(nodeclaim = %claim_name, node = %node_name, "initialized");
-        self.claim_status(
-            claim_name,
-            json!({}),
-            &[(claims::INITIALIZED, "True", "Initialized", "")],
-            now,
-        )
-        .await;
+            tracing::info!(nodeclaim = %claim_name, node = %node_name, "initialized");
+            let claimed = patch_claim_status(&claims_api, &claim_name, &status).await;
+            answers.extend(claimed.map(Answer::Claim));
+            answers
+        }))
     }
 
-    async fn delete_claim(&mut self, now: i64, name: &str, reason: &DeletionReason) {
-        if self
-            .state
-            .view
-            .claims
-            .get(name)
-            .is_none_or(|c| c.deleting_since.is_some())
-        {
-            return;
+    fn delete_claim(&mut self, now: i64, name: &str, reason: DeletionReason) -> Option<Write> {
+        let held = self.state.view.claims.get(name)?;
+        if held.deleting_since.is_some() {
+            return None;
         }
-        if let Some(kind) = reason.karpenter() {
-            let message = reason.to_string();
-            self.claim_condition(name, claims::DISRUPTION_REASON, "True", kind, &message, now)
-                .await;
-        }
-        let api: Api<crd::NodeClaim> = Api::all(self.client.clone());
-        match api.delete(name, &DeleteParams::default()).await {
-            Ok(either) => {
-                tracing::info!(nodeclaim = %name, %reason, "deleting nodeclaim");
-                if let Some(c) = self.state.view.claims.get(name) {
-                    metrics::claim_disrupted(
-                        reason,
-                        &c.nodepool,
-                        c.launched.as_ref().map_or("", |o| o.capacity_type.as_str()),
-                    );
-                }
-                if let either::Either::Left(obj) = either {
-                    self.state.apply_nodeclaim(&obj);
-                }
+        let nodepool = held.nodepool.clone();
+        let capacity_type = held
+            .launched
+            .as_ref()
+            .map_or(String::new(), |o| o.capacity_type.clone());
+        let condition = match (reason.karpenter(), self.state.stored.nodeclaims.get(name)) {
+            (Some(kind), Some(stored)) => {
+                let set = (
+                    claims::DISRUPTION_REASON,
+                    "True",
+                    kind.to_string(),
+                    reason.to_string(),
+                );
+                Some(claim_status_body(stored, json!({}), &[set], now))
             }
-            Err(e) => report("delete nodeclaim", name, &e),
-        }
+            _ => None,
+        };
+        let (api, name) = (self.claims_api(), name.to_string());
+        Some(Box::pin(async move {
+            let mut answers = Vec::new();
+            if let Some(body) = condition {
+                answers.extend(
+                    patch_claim_status(&api, &name, &body)
+                        .await
+                        .map(Answer::Claim),
+                );
+            }
+            match api.delete(&name, &DeleteParams::default()).await {
+                Ok(either) => {
+                    tracing::info!(nodeclaim = %name, %reason, "deleting nodeclaim");
+                    metrics::claim_disrupted(&reason, &nodepool, &capacity_type);
+                    if let either::Either::Left(obj) = either {
+                        answers.push(Answer::Claim(obj));
+                    }
+                }
+                Err(e) => report("delete nodeclaim", &name, &e),
+            }
+            answers
+        }))
     }
 
     /// Replaces the node's taint with key `key` by `taint` (or removes it), on the
     /// version held.
-    async fn patch_node_taints(
+    fn patch_node_taints(
         &mut self,
         node: &str,
         key: &str,
         taint: Option<&kerf_model::Taint>,
-    ) {
-        let Some(stored) = self.state.stored.nodes.get(node) else {
-            return;
-        };
+    ) -> Option<Write> {
+        let stored = self.state.stored.nodes.get(node)?;
         let mut taints = node_taints(stored);
         taints.retain(|t| t.key != key);
         taints.extend(taint.map(claims::node_taint));
@@ -996,13 +1254,19 @@ impl<P: Provider> Shell<P> {
             "spec": {"taints": taints},
         });
         let api: Api<Node> = Api::all(self.client.clone());
-        match api
-            .patch(node, &PatchParams::default(), &Patch::Merge(&body))
-            .await
-        {
-            Ok(updated) => self.state.apply_node(&updated),
-            Err(e) => report("node taints", node, &e),
-        }
+        let node = node.to_string();
+        Some(Box::pin(async move {
+            match api
+                .patch(&node, &PatchParams::default(), &Patch::Merge(&body))
+                .await
+            {
+                Ok(updated) => vec![Answer::Node(updated)],
+                Err(e) => {
+                    report("node taints", &node, &e);
+                    vec![]
+                }
+            }
+        }))
     }
 
     fn evict(&mut self, now: i64, pod: PodKey) {
@@ -1051,10 +1315,8 @@ impl<P: Provider> Shell<P> {
         });
     }
 
-    async fn remove_node(&mut self, name: &str) {
-        let Some(stored) = self.state.stored.nodes.get(name).cloned() else {
-            return;
-        };
+    fn remove_node(&mut self, name: &str) -> Option<Write> {
+        let stored = self.state.stored.nodes.get(name)?.clone();
         // A node whose instance the view does not list yet — its launch's answer is
         // still out (kwok writes the Node before answering), or the last list began
         // before it — is not an orphan until the garbage-collection grace has passed.
@@ -1078,121 +1340,82 @@ impl<P: Provider> Shell<P> {
                 node = name,
                 "not removing a node whose instance may still be launching"
             );
-            return;
+            return None;
         }
         let api: Api<Node> = Api::all(self.client.clone());
-        if stored.metadata.deletion_timestamp.is_none() {
-            match api.delete(name, &DeleteParams::default()).await {
-                Ok(either::Either::Left(obj)) => self.state.apply_node(&obj),
-                Ok(either::Either::Right(_)) => return self.state.delete(Kind::Node, name),
-                Err(e) if is_code(&e, 404) => return self.state.delete(Kind::Node, name),
-                Err(e) => return report("delete node", name, &e),
+        let name = name.to_string();
+        Some(Box::pin(async move {
+            let mut answers = Vec::new();
+            let mut node = stored;
+            if node.metadata.deletion_timestamp.is_none() {
+                match api.delete(&name, &DeleteParams::default()).await {
+                    Ok(either::Either::Left(obj)) => {
+                        node = obj.clone();
+                        answers.push(Answer::Node(obj));
+                    }
+                    Ok(either::Either::Right(_)) => return vec![Answer::Gone(Kind::Node, name)],
+                    Err(e) if is_code(&e, 404) => return vec![Answer::Gone(Kind::Node, name)],
+                    Err(e) => {
+                        report("delete node", &name, &e);
+                        return answers;
+                    }
+                }
             }
-        }
-        let deleting_since = self
-            .state
-            .stored
-            .nodes
-            .get(name)
-            .and_then(|n| n.metadata.deletion_timestamp.as_ref())
-            .map(claims::ms);
-        if self.drop_finalizer::<Node>(Kind::Node, name).await {
-            let get = |k: &str| stored.labels().get(k).cloned().unwrap_or_default();
-            metrics::node_terminated(
-                &get(labels::NODEPOOL),
-                &get(labels::ZONE),
-                deleting_since.map(|t| (unix_ms() - t).max(0) as f64 / 1000.0),
-            );
-        }
-    }
-
-    async fn remove_claim(&mut self, name: &str) {
-        let Some(stored) = self.state.stored.nodeclaims.get(name).cloned() else {
-            return;
-        };
-        let api: Api<crd::NodeClaim> = Api::all(self.client.clone());
-        if stored.metadata.deletion_timestamp.is_none() {
-            match api.delete(name, &DeleteParams::default()).await {
-                Ok(either::Either::Left(obj)) => self.state.apply_nodeclaim(&obj),
-                Ok(either::Either::Right(_)) => return self.state.delete(Kind::NodeClaim, name),
-                Err(e) if is_code(&e, 404) => return self.state.delete(Kind::NodeClaim, name),
-                Err(e) => return report("delete nodeclaim", name, &e),
-            }
-        }
-        let claim = self.state.view.claims.get(name).cloned();
-        if self
-            .drop_finalizer::<crd::NodeClaim>(Kind::NodeClaim, name)
-            .await
-        {
-            tracing::info!(nodeclaim = %name, "terminated");
-            if let Some(c) = claim {
-                let (capacity_type, zone) = c
-                    .launched
-                    .as_ref()
-                    .map_or(("", ""), |o| (o.capacity_type.as_str(), o.zone.as_str()));
-                metrics::claim_terminated(
-                    &c.nodepool,
-                    capacity_type,
-                    zone,
-                    c.deleting_since
-                        .map(|t| (unix_ms() - t).max(0) as f64 / 1000.0),
+            let deleting_since = node.metadata.deletion_timestamp.as_ref().map(claims::ms);
+            if drop_finalizer(Kind::Node, &api, &node, &mut answers).await {
+                let get = |k: &str| node.labels().get(k).cloned().unwrap_or_default();
+                metrics::node_terminated(
+                    &get(labels::NODEPOOL),
+                    &get(labels::ZONE),
+                    deleting_since.map(|t| (unix_ms() - t).max(0) as f64 / 1000.0),
                 );
             }
-        }
+            answers
+        }))
     }
 
-    /// Removes `karpenter.sh/termination` from a deleting object, on the version held;
-    /// with it gone the object is gone, and the state forgets it at once. True when this
-    /// call removed it.
-    async fn drop_finalizer<K>(&mut self, kind: Kind, name: &str) -> bool
-    where
-        K: Resource<Scope = kube::core::ClusterResourceScope>
-            + Clone
-            + serde::de::DeserializeOwned
-            + std::fmt::Debug,
-        K::DynamicType: Default,
-    {
-        let (finalizers, version) = match kind {
-            Kind::Node => match self.state.stored.nodes.get(name) {
-                Some(n) => (n.finalizers().to_vec(), n.resource_version()),
-                None => return false,
-            },
-            Kind::NodeClaim => match self.state.stored.nodeclaims.get(name) {
-                Some(n) => (n.finalizers().to_vec(), n.resource_version()),
-                None => return false,
-            },
-            _ => return false,
-        };
-        if !finalizers
-            .iter()
-            .any(|f| f == labels::FINALIZER_TERMINATION)
-        {
-            return false;
-        }
-        let rest: Vec<&String> = finalizers
-            .iter()
-            .filter(|f| *f != labels::FINALIZER_TERMINATION)
-            .collect();
-        let body = json!({"metadata": {"resourceVersion": version, "finalizers": rest}});
-        let api: Api<K> = Api::all(self.client.clone());
-        match api
-            .patch(name, &PatchParams::default(), &Patch::Merge(&body))
-            .await
-        {
-            Ok(_) => {
-                if rest.is_empty() {
-                    self.state.delete(kind, name);
+    fn remove_claim(&mut self, name: &str) -> Option<Write> {
+        let stored = self.state.stored.nodeclaims.get(name)?.clone();
+        let held = self.state.view.claims.get(name).cloned();
+        let api = self.claims_api();
+        let name = name.to_string();
+        Some(Box::pin(async move {
+            let mut answers = Vec::new();
+            let mut claim = stored;
+            if claim.metadata.deletion_timestamp.is_none() {
+                match api.delete(&name, &DeleteParams::default()).await {
+                    Ok(either::Either::Left(obj)) => {
+                        claim = obj.clone();
+                        answers.push(Answer::Claim(obj));
+                    }
+                    Ok(either::Either::Right(_)) => {
+                        return vec![Answer::Gone(Kind::NodeClaim, name)];
+                    }
+                    Err(e) if is_code(&e, 404) => return vec![Answer::Gone(Kind::NodeClaim, name)],
+                    Err(e) => {
+                        report("delete nodeclaim", &name, &e);
+                        return answers;
+                    }
                 }
-                true
             }
-            Err(e) if is_code(&e, 404) => {
-                self.state.delete(kind, name);
-                false
+            let deleting_since = claim.metadata.deletion_timestamp.as_ref().map(claims::ms);
+            if drop_finalizer(Kind::NodeClaim, &api, &claim, &mut answers).await {
+                tracing::info!(nodeclaim = %name, "terminated");
+                if let Some(c) = held {
+                    let (capacity_type, zone) = c
+                        .launched
+                        .as_ref()
+                        .map_or(("", ""), |o| (o.capacity_type.as_str(), o.zone.as_str()));
+                    metrics::claim_terminated(
+                        &c.nodepool,
+                        capacity_type,
+                        zone,
+                        (c.deleting_since.or(deleting_since))
+                            .map(|t| (unix_ms() - t).max(0) as f64 / 1000.0),
+                    );
+                }
             }
-            Err(e) => {
-                report("remove finalizer", name, &e);
-                false
-            }
-        }
+            answers
+        }))
     }
 }
