@@ -10,7 +10,17 @@
 //! Expiration commands are left to the lifecycle loop, which deletes expired claims
 //! directly, as Karpenter v1's expiration controller does.
 //!
-//! One command is in flight at a time. A pass whose view has not changed since the last
+//! One command waits for validation at a time, but several may be in flight, as
+//! Karpenter's orchestration queue holds every started command while the disruption
+//! loop looks for the next: once a command's nodes are tainted and its replacements
+//! created, the next pass runs at once, and passes go on every interval while
+//! replacements launch. A node of a command in flight is tainted `karpenter.sh/disrupted`,
+//! so every later pass treats it as leaving (its pods need room elsewhere; it is no
+//! candidate and counts against its pool's budget), and commands in flight never share
+//! a node or exceed a budget together. A step in which a command finishes or gives up
+//! runs no pass: its deletions and untaints are not in the view yet.
+//!
+//! A pass whose view has not changed since the last
 //! pass (same `generation`) and that found nothing is not repeated for up to
 //! `disruption_idle_recheck_ms` (five minutes, as Karpenter marks the cluster
 //! "consolidated" and skips consolidation until it changes or five minutes pass): the
@@ -26,7 +36,7 @@
 //! dedupe window (2 and 15 minutes, Karpenter's), or again when its reason changes, so
 //! a quiet cluster does not record an event per node per pass.
 //!
-//! After a restart the command in flight is forgotten: nodes still tainted
+//! After a restart the commands in flight are forgotten: nodes still tainted
 //! `karpenter.sh/disrupted` whose claims are not deleting are untainted (as Karpenter
 //! does at startup), and replacements already launched stay as ordinary capacity.
 
@@ -34,11 +44,11 @@ use std::collections::BTreeMap;
 
 use kerf_cloud::Offer;
 use kerf_disruption::{Command, Decision, Held, Kept, Method, Snapshot};
-use kerf_model::{Effect, Taint, labels};
+use kerf_model::{Effect, Node, Pod, Taint, labels};
 
-use crate::provisioner::{Namer, catalog_now, claim_for};
+use crate::provisioner::{Namer, catalog_now, claim_for, future_node};
 use crate::record::method_reason;
-use crate::{Action, ClusterView, Config, Reason, Subject};
+use crate::{Action, ClusterView, Config, Reason, Subject, daemon_runs_on};
 
 #[derive(Debug, Default)]
 pub(crate) struct Queue {
@@ -46,7 +56,8 @@ pub(crate) struct Queue {
     last_generation: u64,
     last_found_nothing: bool,
     pending: Option<(Command, i64)>,
-    active: Option<Active>,
+    /// Commands whose nodes are tainted and whose replacements are launching.
+    active: Vec<Active>,
     /// Nodes told they are held: the reason, its message and when.
     told: BTreeMap<String, (Reason, String, i64)>,
     /// NodePools told a budget blocks a disruption reason, and when.
@@ -86,10 +97,13 @@ impl Queue {
         unavailable: &BTreeMap<Offer, i64>,
         out: &mut Vec<Action>,
     ) {
-        if let Some(active) = &self.active {
-            if self.advance(active, view, out) {
-                self.active = None;
-            }
+        let in_flight = self.active.len();
+        let active = std::mem::take(&mut self.active);
+        self.active = active
+            .into_iter()
+            .filter(|a| !advance(a, view, out))
+            .collect();
+        if self.active.len() < in_flight {
             return;
         }
         if let Some((command, decided_at)) = &self.pending {
@@ -125,6 +139,9 @@ impl Queue {
                 return;
             }
             self.execute(now, view, unavailable, &command, out);
+            // As Karpenter requeues at once after starting a command: the next pass
+            // runs on the next step, once the taints are in the view.
+            self.last_pass_at = Some(now - config.disruption_interval_ms);
             return;
         }
         let due = self
@@ -226,11 +243,8 @@ impl Queue {
     }
 
     /// When the queue next acts without the view changing: a pending command's
-    /// validation, else the next pass.
+    /// validation, else the next pass (commands in flight advance on view changes).
     pub(crate) fn next_wake(&self, config: &Config) -> i64 {
-        if self.active.is_some() {
-            return i64::MAX;
-        }
         if let Some((_, decided_at)) = &self.pending {
             return decided_at + config.disruption_validation_ms;
         }
@@ -301,58 +315,58 @@ impl Queue {
                 message: format!("Launching NodeClaim: {}", method_reason(command.method)),
             });
         }
-        self.active = Some(Active {
+        self.active.push(Active {
             method: command.method,
             nodes: command.nodes.clone(),
             replacements,
         });
     }
+}
 
-    /// Whether the active command is finished (done or given up).
-    fn advance(&self, active: &Active, view: &ClusterView, out: &mut Vec<Action>) -> bool {
-        let failed = active.replacements.iter().any(|r| {
-            view.claims
-                .get(r)
-                .is_none_or(|c| c.deleting_since.is_some())
-        });
-        if failed {
-            for node in &active.nodes {
-                out.push(Action::Untaint {
-                    node: node.clone(),
-                    key: labels::TAINT_DISRUPTED.into(),
-                });
-            }
-            let message = format!(
-                "{} of {}: a replacement failed to launch; nodes untainted",
-                active.method.as_str(),
-                active.nodes.join(", ")
-            );
-            record_on_nodes(
-                view,
-                &active.nodes,
-                Reason::DisruptionBlocked,
-                &message,
-                out,
-            );
-            return true;
+/// Whether a command in flight is finished (done or given up).
+fn advance(active: &Active, view: &ClusterView, out: &mut Vec<Action>) -> bool {
+    let failed = active.replacements.iter().any(|r| {
+        view.claims
+            .get(r)
+            .is_none_or(|c| c.deleting_since.is_some())
+    });
+    if failed {
+        for node in &active.nodes {
+            out.push(Action::Untaint {
+                node: node.clone(),
+                key: labels::TAINT_DISRUPTED.into(),
+            });
         }
-        let mut waiting = false;
-        for name in &active.replacements {
-            if view.claims.get(name).is_some_and(|c| !c.initialized) {
-                waiting = true;
-                out.push(Action::Record {
-                    reason: Reason::DisruptionWaitingReadiness,
-                    about: Subject::NodeClaim(name.clone()),
-                    message: "Waiting on readiness to continue disruption".into(),
-                });
-            }
-        }
-        if !waiting {
-            delete_nodes(view, active.method, &active.nodes, out);
-            return true;
-        }
-        false
+        let message = format!(
+            "{} of {}: a replacement failed to launch; nodes untainted",
+            active.method.as_str(),
+            active.nodes.join(", ")
+        );
+        record_on_nodes(
+            view,
+            &active.nodes,
+            Reason::DisruptionBlocked,
+            &message,
+            out,
+        );
+        return true;
     }
+    let mut waiting = false;
+    for name in &active.replacements {
+        if view.claims.get(name).is_some_and(|c| !c.initialized) {
+            waiting = true;
+            out.push(Action::Record {
+                reason: Reason::DisruptionWaitingReadiness,
+                about: Subject::NodeClaim(name.clone()),
+                message: "Waiting on readiness to continue disruption".into(),
+            });
+        }
+    }
+    if !waiting {
+        delete_nodes(view, active.method, &active.nodes, out);
+        return true;
+    }
+    false
 }
 
 /// Karpenter's `pretty.Sentence`: the first letter capitalised.
@@ -416,7 +430,8 @@ pub fn snapshot(
     config: &Config,
     unavailable: &BTreeMap<Offer, i64>,
 ) -> Snapshot {
-    let nodes = view
+    let instance_types = catalog_now(view, unavailable);
+    let mut nodes: Vec<Node> = view
         .nodes
         .values()
         .map(|n| {
@@ -428,6 +443,41 @@ pub fn snapshot(
             node
         })
         .collect();
+    // In key order, which is each node's order too: one walk of the pods, not a lookup
+    // per bound pod.
+    let mut bound_pods: Vec<Pod> = view
+        .pods
+        .values()
+        .filter(|p| p.pod.node_name.is_some())
+        .map(|p| p.pod.clone())
+        .collect();
+    // A NodeClaim with no Node yet (launching, or booting) is the node it will be, named
+    // as the claim, with the DaemonSet pods it will run: Karpenter's cluster state counts
+    // an in-flight NodeClaim as a node. It has not initialized, so the pods of nodes
+    // already leaving (a command in flight, whose replacement it may be) may go there,
+    // and those of a new command may not (`World::refuse_uninitialized`).
+    for claim in view.claims.values() {
+        if claim.initialized
+            || claim.deleting_since.is_some()
+            || claim.node_name.is_some()
+            || view.nodes.contains_key(&claim.name)
+        {
+            continue;
+        }
+        let Some(mut node) = future_node(claim, &instance_types) else {
+            continue;
+        };
+        node.created_at = Some(config.epoch_secs + claim.created_at / 1000);
+        for ds in &view.daemonsets {
+            if daemon_runs_on(ds, &node.labels, &node.taints) {
+                let mut pod = ds.clone();
+                pod.key.name = format!("{}-{}", ds.key.name, claim.name);
+                pod.node_name = Some(claim.name.clone());
+                bound_pods.push(pod);
+            }
+        }
+        nodes.push(node);
+    }
     Snapshot {
         nodes,
         nodeclaims: view
@@ -435,14 +485,7 @@ pub fn snapshot(
             .values()
             .map(|c| c.to_model(config.epoch_secs))
             .collect(),
-        // In key order, which is each node's order too: one walk of the pods, not a
-        // lookup per bound pod.
-        bound_pods: view
-            .pods
-            .values()
-            .filter(|p| p.pod.node_name.is_some())
-            .map(|p| p.pod.clone())
-            .collect(),
+        bound_pods,
         pending_pods: view
             .pending
             .iter()
@@ -460,8 +503,82 @@ pub fn snapshot(
                 Some((c.name.clone(), why))
             })
             .collect(),
-        instance_types: catalog_now(view, unavailable),
+        instance_types,
         daemonsets: view.daemonsets.clone(),
         namespaces: view.namespaces.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kerf_model::{NodePool, Resources};
+
+    #[test]
+    fn a_claim_without_a_node_is_in_the_pass_as_the_node_it_will_be() {
+        let catalog = kerf_model::catalog::by_name("aws").unwrap();
+        let it = catalog.iter().find(|t| t.name == "m6i.large").unwrap();
+        let allocatable = it.allocatable();
+        let offer = Offer {
+            instance_type: "m6i.large".into(),
+            zone: "us-east-1a".into(),
+            capacity_type: "on-demand".into(),
+        };
+        let mut view = ClusterView {
+            nodepools: vec![NodePool::new("default")],
+            instance_types: catalog.clone(),
+            ..ClusterView::default()
+        };
+        let mut claim = crate::Claim {
+            name: "default-abc".into(),
+            nodepool: "default".into(),
+            labels: [(labels::NODEPOOL.to_string(), "default".to_string())].into(),
+            annotations: Default::default(),
+            taints: Vec::new(),
+            startup_taints: Vec::new(),
+            options: vec![offer.clone()],
+            created_at: 0,
+            expire_after: None,
+            termination_grace_period: None,
+            provider_id: Some("i-1".into()),
+            launched: Some(offer),
+            image_id: None,
+            node_name: None,
+            initialized: false,
+            deleting_since: None,
+            deletion_reason: None,
+        };
+        view.claims.insert(claim.name.clone(), claim.clone());
+        let cpu = Resources::parse([("cpu", "100m")]).unwrap();
+        view.daemonsets
+            .push(Pod::new("kube-system", "agent", cpu.clone()));
+        let config = Config::default();
+
+        let snap = snapshot(&view, &config, &BTreeMap::new());
+        let node = (snap.nodes.iter().find(|n| n.name == "default-abc"))
+            .expect("the launching claim is a node of the pass");
+        assert_eq!(node.allocatable, allocatable);
+        assert_eq!(node.labels[labels::ZONE], "us-east-1a");
+        let on_it: Vec<&str> = (snap.bound_pods.iter())
+            .filter(|p| p.node_name.as_deref() == Some("default-abc"))
+            .map(|p| p.key.name.as_str())
+            .collect();
+        assert_eq!(on_it, vec!["agent-default-abc"]);
+
+        // Once its Node is there, that Node stands for it: no second node.
+        claim.node_name = Some("n1".into());
+        view.claims.insert(claim.name.clone(), claim);
+        let mut labels_n1 = it.labels.clone();
+        labels_n1.insert(labels::NODEPOOL.into(), "default".into());
+        view.nodes
+            .insert("n1".into(), Node::new("n1", labels_n1, allocatable));
+        let snap = snapshot(&view, &config, &BTreeMap::new());
+        let names: Vec<&str> = snap.nodes.iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(names, vec!["n1"]);
+        // Nor one for a claim being deleted.
+        let deleting = view.claims.get_mut("default-abc").unwrap();
+        (deleting.node_name, deleting.deleting_since) = (None, Some(1));
+        view.nodes.clear();
+        assert!(snapshot(&view, &config, &BTreeMap::new()).nodes.is_empty());
     }
 }

@@ -484,3 +484,89 @@ fn an_instance_the_cloud_finds_drifted_drifts_its_claim() {
     c.step(600_000, &v, &[]);
     assert_eq!(deletes(&c.step(615_000, &v, &[])), vec![("c1", "drift")]);
 }
+
+/// A second node like `n1`: `n2`, its claim `c2` and instance `i-2`.
+fn add_second_node(v: &mut ClusterView) {
+    let mut node = v.nodes["n1"].clone();
+    node.name = "n2".into();
+    v.nodes.insert("n2".into(), node);
+    v.node_provider_ids.insert("n2".into(), "i-2".into());
+    let mut instance = v.instances["i-1"].clone();
+    (instance.id, instance.claim) = ("i-2".into(), "c2".into());
+    v.instances.insert("i-2".into(), instance);
+    let mut claim = v.claims["c1"].clone();
+    claim.name = "c2".into();
+    claim.provider_id = Some("i-2".into());
+    claim.node_name = Some("n2".into());
+    v.claims.insert("c2".into(), claim);
+}
+
+fn big_pod(name: &str, node: &str) -> PodState {
+    let mut state = pod(name, Some(node));
+    state.pod.requests = Resources::parse([("cpu", "1500m")]).unwrap();
+    state
+}
+
+#[test]
+fn a_second_command_starts_while_the_first_waits_for_its_replacement() {
+    let mut v = view();
+    v.nodepools[0].disruption.budgets[0].nodes = BudgetNodes::Count(2);
+    add_second_node(&mut v);
+    // n1 drifted; its pod may not go to n2 (a taint it does not tolerate), so it needs
+    // a replacement.
+    let dedicated = kerf_model::Taint::new("dedicated", "x", kerf_model::Effect::NoSchedule);
+    v.nodes.get_mut("n2").unwrap().taints.push(dedicated);
+    v.insert_pod(big_pod("p1", "n1"));
+    v.insert_pod(big_pod("p2", "n2"));
+    v.instances.get_mut("i-1").unwrap().drift = Some("image ami-1 is no longer selected".into());
+    let mut c = controller();
+    c.step(600_000, &v, &[]);
+    let started = c.step(615_000, &v, &[]);
+    let replacement = started
+        .iter()
+        .find_map(|a| match a {
+            Action::CreateClaim(claim) => Some(claim.as_ref().clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("a replacement for n1: {started:?}"));
+    assert!(deletes(&started).is_empty(), "{started:?}");
+
+    // As the shell applies it: n1 tainted, the replacement created but not up yet; and
+    // n2's pod goes away, leaving n2 empty.
+    v.nodes
+        .get_mut("n1")
+        .unwrap()
+        .taints
+        .push(kerf_model::Taint::new(
+            labels::TAINT_DISRUPTED,
+            "",
+            kerf_model::Effect::NoSchedule,
+        ));
+    let mut waiting = replacement.clone();
+    (waiting.provider_id, waiting.node_name, waiting.initialized) = (None, None, false);
+    v.claims.insert(waiting.name.clone(), waiting);
+    v.remove_pod(&kerf_model::pod::PodKey {
+        namespace: "default".into(),
+        name: "p2".into(),
+    });
+    v.generation += 1;
+
+    // The next pass runs at once, not after the first command's replacement is up, and
+    // counts that replacement as where n1's pod goes: n2 is empty, and deleted.
+    let mut deleted = Vec::new();
+    for t in [615_001, 630_001] {
+        let actions = c.step(t, &v, &[]);
+        deleted
+            .extend((deletes(&actions).into_iter()).map(|(c, r)| (c.to_string(), r.to_string())));
+    }
+    assert_eq!(deleted, vec![("c2".to_string(), "emptiness".to_string())]);
+
+    // The replacement comes up: the first command finishes.
+    let up = v.claims.get_mut(&replacement.name).unwrap();
+    (up.provider_id, up.initialized) = (Some("i-9".into()), true);
+    let mut instance = v.instances["i-1"].clone();
+    (instance.id, instance.claim) = ("i-9".into(), replacement.name.clone());
+    v.instances.insert("i-9".into(), instance);
+    v.generation += 1;
+    assert_eq!(deletes(&c.step(631_000, &v, &[])), vec![("c1", "drift")]);
+}
