@@ -348,7 +348,9 @@ fn node_taints(node: &Node) -> Vec<k8s_openapi::api::core::v1::Taint> {
 }
 
 /// What a write's API calls answered, applied to the state once the step's wave of
-/// writes is back.
+/// writes is back. Answers live for one wave, a few per write: boxing the objects would
+/// only add an allocation each.
+#[allow(clippy::large_enum_variant)]
 enum Answer {
     Claim(crd::NodeClaim),
     Node(Node),
