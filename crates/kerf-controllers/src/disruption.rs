@@ -46,9 +46,9 @@ use kerf_cloud::Offer;
 use kerf_disruption::{Command, Decision, Held, Kept, Method, Snapshot};
 use kerf_model::{Effect, Node, Pod, Taint, labels};
 
-use crate::provisioner::{Namer, catalog_now, claim_for, future_node};
+use crate::provisioner::{Namer, catalog_now, claim_for, daemon_pods_for, future_node};
 use crate::record::method_reason;
-use crate::{Action, ClusterView, Config, Reason, Subject, daemon_runs_on};
+use crate::{Action, ClusterView, Config, Reason, Subject};
 
 #[derive(Debug, Default)]
 pub(crate) struct Queue {
@@ -98,11 +98,7 @@ impl Queue {
         out: &mut Vec<Action>,
     ) {
         let in_flight = self.active.len();
-        let active = std::mem::take(&mut self.active);
-        self.active = active
-            .into_iter()
-            .filter(|a| !advance(a, view, out))
-            .collect();
+        self.active.retain(|a| !advance(a, view, out));
         if self.active.len() < in_flight {
             return;
         }
@@ -468,14 +464,7 @@ pub fn snapshot(
             continue;
         };
         node.created_at = Some(config.epoch_secs + claim.created_at / 1000);
-        for ds in &view.daemonsets {
-            if daemon_runs_on(ds, &node.labels, &node.taints) {
-                let mut pod = ds.clone();
-                pod.key.name = format!("{}-{}", ds.key.name, claim.name);
-                pod.node_name = Some(claim.name.clone());
-                bound_pods.push(pod);
-            }
-        }
+        bound_pods.extend(daemon_pods_for(view, &node, &claim.name));
         nodes.push(node);
     }
     Snapshot {

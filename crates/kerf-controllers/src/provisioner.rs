@@ -256,14 +256,7 @@ pub(crate) fn capacity<'a>(
                 .for_provisioning(false, &claim.startup_taints)
                 .taints;
         }
-        for ds in &view.daemonsets {
-            if daemon_runs_on(ds, &node.labels, &node.taints) {
-                let mut pod = ds.clone();
-                pod.key.name = format!("{}-{}", ds.key.name, claim.name);
-                pod.node_name = Some(claim.name.clone());
-                bound.push(pod);
-            }
-        }
+        bound.extend(daemon_pods_for(view, &node, &claim.name));
         in_flight.insert(claim.name.as_str(), ());
         nodes.push(node);
     }
@@ -294,6 +287,20 @@ pub(crate) fn future_node(claim: &Claim, instance_types: &[InstanceType]) -> Opt
     node.capacity = it.capacity.clone();
     node.taints = claim.taints.clone();
     Some(node)
+}
+
+/// The DaemonSet pods the node a claim will become will run, bound to it by the
+/// claim's name.
+pub(crate) fn daemon_pods_for(view: &ClusterView, node: &Node, claim: &str) -> Vec<Pod> {
+    (view.daemonsets.iter())
+        .filter(|ds| daemon_runs_on(ds, &node.labels, &node.taints))
+        .map(|ds| {
+            let mut pod = ds.clone();
+            pod.key.name = format!("{}-{claim}", ds.key.name);
+            pod.node_name = Some(claim.to_string());
+            pod
+        })
+        .collect()
 }
 
 /// A NodeClaim for a claim the plan (or a disruption command) opened.

@@ -23,7 +23,7 @@ pub struct PaceLayer {
 impl PaceLayer {
     pub fn new(qps: u32, burst: u32) -> PaceLayer {
         let limiter = NonZeroU32::new(qps).map(|qps| {
-            let burst = NonZeroU32::new(burst.max(1)).unwrap_or(NonZeroU32::MIN);
+            let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
             Arc::new(RateLimiter::direct(
                 Quota::per_second(qps).allow_burst(burst),
             ))

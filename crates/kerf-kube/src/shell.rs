@@ -440,6 +440,61 @@ async fn patch_claim_status(
     }
 }
 
+/// Merge-patches an object; the updated object, or `None` (reported as `what`) on failure.
+async fn merge_patch<K>(api: &Api<K>, what: &str, name: &str, body: &serde_json::Value) -> Option<K>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api
+        .patch(name, &PatchParams::default(), &Patch::Merge(body))
+        .await
+    {
+        Ok(updated) => Some(updated),
+        Err(e) => {
+            report(what, name, &e);
+            None
+        }
+    }
+}
+
+/// Deletes `object` unless it is already being deleted, answering what the API says
+/// (`wrap` for the object as it now is). The object to take the finalizer off, or `None`
+/// when it is gone already or the delete failed (reported as `what`).
+async fn delete_object<K>(
+    kind: Kind,
+    what: &str,
+    api: &Api<K>,
+    object: K,
+    wrap: fn(K) -> Answer,
+    answers: &mut Vec<Answer>,
+) -> Option<K>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    if object.meta().deletion_timestamp.is_some() {
+        return Some(object);
+    }
+    let name = object.name_any();
+    match api.delete(&name, &DeleteParams::default()).await {
+        Ok(either::Either::Left(deleting)) => {
+            answers.push(wrap(deleting.clone()));
+            Some(deleting)
+        }
+        Ok(either::Either::Right(_)) => {
+            answers.push(Answer::Gone(kind, name));
+            None
+        }
+        Err(e) if is_code(&e, 404) => {
+            answers.push(Answer::Gone(kind, name));
+            None
+        }
+        Err(e) => {
+            report(what, &name, &e);
+            None
+        }
+    }
+}
+
 /// Removes `karpenter.sh/termination` from `object` (a deleting Node or NodeClaim), on
 /// its version; with it gone the object is gone, and the state forgets it at once.
 /// True when this call removed it.
@@ -1033,15 +1088,8 @@ impl<P: Provider> Shell<P> {
         }
         let (api, claim) = (self.claims_api(), claim.to_string());
         Some(Box::pin(async move {
-            let updated = match api
-                .patch(&claim, &PatchParams::default(), &Patch::Merge(&body))
-                .await
-            {
-                Ok(updated) => updated,
-                Err(e) => {
-                    report("nodeclaim labels", &claim, &e);
-                    return vec![];
-                }
+            let Some(updated) = merge_patch(&api, "nodeclaim labels", &claim, &body).await else {
+                return vec![];
             };
             let launched = (claims::LAUNCHED, "True", "Launched".into(), String::new());
             let body = claim_status_body(&updated, status, &[launched], now);
@@ -1121,15 +1169,9 @@ impl<P: Provider> Shell<P> {
         let claims_api = self.claims_api();
         let (claim_name, node_name) = (claim_name.to_string(), node_name.to_string());
         Some(Box::pin(async move {
-            let updated = match nodes
-                .patch(&node_name, &PatchParams::default(), &Patch::Merge(&body))
-                .await
-            {
-                Ok(updated) => updated,
-                Err(e) => {
-                    report("register node", &node_name, &e);
-                    return vec![];
-                }
+            let Some(updated) = merge_patch(&nodes, "register node", &node_name, &body).await
+            else {
+                return vec![];
             };
             tracing::info!(nodeclaim = %claim_name, node = %node_name, "registered");
             let label = |k: &str| updated.labels().get(k).cloned().unwrap_or_default();
@@ -1175,15 +1217,9 @@ impl<P: Provider> Shell<P> {
         Some(Box::pin(async move {
             let mut answers = Vec::new();
             if let Some(body) = label {
-                match nodes
-                    .patch(&node_name, &PatchParams::default(), &Patch::Merge(&body))
-                    .await
-                {
-                    Ok(updated) => answers.push(Answer::Node(updated)),
-                    Err(e) => {
-                        report("initialize node", &node_name, &e);
-                        return answers;
-                    }
+                match merge_patch(&nodes, "initialize node", &node_name, &body).await {
+                    Some(updated) => answers.push(Answer::Node(updated)),
+                    None => return answers,
                 }
             }
             tracing::info!(nodeclaim = %claim_name, node = %node_name, "initialized");
@@ -1258,16 +1294,8 @@ impl<P: Provider> Shell<P> {
         let api: Api<Node> = Api::all(self.client.clone());
         let node = node.to_string();
         Some(Box::pin(async move {
-            match api
-                .patch(&node, &PatchParams::default(), &Patch::Merge(&body))
-                .await
-            {
-                Ok(updated) => vec![Answer::Node(updated)],
-                Err(e) => {
-                    report("node taints", &node, &e);
-                    vec![]
-                }
-            }
+            let updated = merge_patch(&api, "node taints", &node, &body).await;
+            updated.map(Answer::Node).into_iter().collect()
         }))
     }
 
@@ -1345,24 +1373,19 @@ impl<P: Provider> Shell<P> {
             return None;
         }
         let api: Api<Node> = Api::all(self.client.clone());
-        let name = name.to_string();
         Some(Box::pin(async move {
             let mut answers = Vec::new();
-            let mut node = stored;
-            if node.metadata.deletion_timestamp.is_none() {
-                match api.delete(&name, &DeleteParams::default()).await {
-                    Ok(either::Either::Left(obj)) => {
-                        node = obj.clone();
-                        answers.push(Answer::Node(obj));
-                    }
-                    Ok(either::Either::Right(_)) => return vec![Answer::Gone(Kind::Node, name)],
-                    Err(e) if is_code(&e, 404) => return vec![Answer::Gone(Kind::Node, name)],
-                    Err(e) => {
-                        report("delete node", &name, &e);
-                        return answers;
-                    }
-                }
-            }
+            let deleted = delete_object(
+                Kind::Node,
+                "delete node",
+                &api,
+                stored,
+                Answer::Node,
+                &mut answers,
+            );
+            let Some(node) = deleted.await else {
+                return answers;
+            };
             let deleting_since = node.metadata.deletion_timestamp.as_ref().map(claims::ms);
             if drop_finalizer(Kind::Node, &api, &node, &mut answers).await {
                 let get = |k: &str| node.labels().get(k).cloned().unwrap_or_default();
@@ -1383,23 +1406,17 @@ impl<P: Provider> Shell<P> {
         let name = name.to_string();
         Some(Box::pin(async move {
             let mut answers = Vec::new();
-            let mut claim = stored;
-            if claim.metadata.deletion_timestamp.is_none() {
-                match api.delete(&name, &DeleteParams::default()).await {
-                    Ok(either::Either::Left(obj)) => {
-                        claim = obj.clone();
-                        answers.push(Answer::Claim(obj));
-                    }
-                    Ok(either::Either::Right(_)) => {
-                        return vec![Answer::Gone(Kind::NodeClaim, name)];
-                    }
-                    Err(e) if is_code(&e, 404) => return vec![Answer::Gone(Kind::NodeClaim, name)],
-                    Err(e) => {
-                        report("delete nodeclaim", &name, &e);
-                        return answers;
-                    }
-                }
-            }
+            let deleted = delete_object(
+                Kind::NodeClaim,
+                "delete nodeclaim",
+                &api,
+                stored,
+                Answer::Claim,
+                &mut answers,
+            );
+            let Some(claim) = deleted.await else {
+                return answers;
+            };
             let deleting_since = claim.metadata.deletion_timestamp.as_ref().map(claims::ms);
             if drop_finalizer(Kind::NodeClaim, &api, &claim, &mut answers).await {
                 tracing::info!(nodeclaim = %name, "terminated");

@@ -185,18 +185,15 @@ fn an_instance_launched_before_a_restart_is_adopted_not_launched_again() {
     assert!(!actions.iter().any(|a| matches!(a, Action::Launch { .. })));
 }
 
+/// `karpenter.sh/disrupted:NoSchedule`, as a disruption command taints its nodes.
+fn disrupted() -> kerf_model::Taint {
+    kerf_model::Taint::new(labels::TAINT_DISRUPTED, "", kerf_model::Effect::NoSchedule)
+}
+
 #[test]
 fn a_restarted_controller_untaints_nodes_a_lost_command_tainted() {
     let mut v = view();
-    v.nodes
-        .get_mut("n1")
-        .unwrap()
-        .taints
-        .push(kerf_model::Taint::new(
-            labels::TAINT_DISRUPTED,
-            "",
-            kerf_model::Effect::NoSchedule,
-        ));
+    v.nodes.get_mut("n1").unwrap().taints.push(disrupted());
     let actions = controller().step(1_000, &v, &[]);
     assert!(actions.contains(&Action::Untaint {
         node: "n1".into(),
@@ -533,15 +530,7 @@ fn a_second_command_starts_while_the_first_waits_for_its_replacement() {
 
     // As the shell applies it: n1 tainted, the replacement created but not up yet; and
     // n2's pod goes away, leaving n2 empty.
-    v.nodes
-        .get_mut("n1")
-        .unwrap()
-        .taints
-        .push(kerf_model::Taint::new(
-            labels::TAINT_DISRUPTED,
-            "",
-            kerf_model::Effect::NoSchedule,
-        ));
+    v.nodes.get_mut("n1").unwrap().taints.push(disrupted());
     let mut waiting = replacement.clone();
     (waiting.provider_id, waiting.node_name, waiting.initialized) = (None, None, false);
     v.claims.insert(waiting.name.clone(), waiting);
