@@ -48,7 +48,7 @@ use kerf_model::{Effect, Node, Pod, Taint, labels};
 
 use crate::provisioner::{Namer, catalog_now, claim_for, daemon_pods_for, future_node};
 use crate::record::method_reason;
-use crate::{Action, ClusterView, Config, Reason, Subject};
+use crate::{Action, ClusterView, Config, Reason, Stopwatch, Subject, Work};
 
 #[derive(Debug, Default)]
 pub(crate) struct Queue {
@@ -95,6 +95,7 @@ impl Queue {
         view: &ClusterView,
         config: &Config,
         unavailable: &BTreeMap<Offer, i64>,
+        stopwatch: &mut dyn Stopwatch,
         out: &mut Vec<Action>,
     ) {
         let in_flight = self.active.len();
@@ -151,7 +152,11 @@ impl Queue {
         if !due || idle {
             return;
         }
+        stopwatch.start();
         let outcome = self.pass(now, view, config, unavailable, None);
+        stopwatch.stop(Work::DisruptionPass {
+            decided: outcome.commands.first().map(|c| c.method),
+        });
         self.tell(now, view, &outcome.kept, out);
         self.tell_pools(now, view, config, out);
         let command = outcome

@@ -32,6 +32,30 @@ pub use deletion::DeletionReason;
 pub use record::{Reason, Severity, Subject};
 pub use view::{Claim, ClusterView, PodState};
 
+/// The work of a step a shell may time: Karpenter's
+/// `scheduler_scheduling_duration_seconds` and
+/// `voluntary_disruption_decision_evaluation_duration_seconds`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Work {
+    /// The provisioner's scheduling simulation over the pending pods.
+    Scheduling,
+    /// A full disruption pass, with the method of the first command it decided on.
+    DisruptionPass {
+        decided: Option<kerf_disruption::Method>,
+    },
+}
+
+/// Told where measured work begins and ends. The simulator measures nothing (`()`).
+pub trait Stopwatch {
+    fn start(&mut self);
+    fn stop(&mut self, work: Work);
+}
+
+impl Stopwatch for () {
+    fn start(&mut self) {}
+    fn stop(&mut self, _: Work) {}
+}
+
 /// Timings and switches, with Karpenter's defaults.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
@@ -220,6 +244,18 @@ impl Controller {
 
     /// One pass of every loop.
     pub fn step(&mut self, now: i64, view: &ClusterView, events: &[Event]) -> Vec<Action> {
+        self.step_measured(now, view, events, &mut ())
+    }
+
+    /// [`Controller::step`], telling `stopwatch` where its scheduling simulation and its
+    /// disruption pass begin and end, so a shell can time them (the loops read no clock).
+    pub fn step_measured(
+        &mut self,
+        now: i64,
+        view: &ClusterView,
+        events: &[Event],
+        stopwatch: &mut dyn Stopwatch,
+    ) -> Vec<Action> {
         let mut out = Vec::new();
         self.unavailable.retain(|_, until| *until > now);
         if !self.started {
@@ -240,11 +276,19 @@ impl Controller {
         }
         termination::reconcile(now, self.config.epoch_secs, view, &mut out);
         if self.batch.ready(now, view, events, &self.config) {
+            stopwatch.start();
             provisioner::provision(now, view, &self.config, &self.unavailable, &mut out);
+            stopwatch.stop(Work::Scheduling);
             self.batch.solved(now, view);
         }
-        self.disruption
-            .step(now, view, &self.config, &self.unavailable, &mut out);
+        self.disruption.step(
+            now,
+            view,
+            &self.config,
+            &self.unavailable,
+            stopwatch,
+            &mut out,
+        );
         out
     }
 

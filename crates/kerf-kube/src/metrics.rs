@@ -390,19 +390,48 @@ pub fn cloudprovider_call(
     }
 }
 
-/// How long one step of the loops took: the provisioner's scheduling simulation and the
-/// disruption pass run inside it.
-pub fn step_duration(seconds: f64, pending: bool) {
-    if pending {
-        histogram!("karpenter_scheduler_scheduling_duration_seconds", "controller" => "provisioner")
-            .record(seconds);
-    } else {
-        histogram!(
-            "karpenter_voluntary_disruption_decision_evaluation_duration_seconds",
-            "reason" => "",
-            "consolidation_type" => "",
-        )
-        .record(seconds);
+/// Times the work a step of the loops reports: each scheduling simulation into
+/// `scheduler_scheduling_duration_seconds`, each full disruption pass into
+/// `voluntary_disruption_decision_evaluation_duration_seconds`, labelled by the method
+/// that decided (Karpenter times each method it tries; kerf's pass tries them all in
+/// one go, so a pass that decides nothing is labelled `""`).
+#[derive(Default)]
+pub struct StepTimer {
+    started: Option<std::time::Instant>,
+}
+
+impl kerf_controllers::Stopwatch for StepTimer {
+    fn start(&mut self) {
+        self.started = Some(std::time::Instant::now());
+    }
+
+    fn stop(&mut self, work: kerf_controllers::Work) {
+        let Some(started) = self.started.take() else {
+            return;
+        };
+        let seconds = started.elapsed().as_secs_f64();
+        match work {
+            kerf_controllers::Work::Scheduling => {
+                histogram!("karpenter_scheduler_scheduling_duration_seconds", "controller" => "provisioner")
+                    .record(seconds);
+            }
+            kerf_controllers::Work::DisruptionPass { decided } => {
+                let (reason, consolidation_type) = match decided {
+                    Some(method) => (
+                        disruption_reason_label(&DeletionReason::Disruption(method))
+                            .unwrap_or_default(),
+                        consolidation_type(method),
+                    ),
+                    None => (String::new(), ""),
+                };
+                histogram!(
+                    "karpenter_voluntary_disruption_decision_evaluation_duration_seconds",
+                    "reason" => reason,
+                    "consolidation_type" => consolidation_type,
+                )
+                .record(seconds);
+            }
+        }
     }
 }
 

@@ -557,11 +557,11 @@ impl<P: Provider> Shell<P> {
             })
             .collect();
         self.run_writes(now, failed_launches).await;
-        let started = std::time::Instant::now();
-        let actions = self.controller.step(now, &self.state.view, &events);
-        metrics::step_duration(
-            started.elapsed().as_secs_f64(),
-            !self.state.view.pending.is_empty(),
+        let actions = self.controller.step_measured(
+            now,
+            &self.state.view,
+            &events,
+            &mut metrics::StepTimer::default(),
         );
         self.perform_all(now, actions).await;
         self.sync_nodepool_status(now).await;
