@@ -478,6 +478,139 @@ fn a_template_change_drifts_every_node_one_at_a_time_without_breaking_the_pdb() 
     assert_consistent(&env);
 }
 
+/// Kill points drawn from a seed: splitmix64, so a failing seed replays exactly.
+struct KillPoints(u64);
+
+impl KillPoints {
+    fn next_ms(&mut self, from: u64, to: u64) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        from + (z ^ (z >> 31)) % (to - from)
+    }
+}
+
+/// kill -9 at seeded random moments inside drift rolls whose drains the eviction API
+/// paces (PDB `maxUnavailable: 1`, one pod per node, budget one node): the PDB is never
+/// broken (measured throughout), the budget never exceeded, no NodeClaim is launched
+/// twice for one replacement, and each roll ends with every node replaced, every pod
+/// running, and no Node or NodeClaim left held by a finalizer.
+#[test]
+fn killed_at_random_points_of_pdb_paced_drains_it_keeps_every_promise() {
+    let env = Env::start();
+    let pool = NODEPOOL.replace(
+        r#"budgets: [{nodes: "100%"}]"#,
+        r#"budgets: [{nodes: "1"}]"#,
+    );
+    env.apply_yaml(&pool);
+    let mut kerf = Kerf::start(&env, "kerf-0", &[]);
+    let spread = deployment("web", 3, "1").replace(
+        "      containers:",
+        "      affinity:\n        podAntiAffinity:\n          requiredDuringSchedulingIgnoredDuringExecution:\n          - topologyKey: kubernetes.io/hostname\n            labelSelector: {matchLabels: {app: web}}\n      containers:",
+    );
+    env.apply_yaml(&spread);
+    env.apply_yaml(
+        "apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata: {name: web, namespace: default}\nspec:\n  maxUnavailable: 1\n  selector: {matchLabels: {app: web}}\n",
+    );
+    env.wait(
+        Duration::from_secs(120),
+        "3 pods running on 3 nodes",
+        |env| all_running(env, "web", 3) && available(env, "web") == 3,
+    );
+    let seeds: Vec<u64> = match std::env::var("KERF_E2E_SEEDS") {
+        Ok(s) => s
+            .split(',')
+            .map(|s| s.trim().parse().expect("KERF_E2E_SEEDS: u64s"))
+            .collect(),
+        Err(_) => vec![1, 2, 3],
+    };
+    for (roll, seed) in seeds.iter().enumerate() {
+        let mut kills = KillPoints(*seed);
+        let team = format!("roll-{roll}");
+        let before: BTreeSet<String> = env.nodeclaims().iter().map(|c| c.name_any()).collect();
+        env.apply_yaml(&pool.replace(
+            "  template:\n    spec:",
+            &format!("  template:\n    metadata:\n      labels: {{team: {team}}}\n    spec:"),
+        ));
+        let started = std::time::Instant::now();
+        let mut next_kill = started + Duration::from_millis(kills.next_ms(500, 6_000));
+        let (mut killed_at, mut min_available, mut max_disrupting) = (Vec::new(), 3, 0);
+        let mut launched = BTreeSet::new();
+        loop {
+            min_available = min_available.min(available(&env, "web"));
+            max_disrupting =
+                max_disrupting.max(env.nodes().iter().filter(|n| disrupted(n)).count());
+            let claims = env.nodeclaims();
+            launched.extend(
+                claims
+                    .iter()
+                    .map(|c| c.name_any())
+                    .filter(|c| !before.contains(c)),
+            );
+            let replaced = claims.len() == 3
+                && claims.iter().all(|c| {
+                    !before.contains(&c.name_any())
+                        && c.labels().get("team") == Some(&team)
+                        && c.metadata.deletion_timestamp.is_none()
+                });
+            if replaced && available(&env, "web") == 3 {
+                break;
+            }
+            let now = std::time::Instant::now();
+            if now >= next_kill && killed_at.len() < 4 {
+                killed_at.push(now.duration_since(started).as_millis());
+                kerf.kill9();
+                kerf = Kerf::start(&env, "kerf-0", &[]);
+                next_kill = now + Duration::from_millis(kills.next_ms(500, 6_000));
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(300),
+                "seed {seed}: the roll did not finish (kills at {killed_at:?} ms): {} claims {:?}\n{}",
+                claims.len(),
+                claims.iter().map(|c| c.name_any()).collect::<Vec<_>>(),
+                kerf.log_text()
+                    .lines()
+                    .rev()
+                    .take(40)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        eprintln!(
+            "e2e: seed {seed}: roll done in {:?}, kerf killed at {killed_at:?} ms, {} claims launched, min available {min_available}, max disrupted {max_disrupting}",
+            started.elapsed(),
+            launched.len(),
+        );
+        assert!(
+            min_available >= 2,
+            "seed {seed}: the PDB allows one unavailable pod, {min_available} were available at one point (kills at {killed_at:?} ms)"
+        );
+        assert!(
+            max_disrupting <= 1,
+            "seed {seed}: {max_disrupting} nodes disrupted at once, budget 1 (kills at {killed_at:?} ms)"
+        );
+        assert_eq!(
+            launched.len(),
+            3,
+            "seed {seed}: one replacement per node, launched once: {launched:?} (kills at {killed_at:?} ms)"
+        );
+        assert_consistent(&env);
+        assert!(
+            env.nodes()
+                .iter()
+                .all(|n| n.metadata.deletion_timestamp.is_none())
+                && env
+                    .nodeclaims()
+                    .iter()
+                    .all(|c| c.metadata.deletion_timestamp.is_none()),
+            "seed {seed}: a Node or NodeClaim left held by its finalizer"
+        );
+    }
+    assert!(kerf.exited().is_none(), "kerf exited:\n{}", kerf.log_text());
+}
+
 #[test]
 fn nodes_karpenter_made_are_adopted_as_they_are() {
     let env = Env::start();
