@@ -11,7 +11,7 @@ use kerf_model::pod::PodKey;
 use kerf_model::{InstanceType, Node, Pod, Requirements};
 use kerf_scheduling::{Input, NewClaim};
 
-use crate::{Action, Claim, ClusterView, Config, Reason, Subject, daemon_runs_on};
+use crate::{Action, Claim, ClusterView, Config, Reason, Subject};
 
 pub(crate) fn provision(
     now: i64,
@@ -293,7 +293,7 @@ pub(crate) fn future_node(claim: &Claim, instance_types: &[InstanceType]) -> Opt
 /// claim's name.
 pub(crate) fn daemon_pods_for(view: &ClusterView, node: &Node, claim: &str) -> Vec<Pod> {
     (view.daemonsets.iter())
-        .filter(|ds| daemon_runs_on(ds, &node.labels, &node.taints))
+        .filter(|ds| ds.daemon_runs_on(&node.labels, &node.taints))
         .map(|ds| {
             let mut pod = ds.clone();
             pod.key.name = format!("{}-{claim}", ds.key.name);

@@ -59,7 +59,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use kerf_cloud::{InstanceState, Offer};
 use kerf_controllers::{
-    Action, Claim, ClusterView, Controller, DeletionReason, Event, Reason, Subject, daemon_runs_on,
+    Action, Claim, ClusterView, Controller, DeletionReason, Event, Reason, Subject,
 };
 use kerf_model::pod::PodKey;
 use kerf_model::taints::first_untolerated;
@@ -675,7 +675,7 @@ fn zones_for(
 fn daemon_pods(view: &ClusterView, node: &Node) -> Vec<Pod> {
     view.daemonsets
         .iter()
-        .filter(|ds| daemon_runs_on(ds, &node.labels, &node.taints))
+        .filter(|ds| ds.daemon_runs_on(&node.labels, &node.taints))
         .map(|ds| {
             let mut pod = ds.clone();
             pod.key.name = format!("{}-{}", ds.key.name, node.name);
@@ -775,7 +775,7 @@ fn estimate(index: usize, group: &Group, waiting: &[Pod], view: &ClusterView) ->
     let first = zone_labels.first()?;
     let mut free = group.allocatable.clone();
     for ds in &view.daemonsets {
-        if daemon_runs_on(ds, first, &group.taints) {
+        if ds.daemon_runs_on(first, &group.taints) {
             free.sub(&ds.requests);
         }
     }

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use kerf_cloud::{CloudEvent, CloudProvider, CreateError, InstanceState, SimCloud};
-use kerf_controllers::{Action, ClusterView, Event, PodState, daemon_runs_on, do_not_disrupt};
+use kerf_controllers::{Action, ClusterView, Event, PodState};
 use kerf_model::pod::PodKey;
 use kerf_model::{Effect, Node, Pdb, Pod, Taint, labels};
 
@@ -334,7 +334,7 @@ impl Cluster {
             .collect();
         let mut new = Vec::new();
         for ds in &self.view.daemonsets {
-            if !daemon_runs_on(ds, &node.labels, &hard) {
+            if !ds.daemon_runs_on(&node.labels, &hard) {
                 continue;
             }
             let mut pod = ds.clone();
@@ -717,7 +717,7 @@ impl Cluster {
             });
             return false;
         }
-        if do_not_disrupt(&state.pod, self.epoch_secs + now / 1000) {
+        if state.pod.do_not_disrupt_at(self.epoch_secs + now / 1000) {
             let deadline_passed = state
                 .pod
                 .node_name
