@@ -65,7 +65,8 @@ use kerf_model::pod::PodKey;
 use kerf_model::taints::first_untolerated;
 use kerf_model::{Effect, Labels, Node, NodePool, Pod, Quantity, Resources, Taint, labels};
 
-use crate::render::BASELINE;
+/// The baseline's name: what `--baseline` takes and its reports' `autoscaler`.
+pub const NODE_GROUPS: &str = "node-groups";
 
 /// The taint Cluster Autoscaler puts on a node it is removing.
 pub const TAINT_TO_BE_DELETED: &str = "ToBeDeletedByClusterAutoscaler";
@@ -215,7 +216,7 @@ impl State {
 
 impl crate::Autoscaler for NodeGroups {
     fn name(&self) -> &str {
-        BASELINE
+        NODE_GROUPS
     }
 
     fn step(&mut self, now: i64, view: &ClusterView, events: &[Event]) -> Vec<Action> {
@@ -1225,13 +1226,13 @@ fn fit_elsewhere(
 }
 
 /// The baseline models `kerf simulate --baseline` accepts.
-pub const MODELS: [&str; 1] = [BASELINE];
+pub const MODELS: [&str; 1] = [NODE_GROUPS];
 
 /// The baseline autoscaler called `name`, for `scenario`; `None` for a name not in
 /// [`MODELS`].
 pub fn by_name(name: &str, scenario: &crate::Scenario) -> Option<Box<dyn crate::Autoscaler>> {
     match name {
-        BASELINE => Some(Box::new(NodeGroups::for_scenario(scenario))),
+        NODE_GROUPS => Some(Box::new(NodeGroups::for_scenario(scenario))),
         _ => None,
     }
 }
