@@ -647,7 +647,7 @@ fn zones_for(
             node_labels.insert(labels::ZONE.into(), zone.to_string());
             let mut node = Node::new(&name, node_labels, group.allocatable.clone());
             node.taints = group.taints.clone();
-            bound.extend(daemon_pods(view, &node));
+            bound.extend(view.daemon_pods_on(&node));
             templates.push((name, zone.to_string()));
             nodes.push(node);
         }
@@ -672,20 +672,6 @@ fn zones_for(
     out
 }
 
-/// DaemonSet pods that would run on `node`, bound to it.
-fn daemon_pods(view: &ClusterView, node: &Node) -> Vec<Pod> {
-    view.daemonsets
-        .iter()
-        .filter(|ds| ds.daemon_runs_on(&node.labels, &node.taints))
-        .map(|ds| {
-            let mut pod = ds.clone();
-            pod.key.name = format!("{}-{}", ds.key.name, node.name);
-            pod.node_name = Some(node.name.clone());
-            pod
-        })
-        .collect()
-}
-
 /// The nodes pods can be placed on now or soon, and the pods bound to them: ready,
 /// usable nodes, and the nodes claims in flight will become (with their DaemonSet pods).
 fn capacity(view: &ClusterView) -> (Vec<Node>, Vec<Pod>) {
@@ -703,8 +689,8 @@ fn capacity(view: &ClusterView) -> (Vec<Node>, Vec<Pod>) {
         if claim.initialized || claim.deleting_since.is_some() {
             continue;
         }
-        if let Some(node) = upcoming_node(claim, view) {
-            bound.extend(daemon_pods(view, &node));
+        if let Some(node) = claim.future_node(&view.instance_types) {
+            bound.extend(view.daemon_pods_on(&node));
             nodes.push(node);
         }
     }
@@ -736,23 +722,6 @@ fn usable(node: &Node) -> bool {
             .taints
             .iter()
             .any(|t| t.key == TAINT_TO_BE_DELETED || t.key == labels::TAINT_DISRUPTED)
-}
-
-/// The node a claim in flight will become.
-fn upcoming_node(claim: &Claim, view: &ClusterView) -> Option<Node> {
-    let offer = claim.launched.as_ref().or(claim.options.first())?;
-    let it = view
-        .instance_types
-        .iter()
-        .find(|t| t.name == offer.instance_type)?;
-    let mut node_labels = it.labels.clone();
-    node_labels.extend(claim.labels.clone());
-    node_labels.insert(labels::ZONE.into(), offer.zone.clone());
-    node_labels.insert(labels::CAPACITY_TYPE.into(), offer.capacity_type.clone());
-    node_labels.insert(labels::HOSTNAME.into(), claim.name.clone());
-    let mut node = Node::new(&claim.name, node_labels, it.allocatable());
-    node.taints = claim.taints.clone();
-    Some(node)
 }
 
 /// How many new nodes `group` needs for the waiting pods it can take: first fit, largest
