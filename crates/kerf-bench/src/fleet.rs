@@ -175,7 +175,8 @@ fn compatible(t: &InstanceType, template: &Requirements) -> bool {
 /// Whether a DaemonSet's pod would run on a node of this pool and type: it tolerates the
 /// pool's taints and one of its required node-affinity terms is compatible with the pool's
 /// template plus the type's labels (zone and capacity type are left open, as any offering
-/// may be chosen).
+/// may be chosen). Not `Pod::daemon_runs_on`, which judges one node's labels: here the
+/// node is still a pool and a type, whose zone and capacity type are not yet known.
 fn daemon_runs_on(ds: &Pod, np: &kerf_model::NodePool, t: &InstanceType) -> bool {
     if first_untolerated(&np.taints, &ds.tolerations).is_some() {
         return false;

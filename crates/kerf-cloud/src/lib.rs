@@ -160,3 +160,93 @@ pub trait CloudProvider {
     /// Every instance not yet gone, by ID.
     fn list(&self) -> Vec<&Instance>;
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use kerf_model::labels::{CAPACITY_TYPE, INSTANCE_TYPE, ZONE};
+    use kerf_model::{InstanceType, Labels, Offering, Resources};
+
+    use super::{Offer, offers_cheapest_first};
+
+    /// An instance type with no labels or resources, offered as `(zone, capacity type,
+    /// price)` each.
+    pub(crate) fn instance_type(name: &str, offerings: &[(&str, &str, f64)]) -> InstanceType {
+        InstanceType {
+            name: name.to_string(),
+            labels: Labels::new(),
+            capacity: Resources::new(),
+            overhead: Resources::new(),
+            offerings: offerings
+                .iter()
+                .map(|&(zone, capacity_type, price)| Offering {
+                    zone: zone.to_string(),
+                    capacity_type: capacity_type.to_string(),
+                    price,
+                    price_is_estimate: false,
+                    available: true,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn offers_come_cheapest_first_with_ties_in_name_order() {
+        let types = [
+            instance_type(
+                "m5.large",
+                &[("b", "on-demand", 0.096), ("a", "spot", 0.03)],
+            ),
+            instance_type(
+                "c5.large",
+                &[("b", "on-demand", 0.096), ("a", "on-demand", 0.085)],
+            ),
+            instance_type("a1.large", &[("a", "on-demand", 0.096)]),
+        ];
+        let all: Vec<String> = offers_cheapest_first(&types, |_, _| true)
+            .iter()
+            .map(Offer::to_string)
+            .collect();
+        assert_eq!(
+            all,
+            [
+                "m5.large/a/spot",
+                "c5.large/a/on-demand",
+                "a1.large/a/on-demand",
+                "c5.large/b/on-demand",
+                "m5.large/b/on-demand",
+            ]
+        );
+        let on_demand_in_b: Vec<String> = offers_cheapest_first(&types, |_, o| {
+            o.zone == "b" && o.capacity_type == "on-demand"
+        })
+        .iter()
+        .map(Offer::to_string)
+        .collect();
+        assert_eq!(
+            on_demand_in_b,
+            ["c5.large/b/on-demand", "m5.large/b/on-demand"]
+        );
+    }
+
+    #[test]
+    fn an_offer_is_read_from_labels_only_when_all_three_are_there() {
+        let mut labels: Labels = [
+            (INSTANCE_TYPE, "m5.large"),
+            (ZONE, "us-east-1a"),
+            (CAPACITY_TYPE, "spot"),
+            ("team", "web"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(
+            Offer::from_labels(&labels).map(|o| o.to_string()),
+            Some("m5.large/us-east-1a/spot".to_string())
+        );
+        for key in [INSTANCE_TYPE, ZONE, CAPACITY_TYPE] {
+            let value = labels.remove(key).unwrap();
+            assert_eq!(Offer::from_labels(&labels), None, "without {key}");
+            labels.insert(key.to_string(), value);
+        }
+    }
+}

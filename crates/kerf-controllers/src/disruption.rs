@@ -46,7 +46,7 @@ use kerf_cloud::Offer;
 use kerf_disruption::{Command, Decision, Held, Kept, Method, Snapshot};
 use kerf_model::{Effect, Node, Pod, Taint, labels};
 
-use crate::provisioner::{Namer, catalog_now, claim_for, daemon_pods_for, future_node};
+use crate::provisioner::{Namer, catalog_now, claim_for};
 use crate::record::method_reason;
 use crate::{Action, ClusterView, Config, Reason, Stopwatch, Subject, Work};
 
@@ -465,11 +465,11 @@ pub fn snapshot(
         {
             continue;
         }
-        let Some(mut node) = future_node(claim, &instance_types) else {
+        let Some(mut node) = claim.future_node(&instance_types) else {
             continue;
         };
         node.created_at = Some(config.epoch_secs + claim.created_at / 1000);
-        bound_pods.extend(daemon_pods_for(view, &node, &claim.name));
+        bound_pods.extend(view.daemon_pods_on(&node));
         nodes.push(node);
     }
     Snapshot {

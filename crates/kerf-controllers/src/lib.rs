@@ -25,8 +25,8 @@ pub mod view;
 use std::collections::BTreeMap;
 
 use kerf_cloud::Offer;
+use kerf_model::Taint;
 use kerf_model::pod::PodKey;
-use kerf_model::{Pod, Taint};
 
 pub use deletion::DeletionReason;
 pub use record::{Reason, Severity, Subject};
@@ -384,22 +384,4 @@ impl Controller {
             }
         }
     }
-}
-
-/// Whether a DaemonSet's pod would run on a node with these labels and taints.
-pub fn daemon_runs_on(ds: &Pod, labels: &kerf_model::Labels, taints: &[Taint]) -> bool {
-    ds.node_affinity.matches_labels(labels)
-        && kerf_model::taints::first_untolerated(taints, &ds.tolerations).is_none()
-}
-
-/// Pods Karpenter's drain treats as critical: the system priority classes.
-pub fn is_critical(pod: &Pod) -> bool {
-    pod.priority >= 2_000_000_000
-}
-
-/// Whether the pod's `karpenter.sh/do-not-disrupt` protects it at `now_secs` (Unix
-/// seconds): `"true"`, or a duration not yet run out since the pod started
-/// (`Pod::do_not_disrupt_at`, Karpenter's semantics).
-pub fn do_not_disrupt(pod: &Pod, now_secs: i64) -> bool {
-    pod.do_not_disrupt_at(now_secs)
 }

@@ -11,7 +11,7 @@ use kerf_model::pod::PodKey;
 use kerf_model::{InstanceType, Node, Pod, Requirements};
 use kerf_scheduling::{Input, NewClaim};
 
-use crate::{Action, Claim, ClusterView, Config, Reason, Subject, daemon_runs_on};
+use crate::{Action, Claim, ClusterView, Config, Reason, Subject};
 
 pub(crate) fn provision(
     now: i64,
@@ -245,7 +245,7 @@ pub(crate) fn capacity<'a>(
         if claim.initialized || claim.deleting_since.is_some() {
             continue;
         }
-        let Some(mut node) = future_node(claim, instance_types) else {
+        let Some(mut node) = claim.future_node(instance_types) else {
             continue;
         };
         // Once registered, the node's own taints count (another agent may have added
@@ -256,7 +256,7 @@ pub(crate) fn capacity<'a>(
                 .for_provisioning(false, &claim.startup_taints)
                 .taints;
         }
-        bound.extend(daemon_pods_for(view, &node, &claim.name));
+        bound.extend(view.daemon_pods_on(&node));
         in_flight.insert(claim.name.as_str(), ());
         nodes.push(node);
     }
@@ -271,36 +271,6 @@ pub(crate) fn capacity<'a>(
         }
     }
     (nodes, bound, in_flight)
-}
-
-/// The node a claim will become: its launched offering's type, or its first option's.
-pub(crate) fn future_node(claim: &Claim, instance_types: &[InstanceType]) -> Option<Node> {
-    let offer = claim.launched.as_ref().or(claim.options.first())?;
-    let it = instance_types
-        .iter()
-        .find(|t| t.name == offer.instance_type)?;
-    let mut labels = it.labels.clone();
-    labels.extend(claim.labels.clone());
-    labels.insert(labels::ZONE.into(), offer.zone.clone());
-    labels.insert(labels::CAPACITY_TYPE.into(), offer.capacity_type.clone());
-    let mut node = Node::new(&claim.name, labels, it.allocatable());
-    node.capacity = it.capacity.clone();
-    node.taints = claim.taints.clone();
-    Some(node)
-}
-
-/// The DaemonSet pods the node a claim will become will run, bound to it by the
-/// claim's name.
-pub(crate) fn daemon_pods_for(view: &ClusterView, node: &Node, claim: &str) -> Vec<Pod> {
-    (view.daemonsets.iter())
-        .filter(|ds| daemon_runs_on(ds, &node.labels, &node.taints))
-        .map(|ds| {
-            let mut pod = ds.clone();
-            pod.key.name = format!("{}-{claim}", ds.key.name);
-            pod.node_name = Some(claim.to_string());
-            pod
-        })
-        .collect()
 }
 
 /// A NodeClaim for a claim the plan (or a disruption command) opened.

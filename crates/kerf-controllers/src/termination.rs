@@ -12,7 +12,7 @@
 use kerf_cloud::InstanceState;
 use kerf_model::{Effect, Taint, labels};
 
-use crate::{Action, ClusterView, Reason, Subject, do_not_disrupt, is_critical};
+use crate::{Action, ClusterView, Reason, Subject};
 
 /// `now` is the loops' clock (milliseconds from `epoch_secs`, Unix seconds).
 pub(crate) fn reconcile(now: i64, epoch_secs: i64, view: &ClusterView, out: &mut Vec<Action>) {
@@ -70,11 +70,11 @@ pub(crate) fn reconcile(now: i64, epoch_secs: i64, view: &ClusterView, out: &mut
                                 message: format!("All pods will be deleted by {at}"),
                             });
                         }
-                        let any_non_critical = pods.iter().any(|p| !is_critical(&p.pod));
+                        let any_non_critical = pods.iter().any(|p| !p.pod.is_critical());
                         out.extend(
                             pods.iter()
-                                .filter(|p| is_critical(&p.pod) != any_non_critical)
-                                .filter(|p| !do_not_disrupt(&p.pod, now_secs))
+                                .filter(|p| p.pod.is_critical() != any_non_critical)
+                                .filter(|p| !p.pod.do_not_disrupt_at(now_secs))
                                 .map(|p| Action::Evict {
                                     pod: p.pod.key.clone(),
                                 }),

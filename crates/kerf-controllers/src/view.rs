@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use kerf_cloud::{Instance, Offer};
 use kerf_model::pod::PodKey;
-use kerf_model::{InstanceType, Labels, Node, NodeClaim, NodePool, Pdb, Pod, Taint};
+use kerf_model::{InstanceType, Labels, Node, NodeClaim, NodePool, Pdb, Pod, Taint, labels};
 
 /// A pod and what the shell knows about it beyond its spec.
 #[derive(Clone, Debug)]
@@ -64,6 +64,34 @@ impl Claim {
             expire_after: self.expire_after,
             termination_grace_period: self.termination_grace_period,
         }
+    }
+
+    /// The Node this claim becomes when launched on `offer`: named as the claim (its
+    /// hostname too, unless the claim's labels set one), with the instance type's labels,
+    /// capacity and allocatable, the claim's labels, the offering's zone and capacity
+    /// type, and the claim's taints. `None` when the type is not in `instance_types`.
+    ///
+    /// The one place that says what a launched claim's node looks like: the loops count
+    /// in-flight claims as these nodes, and a shell registering the node starts from it.
+    pub fn node_on(&self, offer: &Offer, instance_types: &[InstanceType]) -> Option<Node> {
+        let it = instance_types
+            .iter()
+            .find(|t| t.name == offer.instance_type)?;
+        let mut node_labels = it.labels.clone();
+        node_labels.extend(self.labels.clone());
+        node_labels.insert(labels::ZONE.into(), offer.zone.clone());
+        node_labels.insert(labels::CAPACITY_TYPE.into(), offer.capacity_type.clone());
+        let mut node = Node::new(&self.name, node_labels, it.allocatable());
+        node.capacity = it.capacity.clone();
+        node.taints = self.taints.clone();
+        Some(node)
+    }
+
+    /// The node a claim in flight will become: on the offering it launched with, or
+    /// else on its first option.
+    pub fn future_node(&self, instance_types: &[InstanceType]) -> Option<Node> {
+        let offer = self.launched.as_ref().or(self.options.first())?;
+        self.node_on(offer, instance_types)
     }
 
     /// When forced termination begins, if the claim is deleting with a grace period.
@@ -129,6 +157,20 @@ impl ClusterView {
                 .values()
                 .find(|c| c.node_name.as_deref() == Some(node))
         })
+    }
+
+    /// The pods of the DaemonSets that would run on `node`, a node not there yet (a
+    /// claim in flight, a template): named `<daemonset>-<node>` and bound to it.
+    pub fn daemon_pods_on(&self, node: &Node) -> Vec<Pod> {
+        (self.daemonsets.iter())
+            .filter(|ds| ds.daemon_runs_on(&node.labels, &node.taints))
+            .map(|ds| {
+                let mut pod = ds.clone();
+                pod.key.name = format!("{}-{}", ds.key.name, node.name);
+                pod.node_name = Some(node.name.clone());
+                pod
+            })
+            .collect()
     }
 
     pub fn pods_on<'a>(&'a self, node: &str) -> impl Iterator<Item = &'a PodState> + 'a {

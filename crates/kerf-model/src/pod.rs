@@ -5,8 +5,12 @@ use std::collections::BTreeSet;
 
 use crate::requirements::{Requirement, Requirements};
 use crate::selector::{LabelSelector, Labels};
-use crate::taints::Toleration;
+use crate::taints::{Taint, Toleration, first_untolerated};
 use crate::{Resources, labels};
+
+/// The priority of `system-cluster-critical`, the lower of Kubernetes' two system
+/// priority classes.
+pub const SYSTEM_CRITICAL_PRIORITY: i32 = 2_000_000_000;
 
 /// `namespace/name`, the way every output names a pod.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -112,6 +116,20 @@ impl Pod {
 
     pub fn is_daemon(&self) -> bool {
         self.owner.as_ref().is_some_and(|o| o.kind == "DaemonSet")
+    }
+
+    /// Whether Karpenter's drain treats the pod as critical, evicting it only after the
+    /// others: a priority of the system classes (`system-cluster-critical` and up).
+    pub fn is_critical(&self) -> bool {
+        self.priority >= SYSTEM_CRITICAL_PRIORITY
+    }
+
+    /// Whether this pod, a DaemonSet's, would run on a node with these labels and taints:
+    /// its required node affinity matches the labels and it tolerates every taint with a
+    /// hard effect (`PreferNoSchedule` never keeps it off).
+    pub fn daemon_runs_on(&self, node_labels: &Labels, taints: &[Taint]) -> bool {
+        self.node_affinity.matches_labels(node_labels)
+            && first_untolerated(taints, &self.tolerations).is_none()
     }
 
     /// The pod's volume zones as node requirements, to hold alongside every required
@@ -352,6 +370,8 @@ mod tests {
 
     use super::{DoNotDisrupt, Pod, parse_go_duration};
     use crate::Resources;
+    use crate::requirements::Requirements;
+    use crate::taints::{Effect, Taint, Toleration, TolerationOperator};
 
     #[test]
     fn go_durations_parse_as_go_parses_them() {
@@ -401,5 +421,54 @@ mod tests {
             "yes".to_string(),
         );
         assert!(!pod.do_not_disrupt_at(1_000));
+    }
+
+    #[test]
+    fn system_priorities_are_critical() {
+        let mut pod = Pod::new("kube-system", "p", Resources::new());
+        assert!(!pod.is_critical());
+        pod.priority = 1_000_000_000;
+        assert!(!pod.is_critical());
+        // system-cluster-critical and system-node-critical.
+        for priority in [2_000_000_000, 2_000_001_000] {
+            pod.priority = priority;
+            assert!(pod.is_critical(), "{priority}");
+        }
+    }
+
+    #[test]
+    fn a_daemon_runs_where_its_affinity_matches_and_hard_taints_are_tolerated() {
+        let labels = |pairs: &[(&str, &str)]| -> crate::Labels {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let gpu = labels(&[("gpu", "true")]);
+        let mut ds = Pod::new("kube-system", "agent", Resources::new());
+        assert!(ds.daemon_runs_on(&crate::Labels::new(), &[]));
+
+        ds.node_affinity.required = vec![Requirements::from_labels(&gpu)];
+        assert!(ds.daemon_runs_on(&gpu, &[]));
+        assert!(!ds.daemon_runs_on(&labels(&[("gpu", "false")]), &[]));
+        assert!(!ds.daemon_runs_on(&crate::Labels::new(), &[]));
+
+        // A soft taint never keeps it off; hard ones do until tolerated.
+        let soft = Taint::new("spot", "", Effect::PreferNoSchedule);
+        assert!(ds.daemon_runs_on(&gpu, std::slice::from_ref(&soft)));
+        for effect in [Effect::NoSchedule, Effect::NoExecute] {
+            let hard = Taint::new("dedicated", "ml", effect);
+            assert!(!ds.daemon_runs_on(&gpu, &[soft.clone(), hard.clone()]));
+            let mut tolerating = ds.clone();
+            tolerating.tolerations.push(Toleration {
+                key: "dedicated".into(),
+                operator: TolerationOperator::Equal,
+                value: "ml".into(),
+                effect: Some(effect),
+            });
+            assert!(tolerating.daemon_runs_on(&gpu, &[soft.clone(), hard]));
+            // Tolerating the taint does not lift the affinity.
+            assert!(!tolerating.daemon_runs_on(&crate::Labels::new(), &[]));
+        }
     }
 }

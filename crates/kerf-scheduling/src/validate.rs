@@ -366,7 +366,7 @@ impl<'a> Cluster<'a> {
                     let p = cluster.pods[v].pod;
                     p.is_daemon() && p.owner == ds.owner
                 });
-                if !already && daemon_runs_on(ds, &node.taints, &node.labels) {
+                if !already && daemon_runs_on(ds, &node.labels, &node.taints) {
                     cluster.add(ds, n, false);
                 }
             }
@@ -416,7 +416,7 @@ impl<'a> Cluster<'a> {
                 pods: Vec::new(),
             });
             for ds in &input.daemonsets {
-                if daemon_runs_on(ds, taints, &cluster.nodes[n].labels) {
+                if daemon_runs_on(ds, &cluster.nodes[n].labels, taints) {
                     cluster.add(ds, n, false);
                 }
             }
@@ -929,7 +929,7 @@ impl<'a> Cluster<'a> {
             }
         }
         for ds in &self.input.daemonsets {
-            if daemon_runs_on(ds, &np.taints, &node_labels) {
+            if daemon_runs_on(ds, &node_labels, &np.taints) {
                 used.add(&ds.requests);
             }
         }
@@ -1010,8 +1010,14 @@ fn one_node() -> Resources {
     r
 }
 
-/// Whether a DaemonSet's pod would run on a node with these taints and labels.
-fn daemon_runs_on(ds: &Pod, taints: &[Taint], node_labels: &Labels) -> bool {
+/// Whether a DaemonSet's pod would run on a node with these labels and taints.
+///
+/// The same rule as `Pod::daemon_runs_on`, deliberately not shared: that one stands on
+/// `taints::first_untolerated`, which the solver decides with, so a slip there would move
+/// the solver's DaemonSet overhead and the checker's alike and go unseen. Here the taint
+/// rule is written out afresh (every taint tolerated unless it is `PreferNoSchedule`), as
+/// everywhere else in this checker.
+fn daemon_runs_on(ds: &Pod, node_labels: &Labels, taints: &[Taint]) -> bool {
     taints.iter().all(|t| {
         t.effect == Effect::PreferNoSchedule || ds.tolerations.iter().any(|tol| tol.tolerates(t))
     }) && ds.node_affinity.matches_labels(node_labels)

@@ -59,13 +59,14 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use kerf_cloud::{InstanceState, Offer};
 use kerf_controllers::{
-    Action, Claim, ClusterView, Controller, DeletionReason, Event, Reason, Subject, daemon_runs_on,
+    Action, Claim, ClusterView, Controller, DeletionReason, Event, Reason, Subject,
 };
 use kerf_model::pod::PodKey;
 use kerf_model::taints::first_untolerated;
 use kerf_model::{Effect, Labels, Node, NodePool, Pod, Quantity, Resources, Taint, labels};
 
-use crate::render::BASELINE;
+/// The baseline's name: what `--baseline` takes and its reports' `autoscaler`.
+pub const NODE_GROUPS: &str = "node-groups";
 
 /// The taint Cluster Autoscaler puts on a node it is removing.
 pub const TAINT_TO_BE_DELETED: &str = "ToBeDeletedByClusterAutoscaler";
@@ -215,7 +216,7 @@ impl State {
 
 impl crate::Autoscaler for NodeGroups {
     fn name(&self) -> &str {
-        BASELINE
+        NODE_GROUPS
     }
 
     fn step(&mut self, now: i64, view: &ClusterView, events: &[Event]) -> Vec<Action> {
@@ -646,7 +647,7 @@ fn zones_for(
             node_labels.insert(labels::ZONE.into(), zone.to_string());
             let mut node = Node::new(&name, node_labels, group.allocatable.clone());
             node.taints = group.taints.clone();
-            bound.extend(daemon_pods(view, &node));
+            bound.extend(view.daemon_pods_on(&node));
             templates.push((name, zone.to_string()));
             nodes.push(node);
         }
@@ -671,20 +672,6 @@ fn zones_for(
     out
 }
 
-/// DaemonSet pods that would run on `node`, bound to it.
-fn daemon_pods(view: &ClusterView, node: &Node) -> Vec<Pod> {
-    view.daemonsets
-        .iter()
-        .filter(|ds| daemon_runs_on(ds, &node.labels, &node.taints))
-        .map(|ds| {
-            let mut pod = ds.clone();
-            pod.key.name = format!("{}-{}", ds.key.name, node.name);
-            pod.node_name = Some(node.name.clone());
-            pod
-        })
-        .collect()
-}
-
 /// The nodes pods can be placed on now or soon, and the pods bound to them: ready,
 /// usable nodes, and the nodes claims in flight will become (with their DaemonSet pods).
 fn capacity(view: &ClusterView) -> (Vec<Node>, Vec<Pod>) {
@@ -702,8 +689,8 @@ fn capacity(view: &ClusterView) -> (Vec<Node>, Vec<Pod>) {
         if claim.initialized || claim.deleting_since.is_some() {
             continue;
         }
-        if let Some(node) = upcoming_node(claim, view) {
-            bound.extend(daemon_pods(view, &node));
+        if let Some(node) = claim.future_node(&view.instance_types) {
+            bound.extend(view.daemon_pods_on(&node));
             nodes.push(node);
         }
     }
@@ -737,23 +724,6 @@ fn usable(node: &Node) -> bool {
             .any(|t| t.key == TAINT_TO_BE_DELETED || t.key == labels::TAINT_DISRUPTED)
 }
 
-/// The node a claim in flight will become.
-fn upcoming_node(claim: &Claim, view: &ClusterView) -> Option<Node> {
-    let offer = claim.launched.as_ref().or(claim.options.first())?;
-    let it = view
-        .instance_types
-        .iter()
-        .find(|t| t.name == offer.instance_type)?;
-    let mut node_labels = it.labels.clone();
-    node_labels.extend(claim.labels.clone());
-    node_labels.insert(labels::ZONE.into(), offer.zone.clone());
-    node_labels.insert(labels::CAPACITY_TYPE.into(), offer.capacity_type.clone());
-    node_labels.insert(labels::HOSTNAME.into(), claim.name.clone());
-    let mut node = Node::new(&claim.name, node_labels, it.allocatable());
-    node.taints = claim.taints.clone();
-    Some(node)
-}
-
 /// How many new nodes `group` needs for the waiting pods it can take: first fit, largest
 /// pods first, onto its template node. `None` if it takes none.
 fn estimate(index: usize, group: &Group, waiting: &[Pod], view: &ClusterView) -> Option<Estimate> {
@@ -775,7 +745,7 @@ fn estimate(index: usize, group: &Group, waiting: &[Pod], view: &ClusterView) ->
     let first = zone_labels.first()?;
     let mut free = group.allocatable.clone();
     for ds in &view.daemonsets {
-        if daemon_runs_on(ds, first, &group.taints) {
+        if ds.daemon_runs_on(first, &group.taints) {
             free.sub(&ds.requests);
         }
     }
@@ -1225,13 +1195,13 @@ fn fit_elsewhere(
 }
 
 /// The baseline models `kerf simulate --baseline` accepts.
-pub const MODELS: [&str; 1] = [BASELINE];
+pub const MODELS: [&str; 1] = [NODE_GROUPS];
 
 /// The baseline autoscaler called `name`, for `scenario`; `None` for a name not in
 /// [`MODELS`].
 pub fn by_name(name: &str, scenario: &crate::Scenario) -> Option<Box<dyn crate::Autoscaler>> {
     match name {
-        BASELINE => Some(Box::new(NodeGroups::for_scenario(scenario))),
+        NODE_GROUPS => Some(Box::new(NodeGroups::for_scenario(scenario))),
         _ => None,
     }
 }

@@ -5,9 +5,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use kerf_cloud::{CloudEvent, CloudProvider, CreateError, InstanceState, SimCloud};
-use kerf_controllers::{Action, ClusterView, Event, PodState, daemon_runs_on, do_not_disrupt};
+use kerf_controllers::{Action, ClusterView, Event, PodState};
 use kerf_model::pod::PodKey;
-use kerf_model::{Effect, Node, Pdb, Pod, Taint, labels};
+use kerf_model::{Effect, Pdb, Pod, Taint, labels};
 
 use crate::scenario::Curve;
 
@@ -334,7 +334,7 @@ impl Cluster {
             .collect();
         let mut new = Vec::new();
         for ds in &self.view.daemonsets {
-            if !daemon_runs_on(ds, &node.labels, &hard) {
+            if !ds.daemon_runs_on(&node.labels, &hard) {
                 continue;
             }
             let mut pod = ds.clone();
@@ -362,26 +362,15 @@ impl Cluster {
         let Some(claim) = self.view.claims.get(&instance.claim) else {
             return;
         };
-        let Some(it) = self
-            .view
-            .instance_types
-            .iter()
-            .find(|t| t.name == instance.offer.instance_type)
-        else {
+        // The node the loops counted the claim as, on the offering the cloud launched,
+        // as the kubelet registers it: with its NodePool's label, its startup taints and
+        // the unregistered taint, not yet ready.
+        let Some(mut node) = claim.node_on(&instance.offer, &self.view.instance_types) else {
             return;
         };
-        let mut node_labels = it.labels.clone();
-        node_labels.extend(claim.labels.clone());
-        node_labels.insert(labels::ZONE.into(), instance.offer.zone.clone());
-        node_labels.insert(
-            labels::CAPACITY_TYPE.into(),
-            instance.offer.capacity_type.clone(),
-        );
-        node_labels.insert(labels::NODEPOOL.into(), claim.nodepool.clone());
+        node.labels
+            .insert(labels::NODEPOOL.into(), claim.nodepool.clone());
         let name = claim.name.clone();
-        let mut node = Node::new(&name, node_labels, it.allocatable());
-        node.capacity = it.capacity.clone();
-        node.taints = claim.taints.clone();
         node.taints.extend(claim.startup_taints.iter().cloned());
         node.taints.push(Taint::new(
             labels::TAINT_UNREGISTERED,
@@ -389,7 +378,6 @@ impl Cluster {
             Effect::NoExecute,
         ));
         node.ready = false;
-        node.created_at = None;
         let has_startup = !claim.startup_taints.is_empty();
         self.view.nodes.insert(name.clone(), node);
         self.view
@@ -717,7 +705,7 @@ impl Cluster {
             });
             return false;
         }
-        if do_not_disrupt(&state.pod, self.epoch_secs + now / 1000) {
+        if state.pod.do_not_disrupt_at(self.epoch_secs + now / 1000) {
             let deadline_passed = state
                 .pod
                 .node_name

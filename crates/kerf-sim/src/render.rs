@@ -7,10 +7,8 @@
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
+use crate::baseline::NODE_GROUPS;
 use crate::report::SimReport;
-
-/// The autoscaler name of the Cluster Autoscaler-style baseline run.
-pub const BASELINE: &str = "node-groups";
 
 /// Figures derived from a report's samples, shared by every renderer.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -194,8 +192,8 @@ pub fn violations(reports: &[SimReport]) -> Vec<String> {
 /// How the first run other than the baseline compares in total cost with the
 /// `node-groups` baseline, as a sentence; `None` without both.
 pub fn cost_verdict(reports: &[SimReport]) -> Option<String> {
-    let baseline = reports.iter().find(|r| r.autoscaler == BASELINE)?;
-    let candidate = reports.iter().find(|r| r.autoscaler != BASELINE)?;
+    let baseline = reports.iter().find(|r| r.autoscaler == NODE_GROUPS)?;
+    let candidate = reports.iter().find(|r| r.autoscaler != NODE_GROUPS)?;
     let difference = baseline.total_cost - candidate.total_cost;
     let share = if baseline.total_cost > 0.0 {
         format!(" ({:.1}%)", 100.0 * difference.abs() / baseline.total_cost)
@@ -206,17 +204,17 @@ pub fn cost_verdict(reports: &[SimReport]) -> Option<String> {
     // Both are rounded to cents before comparing, so the sentence never says
     // "saves $0.00".
     Some(if dollars(difference.abs()) == dollars(0.0) {
-        format!("{name} costs the same as the {BASELINE} baseline.")
+        format!("{name} costs the same as the {NODE_GROUPS} baseline.")
     } else if difference > 0.0 {
         format!(
-            "{name} saves {}{share} versus the {BASELINE} baseline ({} instead of {}).",
+            "{name} saves {}{share} versus the {NODE_GROUPS} baseline ({} instead of {}).",
             dollars(difference),
             dollars(candidate.total_cost),
             dollars(baseline.total_cost),
         )
     } else {
         format!(
-            "{name} costs {}{share} more than the {BASELINE} baseline ({} instead of {}).",
+            "{name} costs {}{share} more than the {NODE_GROUPS} baseline ({} instead of {}).",
             dollars(-difference),
             dollars(candidate.total_cost),
             dollars(baseline.total_cost),
@@ -422,7 +420,7 @@ pub(crate) mod tests {
             ..SimReport::default()
         };
         let baseline = SimReport {
-            autoscaler: BASELINE.to_owned(),
+            autoscaler: NODE_GROUPS.to_owned(),
             samples: vec![
                 sample(0, 0.768, &[("general/on-demand", 2)], (3.0, 7.8)),
                 sample(1800, 2.304, &[("general/on-demand", 6)], (20.0, 23.4)),
