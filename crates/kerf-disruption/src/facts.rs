@@ -41,6 +41,14 @@ pub(crate) struct Facts<'a> {
     pub(crate) disruption_cost: f64,
 }
 
+impl Facts<'_> {
+    /// Whether the node belongs to a NodePool (by its label): a node the pass decides
+    /// about, and reports on when it leaves it alone.
+    pub(crate) fn managed(&self) -> bool {
+        self.pool_name.is_some()
+    }
+}
+
 pub(crate) fn judge<'a>(snapshot: &'a Snapshot, now: i64) -> Vec<Facts<'a>> {
     // Pods by node, and how many pods each PDB selects.
     let node_idx: std::collections::BTreeMap<&str, usize> = snapshot

@@ -1,20 +1,27 @@
 //! One disruption pass: expiration, then the first of emptiness, drift, multi-node and
 //! single-node consolidation that acts; a reason for every managed node left alone.
+//!
+//! A `Pass` is the pass being run: the world it changes, the candidates and budgets the
+//! graceful methods share, and the outcome as it is built. `Pass::run` calls one method
+//! per disruption method, in Karpenter's order.
 
 use std::collections::BTreeMap;
 
+use kerf_model::NodePool;
 use kerf_model::nodepool::ConsolidationPolicy;
+use kerf_model::pod::PodKey;
 
-use crate::budget::{Reason, allowance};
+use crate::budget::{Budgets, Reason, Taken};
 use crate::facts::{self, Facts};
-use crate::world::{Consolidation, World};
+use crate::world::{Consolidation, Simulated, World};
 use crate::{
-    Command, Config, Decision, Destination, Held, Kept, Method, Outcome, Snapshot, render_duration,
+    Command, Config, Decision, Destination, Held, Kept, Method, Move, Outcome, Snapshot,
+    render_duration,
 };
 
 /// Computes one disruption pass over `snapshot` at `now` (Unix seconds, UTC).
 pub fn compute_commands(snapshot: &Snapshot, now: i64, config: &Config) -> Outcome {
-    pass(snapshot, now, config, None)
+    Pass::run(snapshot, now, config, None)
 }
 
 /// A pass with only `nodes` as candidates for emptiness, drift and consolidation; every
@@ -29,192 +36,242 @@ pub fn compute_commands_among(
     config: &Config,
     nodes: &[String],
 ) -> Outcome {
-    pass(snapshot, now, config, Some(nodes))
+    Pass::run(snapshot, now, config, Some(nodes))
 }
 
-fn pass(snapshot: &Snapshot, now: i64, config: &Config, among: Option<&[String]>) -> Outcome {
-    let facts = facts::judge(snapshot, now);
-    let n = facts.len();
-    let mut world = World::new(snapshot, facts, now);
-    let mut reasons: Vec<Option<String>> = vec![None; n];
-    // Set where a reason is one Karpenter reports; every other reason is quiet.
-    let mut held = vec![Held::Quiet; n];
-    let mut commands: Vec<Command> = Vec::new();
-    let mut in_command = vec![false; n];
-    let managed = |f: &Facts| f.pool_name.is_some();
+/// A node the graceful methods may disrupt: managed, with a NodeClaim, initialized, not
+/// nominated for pending pods and not blocked, and with its NodePool.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Candidate<'a> {
+    /// Index into the snapshot's nodes, and so into `World::facts`.
+    pub(crate) node: usize,
+    pub(crate) pool: &'a NodePool,
+}
 
-    // Nodes already being deleted are no destination, and their pods need room on the
-    // nodes that stay: place them first and count them there from then on.
-    let deleting: Vec<usize> = (0..n).filter(|&i| world.facts[i].deleting).collect();
-    let mut assumed_moves = Vec::new();
-    if !deleting.is_empty() {
-        assumed_moves = world.place(&deleting, false, config).moves;
-        world.apply(&deleting, &assumed_moves);
+/// One pass as it runs: what it reads, the world its commands change, and the outcome
+/// so far. Each step fills in what the later ones read.
+pub(crate) struct Pass<'a> {
+    pub(crate) snapshot: &'a Snapshot,
+    pub(crate) now: i64,
+    pub(crate) config: &'a Config,
+    /// The cluster as the pass's commands change it, and its simulations.
+    pub(crate) world: World<'a>,
+    /// The graceful methods' candidates, cheapest to disrupt first (none until
+    /// `choose_candidates`).
+    pub(crate) candidates: Vec<Candidate<'a>>,
+    /// The pools' budgets, counted once expiration has acted.
+    pub(crate) budgets: Budgets<'a>,
+    /// Per node: why the pass leaves it alone, once a step has said, and whether
+    /// Karpenter would report it (`Held::Quiet` where it would not).
+    pub(crate) reasons: Vec<Option<String>>,
+    pub(crate) held: Vec<Held>,
+    /// Per node: disrupted by a command of this pass.
+    pub(crate) in_command: Vec<bool>,
+    /// Where the pods of nodes already being deleted are assumed to go.
+    pub(crate) assumed_moves: Vec<Move>,
+    /// Expiration's commands, one per expired node.
+    pub(crate) expirations: Vec<Command>,
+    /// The command of the first graceful method that acts: it wins the pass.
+    pub(crate) acted: Option<Command>,
+}
+
+impl<'a> Pass<'a> {
+    fn run(
+        snapshot: &'a Snapshot,
+        now: i64,
+        config: &'a Config,
+        among: Option<&[String]>,
+    ) -> Outcome {
+        let mut pass = Pass::new(snapshot, now, config);
+        pass.place_deleting();
+        pass.expiration();
+        pass.choose_candidates(among);
+        pass.emptiness();
+        pass.drift();
+        let eligible = pass.consolidation_candidates();
+        pass.multi_node_consolidation(&eligible);
+        pass.single_node_consolidation(&eligible);
+        pass.outcome()
+    }
+
+    fn new(snapshot: &'a Snapshot, now: i64, config: &'a Config) -> Pass<'a> {
+        let facts = facts::judge(snapshot, now);
+        let n = facts.len();
+        Pass {
+            snapshot,
+            now,
+            config,
+            world: World::new(snapshot, facts, now),
+            candidates: Vec::new(),
+            budgets: Budgets::default(),
+            reasons: vec![None; n],
+            held: vec![Held::Quiet; n],
+            in_command: vec![false; n],
+            assumed_moves: Vec::new(),
+            expirations: Vec::new(),
+            acted: None,
+        }
+    }
+
+    /// Nodes already being deleted are no destination, and their pods need room on the
+    /// nodes that stay: place them first and count them there from then on.
+    fn place_deleting(&mut self) {
+        let deleting: Vec<usize> = (0..self.world.facts.len())
+            .filter(|&i| self.world.facts[i].deleting)
+            .collect();
+        if deleting.is_empty() {
+            return;
+        }
+        self.assumed_moves = self.world.place(&deleting, false, self.config).moves;
+        self.world.apply(&deleting, &self.assumed_moves);
         for &i in &deleting {
-            reasons[i] = Some("already being deleted".to_string());
+            self.reasons[i] = Some("already being deleted".to_string());
         }
     }
 
-    // Expiration: forceful, whatever the budgets say. Indexing (not iterating) because
-    // each expiry changes the world the next one is simulated in. It expires NodeClaims:
-    // a node without one never expires.
-    #[allow(clippy::needless_range_loop)]
-    for i in 0..n {
-        let f = &world.facts[i];
-        if !managed(f) || f.deleting || f.claim.is_none() {
-            continue;
+    /// Expiration: forceful, whatever the budgets say. Node by node, because each expiry
+    /// changes the world the next one is simulated in. It expires NodeClaims: a node
+    /// without one never expires.
+    fn expiration(&mut self) {
+        for i in 0..self.world.facts.len() {
+            let f = &self.world.facts[i];
+            if !f.managed() || f.deleting || f.claim.is_none() {
+                continue;
+            }
+            let Some(why) = f.expired.clone() else {
+                continue;
+            };
+            let sim = self.world.place(&[i], true, self.config);
+            let f = &self.world.facts[i];
+            let mut notes = Vec::new();
+            if let Some(blocked) = &f.blocked {
+                let grace = f
+                    .claim
+                    .and_then(|c| c.termination_grace_period)
+                    .or_else(|| f.pool.and_then(|p| p.termination_grace_period));
+                notes.push(match grace {
+                    Some(g) => format!(
+                        "the drain waits while {blocked}, until terminationGracePeriod {} runs out",
+                        render_duration(g.as_secs() as i64)
+                    ),
+                    None => format!(
+                        "the drain waits while {blocked}, indefinitely: no terminationGracePeriod is set"
+                    ),
+                });
+            }
+            for u in &sim.plan.unschedulable {
+                notes.push(format!("pod {} has nowhere to go: {}", u.pod, u.reason));
+            }
+            self.world.apply(&[i], &sim.moves);
+            let command = replacing(Method::Expiration, &self.world.facts[i], why, sim, notes);
+            self.expirations.push(command);
+            self.in_command[i] = true;
         }
-        let Some(why) = f.expired.clone() else {
-            continue;
-        };
-        let sim = world.place(&[i], true, config);
-        let f = &world.facts[i];
-        let mut notes = Vec::new();
-        if let Some(blocked) = &f.blocked {
-            let grace = f
-                .claim
-                .and_then(|c| c.termination_grace_period)
-                .or_else(|| f.pool.and_then(|p| p.termination_grace_period));
-            notes.push(match grace {
-                Some(g) => format!(
-                    "the drain waits while {blocked}, until terminationGracePeriod {} runs out",
-                    render_duration(g.as_secs() as i64)
-                ),
-                None => format!(
-                    "the drain waits while {blocked}, indefinitely: no terminationGracePeriod is set"
-                ),
-            });
+    }
+
+    /// The budgets, then the candidates: every managed node not yet in a command or
+    /// left alone, unless something keeps it (each with its reason), cheapest to disrupt
+    /// first. With `among`, only those nodes are candidates.
+    fn choose_candidates(&mut self, among: Option<&[String]>) {
+        self.budgets = Budgets::count(&self.world.facts, &self.in_command, self.now);
+        let nominated = self.nominated();
+        let mut candidates = Vec::new();
+        for (i, nominated) in nominated.iter().enumerate() {
+            let f = &self.world.facts[i];
+            if !f.managed() || self.in_command[i] || self.reasons[i].is_some() {
+                continue;
+            }
+            match self.candidate(i, nominated, among) {
+                Ok(candidate) => candidates.push(candidate),
+                Err((why, told)) => {
+                    self.reasons[i] = Some(why);
+                    self.held[i] = told;
+                }
+            }
         }
-        for u in &sim.plan.unschedulable {
-            notes.push(format!("pod {} has nowhere to go: {}", u.pod, u.reason));
-        }
-        let replacement_price: f64 = sim.plan.new_claims.iter().map(|c| c.launch.price).sum();
-        commands.push(Command {
-            method: Method::Expiration,
-            decision: if sim.plan.new_claims.is_empty() {
-                Decision::Delete
-            } else {
-                Decision::Replace
-            },
-            nodes: vec![f.node.name.clone()],
-            why,
-            replacements: sim.plan.new_claims.clone(),
-            moves: sim.moves.clone(),
-            savings_per_hour: f.price.unwrap_or(0.0) - replacement_price,
-            notes,
+        let facts = &self.world.facts;
+        candidates.sort_by(|a, b| {
+            let (fa, fb) = (&facts[a.node], &facts[b.node]);
+            fa.disruption_cost
+                .total_cmp(&fb.disruption_cost)
+                .then_with(|| fa.node.name.cmp(&fb.node.name))
         });
-        world.apply(&[i], &sim.moves);
-        in_command[i] = true;
+        self.candidates = candidates;
     }
 
-    // Budgets: per pool, initialized nodes with a NodeClaim (Karpenter's managed nodes),
-    // and those already disrupting.
-    let mut pool_nodes: BTreeMap<&str, (u32, u32)> = BTreeMap::new();
-    for (i, f) in world.facts.iter().enumerate() {
-        if let (Some(pool), true) = (f.pool_name, f.initialized && f.claim.is_some()) {
-            let entry = pool_nodes.entry(pool).or_default();
-            entry.0 += 1;
-            if f.disrupting || in_command[i] {
-                entry.1 += 1;
+    /// Pending pods by the node the scheduler would put them on: those nodes are
+    /// nominated, and not disrupted.
+    fn nominated(&self) -> Vec<Vec<PodKey>> {
+        let mut nominated = vec![Vec::new(); self.world.facts.len()];
+        if self.snapshot.pending_pods.is_empty() {
+            return nominated;
+        }
+        let plan = self
+            .world
+            .solve_pending(self.snapshot.pending_pods.clone(), self.config);
+        for e in plan.existing {
+            if let Some(i) = self.snapshot.nodes.iter().position(|n| n.name == e.node) {
+                nominated[i] = e.pods;
             }
         }
-    }
-    let budget = |i: usize, reason: Reason| -> (u32, String) {
-        let f = &world.facts[i];
-        let (pool, name) = (
-            f.pool.expect("candidates have a pool"),
-            f.pool_name.unwrap_or(""),
-        );
-        let (n_nodes, disrupting) = pool_nodes.get(name).copied().unwrap_or_default();
-        let a = allowance(&pool.disruption.budgets, reason, n_nodes, now);
-        let available = a.limit.map_or(u32::MAX, |l| l.saturating_sub(disrupting));
-        let why = if a.limit == Some(0) {
-            format!(
-                "budget of nodepool {name} ({}) allows no {} disruptions now",
-                a.description,
-                reason.as_str()
-            )
-        } else {
-            format!("budget of nodepool {name} ({}) already used", a.description)
-        };
-        (available, why)
-    };
-
-    // Nominated nodes: where the scheduler would put pending pods.
-    let mut nominated: Vec<Vec<String>> = vec![Vec::new(); n];
-    if !snapshot.pending_pods.is_empty() {
-        for e in world
-            .solve_pending(snapshot.pending_pods.clone(), config)
-            .existing
-        {
-            if let Some(i) = snapshot.nodes.iter().position(|node| node.name == e.node) {
-                nominated[i] = e.pods.iter().map(|p| p.to_string()).collect();
-            }
-        }
+        nominated
     }
 
-    // Candidates, cheapest to disrupt first.
-    let mut candidates = Vec::new();
-    for i in 0..n {
-        let f = &world.facts[i];
-        if !managed(f) || in_command[i] || reasons[i].is_some() {
-            continue;
-        }
-        let why = if f.claim.is_none() {
+    /// Node `i` as a candidate, or why it is not one.
+    fn candidate(
+        &self,
+        i: usize,
+        nominated: &[PodKey],
+        among: Option<&[String]>,
+    ) -> Result<Candidate<'a>, (String, Held)> {
+        let f = &self.world.facts[i];
+        if f.claim.is_none() {
             // Karpenter disrupts only what it launched: a candidate is a Node with a
             // NodeClaim. The label alone may be copied onto any node.
-            Some((
+            return Err((
                 "no NodeClaim: Karpenter disrupts only nodes it launched, each with a NodeClaim (the karpenter.sh/nodepool label alone does not make it one)"
                     .to_string(),
                 Held::Quiet,
-            ))
-        } else if f.pool.is_none() {
-            Some((
+            ));
+        }
+        let Some(pool) = f.pool else {
+            return Err((
                 format!(
                     "its NodePool {:?} (label karpenter.sh/nodepool) does not exist",
                     f.pool_name.unwrap_or("")
                 ),
                 Held::Blocked,
-            ))
-        } else if !f.initialized {
-            Some(("not initialized yet".to_string(), Held::Blocked))
-        } else if among.is_some_and(|among| !among.contains(&f.node.name)) {
-            Some((
+            ));
+        };
+        if !f.initialized {
+            return Err(("not initialized yet".to_string(), Held::Blocked));
+        }
+        if among.is_some_and(|among| !among.contains(&f.node.name)) {
+            return Err((
                 "not among the nodes being validated".to_string(),
                 Held::Quiet,
-            ))
-        } else if !nominated[i].is_empty() {
-            Some((
-                format!("nominated for pending pods ({})", nominated[i].join(", ")),
-                Held::Blocked,
-            ))
-        } else {
-            f.blocked.as_ref().map(|b| {
-                let told = if b.chosen { Held::Quiet } else { Held::Blocked };
-                (b.why.clone(), told)
-            })
-        };
-        match why {
-            Some((why, told)) => {
-                reasons[i] = Some(why);
-                held[i] = told;
-            }
-            None => candidates.push(i),
+            ));
         }
+        if !nominated.is_empty() {
+            let pods: Vec<String> = nominated.iter().map(PodKey::to_string).collect();
+            return Err((
+                format!("nominated for pending pods ({})", pods.join(", ")),
+                Held::Blocked,
+            ));
+        }
+        if let Some(b) = &f.blocked {
+            let told = if b.chosen { Held::Quiet } else { Held::Blocked };
+            return Err((b.why.clone(), told));
+        }
+        Ok(Candidate { node: i, pool })
     }
-    candidates.sort_by(|&a, &b| {
-        let (fa, fb) = (&world.facts[a], &world.facts[b]);
-        fa.disruption_cost
-            .total_cmp(&fb.disruption_cost)
-            .then_with(|| fa.node.name.cmp(&fb.node.name))
-    });
 
-    let consolidatable = |i: usize| -> Result<(), String> {
-        let f = &world.facts[i];
-        let pool = f.pool.expect("candidates have a pool");
-        match pool.disruption.consolidate_after {
+    /// Whether the candidate's `consolidateAfter` has elapsed: emptiness and
+    /// consolidation wait for it.
+    pub(crate) fn settled(&self, c: Candidate) -> Result<(), String> {
+        match c.pool.disruption.consolidate_after {
             None => Err("consolidateAfter is Never".to_string()),
-            Some(after) => match f.since_pod_event {
+            Some(after) => match self.world.facts[c.node].since_pod_event {
                 Some(since) if since < after.as_secs() as i64 => Err(format!(
                     "consolidateAfter {} not elapsed ({} since last pod event)",
                     render_duration(after.as_secs() as i64),
@@ -223,205 +280,148 @@ fn pass(snapshot: &Snapshot, now: i64, config: &Config, among: Option<&[String]>
                 _ => Ok(()),
             },
         }
-    };
+    }
 
-    // The first method that acts wins the pass.
-    let mut acted: Option<Command> = None;
-    let take =
-        |pool_used: &mut BTreeMap<String, u32>, i: usize, reason: Reason| -> Result<(), String> {
-            let (available, why) = budget(i, reason);
-            let used = pool_used
-                .entry(world.facts[i].pool_name.unwrap_or("").to_string())
-                .or_default();
-            if *used < available {
-                *used += 1;
-                Ok(())
-            } else {
-                Err(why)
-            }
-        };
-
-    // Emptiness.
-    {
-        let mut used = BTreeMap::new();
+    /// Emptiness: every candidate with no pod to reschedule, settled, as far as the
+    /// pools' Empty budgets allow, in one command.
+    fn emptiness(&mut self) {
+        let mut taken = Taken::default();
         let mut nodes = Vec::new();
-        let mut savings = 0.0;
-        for &i in &candidates {
-            if !world.facts[i].reschedulable.is_empty() {
+        for &c in &self.candidates {
+            if !self.world.facts[c.node].reschedulable.is_empty() {
                 continue;
             }
-            let outcome = consolidatable(i).and_then(|()| take(&mut used, i, Reason::Empty));
-            match outcome {
-                Ok(()) => {
-                    nodes.push(i);
-                    savings += world.facts[i].price.unwrap_or(0.0);
-                }
-                Err(why) => reasons[i] = Some(format!("empty, but {why}")),
+            let taking = self
+                .settled(c)
+                .and_then(|()| taken.take(&self.budgets, c.pool, Reason::Empty));
+            match taking {
+                Ok(()) => nodes.push(c.node),
+                Err(why) => self.reasons[c.node] = Some(format!("empty, but {why}")),
             }
         }
         if !nodes.is_empty() {
-            acted = Some(Command {
-                method: Method::Emptiness,
-                decision: Decision::Delete,
-                nodes: nodes
-                    .iter()
-                    .map(|&i| world.facts[i].node.name.clone())
-                    .collect(),
-                why: "empty: nothing but DaemonSet or static pods runs there".to_string(),
-                replacements: Vec::new(),
-                moves: Vec::new(),
-                savings_per_hour: savings,
-                notes: Vec::new(),
-            });
-            for i in nodes {
-                in_command[i] = true;
-            }
+            let why = "empty: nothing but DaemonSet or static pods runs there".to_string();
+            self.act(
+                deleting(&self.world, Method::Emptiness, &nodes, why),
+                &nodes,
+            );
         }
     }
 
-    // Drift: empty drifted nodes all at once, else the first drifted node whose pods
-    // all have somewhere to go.
-    {
-        let mut used = BTreeMap::new();
-        let drifted: Vec<usize> = candidates
-            .iter()
-            .copied()
-            .filter(|&i| !in_command[i] && world.facts[i].drift.is_some())
-            .collect();
-        let mut empty = Vec::new();
-        for &i in drifted
-            .iter()
-            .filter(|&&i| world.facts[i].reschedulable.is_empty())
-        {
-            let drift = world.facts[i].drift.clone().unwrap_or_default();
-            match take(&mut used, i, Reason::Drifted) {
-                Ok(()) if acted.is_none() => empty.push(i),
-                Ok(()) => {
-                    reasons[i] = Some(format!(
-                        "drifted ({drift}); waits for a later pass: {} acts first",
-                        acted.as_ref().map_or("", |c| c.method.as_str())
-                    ));
+    /// Drift: the empty drifted candidates all at once, as far as the pools' Drifted
+    /// budgets allow; else the first drifted candidate whose pods all have somewhere to
+    /// go.
+    fn drift(&mut self) {
+        let facts = &self.world.facts;
+        let drift_of = |c: &Candidate| facts[c.node].drift.clone().unwrap_or_default();
+        let (empty, busy): (Vec<Candidate>, Vec<Candidate>) = (self.candidates.iter())
+            .filter(|c| !self.in_command[c.node] && facts[c.node].drift.is_some())
+            .partition(|c| facts[c.node].reschedulable.is_empty());
+        let mut taken = Taken::default();
+        let mut going = Vec::new();
+        for c in &empty {
+            match taken.take(&self.budgets, c.pool, Reason::Drifted) {
+                Ok(()) => match &self.acted {
+                    None => going.push(c.node),
+                    Some(first) => {
+                        self.reasons[c.node] = Some(format!(
+                            "drifted ({}); waits for a later pass: {} acts first",
+                            drift_of(c),
+                            first.method.as_str()
+                        ));
+                    }
+                },
+                Err(why) => {
+                    self.reasons[c.node] = Some(format!("drifted ({}), but {why}", drift_of(c)))
                 }
-                Err(why) => reasons[i] = Some(format!("drifted ({drift}), but {why}")),
             }
         }
-        if acted.is_none() && !empty.is_empty() {
-            acted = Some(Command {
-                method: Method::Drift,
-                decision: Decision::Delete,
-                nodes: empty
-                    .iter()
-                    .map(|&i| world.facts[i].node.name.clone())
-                    .collect(),
-                why: format!(
-                    "drifted: {}",
-                    world.facts[empty[0]].drift.clone().unwrap_or_default()
-                ),
-                replacements: Vec::new(),
-                moves: Vec::new(),
-                savings_per_hour: empty
-                    .iter()
-                    .map(|&i| world.facts[i].price.unwrap_or(0.0))
-                    .sum(),
-                notes: Vec::new(),
-            });
-            for &i in &empty {
-                in_command[i] = true;
-            }
-        }
-        for &i in drifted
-            .iter()
-            .filter(|&&i| !world.facts[i].reschedulable.is_empty())
+        if let [first, ..] = going[..]
+            && self.acted.is_none()
         {
-            let drift = world.facts[i].drift.clone().unwrap_or_default();
-            if reasons[i].is_some() {
-                continue;
-            }
-            let (available, why) = budget(i, Reason::Drifted);
+            let why = format!(
+                "drifted: {}",
+                facts[first].drift.clone().unwrap_or_default()
+            );
+            let command = deleting(&self.world, Method::Drift, &going, why);
+            self.act(command, &going);
+        }
+        for c in busy {
+            let drift = self.world.facts[c.node].drift.clone().unwrap_or_default();
+            let (available, why) = self.budgets.headroom(c.pool, Reason::Drifted);
             if available == 0 {
-                reasons[i] = Some(format!("drifted ({drift}), but {why}"));
+                self.reasons[c.node] = Some(format!("drifted ({drift}), but {why}"));
                 continue;
             }
-            if let Some(first) = &acted {
-                reasons[i] = Some(format!(
+            if let Some(first) = &self.acted {
+                self.reasons[c.node] = Some(format!(
                     "drifted ({drift}); waits for a later pass: {} acts first",
                     first.method.as_str()
                 ));
                 continue;
             }
-            let sim = world.simulate(&[i], true, config);
+            let sim = self.world.simulate(&[c.node], true, self.config);
             if let Some(why) = crate::world::waits_for_uninitialized(&sim.plan) {
-                reasons[i] = Some(format!("drifted ({drift}), but {why}"));
+                self.reasons[c.node] = Some(format!("drifted ({drift}), but {why}"));
                 continue;
             }
             if let Some(u) = sim.plan.unschedulable.first() {
-                reasons[i] = Some(format!(
+                self.reasons[c.node] = Some(format!(
                     "drifted ({drift}), but pod {} has nowhere to go: {}",
                     u.pod, u.reason
                 ));
                 continue;
             }
-            let f = &world.facts[i];
-            let replacement_price: f64 = sim.plan.new_claims.iter().map(|c| c.launch.price).sum();
-            acted = Some(Command {
-                method: Method::Drift,
-                decision: if sim.plan.new_claims.is_empty() {
-                    Decision::Delete
-                } else {
-                    Decision::Replace
-                },
-                nodes: vec![f.node.name.clone()],
-                why: format!("drifted: {drift}"),
-                replacements: sim.plan.new_claims.clone(),
-                moves: sim.moves,
-                savings_per_hour: f.price.unwrap_or(0.0) - replacement_price,
-                notes: Vec::new(),
-            });
-            in_command[i] = true;
+            let why = format!("drifted: {drift}");
+            let f = &self.world.facts[c.node];
+            let command = replacing(Method::Drift, f, why, sim, Vec::new());
+            self.act(command, &[c.node]);
         }
     }
 
-    // Consolidation candidates: underutilized-eligible, past consolidateAfter.
-    let mut eligible = Vec::new();
-    for &i in &candidates {
-        if in_command[i] || reasons[i].is_some() {
-            continue;
+    /// The candidates consolidation may act on: those no step has kept or disrupted,
+    /// whose NodePool consolidates more than empty nodes, settled.
+    fn consolidation_candidates(&mut self) -> Vec<Candidate<'a>> {
+        let mut eligible = Vec::new();
+        for &c in &self.candidates {
+            if self.in_command[c.node] || self.reasons[c.node].is_some() {
+                continue;
+            }
+            if c.pool.disruption.consolidation_policy == ConsolidationPolicy::WhenEmpty {
+                let pods = self.world.facts[c.node].reschedulable.len() as u32;
+                self.reasons[c.node] = Some(format!(
+                    "consolidationPolicy WhenEmpty and it runs {}",
+                    crate::budget::plural(pods, "pod")
+                ));
+                continue;
+            }
+            match self.settled(c) {
+                Ok(()) => eligible.push(c),
+                Err(why) => self.reasons[c.node] = Some(why),
+            }
         }
-        let f = &world.facts[i];
-        let pool = f.pool.expect("candidates have a pool");
-        if pool.disruption.consolidation_policy == ConsolidationPolicy::WhenEmpty {
-            reasons[i] = Some(format!(
-                "consolidationPolicy WhenEmpty and it runs {}",
-                crate::budget::plural(f.reschedulable.len() as u32, "pod")
-            ));
-            continue;
-        }
-        match consolidatable(i) {
-            Ok(()) => eligible.push(i),
-            Err(why) => reasons[i] = Some(why),
-        }
+        eligible
     }
 
-    // Balanced (Karpenter v1.14): a consolidation acts only when the share of its pools'
-    // cost it saves is at least half the share of their disruption cost it causes.
-    let balanced = |nodes: &[usize], savings: f64| -> Result<(), String> {
-        let facts = &world.facts;
-        if !nodes.iter().any(|&i| {
-            facts[i]
-                .pool
-                .is_some_and(|p| p.disruption.consolidation_policy == ConsolidationPolicy::Balanced)
-        }) {
+    /// Balanced (Karpenter v1.14): a consolidation acts only when the share of its
+    /// pools' cost it saves is at least half the share of their disruption cost it
+    /// causes.
+    fn balanced(&self, group: &[Candidate], savings: f64) -> Result<(), String> {
+        let balanced =
+            |c: &Candidate| c.pool.disruption.consolidation_policy == ConsolidationPolicy::Balanced;
+        if !group.iter().any(balanced) {
             return Ok(());
         }
-        let pools: Vec<&str> = nodes.iter().filter_map(|&i| facts[i].pool_name).collect();
+        let facts = &self.world.facts;
+        let pools: Vec<&str> = group.iter().map(|c| c.pool.name.as_str()).collect();
         let (mut total_cost, mut total_disruption) = (0.0, 0.0);
         for (i, f) in facts.iter().enumerate() {
-            if !world.gone[i] && f.pool_name.is_some_and(|p| pools.contains(&p)) {
+            if !self.world.gone[i] && f.pool_name.is_some_and(|p| pools.contains(&p)) {
                 total_cost += f.price.unwrap_or(0.0);
                 total_disruption += f.disruption_cost;
             }
         }
-        let disruption: f64 = nodes.iter().map(|&i| facts[i].disruption_cost).sum();
+        let disruption: f64 = group.iter().map(|c| facts[c.node].disruption_cost).sum();
         if total_cost <= 0.0 || total_disruption <= 0.0 || disruption <= 0.0 {
             return Ok(());
         }
@@ -436,14 +436,18 @@ fn pass(snapshot: &Snapshot, now: i64, config: &Config, among: Option<&[String]>
                 disrupted * 100.0
             ))
         }
-    };
+    }
 
-    // Multi-node consolidation: every budget-allowed prefix of the candidates in two
-    // orders — disruption cost (Karpenter's), and least utilized first (where packing
-    // gains hide) — keeping the group that saves most; ties go to the first found.
-    {
-        let utilization = |i: usize| {
-            let f = &world.facts[i];
+    /// Multi-node consolidation: every budget-allowed prefix of the candidates in two
+    /// orders — disruption cost (Karpenter's), and least utilized first (where packing
+    /// gains hide) — keeping the group that saves most; ties go to the first found.
+    fn multi_node_consolidation(&mut self, eligible: &[Candidate<'a>]) {
+        if self.acted.is_some() {
+            return;
+        }
+        let world = &self.world;
+        let utilization = |c: &Candidate| {
+            let f = &world.facts[c.node];
             let alloc = f.node.allocatable.get("cpu").0.max(1) as f64;
             let used: i64 = f
                 .reschedulable
@@ -452,58 +456,20 @@ fn pass(snapshot: &Snapshot, now: i64, config: &Config, among: Option<&[String]>
                 .sum();
             used as f64 / alloc
         };
-        let mut by_utilization = eligible.clone();
-        by_utilization.sort_by(|&a, &b| utilization(a).total_cmp(&utilization(b)));
-        let largest_cpu = snapshot
-            .instance_types
-            .iter()
+        let mut by_utilization = eligible.to_vec();
+        by_utilization.sort_by(|a, b| utilization(a).total_cmp(&utilization(b)));
+        let largest_cpu = (self.snapshot.instance_types.iter())
             .map(|it| it.allocatable().get("cpu").0 as f64 / 1000.0)
             .fold(0.0, f64::max);
         let mut best: Option<(Vec<usize>, Consolidation)> = None;
-        for order in [&eligible, &by_utilization] {
-            if acted.is_some() {
-                break;
-            }
-            let mut used = BTreeMap::new();
-            // A group asks each PDB for the evictions of all its nodes' pods at once: a
-            // node joins only while every PDB still allows them, or no more than one of
-            // its nodes asks on its own. Karpenter checks PDBs node by node, so two
-            // nodes each with one pod of a `maxUnavailable: 1` Deployment could go
-            // together; one node's drain asking more than its PDB allows is paced by the
-            // eviction API, as in Karpenter (blocking such nodes would stall drift).
-            // Per PDB: evictions asked so far, and the most one node asked.
-            let mut pdb_used: BTreeMap<usize, (i32, i32)> = BTreeMap::new();
-            let group: Vec<usize> = order
-                .iter()
-                .copied()
-                .filter(|&i| {
-                    // Past the budget nothing joins: skip the PDB count.
-                    let (available, _) = budget(i, Reason::Underutilized);
-                    let pool = world.facts[i].pool_name.unwrap_or("");
-                    if used.get(pool).copied().unwrap_or(0) >= available {
-                        return false;
-                    }
-                    let asks = world.pdb_asks(i);
-                    let over = asks.iter().any(|&(pdb, n)| {
-                        let (total, most) = pdb_used.get(&pdb).copied().unwrap_or((0, 0));
-                        total + n > world.pdb_allowed[pdb].max(most.max(n))
-                    });
-                    if over || take(&mut used, i, Reason::Underutilized).is_err() {
-                        return false;
-                    }
-                    for (pdb, n) in asks {
-                        let entry = pdb_used.entry(pdb).or_default();
-                        entry.0 += n;
-                        entry.1 = entry.1.max(n);
-                    }
-                    true
-                })
-                .collect();
+        for order in [eligible, by_utilization.as_slice()] {
+            let group = self.group(order);
+            let nodes: Vec<usize> = group.iter().map(|c| c.node).collect();
             // Largest group first: a group can save at most its nodes' price, which only
             // shrinks as the group does, so the search stops once that bound cannot beat
             // the best found.
             for k in (2..=group.len()).rev() {
-                let prefix = &group[..k];
+                let prefix = &nodes[..k];
                 let bound: f64 = prefix
                     .iter()
                     .map(|&i| world.facts[i].price.unwrap_or(0.0))
@@ -518,8 +484,8 @@ fn pass(snapshot: &Snapshot, now: i64, config: &Config, among: Option<&[String]>
                 if need > free + largest_cpu {
                     continue;
                 }
-                if let Ok(c) = world.consolidate(prefix, config)
-                    && balanced(prefix, c.savings).is_ok()
+                if let Ok(c) = world.consolidate(prefix, self.config)
+                    && self.balanced(&group[..k], c.savings).is_ok()
                     && best
                         .as_ref()
                         .is_none_or(|(_, b)| c.savings > b.savings + 1e-9)
@@ -528,77 +494,168 @@ fn pass(snapshot: &Snapshot, now: i64, config: &Config, among: Option<&[String]>
                 }
             }
         }
-        if let Some((group, c)) = best {
-            acted = Some(consolidation_command(
-                &world,
-                Method::MultiNodeConsolidation,
-                &group,
-                c,
-            ));
-            for &i in &group {
-                in_command[i] = true;
-            }
+        if let Some((nodes, c)) = best {
+            let command =
+                consolidation_command(&self.world, Method::MultiNodeConsolidation, &nodes, c);
+            self.act(command, &nodes);
         }
     }
 
-    // Single-node consolidation: candidates in disruption-cost order, each evaluated
-    // (for its reason) until one works and acts.
-    for &i in &eligible {
-        if in_command[i] {
-            continue;
-        }
-        // As in Karpenter, nothing more is simulated once a command has won the pass.
-        if let Some(first) = &acted {
-            reasons[i] = Some(format!(
-                "not evaluated in this pass: {} acts first",
-                first.method.as_str()
-            ));
-            continue;
-        }
-        let (available, why) = budget(i, Reason::Underutilized);
-        if available == 0 {
-            reasons[i] = Some(why);
-            continue;
-        }
-        let consolidation = world
-            .consolidate(&[i], config)
-            .and_then(|c| balanced(&[i], c.savings).map(|()| c));
-        match consolidation {
-            Err(why) => {
-                reasons[i] = Some(why);
-                held[i] = Held::Unconsolidatable;
+    /// The candidates of `order` that may go together, in that order: within their
+    /// pools' Underutilized budgets, and asking no PDB for more than it allows.
+    fn group(&self, order: &[Candidate<'a>]) -> Vec<Candidate<'a>> {
+        let mut taken = Taken::default();
+        // A group asks each PDB for the evictions of all its nodes' pods at once: a node
+        // joins only while every PDB still allows them, or no more than one of its nodes
+        // asks on its own. Karpenter checks PDBs node by node, so two nodes each with one
+        // pod of a `maxUnavailable: 1` Deployment could go together; one node's drain
+        // asking more than its PDB allows is paced by the eviction API, as in Karpenter
+        // (blocking such nodes would stall drift). Per PDB: evictions asked so far, and
+        // the most one node asked.
+        let mut pdb_used: BTreeMap<usize, (i32, i32)> = BTreeMap::new();
+        (order.iter().copied())
+            .filter(|&c| {
+                // Past the budget nothing joins: skip the PDB count.
+                let (available, _) = self.budgets.headroom(c.pool, Reason::Underutilized);
+                if taken.used(c.pool) >= available {
+                    return false;
+                }
+                let asks = self.world.pdb_asks(c.node);
+                let over = asks.iter().any(|&(pdb, n)| {
+                    let (total, most) = pdb_used.get(&pdb).copied().unwrap_or((0, 0));
+                    total + n > self.world.pdb_allowed[pdb].max(most.max(n))
+                });
+                if over || (taken.take(&self.budgets, c.pool, Reason::Underutilized)).is_err() {
+                    return false;
+                }
+                for (pdb, n) in asks {
+                    let entry = pdb_used.entry(pdb).or_default();
+                    entry.0 += n;
+                    entry.1 = entry.1.max(n);
+                }
+                true
+            })
+            .collect()
+    }
+
+    /// Single-node consolidation: candidates in disruption-cost order, each evaluated
+    /// (for its reason) until one works and acts.
+    fn single_node_consolidation(&mut self, eligible: &[Candidate<'a>]) {
+        for &c in eligible {
+            if self.in_command[c.node] {
+                continue;
             }
-            Ok(c) => {
-                acted = Some(consolidation_command(
-                    &world,
-                    Method::SingleNodeConsolidation,
-                    &[i],
-                    c,
+            // As in Karpenter, nothing more is simulated once a command has won the pass.
+            if let Some(first) = &self.acted {
+                self.reasons[c.node] = Some(format!(
+                    "not evaluated in this pass: {} acts first",
+                    first.method.as_str()
                 ));
-                in_command[i] = true;
+                continue;
+            }
+            let (available, why) = self.budgets.headroom(c.pool, Reason::Underutilized);
+            if available == 0 {
+                self.reasons[c.node] = Some(why);
+                continue;
+            }
+            let consolidation = self
+                .world
+                .consolidate(&[c.node], self.config)
+                .and_then(|k| self.balanced(&[c], k.savings).map(|()| k));
+            match consolidation {
+                Err(why) => {
+                    self.reasons[c.node] = Some(why);
+                    self.held[c.node] = Held::Unconsolidatable;
+                }
+                Ok(k) => {
+                    let command = consolidation_command(
+                        &self.world,
+                        Method::SingleNodeConsolidation,
+                        &[c.node],
+                        k,
+                    );
+                    self.act(command, &[c.node]);
+                }
             }
         }
     }
 
-    commands.extend(acted);
-    let kept = (0..n)
-        .filter(|&i| managed(&world.facts[i]) && !in_command[i])
-        .map(|i| Kept {
-            node: world.facts[i].node.name.clone(),
-            reason: reasons[i]
-                .clone()
-                .unwrap_or_else(|| "nothing to do".to_string()),
-            held: held[i],
-        })
-        .collect();
-    let before: f64 = world.facts.iter().filter_map(|f| f.price).sum();
-    let saved: f64 = commands.iter().map(|c| c.savings_per_hour).sum();
-    Outcome {
-        assumed_moves,
-        commands,
-        kept,
-        cost_per_hour_before: round(before),
-        cost_per_hour_after: round(before - saved),
+    /// The graceful command that wins the pass, and its nodes.
+    fn act(&mut self, command: Command, nodes: &[usize]) {
+        self.acted = Some(command);
+        for &i in nodes {
+            self.in_command[i] = true;
+        }
+    }
+
+    fn outcome(self) -> Outcome {
+        let facts = &self.world.facts;
+        let mut commands = self.expirations;
+        commands.extend(self.acted);
+        let kept = (0..facts.len())
+            .filter(|&i| facts[i].managed() && !self.in_command[i])
+            .map(|i| Kept {
+                node: facts[i].node.name.clone(),
+                reason: self.reasons[i]
+                    .clone()
+                    .unwrap_or_else(|| "nothing to do".to_string()),
+                held: self.held[i],
+            })
+            .collect();
+        let before: f64 = facts.iter().filter_map(|f| f.price).sum();
+        let saved: f64 = commands.iter().map(|c| c.savings_per_hour).sum();
+        Outcome {
+            assumed_moves: self.assumed_moves,
+            commands,
+            kept,
+            cost_per_hour_before: round(before),
+            cost_per_hour_after: round(before - saved),
+        }
+    }
+}
+
+/// A command that deletes `nodes` and launches nothing.
+fn deleting(world: &World, method: Method, nodes: &[usize], why: String) -> Command {
+    Command {
+        method,
+        decision: Decision::Delete,
+        nodes: nodes
+            .iter()
+            .map(|&i| world.facts[i].node.name.clone())
+            .collect(),
+        why,
+        replacements: Vec::new(),
+        moves: Vec::new(),
+        savings_per_hour: nodes
+            .iter()
+            .map(|&i| world.facts[i].price.unwrap_or(0.0))
+            .sum(),
+        notes: Vec::new(),
+    }
+}
+
+/// A command for one node whose pods go where `sim` puts them, onto new claims if need be.
+fn replacing(
+    method: Method,
+    f: &Facts,
+    why: String,
+    sim: Simulated,
+    notes: Vec<String>,
+) -> Command {
+    let replacement_price: f64 = sim.plan.new_claims.iter().map(|c| c.launch.price).sum();
+    Command {
+        method,
+        decision: if sim.plan.new_claims.is_empty() {
+            Decision::Delete
+        } else {
+            Decision::Replace
+        },
+        nodes: vec![f.node.name.clone()],
+        why,
+        replacements: sim.plan.new_claims,
+        moves: sim.moves,
+        savings_per_hour: f.price.unwrap_or(0.0) - replacement_price,
+        notes,
     }
 }
 
