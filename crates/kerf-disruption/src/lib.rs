@@ -16,6 +16,7 @@
 
 mod budget;
 pub mod check;
+mod consolidation;
 mod facts;
 mod pass;
 mod world;

@@ -5,18 +5,15 @@
 //! graceful methods share, and the outcome as it is built. `Pass::run` calls one method
 //! per disruption method, in Karpenter's order.
 
-use std::collections::BTreeMap;
-
 use kerf_model::NodePool;
-use kerf_model::nodepool::ConsolidationPolicy;
 use kerf_model::pod::PodKey;
 
 use crate::budget::{Budgets, Reason, Taken};
+use crate::consolidation::Floors;
 use crate::facts::{self, Facts};
-use crate::world::{Consolidation, Simulated, World};
+use crate::world::{Simulated, World};
 use crate::{
-    Command, Config, Decision, Destination, Held, Kept, Method, Move, Outcome, Snapshot,
-    render_duration,
+    Command, Config, Decision, Held, Kept, Method, Move, Outcome, Snapshot, render_duration,
 };
 
 /// Computes one disruption pass over `snapshot` at `now` (Unix seconds, UTC).
@@ -56,6 +53,8 @@ pub(crate) struct Pass<'a> {
     pub(crate) config: &'a Config,
     /// The cluster as the pass's commands change it, and its simulations.
     pub(crate) world: World<'a>,
+    /// Lower bounds on what a consolidation's replacement costs.
+    pub(crate) floors: Floors<'a>,
     /// The graceful methods' candidates, cheapest to disrupt first (none until
     /// `choose_candidates`).
     pub(crate) candidates: Vec<Candidate<'a>>,
@@ -102,6 +101,7 @@ impl<'a> Pass<'a> {
             now,
             config,
             world: World::new(snapshot, facts, now),
+            floors: Floors::new(snapshot),
             candidates: Vec::new(),
             budgets: Budgets::default(),
             reasons: vec![None; n],
@@ -379,209 +379,8 @@ impl<'a> Pass<'a> {
         }
     }
 
-    /// The candidates consolidation may act on: those no step has kept or disrupted,
-    /// whose NodePool consolidates more than empty nodes, settled.
-    fn consolidation_candidates(&mut self) -> Vec<Candidate<'a>> {
-        let mut eligible = Vec::new();
-        for &c in &self.candidates {
-            if self.in_command[c.node] || self.reasons[c.node].is_some() {
-                continue;
-            }
-            if c.pool.disruption.consolidation_policy == ConsolidationPolicy::WhenEmpty {
-                let pods = self.world.facts[c.node].reschedulable.len() as u32;
-                self.reasons[c.node] = Some(format!(
-                    "consolidationPolicy WhenEmpty and it runs {}",
-                    crate::budget::plural(pods, "pod")
-                ));
-                continue;
-            }
-            match self.settled(c) {
-                Ok(()) => eligible.push(c),
-                Err(why) => self.reasons[c.node] = Some(why),
-            }
-        }
-        eligible
-    }
-
-    /// Balanced (Karpenter v1.14): a consolidation acts only when the share of its
-    /// pools' cost it saves is at least half the share of their disruption cost it
-    /// causes.
-    fn balanced(&self, group: &[Candidate], savings: f64) -> Result<(), String> {
-        let balanced =
-            |c: &Candidate| c.pool.disruption.consolidation_policy == ConsolidationPolicy::Balanced;
-        if !group.iter().any(balanced) {
-            return Ok(());
-        }
-        let facts = &self.world.facts;
-        let pools: Vec<&str> = group.iter().map(|c| c.pool.name.as_str()).collect();
-        let (mut total_cost, mut total_disruption) = (0.0, 0.0);
-        for (i, f) in facts.iter().enumerate() {
-            if !self.world.gone[i] && f.pool_name.is_some_and(|p| pools.contains(&p)) {
-                total_cost += f.price.unwrap_or(0.0);
-                total_disruption += f.disruption_cost;
-            }
-        }
-        let disruption: f64 = group.iter().map(|c| facts[c.node].disruption_cost).sum();
-        if total_cost <= 0.0 || total_disruption <= 0.0 || disruption <= 0.0 {
-            return Ok(());
-        }
-        let (saved, disrupted) = (savings / total_cost, disruption / total_disruption);
-        let score = saved / disrupted;
-        if score >= 0.5 {
-            Ok(())
-        } else {
-            Err(format!(
-                "consolidationPolicy Balanced: it would save {:.0}% of the pool's cost for {:.0}% of its disruption cost (score {score:.2}, needs 0.50)",
-                saved * 100.0,
-                disrupted * 100.0
-            ))
-        }
-    }
-
-    /// Multi-node consolidation: every budget-allowed prefix of the candidates in two
-    /// orders — disruption cost (Karpenter's), and least utilized first (where packing
-    /// gains hide) — keeping the group that saves most; ties go to the first found.
-    fn multi_node_consolidation(&mut self, eligible: &[Candidate<'a>]) {
-        if self.acted.is_some() {
-            return;
-        }
-        let world = &self.world;
-        let utilization = |c: &Candidate| {
-            let f = &world.facts[c.node];
-            let alloc = f.node.allocatable.get("cpu").0.max(1) as f64;
-            let used: i64 = f
-                .reschedulable
-                .iter()
-                .map(|&p| world.pods[p].requests.get("cpu").0)
-                .sum();
-            used as f64 / alloc
-        };
-        let mut by_utilization = eligible.to_vec();
-        by_utilization.sort_by(|a, b| utilization(a).total_cmp(&utilization(b)));
-        let largest_cpu = (self.snapshot.instance_types.iter())
-            .map(|it| it.allocatable().get("cpu").0 as f64 / 1000.0)
-            .fold(0.0, f64::max);
-        let mut best: Option<(Vec<usize>, Consolidation)> = None;
-        for order in [eligible, by_utilization.as_slice()] {
-            let group = self.group(order);
-            let nodes: Vec<usize> = group.iter().map(|c| c.node).collect();
-            // Largest group first: a group can save at most its nodes' price, which only
-            // shrinks as the group does, so the search stops once that bound cannot beat
-            // the best found.
-            for k in (2..=group.len()).rev() {
-                let prefix = &nodes[..k];
-                let bound: f64 = prefix
-                    .iter()
-                    .map(|&i| world.facts[i].price.unwrap_or(0.0))
-                    .sum();
-                if best
-                    .as_ref()
-                    .is_some_and(|(_, b)| bound <= b.savings + 1e-9)
-                {
-                    break;
-                }
-                let (need, free) = world.cpu_need_and_free(prefix);
-                if need > free + largest_cpu {
-                    continue;
-                }
-                if let Ok(c) = world.consolidate(prefix, self.config)
-                    && self.balanced(&group[..k], c.savings).is_ok()
-                    && best
-                        .as_ref()
-                        .is_none_or(|(_, b)| c.savings > b.savings + 1e-9)
-                {
-                    best = Some((prefix.to_vec(), c));
-                }
-            }
-        }
-        if let Some((nodes, c)) = best {
-            let command =
-                consolidation_command(&self.world, Method::MultiNodeConsolidation, &nodes, c);
-            self.act(command, &nodes);
-        }
-    }
-
-    /// The candidates of `order` that may go together, in that order: within their
-    /// pools' Underutilized budgets, and asking no PDB for more than it allows.
-    fn group(&self, order: &[Candidate<'a>]) -> Vec<Candidate<'a>> {
-        let mut taken = Taken::default();
-        // A group asks each PDB for the evictions of all its nodes' pods at once: a node
-        // joins only while every PDB still allows them, or no more than one of its nodes
-        // asks on its own. Karpenter checks PDBs node by node, so two nodes each with one
-        // pod of a `maxUnavailable: 1` Deployment could go together; one node's drain
-        // asking more than its PDB allows is paced by the eviction API, as in Karpenter
-        // (blocking such nodes would stall drift). Per PDB: evictions asked so far, and
-        // the most one node asked.
-        let mut pdb_used: BTreeMap<usize, (i32, i32)> = BTreeMap::new();
-        (order.iter().copied())
-            .filter(|&c| {
-                // Past the budget nothing joins: skip the PDB count.
-                let (available, _) = self.budgets.headroom(c.pool, Reason::Underutilized);
-                if taken.used(c.pool) >= available {
-                    return false;
-                }
-                let asks = self.world.pdb_asks(c.node);
-                let over = asks.iter().any(|&(pdb, n)| {
-                    let (total, most) = pdb_used.get(&pdb).copied().unwrap_or((0, 0));
-                    total + n > self.world.pdb_allowed[pdb].max(most.max(n))
-                });
-                if over || (taken.take(&self.budgets, c.pool, Reason::Underutilized)).is_err() {
-                    return false;
-                }
-                for (pdb, n) in asks {
-                    let entry = pdb_used.entry(pdb).or_default();
-                    entry.0 += n;
-                    entry.1 = entry.1.max(n);
-                }
-                true
-            })
-            .collect()
-    }
-
-    /// Single-node consolidation: candidates in disruption-cost order, each evaluated
-    /// (for its reason) until one works and acts.
-    fn single_node_consolidation(&mut self, eligible: &[Candidate<'a>]) {
-        for &c in eligible {
-            if self.in_command[c.node] {
-                continue;
-            }
-            // As in Karpenter, nothing more is simulated once a command has won the pass.
-            if let Some(first) = &self.acted {
-                self.reasons[c.node] = Some(format!(
-                    "not evaluated in this pass: {} acts first",
-                    first.method.as_str()
-                ));
-                continue;
-            }
-            let (available, why) = self.budgets.headroom(c.pool, Reason::Underutilized);
-            if available == 0 {
-                self.reasons[c.node] = Some(why);
-                continue;
-            }
-            let consolidation = self
-                .world
-                .consolidate(&[c.node], self.config)
-                .and_then(|k| self.balanced(&[c], k.savings).map(|()| k));
-            match consolidation {
-                Err(why) => {
-                    self.reasons[c.node] = Some(why);
-                    self.held[c.node] = Held::Unconsolidatable;
-                }
-                Ok(k) => {
-                    let command = consolidation_command(
-                        &self.world,
-                        Method::SingleNodeConsolidation,
-                        &[c.node],
-                        k,
-                    );
-                    self.act(command, &[c.node]);
-                }
-            }
-        }
-    }
-
     /// The graceful command that wins the pass, and its nodes.
-    fn act(&mut self, command: Command, nodes: &[usize]) {
+    pub(crate) fn act(&mut self, command: Command, nodes: &[usize]) {
         self.acted = Some(command);
         for &i in nodes {
             self.in_command[i] = true;
@@ -656,36 +455,6 @@ fn replacing(
         moves: sim.moves,
         savings_per_hour: f.price.unwrap_or(0.0) - replacement_price,
         notes,
-    }
-}
-
-fn consolidation_command(
-    world: &World,
-    method: Method,
-    nodes: &[usize],
-    c: Consolidation,
-) -> Command {
-    let names: Vec<String> = nodes
-        .iter()
-        .map(|&i| world.facts[i].node.name.clone())
-        .collect();
-    let why = match c.decision {
-        Decision::Delete => "underutilized: its pods fit on the other nodes".to_string(),
-        Decision::Replace => {
-            "underutilized: its pods fit on the other nodes and one cheaper node".to_string()
-        }
-    };
-    let moves = c.moves;
-    debug_assert!(moves.iter().all(|m| m.to != Destination::Pending));
-    Command {
-        method,
-        decision: c.decision,
-        nodes: names,
-        why,
-        replacements: c.replacement.into_iter().collect(),
-        moves,
-        savings_per_hour: c.savings,
-        notes: Vec::new(),
     }
 }
 
