@@ -117,22 +117,77 @@ impl<'a> Budgets<'a> {
         Budgets { by_pool, now }
     }
 
-    /// How many more of `pool`'s nodes `reason` may disrupt now, and why no more.
-    pub(crate) fn headroom(&self, pool: &NodePool, reason: Reason) -> (u32, String) {
-        let name = pool.name.as_str();
-        let (n_nodes, disrupting) = self.by_pool.get(name).copied().unwrap_or_default();
-        let a = allowance(&pool.disruption.budgets, reason, n_nodes, self.now);
-        let available = a.limit.map_or(u32::MAX, |l| l.saturating_sub(disrupting));
-        let why = if a.limit == Some(0) {
-            format!(
-                "budget of nodepool {name} ({}) allows no {} disruptions now",
-                a.description,
-                reason.as_str()
+    /// How many more of `pool`'s nodes `reason` may disrupt now.
+    pub(crate) fn headroom<'p>(&self, pool: &'p NodePool, reason: Reason) -> Headroom<'p> {
+        let (n_nodes, disrupting) = (self.by_pool.get(pool.name.as_str()))
+            .copied()
+            .unwrap_or_default();
+        let allowance = allowance(&pool.disruption.budgets, reason, n_nodes, self.now);
+        Headroom {
+            available: allowance
+                .limit
+                .map_or(u32::MAX, |l| l.saturating_sub(disrupting)),
+            pool,
+            reason,
+            allowance,
+        }
+    }
+}
+
+/// What a pool's budget leaves for one reason now.
+pub(crate) struct Headroom<'p> {
+    pub(crate) available: u32,
+    pool: &'p NodePool,
+    reason: Reason,
+    allowance: Allowance,
+}
+
+impl Headroom<'_> {
+    /// Why no more nodes may go, once `available` are taken.
+    pub(crate) fn spent(self) -> BudgetSpent {
+        BudgetSpent {
+            nodepool: self.pool.name.clone(),
+            reason: self.reason,
+            allows_none: self.allowance.limit == Some(0),
+            allowance: self.allowance.description,
+        }
+    }
+}
+
+/// A NodePool budget with no room left now for one more node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BudgetSpent {
+    pub nodepool: String,
+    pub reason: Reason,
+    /// How the most restrictive active budget reads (`Allowance::description`).
+    pub allowance: String,
+    /// The budget allows no disruption for the reason at all now (rather than nodes
+    /// already disrupting having used it up).
+    pub allows_none: bool,
+}
+
+impl BudgetSpent {
+    pub(crate) fn kind(&self) -> &'static str {
+        if self.allows_none {
+            "budget allows no disruptions now"
+        } else {
+            "budget already used"
+        }
+    }
+}
+
+impl std::fmt::Display for BudgetSpent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (pool, allowance) = (&self.nodepool, &self.allowance);
+        if self.allows_none {
+            write!(
+                f,
+                "budget of nodepool {pool} ({allowance}) allows no {} disruptions now",
+                self.reason.as_str()
             )
         } else {
-            format!("budget of nodepool {name} ({}) already used", a.description)
-        };
-        (available, why)
+            write!(f, "budget of nodepool {pool} ({allowance}) already used")
+        }
     }
 }
 
@@ -147,14 +202,14 @@ impl<'a> Taken<'a> {
         budgets: &Budgets,
         pool: &'a NodePool,
         reason: Reason,
-    ) -> Result<(), String> {
-        let (available, why) = budgets.headroom(pool, reason);
+    ) -> Result<(), BudgetSpent> {
+        let headroom = budgets.headroom(pool, reason);
         let used = self.0.entry(pool.name.as_str()).or_default();
-        if *used < available {
+        if *used < headroom.available {
             *used += 1;
             Ok(())
         } else {
-            Err(why)
+            Err(headroom.spent())
         }
     }
 

@@ -4,15 +4,23 @@
 //! the bounds that let most groups fail without a simulation.
 
 use std::collections::BTreeMap;
+use std::fmt;
 
 use kerf_model::nodepool::ConsolidationPolicy;
+use kerf_model::pod::PodKey;
 use kerf_model::{Requirement, labels};
 use kerf_scheduling::{Launch, NewClaim};
 
 use crate::budget::{Reason, Taken};
+use crate::kept::{KeptReason, WaitsForUninitialized};
 use crate::pass::{Candidate, Pass};
 use crate::world::{World, waits_for_uninitialized};
-use crate::{Command, Decision, Destination, Held, Method, Move, Snapshot};
+use crate::{Command, Decision, Destination, Method, Move, Snapshot};
+
+/// Karpenter's MinInstanceTypesForSpotToSpotConsolidation: a single spot node is only
+/// replaced when at least 15 cheaper types exist, and the launch keeps the 15 cheapest,
+/// so the replacement is not itself the next candidate.
+const MIN_SPOT_OPTIONS: usize = 15;
 
 /// A consolidation that works.
 pub(crate) struct Consolidation {
@@ -20,6 +28,210 @@ pub(crate) struct Consolidation {
     pub(crate) replacement: Option<NewClaim>,
     pub(crate) moves: Vec<Move>,
     pub(crate) savings: f64,
+}
+
+/// Why a group of candidates cannot be consolidated.
+#[derive(Clone, Debug, PartialEq)]
+pub enum NoConsolidation {
+    /// A node's offering is not in the catalog, so nothing can be shown to cost less.
+    PriceUnknown {
+        capacity_type: String,
+        instance_type: Option<String>,
+    },
+    WaitsForUninitialized(WaitsForUninitialized),
+    /// Neither deleting nor one cheaper replacement works. The group's pods ask
+    /// `need_cpu` milli-CPU elsewhere; the nodes that would stay have `free_cpu` free.
+    NoCheaperPlacement {
+        need_cpu: i64,
+        free_cpu: i64,
+        why: NoCheaper,
+    },
+    /// `consolidationPolicy: Balanced`: it would save `saved` of its pools' cost for
+    /// `disrupted` of their disruption cost (shares), a `score` below 0.5.
+    Unbalanced {
+        saved: f64,
+        disrupted: f64,
+        score: f64,
+    },
+}
+
+/// Why no cheaper placement exists for a group's pods.
+#[derive(Clone, Debug, PartialEq)]
+pub enum NoCheaper {
+    /// There is room, but not every pod fits, and no node any NodePool could launch for
+    /// them costs less than the group's `price`.
+    NotEveryPodFits {
+        price: f64,
+    },
+    /// No type the group's NodePools offer holds the `leftover_cpu` (milli-CPU) the other
+    /// nodes cannot take.
+    NoTypeHoldsLeftover {
+        leftover_cpu: i64,
+    },
+    /// A node for the leftover costs at least `floor`, not less than `price`.
+    LeftoverCostsMore {
+        leftover_cpu: i64,
+        floor: f64,
+        price: f64,
+    },
+    PodFitsNoNewNode {
+        pod: PodKey,
+        reason: String,
+    },
+    /// Consolidation launches at most one node.
+    NeedsNewNodes {
+        nodes: usize,
+    },
+    /// Spot replacing spot, with spot-to-spot consolidation off.
+    SpotToSpotOff,
+    /// `node`, of the group, has a type among the cheaper options: a replacement would
+    /// have to cost less than its `price`, and none does.
+    KeepInstead {
+        node: String,
+        instance_type: String,
+        price: f64,
+        cheapest_other: Option<(String, f64)>,
+    },
+    /// No option cheaper than the group's `price`; the `cheapest` there is, if any.
+    NotCheaper {
+        cheapest: Option<(String, f64)>,
+        price: f64,
+    },
+    /// The cheaper options span fewer values of `key` than its `minValues`.
+    MinValues {
+        key: String,
+        options: usize,
+        values: usize,
+        min: u32,
+    },
+    /// A single spot node, with fewer than `MIN_SPOT_OPTIONS` cheaper types.
+    SpotFlexibility {
+        found: usize,
+    },
+}
+
+impl NoConsolidation {
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            NoConsolidation::PriceUnknown { .. } => "its price is unknown",
+            NoConsolidation::WaitsForUninitialized(_) => "not all pods would schedule",
+            NoConsolidation::NoCheaperPlacement { .. } => "no cheaper placement",
+            NoConsolidation::Unbalanced { .. } => "consolidationPolicy Balanced",
+        }
+    }
+}
+
+impl fmt::Display for NoConsolidation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (need_cpu, free_cpu, why) = match self {
+            NoConsolidation::PriceUnknown {
+                capacity_type,
+                instance_type,
+            } => {
+                return write!(
+                    f,
+                    "its price is unknown: the catalog has no {capacity_type} offering of {}",
+                    instance_type
+                        .as_deref()
+                        .unwrap_or("(no instance type label)")
+                );
+            }
+            NoConsolidation::WaitsForUninitialized(waits) => return write!(f, "{waits}"),
+            NoConsolidation::Unbalanced {
+                saved,
+                disrupted,
+                score,
+            } => {
+                return write!(
+                    f,
+                    "consolidationPolicy Balanced: it would save {:.0}% of the pool's cost for {:.0}% of its disruption cost (score {score:.2}, needs 0.50)",
+                    saved * 100.0,
+                    disrupted * 100.0
+                );
+            }
+            NoConsolidation::NoCheaperPlacement {
+                need_cpu,
+                free_cpu,
+                why,
+            } => (*need_cpu, *free_cpu, why),
+        };
+        let cores = |m: i64| m as f64 / 1000.0;
+        write!(
+            f,
+            "no cheaper placement: its pods need {:.1} vCPU elsewhere, {:.1} free",
+            cores(need_cpu),
+            cores(free_cpu)
+        )?;
+        match why {
+            NoCheaper::NotEveryPodFits { price } => write!(
+                f,
+                ", but not every pod fits on them, and no node any NodePool could launch for them costs less than ${price:.4}/h"
+            ),
+            NoCheaper::NoTypeHoldsLeftover { leftover_cpu } => write!(
+                f,
+                ", and no instance type its NodePool offers holds the {:.1} vCPU left over",
+                cores(*leftover_cpu)
+            ),
+            NoCheaper::LeftoverCostsMore {
+                leftover_cpu,
+                floor,
+                price,
+            } => write!(
+                f,
+                "; a node for the {:.1} vCPU left over costs at least ${floor:.4}/h, not less than ${price:.4}/h",
+                cores(*leftover_cpu)
+            ),
+            NoCheaper::PodFitsNoNewNode { pod, reason } => {
+                write!(f, ", and pod {pod} fits no new node either: {reason}")
+            }
+            NoCheaper::NeedsNewNodes { nodes } => write!(
+                f,
+                "; they would need {nodes} new nodes, and consolidation launches at most one"
+            ),
+            NoCheaper::SpotToSpotOff => f.write_str(
+                "; replacing spot with spot needs spot-to-spot consolidation, which is off (--spot-to-spot)",
+            ),
+            NoCheaper::KeepInstead {
+                node,
+                instance_type,
+                price,
+                cheapest_other,
+            } => {
+                write!(
+                    f,
+                    "; a replacement would have to cost less than {node}'s {instance_type} (${price:.4}/h), whose type is among its options: keeping that node and deleting the others saves more and moves fewer pods"
+                )?;
+                match cheapest_other {
+                    Some((name, p)) => write!(f, "; the cheapest other type, {name}, costs ${p:.4}/h"),
+                    None => Ok(()),
+                }
+            }
+            NoCheaper::NotCheaper {
+                cheapest: Some((name, p)),
+                price,
+            } => write!(
+                f,
+                "; the cheapest replacement, {name} at ${p:.4}/h, is not cheaper than ${price:.4}/h"
+            ),
+            NoCheaper::NotCheaper { cheapest: None, .. } => {
+                f.write_str("; no replacement instance type has a launchable offering")
+            }
+            NoCheaper::MinValues {
+                key,
+                options,
+                values,
+                min,
+            } => write!(
+                f,
+                "; the {options} cheaper instance types span {values} value{} of {key}, fewer than its minValues {min}",
+                if *values == 1 { "" } else { "s" }
+            ),
+            NoCheaper::SpotFlexibility { found } => write!(
+                f,
+                "; spot-to-spot needs {MIN_SPOT_OPTIONS} cheaper instance types to keep launch flexibility, found {found}"
+            ),
+        }
+    }
 }
 
 /// For each NodePool, the allocatable (CPU, memory) and cheapest offering of every type
@@ -84,20 +296,17 @@ impl<'a> Pass<'a> {
     pub(crate) fn consolidation_candidates(&mut self) -> Vec<Candidate<'a>> {
         let mut eligible = Vec::new();
         for &c in &self.candidates {
-            if self.in_command[c.node] || self.reasons[c.node].is_some() {
+            if self.in_command[c.node] || self.kept[c.node].is_some() {
                 continue;
             }
             if c.pool.disruption.consolidation_policy == ConsolidationPolicy::WhenEmpty {
                 let pods = self.world.facts[c.node].reschedulable.len() as u32;
-                self.reasons[c.node] = Some(format!(
-                    "consolidationPolicy WhenEmpty and it runs {}",
-                    crate::budget::plural(pods, "pod")
-                ));
+                self.kept[c.node] = Some(KeptReason::WhenEmpty { pods });
                 continue;
             }
             match self.settled(c) {
                 Ok(()) => eligible.push(c),
-                Err(why) => self.reasons[c.node] = Some(why),
+                Err(wait) => self.kept[c.node] = Some(KeptReason::ConsolidateAfter(wait)),
             }
         }
         eligible
@@ -106,7 +315,7 @@ impl<'a> Pass<'a> {
     /// Balanced (Karpenter v1.14): a consolidation acts only when the share of its
     /// pools' cost it saves is at least half the share of their disruption cost it
     /// causes.
-    fn balanced(&self, group: &[Candidate], savings: f64) -> Result<(), String> {
+    fn balanced(&self, group: &[Candidate], savings: f64) -> Result<(), NoConsolidation> {
         let balanced =
             |c: &Candidate| c.pool.disruption.consolidation_policy == ConsolidationPolicy::Balanced;
         if !group.iter().any(balanced) {
@@ -130,11 +339,11 @@ impl<'a> Pass<'a> {
         if score >= 0.5 {
             Ok(())
         } else {
-            Err(format!(
-                "consolidationPolicy Balanced: it would save {:.0}% of the pool's cost for {:.0}% of its disruption cost (score {score:.2}, needs 0.50)",
-                saved * 100.0,
-                disrupted * 100.0
-            ))
+            Err(NoConsolidation::Unbalanced {
+                saved,
+                disrupted,
+                score,
+            })
         }
     }
 
@@ -216,8 +425,8 @@ impl<'a> Pass<'a> {
         (order.iter().copied())
             .filter(|&c| {
                 // Past the budget nothing joins: skip the PDB count.
-                let (available, _) = self.budgets.headroom(c.pool, Reason::Underutilized);
-                if taken.used(c.pool) >= available {
+                let headroom = self.budgets.headroom(c.pool, Reason::Underutilized);
+                if taken.used(c.pool) >= headroom.available {
                     return false;
                 }
                 let asks = self.world.pdb_asks(c.node);
@@ -251,25 +460,21 @@ impl<'a> Pass<'a> {
             }
             // As in Karpenter, nothing more is simulated once a command has won the pass.
             if let Some(first) = &self.acted {
-                self.reasons[c.node] = Some(format!(
-                    "not evaluated in this pass: {} acts first",
-                    first.method.as_str()
-                ));
+                self.kept[c.node] = Some(KeptReason::NotEvaluated {
+                    first: first.method,
+                });
                 continue;
             }
-            let (available, why) = self.budgets.headroom(c.pool, Reason::Underutilized);
-            if available == 0 {
-                self.reasons[c.node] = Some(why);
+            let headroom = self.budgets.headroom(c.pool, Reason::Underutilized);
+            if headroom.available == 0 {
+                self.kept[c.node] = Some(KeptReason::Budget(headroom.spent()));
                 continue;
             }
             let consolidation = self
                 .consolidate(&[c])
                 .and_then(|k| self.balanced(&[c], k.savings).map(|()| k));
             match consolidation {
-                Err(why) => {
-                    self.reasons[c.node] = Some(why);
-                    self.held[c.node] = Held::Unconsolidatable;
-                }
+                Err(why) => self.kept[c.node] = Some(KeptReason::Unconsolidatable(why)),
                 Ok(k) => {
                     let command = consolidation_command(
                         &self.world,
@@ -286,7 +491,7 @@ impl<'a> Pass<'a> {
     /// Karpenter's `computeConsolidation` for a group: delete when the pods fit on the
     /// nodes that stay; else replace with exactly one claim whose cheapest launchable
     /// option is cheaper than the group. `Err` is the reason it cannot.
-    fn consolidate(&self, group: &[Candidate]) -> Result<Consolidation, String> {
+    fn consolidate(&self, group: &[Candidate]) -> Result<Consolidation, NoConsolidation> {
         let (world, config) = (&self.world, self.config);
         let candidates: &[usize] = &group.iter().map(|c| c.node).collect::<Vec<_>>();
         let mut price = 0.0;
@@ -295,22 +500,20 @@ impl<'a> Pass<'a> {
             match f.price {
                 Some(p) => price += p,
                 None => {
-                    return Err(format!(
-                        "its price is unknown: the catalog has no {} offering of {}",
-                        f.capacity_type,
-                        f.instance_type.unwrap_or("(no instance type label)")
-                    ));
+                    return Err(NoConsolidation::PriceUnknown {
+                        capacity_type: f.capacity_type.to_string(),
+                        instance_type: f.instance_type.map(str::to_string),
+                    });
                 }
             }
         }
         let room = world.need_and_free(candidates);
         let (need, free) = (room.need, room.free);
-        let cores = |m: i64| m as f64 / 1000.0;
-        let short = format!(
-            "its pods need {:.1} vCPU elsewhere, {:.1} free",
-            cores(need.0),
-            cores(free.0)
-        );
+        let no_cheaper = |why: NoCheaper| NoConsolidation::NoCheaperPlacement {
+            need_cpu: need.0,
+            free_cpu: free.0,
+            why,
+        };
         // Where no pod has an inter-pod term, only the free room of nodes that hold at
         // least the smallest pod is of use to them.
         let free = if world.plain {
@@ -322,8 +525,8 @@ impl<'a> Pass<'a> {
         let fits = need.0 <= free.0 && need.1 <= free.1 && room.stuck == (0, 0);
         if fits {
             let delete = world.simulate(candidates, false, config);
-            if let Some(why) = waits_for_uninitialized(&delete.plan) {
-                return Err(why);
+            if let Some(waits) = waits_for_uninitialized(&delete.plan) {
+                return Err(NoConsolidation::WaitsForUninitialized(waits));
             }
             if delete.plan.unschedulable.is_empty() {
                 return Ok(Consolidation {
@@ -340,9 +543,7 @@ impl<'a> Pass<'a> {
             let smallest = world.smallest_request(candidates);
             let floor = cheapest(self.floors.any_pool(), smallest);
             if floor.is_none_or(|floor| floor >= price - 1e-9) {
-                return Err(format!(
-                    "no cheaper placement: {short}, but not every pod fits on them, and no node any NodePool could launch for them costs less than ${price:.4}/h"
-                ));
+                return Err(no_cheaper(NoCheaper::NotEveryPodFits { price }));
             }
         } else {
             // A replacement must hold at least what the other nodes cannot: if the
@@ -355,35 +556,34 @@ impl<'a> Pass<'a> {
             let floor = cheapest(self.floors.of(group), deficit);
             match floor {
                 None => {
-                    return Err(format!(
-                        "no cheaper placement: {short}, and no instance type its NodePool offers holds the {:.1} vCPU left over",
-                        cores(deficit.0)
-                    ));
+                    return Err(no_cheaper(NoCheaper::NoTypeHoldsLeftover {
+                        leftover_cpu: deficit.0,
+                    }));
                 }
                 Some(floor) if floor >= price - 1e-9 => {
-                    return Err(format!(
-                        "no cheaper placement: {short}; a node for the {:.1} vCPU left over costs at least ${floor:.4}/h, not less than ${price:.4}/h",
-                        cores(deficit.0)
-                    ));
+                    return Err(no_cheaper(NoCheaper::LeftoverCostsMore {
+                        leftover_cpu: deficit.0,
+                        floor,
+                        price,
+                    }));
                 }
                 Some(_) => {}
             }
         }
         let replace = world.simulate(candidates, true, config);
-        if let Some(why) = waits_for_uninitialized(&replace.plan) {
-            return Err(why);
+        if let Some(waits) = waits_for_uninitialized(&replace.plan) {
+            return Err(NoConsolidation::WaitsForUninitialized(waits));
         }
         if let Some(u) = replace.plan.unschedulable.first() {
-            return Err(format!(
-                "no cheaper placement: {short}, and pod {} fits no new node either: {}",
-                u.pod, u.reason
-            ));
+            return Err(no_cheaper(NoCheaper::PodFitsNoNewNode {
+                pod: u.pod.clone(),
+                reason: u.reason.clone(),
+            }));
         }
         if replace.plan.new_claims.len() > 1 {
-            return Err(format!(
-                "no cheaper placement: {short}; they would need {} new nodes, and consolidation launches at most one",
-                replace.plan.new_claims.len()
-            ));
+            return Err(no_cheaper(NoCheaper::NeedsNewNodes {
+                nodes: replace.plan.new_claims.len(),
+            }));
         }
         let Some(claim) = replace.plan.new_claims.first() else {
             // Launching allowed nothing new but moved everything: count it as a delete.
@@ -404,9 +604,7 @@ impl<'a> Pass<'a> {
             .is_none_or(|r| r.has(labels::CAPACITY_TYPE_SPOT));
         let spot_to_spot = all_spot && spot_possible;
         if spot_to_spot && !config.spot_to_spot {
-            return Err(format!(
-                "no cheaper placement: {short}; replacing spot with spot needs spot-to-spot consolidation, which is off (--spot-to-spot)"
-            ));
+            return Err(no_cheaper(NoCheaper::SpotToSpotOff));
         }
         // A replacement that could be spot or on-demand is priced as spot, so it must
         // launch as spot: on-demand might not be cheaper (Karpenter does the same).
@@ -484,27 +682,23 @@ impl<'a> Pass<'a> {
             && let Some((p, i)) = keep_instead
         {
             let f = &world.facts[i];
-            let other = cheaper
+            let cheapest_other = cheaper
                 .iter()
                 .filter(|o| !candidate_types.contains(&o.1))
                 .min_by(|a, b| a.0.total_cmp(&b.0))
-                .map_or(String::new(), |o| {
-                    format!("; the cheapest other type, {}, costs ${:.4}/h", o.1, o.0)
-                });
-            return Err(format!(
-                "no cheaper placement: {short}; a replacement would have to cost less than {}'s {} (${p:.4}/h), whose type is among its options: keeping that node and deleting the others saves more and moves fewer pods{other}",
-                f.node.name,
-                f.instance_type.unwrap_or(""),
-            ));
+                .map(|o| (o.1.to_string(), o.0));
+            return Err(no_cheaper(NoCheaper::KeepInstead {
+                node: f.node.name.clone(),
+                instance_type: f.instance_type.unwrap_or("").to_string(),
+                price: p,
+                cheapest_other,
+            }));
         }
         if options.is_empty() {
-            let cheapest = match cheapest_seen {
-                Some((name, p)) => format!(
-                    "the cheapest replacement, {name} at ${p:.4}/h, is not cheaper than ${price:.4}/h"
-                ),
-                None => "no replacement instance type has a launchable offering".to_string(),
-            };
-            return Err(format!("no cheaper placement: {short}; {cheapest}"));
+            return Err(no_cheaper(NoCheaper::NotCheaper {
+                cheapest: cheapest_seen,
+                price,
+            }));
         }
         // Karpenter's RemoveInstanceTypeOptionsByPriceAndMinValues: the cheaper options
         // must still span each requirement's minValues.
@@ -523,24 +717,19 @@ impl<'a> Pass<'a> {
                 })
                 .collect();
             if distinct.len() < min as usize {
-                return Err(format!(
-                    "no cheaper placement: {short}; the {} cheaper instance types span {} value{} of {key}, fewer than its minValues {min}",
-                    options.len(),
-                    distinct.len(),
-                    if distinct.len() == 1 { "" } else { "s" }
-                ));
+                return Err(no_cheaper(NoCheaper::MinValues {
+                    key: key.to_string(),
+                    options: options.len(),
+                    values: distinct.len(),
+                    min,
+                }));
             }
         }
         if spot_to_spot {
-            // Karpenter's MinInstanceTypesForSpotToSpotConsolidation: a single spot node is
-            // only replaced when at least 15 cheaper types exist, and the launch keeps
-            // the 15 cheapest, so the replacement is not itself the next candidate.
-            const MIN_SPOT_OPTIONS: usize = 15;
             if candidates.len() == 1 && options.len() < MIN_SPOT_OPTIONS {
-                return Err(format!(
-                    "no cheaper placement: {short}; spot-to-spot needs {MIN_SPOT_OPTIONS} cheaper instance types to keep launch flexibility, found {}",
-                    options.len()
-                ));
+                return Err(no_cheaper(NoCheaper::SpotFlexibility {
+                    found: options.len(),
+                }));
             }
             // Karpenter keeps a multi-node spot replacement's options whole.
             if candidates.len() == 1 {

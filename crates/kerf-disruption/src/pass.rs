@@ -11,10 +11,9 @@ use kerf_model::pod::PodKey;
 use crate::budget::{Budgets, Reason, Taken};
 use crate::consolidation::Floors;
 use crate::facts::{self, Facts};
-use crate::world::{Simulated, World};
-use crate::{
-    Command, Config, Decision, Held, Kept, Method, Move, Outcome, Snapshot, render_duration,
-};
+use crate::kept::{ConsolidateAfter, DriftHold, EmptyHold, KeptReason, NowhereToGo};
+use crate::world::{Simulated, World, waits_for_uninitialized};
+use crate::{Command, Config, Decision, Kept, Method, Move, Outcome, Snapshot, render_duration};
 
 /// Computes one disruption pass over `snapshot` at `now` (Unix seconds, UTC).
 pub fn compute_commands(snapshot: &Snapshot, now: i64, config: &Config) -> Outcome {
@@ -60,10 +59,8 @@ pub(crate) struct Pass<'a> {
     pub(crate) candidates: Vec<Candidate<'a>>,
     /// The pools' budgets, counted once expiration has acted.
     pub(crate) budgets: Budgets<'a>,
-    /// Per node: why the pass leaves it alone, once a step has said, and whether
-    /// Karpenter would report it (`Held::Quiet` where it would not).
-    pub(crate) reasons: Vec<Option<String>>,
-    pub(crate) held: Vec<Held>,
+    /// Per node: why the pass leaves it alone, once a step has said.
+    pub(crate) kept: Vec<Option<KeptReason>>,
     /// Per node: disrupted by a command of this pass.
     pub(crate) in_command: Vec<bool>,
     /// Where the pods of nodes already being deleted are assumed to go.
@@ -104,8 +101,7 @@ impl<'a> Pass<'a> {
             floors: Floors::new(snapshot),
             candidates: Vec::new(),
             budgets: Budgets::default(),
-            reasons: vec![None; n],
-            held: vec![Held::Quiet; n],
+            kept: vec![None; n],
             in_command: vec![false; n],
             assumed_moves: Vec::new(),
             expirations: Vec::new(),
@@ -125,7 +121,7 @@ impl<'a> Pass<'a> {
         self.assumed_moves = self.world.place(&deleting, false, self.config).moves;
         self.world.apply(&deleting, &self.assumed_moves);
         for &i in &deleting {
-            self.reasons[i] = Some("already being deleted".to_string());
+            self.kept[i] = Some(KeptReason::AlreadyDeleting);
         }
     }
 
@@ -160,7 +156,7 @@ impl<'a> Pass<'a> {
                 });
             }
             for u in &sim.plan.unschedulable {
-                notes.push(format!("pod {} has nowhere to go: {}", u.pod, u.reason));
+                notes.push(NowhereToGo::of(u).to_string());
             }
             self.world.apply(&[i], &sim.moves);
             let command = replacing(Method::Expiration, &self.world.facts[i], why, sim, notes);
@@ -178,15 +174,12 @@ impl<'a> Pass<'a> {
         let mut candidates = Vec::new();
         for (i, nominated) in nominated.iter().enumerate() {
             let f = &self.world.facts[i];
-            if !f.managed() || self.in_command[i] || self.reasons[i].is_some() {
+            if !f.managed() || self.in_command[i] || self.kept[i].is_some() {
                 continue;
             }
             match self.candidate(i, nominated, among) {
                 Ok(candidate) => candidates.push(candidate),
-                Err((why, told)) => {
-                    self.reasons[i] = Some(why);
-                    self.held[i] = told;
-                }
+                Err(why) => self.kept[i] = Some(why),
             }
         }
         let facts = &self.world.facts;
@@ -223,60 +216,47 @@ impl<'a> Pass<'a> {
         i: usize,
         nominated: &[PodKey],
         among: Option<&[String]>,
-    ) -> Result<Candidate<'a>, (String, Held)> {
+    ) -> Result<Candidate<'a>, KeptReason> {
         let f = &self.world.facts[i];
         if f.claim.is_none() {
             // Karpenter disrupts only what it launched: a candidate is a Node with a
             // NodeClaim. The label alone may be copied onto any node.
-            return Err((
-                "no NodeClaim: Karpenter disrupts only nodes it launched, each with a NodeClaim (the karpenter.sh/nodepool label alone does not make it one)"
-                    .to_string(),
-                Held::Quiet,
-            ));
+            return Err(KeptReason::NoNodeClaim);
         }
         let Some(pool) = f.pool else {
-            return Err((
-                format!(
-                    "its NodePool {:?} (label karpenter.sh/nodepool) does not exist",
-                    f.pool_name.unwrap_or("")
-                ),
-                Held::Blocked,
-            ));
+            return Err(KeptReason::NodePoolMissing {
+                nodepool: f.pool_name.unwrap_or("").to_string(),
+            });
         };
         if !f.initialized {
-            return Err(("not initialized yet".to_string(), Held::Blocked));
+            return Err(KeptReason::NotInitialized);
         }
         if among.is_some_and(|among| !among.contains(&f.node.name)) {
-            return Err((
-                "not among the nodes being validated".to_string(),
-                Held::Quiet,
-            ));
+            return Err(KeptReason::NotAmongValidated);
         }
         if !nominated.is_empty() {
-            let pods: Vec<String> = nominated.iter().map(PodKey::to_string).collect();
-            return Err((
-                format!("nominated for pending pods ({})", pods.join(", ")),
-                Held::Blocked,
-            ));
+            return Err(KeptReason::Nominated {
+                pods: nominated.to_vec(),
+            });
         }
-        if let Some(b) = &f.blocked {
-            let told = if b.chosen { Held::Quiet } else { Held::Blocked };
-            return Err((b.why.clone(), told));
+        if let Some(blocker) = &f.blocked {
+            return Err(KeptReason::Blocked(blocker.clone()));
         }
         Ok(Candidate { node: i, pool })
     }
 
     /// Whether the candidate's `consolidateAfter` has elapsed: emptiness and
     /// consolidation wait for it.
-    pub(crate) fn settled(&self, c: Candidate) -> Result<(), String> {
+    pub(crate) fn settled(&self, c: Candidate) -> Result<(), ConsolidateAfter> {
         match c.pool.disruption.consolidate_after {
-            None => Err("consolidateAfter is Never".to_string()),
+            None => Err(ConsolidateAfter::Never),
             Some(after) => match self.world.facts[c.node].since_pod_event {
-                Some(since) if since < after.as_secs() as i64 => Err(format!(
-                    "consolidateAfter {} not elapsed ({} since last pod event)",
-                    render_duration(after.as_secs() as i64),
-                    render_duration(since)
-                )),
+                Some(since) if since < after.as_secs() as i64 => {
+                    Err(ConsolidateAfter::NotElapsed {
+                        after_secs: after.as_secs() as i64,
+                        since_secs: since,
+                    })
+                }
                 _ => Ok(()),
             },
         }
@@ -291,20 +271,18 @@ impl<'a> Pass<'a> {
             if !self.world.facts[c.node].reschedulable.is_empty() {
                 continue;
             }
-            let taking = self
-                .settled(c)
-                .and_then(|()| taken.take(&self.budgets, c.pool, Reason::Empty));
+            let taking = (self.settled(c).map_err(EmptyHold::ConsolidateAfter)).and_then(|()| {
+                (taken.take(&self.budgets, c.pool, Reason::Empty)).map_err(EmptyHold::Budget)
+            });
             match taking {
                 Ok(()) => nodes.push(c.node),
-                Err(why) => self.reasons[c.node] = Some(format!("empty, but {why}")),
+                Err(hold) => self.kept[c.node] = Some(KeptReason::Empty(hold)),
             }
         }
         if !nodes.is_empty() {
             let why = "empty: nothing but DaemonSet or static pods runs there".to_string();
-            self.act(
-                deleting(&self.world, Method::Emptiness, &nodes, why),
-                &nodes,
-            );
+            let command = deleting(&self.world, Method::Emptiness, &nodes, why);
+            self.act(command, &nodes);
         }
     }
 
@@ -320,21 +298,19 @@ impl<'a> Pass<'a> {
         let mut taken = Taken::default();
         let mut going = Vec::new();
         for c in &empty {
-            match taken.take(&self.budgets, c.pool, Reason::Drifted) {
-                Ok(()) => match &self.acted {
-                    None => going.push(c.node),
-                    Some(first) => {
-                        self.reasons[c.node] = Some(format!(
-                            "drifted ({}); waits for a later pass: {} acts first",
-                            drift_of(c),
-                            first.method.as_str()
-                        ));
-                    }
-                },
-                Err(why) => {
-                    self.reasons[c.node] = Some(format!("drifted ({}), but {why}", drift_of(c)))
+            let hold = match (
+                taken.take(&self.budgets, c.pool, Reason::Drifted),
+                &self.acted,
+            ) {
+                (Ok(()), None) => {
+                    going.push(c.node);
+                    continue;
                 }
-            }
+                (Ok(()), Some(first)) => DriftHold::ActsFirst(first.method),
+                (Err(spent), _) => DriftHold::Budget(spent),
+            };
+            let drift = drift_of(c);
+            self.kept[c.node] = Some(KeptReason::Drifted { drift, hold });
         }
         if let [first, ..] = going[..]
             && self.acted.is_none()
@@ -347,36 +323,35 @@ impl<'a> Pass<'a> {
             self.act(command, &going);
         }
         for c in busy {
-            let drift = self.world.facts[c.node].drift.clone().unwrap_or_default();
-            let (available, why) = self.budgets.headroom(c.pool, Reason::Drifted);
-            if available == 0 {
-                self.reasons[c.node] = Some(format!("drifted ({drift}), but {why}"));
-                continue;
+            match self.drift_one(c) {
+                Ok(command) => self.act(command, &[c.node]),
+                Err(hold) => {
+                    let drift = self.world.facts[c.node].drift.clone().unwrap_or_default();
+                    self.kept[c.node] = Some(KeptReason::Drifted { drift, hold });
+                }
             }
-            if let Some(first) = &self.acted {
-                self.reasons[c.node] = Some(format!(
-                    "drifted ({drift}); waits for a later pass: {} acts first",
-                    first.method.as_str()
-                ));
-                continue;
-            }
-            let sim = self.world.simulate(&[c.node], true, self.config);
-            if let Some(why) = crate::world::waits_for_uninitialized(&sim.plan) {
-                self.reasons[c.node] = Some(format!("drifted ({drift}), but {why}"));
-                continue;
-            }
-            if let Some(u) = sim.plan.unschedulable.first() {
-                self.reasons[c.node] = Some(format!(
-                    "drifted ({drift}), but pod {} has nowhere to go: {}",
-                    u.pod, u.reason
-                ));
-                continue;
-            }
-            let why = format!("drifted: {drift}");
-            let f = &self.world.facts[c.node];
-            let command = replacing(Method::Drift, f, why, sim, Vec::new());
-            self.act(command, &[c.node]);
         }
+    }
+
+    /// A command replacing drifted candidate `c` (one with pods), or what holds it.
+    fn drift_one(&self, c: Candidate) -> Result<Command, DriftHold> {
+        let f = &self.world.facts[c.node];
+        let headroom = self.budgets.headroom(c.pool, Reason::Drifted);
+        if headroom.available == 0 {
+            return Err(DriftHold::Budget(headroom.spent()));
+        }
+        if let Some(first) = &self.acted {
+            return Err(DriftHold::ActsFirst(first.method));
+        }
+        let sim = self.world.simulate(&[c.node], true, self.config);
+        if let Some(waits) = waits_for_uninitialized(&sim.plan) {
+            return Err(DriftHold::WaitsForUninitialized(waits));
+        }
+        if let Some(u) = sim.plan.unschedulable.first() {
+            return Err(DriftHold::NowhereToGo(NowhereToGo::of(u)));
+        }
+        let why = format!("drifted: {}", f.drift.clone().unwrap_or_default());
+        Ok(replacing(Method::Drift, f, why, sim, Vec::new()))
     }
 
     /// The graceful command that wins the pass, and its nodes.
@@ -395,10 +370,7 @@ impl<'a> Pass<'a> {
             .filter(|&i| facts[i].managed() && !self.in_command[i])
             .map(|i| Kept {
                 node: facts[i].node.name.clone(),
-                reason: self.reasons[i]
-                    .clone()
-                    .unwrap_or_else(|| "nothing to do".to_string()),
-                held: self.held[i],
+                reason: self.kept[i].clone().unwrap_or(KeptReason::NothingToDo),
             })
             .collect();
         let before: f64 = facts.iter().filter_map(|f| f.price).sum();

@@ -8,6 +8,7 @@ use kerf_model::{InstanceType, Pod};
 use kerf_scheduling::{Input, Plan};
 
 use crate::facts::Facts;
+use crate::kept::WaitsForUninitialized;
 use crate::{Config, Destination, Move, Snapshot};
 
 pub(crate) struct World<'a> {
@@ -584,10 +585,13 @@ const UNINITIALIZED: &str = "would schedule against uninitialized";
 
 /// Karpenter's "Not all pods would schedule, <pod> => would schedule against
 /// uninitialized …", when a pod of the plan waits for a node that is not up yet.
-pub(crate) fn waits_for_uninitialized(plan: &Plan) -> Option<String> {
+pub(crate) fn waits_for_uninitialized(plan: &Plan) -> Option<WaitsForUninitialized> {
     (plan.unschedulable.iter())
         .find(|u| u.reason.starts_with(UNINITIALIZED))
-        .map(|u| format!("not all pods would schedule, {} => {}", u.pod, u.reason))
+        .map(|u| WaitsForUninitialized {
+            pod: u.pod.clone(),
+            reason: u.reason.clone(),
+        })
 }
 
 fn simulation(config: &Config) -> kerf_scheduling::Config {
