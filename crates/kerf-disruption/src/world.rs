@@ -578,8 +578,6 @@ impl<'a> World<'a> {
     }
 }
 
-/// The scheduling config of a simulation: a pass runs hundreds, and shows the reason of
-/// a few unplaceable pods, so the existing nodes are counted rather than each explained.
 /// The start of the reason `refuse_uninitialized` gives, Karpenter's words.
 const UNINITIALIZED: &str = "would schedule against uninitialized";
 
@@ -594,6 +592,8 @@ pub(crate) fn waits_for_uninitialized(plan: &Plan) -> Option<WaitsForUninitializ
         })
 }
 
+/// The scheduling config of a simulation: a pass runs hundreds, and shows the reason of
+/// a few unplaceable pods, so the existing nodes are counted rather than each explained.
 fn simulation(config: &Config) -> kerf_scheduling::Config {
     kerf_scheduling::Config {
         node_reasons: kerf_scheduling::NodeReasons::Count,
