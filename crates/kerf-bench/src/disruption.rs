@@ -465,7 +465,7 @@ pub fn fixpoint(
                 pods_moved: 0,
             });
             for k in &outcome.kept {
-                *kept_reasons.entry(reason_kind(&k.reason)).or_insert(0) += 1;
+                *kept_reasons.entry(k.reason.kind()).or_insert(0) += 1;
             }
             at_cap = false;
             break;
@@ -501,17 +501,6 @@ pub fn fixpoint(
         pdb_overdraft,
         kept_reasons,
     })
-}
-
-/// A kept node's reason with numbers, names and anything after a colon dropped, so equal
-/// reasons count together: `consolidateAfter 5m not elapsed (…)` → `consolidateAfter not
-/// elapsed`.
-fn reason_kind(reason: &str) -> String {
-    let head = reason.split([':', '(']).next().unwrap_or(reason);
-    head.split_whitespace()
-        .filter(|w| !w.chars().any(|c| c.is_ascii_digit()))
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 /// What the outcome's graceful commands ask that a graceful disruption must not (or, for
@@ -1186,17 +1175,5 @@ mod tests {
         assert_eq!(outcome.commands[0].nodes, ["node-0", "node-2"]);
         assert_eq!(a.pdb_blocked, 0);
         assert_eq!(a.pdb_overdraft, 0, "{:?}", outcome.commands[0]);
-    }
-
-    #[test]
-    fn reasons_are_counted_without_their_numbers() {
-        assert_eq!(
-            reason_kind("consolidateAfter 5m not elapsed (2m since last pod event)"),
-            "consolidateAfter not elapsed"
-        );
-        assert_eq!(
-            reason_kind("pod default/web-1-3 has karpenter.sh/do-not-disrupt"),
-            "pod has karpenter.sh/do-not-disrupt"
-        );
     }
 }

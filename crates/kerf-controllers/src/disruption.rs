@@ -174,12 +174,12 @@ impl Queue {
     fn tell(&mut self, now: i64, view: &ClusterView, kept: &[Kept], out: &mut Vec<Action>) {
         let mut told = BTreeMap::new();
         for k in kept {
-            let reason = match k.held {
+            let reason = match k.held() {
                 Held::Blocked => Reason::DisruptionBlocked,
                 Held::Unconsolidatable => Reason::Unconsolidatable,
                 Held::Quiet => continue,
             };
-            let message = sentence(&k.reason);
+            let message = sentence(&k.reason.to_string());
             let fresh = match self.told.remove(&k.node) {
                 Some((r, m, at))
                     if r == reason && m == message && now - at < reason.dedupe_ms() =>

@@ -1,7 +1,12 @@
 //! NodePool disruption budgets: which are active at `now` (cron schedules in UTC), and
 //! how many nodes each lets a reason disrupt.
 
+use std::collections::BTreeMap;
+
+use kerf_model::NodePool;
 use kerf_model::nodepool::{Budget, BudgetNodes};
+
+use crate::facts::Facts;
 
 /// Why a node is disrupted, as budgets name it (`spec.disruption.budgets[].reasons`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -83,6 +88,134 @@ pub fn allowance(budgets: &[Budget], reason: Reason, n_nodes: u32, now: i64) -> 
             limit: None,
             description: "no budget".to_string(),
         },
+    }
+}
+
+/// Each NodePool's managed nodes (initialized, with a NodeClaim) and how many of them are
+/// already disrupting, counted once expiration has acted: what the graceful methods'
+/// budgets are taken from.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Budgets<'a> {
+    /// (nodes, disrupting) by NodePool name.
+    by_pool: BTreeMap<&'a str, (u32, u32)>,
+    now: i64,
+}
+
+impl<'a> Budgets<'a> {
+    /// Counts the pools' nodes; `in_command` marks nodes the pass already disrupts.
+    pub(crate) fn count(facts: &[Facts<'a>], in_command: &[bool], now: i64) -> Budgets<'a> {
+        let mut by_pool: BTreeMap<&str, (u32, u32)> = BTreeMap::new();
+        for (f, &acting) in facts.iter().zip(in_command) {
+            if let (Some(pool), true) = (f.pool_name, f.initialized && f.claim.is_some()) {
+                let entry = by_pool.entry(pool).or_default();
+                entry.0 += 1;
+                if f.disrupting || acting {
+                    entry.1 += 1;
+                }
+            }
+        }
+        Budgets { by_pool, now }
+    }
+
+    /// How many more of `pool`'s nodes `reason` may disrupt now.
+    pub(crate) fn headroom<'p>(&self, pool: &'p NodePool, reason: Reason) -> Headroom<'p> {
+        let (n_nodes, disrupting) = (self.by_pool.get(pool.name.as_str()))
+            .copied()
+            .unwrap_or_default();
+        let allowance = allowance(&pool.disruption.budgets, reason, n_nodes, self.now);
+        Headroom {
+            available: allowance
+                .limit
+                .map_or(u32::MAX, |l| l.saturating_sub(disrupting)),
+            pool,
+            reason,
+            allowance,
+        }
+    }
+}
+
+/// What a pool's budget leaves for one reason now.
+pub(crate) struct Headroom<'p> {
+    pub(crate) available: u32,
+    pool: &'p NodePool,
+    reason: Reason,
+    allowance: Allowance,
+}
+
+impl Headroom<'_> {
+    /// Why no more nodes may go, once `available` are taken.
+    pub(crate) fn spent(self) -> BudgetSpent {
+        BudgetSpent {
+            nodepool: self.pool.name.clone(),
+            reason: self.reason,
+            allows_none: self.allowance.limit == Some(0),
+            allowance: self.allowance.description,
+        }
+    }
+}
+
+/// A NodePool budget with no room left now for one more node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BudgetSpent {
+    pub nodepool: String,
+    pub reason: Reason,
+    /// How the most restrictive active budget reads (`Allowance::description`).
+    pub allowance: String,
+    /// The budget allows no disruption for the reason at all now (rather than nodes
+    /// already disrupting having used it up).
+    pub allows_none: bool,
+}
+
+impl BudgetSpent {
+    pub(crate) fn kind(&self) -> &'static str {
+        if self.allows_none {
+            "budget allows no disruptions now"
+        } else {
+            "budget already used"
+        }
+    }
+}
+
+impl std::fmt::Display for BudgetSpent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (pool, allowance) = (&self.nodepool, &self.allowance);
+        if self.allows_none {
+            write!(
+                f,
+                "budget of nodepool {pool} ({allowance}) allows no {} disruptions now",
+                self.reason.as_str()
+            )
+        } else {
+            write!(f, "budget of nodepool {pool} ({allowance}) already used")
+        }
+    }
+}
+
+/// What one method has taken of each pool's budget so far in a pass.
+#[derive(Debug, Default)]
+pub(crate) struct Taken<'a>(BTreeMap<&'a str, u32>);
+
+impl<'a> Taken<'a> {
+    /// Takes one node of `pool`'s budget for `reason`, or says why it has none left.
+    pub(crate) fn take(
+        &mut self,
+        budgets: &Budgets,
+        pool: &'a NodePool,
+        reason: Reason,
+    ) -> Result<(), BudgetSpent> {
+        let headroom = budgets.headroom(pool, reason);
+        let used = self.0.entry(pool.name.as_str()).or_default();
+        if *used < headroom.available {
+            *used += 1;
+            Ok(())
+        } else {
+            Err(headroom.spent())
+        }
+    }
+
+    /// Nodes of `pool` taken so far.
+    pub(crate) fn used(&self, pool: &NodePool) -> u32 {
+        self.0.get(pool.name.as_str()).copied().unwrap_or(0)
     }
 }
 

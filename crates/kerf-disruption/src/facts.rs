@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use kerf_model::Pdb;
 use kerf_model::labels::{self, ANNOTATION_DO_NOT_DISRUPT, ANNOTATION_POD_DELETION_COST};
+use kerf_model::pod::PodKey;
 use kerf_model::{InstanceType, Labels, Node, NodeClaim, NodePool, Pod};
 
 use crate::{Snapshot, render_duration};
@@ -39,6 +40,14 @@ pub(crate) struct Facts<'a> {
     /// Seconds since the last pod event (or creation), when known.
     pub(crate) since_pod_event: Option<i64>,
     pub(crate) disruption_cost: f64,
+}
+
+impl Facts<'_> {
+    /// Whether the node belongs to a NodePool (by its label): a node the pass decides
+    /// about, and reports on when it leaves it alone.
+    pub(crate) fn managed(&self) -> bool {
+        self.pool_name.is_some()
+    }
 }
 
 pub(crate) fn judge<'a>(snapshot: &'a Snapshot, now: i64) -> Vec<Facts<'a>> {
@@ -307,16 +316,69 @@ fn eviction_cost(pod: &Pod) -> f64 {
 
 /// What forbids graceful disruption of a node.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Blocker {
-    pub(crate) why: String,
-    /// A `karpenter.sh/do-not-disrupt` annotation: the user's own choice, which Karpenter
-    /// does not report as `DisruptionBlocked` (a PDB is reported).
-    pub(crate) chosen: bool,
+pub enum Blocker {
+    /// The Node's `karpenter.sh/do-not-disrupt: "true"`.
+    Node,
+    /// The NodeClaim's.
+    NodeClaim,
+    /// A pod's active `do-not-disrupt`: `"true"` (no `duration`), or a duration from the
+    /// pod's start that has not run out.
+    Pod {
+        pod: PodKey,
+        duration: Option<String>,
+    },
+    /// A pod under more than one PDB (`namespace/name` each): the eviction API refuses it.
+    SeveralPdbs { pod: PodKey, pdbs: Vec<String> },
+    /// A pod under a PDB (`namespace/name`) that allows no eviction now.
+    PdbAllowsNone { pdb: String, pod: PodKey },
+}
+
+impl Blocker {
+    /// A `karpenter.sh/do-not-disrupt` annotation: the user's own choice, which
+    /// Karpenter does not report as `DisruptionBlocked` (a PDB is reported).
+    pub fn chosen(&self) -> bool {
+        matches!(
+            self,
+            Blocker::Node | Blocker::NodeClaim | Blocker::Pod { .. }
+        )
+    }
+
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            Blocker::Node => "node has karpenter.sh/do-not-disrupt",
+            Blocker::NodeClaim => "its NodeClaim has karpenter.sh/do-not-disrupt",
+            Blocker::Pod { .. } => "pod has karpenter.sh/do-not-disrupt",
+            Blocker::SeveralPdbs { .. } => "pod is selected by more than one PDB",
+            Blocker::PdbAllowsNone { .. } => "PDB allows 0 disruptions",
+        }
+    }
 }
 
 impl std::fmt::Display for Blocker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.why)
+        match self {
+            Blocker::Node => write!(f, "node has {ANNOTATION_DO_NOT_DISRUPT}"),
+            Blocker::NodeClaim => write!(f, "its NodeClaim has {ANNOTATION_DO_NOT_DISRUPT}"),
+            Blocker::Pod {
+                pod,
+                duration: None,
+            } => write!(f, "pod {pod} has {ANNOTATION_DO_NOT_DISRUPT}"),
+            Blocker::Pod {
+                pod,
+                duration: Some(value),
+            } => write!(
+                f,
+                "pod {pod} has {ANNOTATION_DO_NOT_DISRUPT}: {value:?}, not yet run out"
+            ),
+            Blocker::SeveralPdbs { pod, pdbs } => write!(
+                f,
+                "pod {pod} is selected by more than one PDB ({}); the eviction API refuses it",
+                pdbs.join(", ")
+            ),
+            Blocker::PdbAllowsNone { pdb, pod } => {
+                write!(f, "PDB {pdb} allows 0 disruptions (pod {pod})")
+            }
+        }
     }
 }
 
@@ -325,7 +387,7 @@ impl std::fmt::Display for Blocker {
 /// `do-not-disrupt` (`Pod::do_not_disrupt_at`), a pod under two PDBs or under one that
 /// allows no eviction. As in Karpenter, a node with more of one PDB's pods than it
 /// allows at once is not blocked: its drain's evictions are paced by the eviction API.
-/// What a group of nodes asks together is counted when groups form (`pass`).
+/// What a group of nodes asks together is counted when groups form (`Pass::group`).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn blocker(
     snapshot: &Snapshot,
@@ -337,8 +399,6 @@ pub(crate) fn blocker(
     pdb_index: &PdbIndex,
     now: i64,
 ) -> Option<Blocker> {
-    let chosen = |why: String| Some(Blocker { why, chosen: true });
-    let refused = |why: String| Some(Blocker { why, chosen: false });
     // Karpenter reads the node's and the NodeClaim's annotation as a flag: only "true";
     // the duration form is a pod's.
     let annotated = |a: &kerf_model::Labels| {
@@ -346,47 +406,38 @@ pub(crate) fn blocker(
             .is_some_and(|v| v == "true")
     };
     if annotated(&node.annotations) {
-        return chosen(format!("node has {ANNOTATION_DO_NOT_DISRUPT}"));
+        return Some(Blocker::Node);
     }
     if claim.is_some_and(|c| annotated(&c.annotations)) {
-        return chosen(format!("its NodeClaim has {ANNOTATION_DO_NOT_DISRUPT}"));
+        return Some(Blocker::NodeClaim);
     }
     for &p in pods {
         let pod = &all_pods[p];
         if pod.do_not_disrupt_at(now) {
             let value = &pod.annotations[ANNOTATION_DO_NOT_DISRUPT];
-            return chosen(if value == "true" {
-                format!("pod {} has {ANNOTATION_DO_NOT_DISRUPT}", pod.key)
-            } else {
-                format!(
-                    "pod {} has {ANNOTATION_DO_NOT_DISRUPT}: {value:?}, not yet run out",
-                    pod.key
-                )
+            return Some(Blocker::Pod {
+                pod: pod.key.clone(),
+                duration: (value != "true").then(|| value.clone()),
             });
         }
     }
+    let name = |i: usize| format!("{}/{}", snapshot.pdbs[i].namespace, snapshot.pdbs[i].name);
     for &p in pods {
         let pod = &all_pods[p];
         let matching = pdb_index.matching(&snapshot.pdbs, pod);
         if matching.len() > 1 {
-            let names: Vec<String> = matching
-                .iter()
-                .map(|&i| format!("{}/{}", snapshot.pdbs[i].namespace, snapshot.pdbs[i].name))
-                .collect();
-            return refused(format!(
-                "pod {} is selected by more than one PDB ({}); the eviction API refuses it",
-                pod.key,
-                names.join(", ")
-            ));
+            return Some(Blocker::SeveralPdbs {
+                pod: pod.key.clone(),
+                pdbs: matching.into_iter().map(name).collect(),
+            });
         }
         if let Some(&i) = matching.first()
             && pdb_allowed[i] == 0
         {
-            let pdb = &snapshot.pdbs[i];
-            return refused(format!(
-                "PDB {}/{} allows 0 disruptions (pod {})",
-                pdb.namespace, pdb.name, pod.key
-            ));
+            return Some(Blocker::PdbAllowsNone {
+                pdb: name(i),
+                pod: pod.key.clone(),
+            });
         }
     }
     None

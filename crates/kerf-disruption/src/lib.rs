@@ -16,7 +16,9 @@
 
 mod budget;
 pub mod check;
+mod consolidation;
 mod facts;
+mod kept;
 mod pass;
 mod world;
 
@@ -26,8 +28,13 @@ use kerf_model::pod::PodKey;
 use kerf_model::{InstanceType, Labels, Node, NodeClaim, NodePool, Pdb, Pod};
 use kerf_scheduling::NewClaim;
 
-pub use budget::{Allowance, Reason, Schedule, allowance};
-pub use facts::{claims_by_node, is_leaving, reschedulable};
+pub use budget::{Allowance, BudgetSpent, Reason, Schedule, allowance};
+pub use consolidation::{NoCheaper, NoConsolidation};
+pub use facts::{Blocker, claims_by_node, is_leaving, reschedulable};
+pub use kept::{
+    ConsolidateAfter, DriftHold, EmptyHold, Held, Kept, KeptReason, NowhereToGo,
+    WaitsForUninitialized,
+};
 pub use pass::{compute_commands, compute_commands_among};
 
 /// Everything a disruption pass looks at.
@@ -143,32 +150,6 @@ pub struct Command {
     /// What the drain will wait for (expiration honours PDBs and `do-not-disrupt` until
     /// `terminationGracePeriod`), and pods with nowhere to go.
     pub notes: Vec<String>,
-}
-
-/// A managed node the pass leaves alone.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Kept {
-    pub node: String,
-    pub reason: String,
-    /// What Karpenter would tell the node's owner about it.
-    pub held: Held,
-}
-
-/// How Karpenter reports a node its disruption leaves alone (on the Node and its
-/// NodeClaim, `pkg/controllers/disruption/events`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Held {
-    /// Not a candidate, for a reason Karpenter reports as `DisruptionBlocked`: the node's
-    /// state (not initialized, nominated for pending pods, its NodePool missing) or its
-    /// pods' (a PDB that allows no eviction, a pod under two PDBs).
-    Blocked,
-    /// A candidate single-node consolidation evaluated and could neither delete nor
-    /// replace more cheaply: `Unconsolidatable`.
-    Unconsolidatable,
-    /// Nothing reported: nothing to do, `consolidateAfter` not elapsed, a budget, a
-    /// `do-not-disrupt` annotation (the user's choice, which Karpenter does not report),
-    /// not evaluated because another command acts, or not Karpenter's (no NodeClaim).
-    Quiet,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]

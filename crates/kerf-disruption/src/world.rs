@@ -4,12 +4,12 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
-use kerf_model::labels;
-use kerf_model::{InstanceType, Pod, Requirement};
-use kerf_scheduling::{Input, Launch, NewClaim, Plan};
+use kerf_model::{InstanceType, Pod};
+use kerf_scheduling::{Input, Plan};
 
 use crate::facts::Facts;
-use crate::{Config, Decision, Destination, Move, Snapshot};
+use crate::kept::WaitsForUninitialized;
+use crate::{Config, Destination, Move, Snapshot};
 
 pub(crate) struct World<'a> {
     pub(crate) snapshot: &'a Snapshot,
@@ -28,16 +28,13 @@ pub(crate) struct World<'a> {
     now: i64,
     /// Catalog index by instance type name.
     pub(crate) type_idx: BTreeMap<&'a str, usize>,
-    /// For each NodePool, the allocatable (CPU, memory) and cheapest offering of every
-    /// type it could launch: a lower bound on any replacement's price.
-    pool_floor: BTreeMap<&'a str, Vec<(i64, i64, f64)>>,
     /// Per pod in `pods`: whether a simulation's solve must see it as a bound pod. A pod
     /// that no simulated pod's constraints can look at is folded into its node's
     /// allocatable instead (see `rebuild`).
     visible: Vec<bool>,
     /// No pod has a topology spread or pod (anti-)affinity term: nodes only matter to a
     /// solve one by one, so a simulation may leave out nodes none of its pods fits.
-    plain: bool,
+    pub(crate) plain: bool,
     /// Some NodePool sets `limits`, which the solve counts against existing nodes.
     limited: bool,
     /// Managed nodes whose NodeClaim has not initialized, by name: a simulation sees them
@@ -80,14 +77,6 @@ pub(crate) struct Simulated {
     pub(crate) moves: Vec<Move>,
 }
 
-/// A consolidation that works.
-pub(crate) struct Consolidation {
-    pub(crate) decision: Decision,
-    pub(crate) replacement: Option<NewClaim>,
-    pub(crate) moves: Vec<Move>,
-    pub(crate) savings: f64,
-}
-
 impl<'a> World<'a> {
     pub(crate) fn new(snapshot: &'a Snapshot, facts: Vec<Facts<'a>>, now: i64) -> World<'a> {
         let uninitialized = facts
@@ -110,28 +99,6 @@ impl<'a> World<'a> {
                 .iter()
                 .enumerate()
                 .map(|(i, it)| (it.name.as_str(), i))
-                .collect(),
-            pool_floor: snapshot
-                .nodepools
-                .iter()
-                .map(|pool| {
-                    let reqs = pool.template_requirements();
-                    let floors = snapshot
-                        .instance_types
-                        .iter()
-                        .filter(|it| {
-                            it.requirements()
-                                .conflict_with(&reqs, |k| !labels::is_instance_defined(k))
-                                .is_none()
-                        })
-                        .filter_map(|it| {
-                            let cheapest = it.cheapest_offering(&reqs)?.price;
-                            let a = it.allocatable();
-                            Some((a.get("cpu").0, a.get("memory").0, cheapest))
-                        })
-                        .collect();
-                    (pool.name.as_str(), floors)
-                })
                 .collect(),
             // Every pod a simulation reschedules is one of the bound pods, and the pending
             // pods are solved once for nominations: their constraints are all the ones a
@@ -572,7 +539,7 @@ impl<'a> World<'a> {
     }
 
     /// The smallest CPU and memory a pod of the candidates asks for.
-    fn smallest_request(&self, candidates: &[usize]) -> (i64, i64) {
+    pub(crate) fn smallest_request(&self, candidates: &[usize]) -> (i64, i64) {
         kerf_scheduling::smallest_request(
             candidates
                 .iter()
@@ -584,7 +551,7 @@ impl<'a> World<'a> {
     /// Free (CPU, memory) on the nodes that would stay and have room for at least the
     /// candidates' smallest pod. Where no pod has an inter-pod term that is all the room
     /// a simulation can use: the rest is fragments no pod of theirs fits in.
-    fn usable_free(&self, candidates: &[usize]) -> (i64, i64) {
+    pub(crate) fn usable_free(&self, candidates: &[usize]) -> (i64, i64) {
         let smallest = self.smallest_request(candidates);
         let mut sorted = candidates.to_vec();
         sorted.sort_unstable();
@@ -609,325 +576,24 @@ impl<'a> World<'a> {
         let room = self.need_and_free(candidates);
         (room.need.0 as f64 / 1000.0, room.free.0 as f64 / 1000.0)
     }
-
-    /// Karpenter's `computeConsolidation` for a group: delete when the pods fit on the
-    /// nodes that stay; else replace with exactly one claim whose cheapest launchable
-    /// option is cheaper than the group. `Err` is the reason it cannot.
-    pub(crate) fn consolidate(
-        &self,
-        candidates: &[usize],
-        config: &Config,
-    ) -> Result<Consolidation, String> {
-        let mut price = 0.0;
-        for &i in candidates {
-            let f = &self.facts[i];
-            match f.price {
-                Some(p) => price += p,
-                None => {
-                    return Err(format!(
-                        "its price is unknown: the catalog has no {} offering of {}",
-                        f.capacity_type,
-                        f.instance_type.unwrap_or("(no instance type label)")
-                    ));
-                }
-            }
-        }
-        let room = self.need_and_free(candidates);
-        let (need, free) = (room.need, room.free);
-        let cores = |m: i64| m as f64 / 1000.0;
-        let short = format!(
-            "its pods need {:.1} vCPU elsewhere, {:.1} free",
-            cores(need.0),
-            cores(free.0)
-        );
-        // Where no pod has an inter-pod term, only the free room of nodes that hold at
-        // least the smallest pod is of use to them.
-        let free = if self.plain {
-            self.usable_free(candidates)
-        } else {
-            free
-        };
-        // Without the room, no packing can delete: skip that simulation.
-        let fits = need.0 <= free.0 && need.1 <= free.1 && room.stuck == (0, 0);
-        if fits {
-            let delete = self.simulate(candidates, false, config);
-            if let Some(why) = waits_for_uninitialized(&delete.plan) {
-                return Err(why);
-            }
-            if delete.plan.unschedulable.is_empty() {
-                return Ok(Consolidation {
-                    decision: Decision::Delete,
-                    replacement: None,
-                    moves: delete.moves,
-                    savings: price,
-                });
-            }
-            // A replacement holds at least one of the pods, so it costs at least the
-            // cheapest type any NodePool could launch that holds the smallest of them.
-            // Where that is not cheaper, no simulation can find one: in a packed cluster
-            // of one instance type that is every candidate, and a pass saved a solve each.
-            let smallest = self.smallest_request(candidates);
-            let floor = self
-                .pool_floor
-                .values()
-                .flatten()
-                .filter(|(cpu, mem, _)| *cpu >= smallest.0 && *mem >= smallest.1)
-                .map(|(_, _, p)| *p)
-                .min_by(f64::total_cmp);
-            if floor.is_none_or(|floor| floor >= price - 1e-9) {
-                return Err(format!(
-                    "no cheaper placement: {short}, but not every pod fits on them, and no node any NodePool could launch for them costs less than ${price:.4}/h"
-                ));
-            }
-        } else {
-            // A replacement must hold at least what the other nodes cannot: if the
-            // cheapest type its pools could launch that large is not cheaper, no
-            // simulation can find one.
-            let deficit = (
-                (need.0 - free.0).max(room.stuck.0),
-                (need.1 - free.1).max(room.stuck.1),
-            );
-            let floor = candidates
-                .iter()
-                .filter_map(|&i| self.facts[i].pool_name.and_then(|p| self.pool_floor.get(p)))
-                .flatten()
-                .filter(|(cpu, mem, _)| *cpu >= deficit.0 && *mem >= deficit.1)
-                .map(|(_, _, p)| *p)
-                .min_by(f64::total_cmp);
-            match floor {
-                None => {
-                    return Err(format!(
-                        "no cheaper placement: {short}, and no instance type its NodePool offers holds the {:.1} vCPU left over",
-                        cores(deficit.0)
-                    ));
-                }
-                Some(floor) if floor >= price - 1e-9 => {
-                    return Err(format!(
-                        "no cheaper placement: {short}; a node for the {:.1} vCPU left over costs at least ${floor:.4}/h, not less than ${price:.4}/h",
-                        cores(deficit.0)
-                    ));
-                }
-                Some(_) => {}
-            }
-        }
-        let replace = self.simulate(candidates, true, config);
-        if let Some(why) = waits_for_uninitialized(&replace.plan) {
-            return Err(why);
-        }
-        if let Some(u) = replace.plan.unschedulable.first() {
-            return Err(format!(
-                "no cheaper placement: {short}, and pod {} fits no new node either: {}",
-                u.pod, u.reason
-            ));
-        }
-        if replace.plan.new_claims.len() > 1 {
-            return Err(format!(
-                "no cheaper placement: {short}; they would need {} new nodes, and consolidation launches at most one",
-                replace.plan.new_claims.len()
-            ));
-        }
-        let Some(claim) = replace.plan.new_claims.first() else {
-            // Launching allowed nothing new but moved everything: count it as a delete.
-            return Ok(Consolidation {
-                decision: Decision::Delete,
-                replacement: None,
-                moves: replace.moves,
-                savings: price,
-            });
-        };
-        let all_spot = candidates
-            .iter()
-            .all(|&i| self.facts[i].capacity_type == labels::CAPACITY_TYPE_SPOT);
-        let mut requirements = claim.requirements.clone();
-        let ct = requirements.get(labels::CAPACITY_TYPE).cloned();
-        let spot_possible = ct
-            .as_ref()
-            .is_none_or(|r| r.has(labels::CAPACITY_TYPE_SPOT));
-        let spot_to_spot = all_spot && spot_possible;
-        if spot_to_spot && !config.spot_to_spot {
-            return Err(format!(
-                "no cheaper placement: {short}; replacing spot with spot needs spot-to-spot consolidation, which is off (--spot-to-spot)"
-            ));
-        }
-        // A replacement that could be spot or on-demand is priced as spot, so it must
-        // launch as spot: on-demand might not be cheaper (Karpenter does the same).
-        if spot_to_spot
-            || ct.as_ref().is_some_and(|r| {
-                r.has(labels::CAPACITY_TYPE_SPOT) && r.has(labels::CAPACITY_TYPE_ON_DEMAND)
-            })
-        {
-            requirements.add(
-                labels::CAPACITY_TYPE,
-                Requirement::single(labels::CAPACITY_TYPE_SPOT),
-            );
-        }
-        let candidate_types: Vec<&str> = candidates
-            .iter()
-            .filter_map(|&i| self.facts[i].instance_type)
-            .collect();
-        let mut cheapest_seen: Option<(String, f64)> = None;
-        // Every option cheaper than the group, as Karpenter's price filter leaves them.
-        let mut cheaper: Vec<(f64, &str, Launch)> = Vec::new();
-        for name in &claim.instance_type_options {
-            let Some(it) = self.instance_type(name) else {
-                continue;
-            };
-            let Some(offering) = it.cheapest_offering(&requirements) else {
-                continue;
-            };
-            if cheapest_seen
-                .as_ref()
-                .is_none_or(|(_, p)| offering.price < *p)
-            {
-                cheapest_seen = Some((name.clone(), offering.price));
-            }
-            if offering.price >= price - 1e-9 {
-                continue;
-            }
-            cheaper.push((
-                offering.price,
-                name,
-                Launch {
-                    instance_type: name.clone(),
-                    zone: offering.zone.clone(),
-                    capacity_type: offering.capacity_type.clone(),
-                    price: offering.price,
-                    price_is_estimate: offering.price_is_estimate,
-                },
-            ));
-        }
-        // Karpenter's filterOutSameInstanceType, for groups: where the type of a node in
-        // the group is itself among the cheaper options, the replacement must cost less
-        // than that node. Otherwise keeping it and deleting the others saves more and
-        // moves fewer pods (two c6g.large at $0.068 do not become one c7g.large at
-        // $0.0725).
-        let keep_instead = if candidates.len() > 1 {
-            candidates
-                .iter()
-                .filter_map(|&i| {
-                    let f = &self.facts[i];
-                    let t = f.instance_type?;
-                    cheaper.iter().any(|o| o.1 == t).then_some((f.price?, i))
-                })
-                .min_by(|a, b| a.0.total_cmp(&b.0))
-        } else {
-            None
-        };
-        let cap = keep_instead.map_or(price, |(p, _)| p.min(price));
-        let mut options: Vec<(f64, &str, Launch)> = cheaper
-            .iter()
-            // Never the same instance type again: that is churn, not savings.
-            .filter(|o| !candidate_types.contains(&o.1) && o.0 < cap - 1e-9)
-            .cloned()
-            .collect();
-        options.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(b.1)));
-        if options.is_empty()
-            && let Some((p, i)) = keep_instead
-        {
-            let f = &self.facts[i];
-            let other = cheaper
-                .iter()
-                .filter(|o| !candidate_types.contains(&o.1))
-                .min_by(|a, b| a.0.total_cmp(&b.0))
-                .map_or(String::new(), |o| {
-                    format!("; the cheapest other type, {}, costs ${:.4}/h", o.1, o.0)
-                });
-            return Err(format!(
-                "no cheaper placement: {short}; a replacement would have to cost less than {}'s {} (${p:.4}/h), whose type is among its options: keeping that node and deleting the others saves more and moves fewer pods{other}",
-                f.node.name,
-                f.instance_type.unwrap_or(""),
-            ));
-        }
-        if options.is_empty() {
-            let cheapest = match cheapest_seen {
-                Some((name, p)) => format!(
-                    "the cheapest replacement, {name} at ${p:.4}/h, is not cheaper than ${price:.4}/h"
-                ),
-                None => "no replacement instance type has a launchable offering".to_string(),
-            };
-            return Err(format!("no cheaper placement: {short}; {cheapest}"));
-        }
-        // Karpenter's RemoveInstanceTypeOptionsByPriceAndMinValues: the cheaper options
-        // must still span each requirement's minValues.
-        for (key, requirement) in requirements.iter() {
-            let Some(min) = requirement.min_values else {
-                continue;
-            };
-            let distinct: std::collections::BTreeSet<&str> = options
-                .iter()
-                .filter_map(|o| self.instance_type(o.1)?.labels.get(key).map(String::as_str))
-                .collect();
-            if distinct.len() < min as usize {
-                return Err(format!(
-                    "no cheaper placement: {short}; the {} cheaper instance types span {} value{} of {key}, fewer than its minValues {min}",
-                    options.len(),
-                    distinct.len(),
-                    if distinct.len() == 1 { "" } else { "s" }
-                ));
-            }
-        }
-        if spot_to_spot {
-            // Karpenter's MinInstanceTypesForSpotToSpotConsolidation: a single spot node is
-            // only replaced when at least 15 cheaper types exist, and the launch keeps
-            // the 15 cheapest, so the replacement is not itself the next candidate.
-            const MIN_SPOT_OPTIONS: usize = 15;
-            if candidates.len() == 1 && options.len() < MIN_SPOT_OPTIONS {
-                return Err(format!(
-                    "no cheaper placement: {short}; spot-to-spot needs {MIN_SPOT_OPTIONS} cheaper instance types to keep launch flexibility, found {}",
-                    options.len()
-                ));
-            }
-            // Karpenter keeps a multi-node spot replacement's options whole.
-            if candidates.len() == 1 {
-                options.truncate(MIN_SPOT_OPTIONS);
-            }
-        }
-        let launch = options[0].2.clone();
-        let savings = price - launch.price;
-        let mut replacement = claim.clone();
-        replacement.instance_type_options = options.iter().map(|o| o.1.to_string()).collect();
-        // A claim carries the labels of the type it launches (as `solve` writes them):
-        // swap the solver's choice for the cheaper launch.
-        let type_named = |n: &str| self.instance_type(n);
-        if let Some(old) = type_named(&claim.launch.instance_type) {
-            for key in old.labels.keys() {
-                replacement.labels.remove(key);
-            }
-        }
-        if let Some(new) = type_named(&launch.instance_type) {
-            replacement.labels.extend(new.labels.clone());
-        }
-        replacement
-            .labels
-            .insert(labels::ZONE.to_string(), launch.zone.clone());
-        replacement.labels.insert(
-            labels::CAPACITY_TYPE.to_string(),
-            launch.capacity_type.clone(),
-        );
-        replacement.requirements = requirements;
-        replacement.launch = launch;
-        Ok(Consolidation {
-            decision: Decision::Replace,
-            replacement: Some(replacement),
-            moves: replace.moves,
-            savings,
-        })
-    }
 }
 
-/// The scheduling config of a simulation: a pass runs hundreds, and shows the reason of
-/// a few unplaceable pods, so the existing nodes are counted rather than each explained.
 /// The start of the reason `refuse_uninitialized` gives, Karpenter's words.
 const UNINITIALIZED: &str = "would schedule against uninitialized";
 
 /// Karpenter's "Not all pods would schedule, <pod> => would schedule against
 /// uninitialized …", when a pod of the plan waits for a node that is not up yet.
-pub(crate) fn waits_for_uninitialized(plan: &Plan) -> Option<String> {
+pub(crate) fn waits_for_uninitialized(plan: &Plan) -> Option<WaitsForUninitialized> {
     (plan.unschedulable.iter())
         .find(|u| u.reason.starts_with(UNINITIALIZED))
-        .map(|u| format!("not all pods would schedule, {} => {}", u.pod, u.reason))
+        .map(|u| WaitsForUninitialized {
+            pod: u.pod.clone(),
+            reason: u.reason.clone(),
+        })
 }
 
+/// The scheduling config of a simulation: a pass runs hundreds, and shows the reason of
+/// a few unplaceable pods, so the existing nodes are counted rather than each explained.
 fn simulation(config: &Config) -> kerf_scheduling::Config {
     kerf_scheduling::Config {
         node_reasons: kerf_scheduling::NodeReasons::Count,

@@ -115,7 +115,7 @@ pub fn to_json(outcome: &Outcome) -> DisruptJson {
             .iter()
             .map(|k| KeptJson {
                 node: k.node.clone(),
-                reason: k.reason.clone(),
+                reason: k.reason.to_string(),
             })
             .collect(),
         cost_per_hour_before: round_price(outcome.cost_per_hour_before),
