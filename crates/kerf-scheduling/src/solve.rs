@@ -1,7 +1,6 @@
 //! The provisioning loop: pods in Karpenter's order, each onto the first existing node,
 //! open claim or new claim that takes it, relaxing preferences only when nothing does.
 
-use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::rc::Rc;
@@ -28,9 +27,11 @@ pub fn solve(input: &Input, config: &Config) -> Plan {
 }
 
 mod efficiency;
+mod memo;
 mod relax;
 mod split;
 
+use memo::{Catalog, Memos};
 use relax::{Effective, GroupUse, Relax, RelaxKey};
 
 /// Why a node or claim refuses a pod.
@@ -93,70 +94,12 @@ struct Solver<'a> {
     res: ResIndex,
     /// Each pending pod's requests as a dense vector.
     pod_req: Vec<Dense>,
-    /// (pool, hash of requirements) → the pool's type options compatible with them.
-    /// Claims in one solve share a handful of requirement sets, so each is checked
-    /// against the instance types once, not once per pod and claim.
-    compat: Memo<Rc<Bits>>,
-    /// (pool, key, hash of requirements) → values of the key the pool's types allow.
-    values: Memo<Rc<BTreeSet<String>>>,
-    /// (pool, hash of requirements) → per option, its cheapest allowed offering.
-    offerings: Memo<Rc<Vec<Option<usize>>>>,
-    /// (pool, hash of requirements) → options with an allowed offering, cheapest first.
-    ranked: Memo<Rc<Ranked>>,
-    /// (pool, hash of requirements) → the per-unit cheapest options (see `efficiency`).
-    representatives: Memo<Rc<Vec<(usize, f64)>>>,
+    memos: Memos,
     /// Per pending pod: its class, shared by pods with identical constraints and requests.
     pod_class: Vec<usize>,
     /// (class, relaxation level) → what scans of nodes and of claims learned.
     scans: BTreeMap<(usize, RelaxKey), (Scan, Scan)>,
 }
-
-/// Values computed once per (pool, requirement set, key) in a solve: claims share a
-/// handful of requirement sets, so each fact about a pool's types under one is worked out
-/// once rather than per pod and claim. Entries are bucketed by a hash and compared whole.
-struct Memo<T> {
-    /// (pool, hash) → the (key, requirements, value) entries that share the hash.
-    entries: RefCell<BTreeMap<(usize, u64), Bucket<T>>>,
-}
-
-type Bucket<T> = Vec<(String, Requirements, T)>;
-
-impl<T> Default for Memo<T> {
-    fn default() -> Memo<T> {
-        Memo {
-            entries: RefCell::default(),
-        }
-    }
-}
-
-impl<T: Clone> Memo<T> {
-    /// The value for (pool, `key`, `reqs`), computing it with `compute` the first time.
-    /// `compute` may use other memos; it runs with no borrow of this one held.
-    fn get(&self, pool: usize, key: &str, reqs: &Requirements, compute: impl FnOnce() -> T) -> T {
-        let mut h = DefaultHasher::new();
-        key.hash(&mut h);
-        reqs.hash(&mut h);
-        let slot = (pool, h.finish());
-        if let Some((_, _, v)) = self
-            .entries
-            .borrow()
-            .get(&slot)
-            .and_then(|bucket| bucket.iter().find(|(k, r, _)| k == key && r == reqs))
-        {
-            return v.clone();
-        }
-        let v = compute();
-        self.entries.borrow_mut().entry(slot).or_default().push((
-            key.to_string(),
-            reqs.clone(),
-            v.clone(),
-        ));
-        v
-    }
-}
-
-/// (option, index of its cheapest allowed offering), cheapest first.
-type Ranked = Vec<(usize, usize)>;
 
 /// Keys a claim may take from a pod's requirements: those its NodePool defines, and the
 /// ones an instance type or offering defines (never the hostname: a claim has none yet).
@@ -198,11 +141,7 @@ impl<'a> Solver<'a> {
                     ),
             ),
             pod_req: Vec::new(),
-            compat: Memo::default(),
-            values: Memo::default(),
-            offerings: Memo::default(),
-            ranked: Memo::default(),
-            representatives: Memo::default(),
+            memos: Memos::default(),
             pod_class: classes(&input.pods),
             scans: BTreeMap::new(),
         };
@@ -461,6 +400,16 @@ impl<'a> Solver<'a> {
             }
         }
         out
+    }
+
+    /// The pools' types through the memos: what fit checks, efficiency and rendering ask.
+    fn catalog(&self) -> Catalog<'_> {
+        Catalog {
+            memos: &self.memos,
+            pools: &self.pools,
+            types: &self.input.instance_types,
+            nodepools: &self.input.nodepools,
+        }
     }
 
     fn run(&mut self) {
@@ -905,7 +854,7 @@ impl<'a> Solver<'a> {
             };
             match self.narrow_topology(p, eff, claim, reqs, options, &requests, why) {
                 Ok(mut fit) => {
-                    if self.efficient(claim, &mut fit, &requests, &self.pod_req[p]) {
+                    if (self.catalog()).efficient(claim, &mut fit, &requests, &self.pod_req[p]) {
                         return Ok(fit);
                     }
                     // The claim only grows for this class: it stays too big.
@@ -933,7 +882,7 @@ impl<'a> Solver<'a> {
     ) -> Result<Bits, Reject> {
         let pool = &self.pools[claim.pool];
         let types = &self.input.instance_types;
-        let compat = narrowed.then(|| self.compatible(claim.pool, reqs));
+        let compat = narrowed.then(|| self.catalog().compatible(claim.pool, reqs));
         let compatible = |o: &usize| compat.as_ref().is_none_or(|b| b.contains(*o));
         let port_free =
             |o: &usize| pod_ports.is_empty() || !ports_conflict(&pool.daemon_ports[*o], pod_ports);
@@ -1031,31 +980,6 @@ impl<'a> Solver<'a> {
         Ok(within_limits)
     }
 
-    /// The pool's options whose instance type can satisfy `reqs`, memoized.
-    fn compatible(&self, pool: usize, reqs: &Requirements) -> Rc<Bits> {
-        self.compat.get(pool, "", reqs, || {
-            let types = &self.pools[pool].types;
-            Rc::new(Bits::from_iter(
-                types.len(),
-                (0..types.len())
-                    .filter(|&o| type_compatible(&self.input.instance_types[types[o]], reqs)),
-            ))
-        })
-    }
-
-    /// Values of an instance-defined `key` that the pool's types allow under `reqs`,
-    /// memoized. A superset of what a claim's remaining options allow: each candidate is
-    /// checked against the options when the claim narrows to it.
-    fn pool_values(&self, pool: usize, key: &str, reqs: &Requirements) -> Rc<BTreeSet<String>> {
-        self.values.get(pool, key, reqs, || {
-            let types = self.pools[pool]
-                .types
-                .iter()
-                .map(|&t| &self.input.instance_types[t]);
-            Rc::new(possible_values(key, types, reqs))
-        })
-    }
-
     /// Fixes the claim's domain for every topology key the pod cares about, choosing the
     /// domain that keeps spread tightest, and checks each constraint there.
     #[allow(clippy::too_many_arguments)]
@@ -1080,7 +1004,7 @@ impl<'a> Solver<'a> {
                 continue;
             }
             let candidates: Rc<BTreeSet<String>> = if open_key(key) {
-                self.pool_values(claim.pool, key, &reqs)
+                self.catalog().pool_values(claim.pool, key, &reqs)
             } else if let Some(values) = reqs.get(key).and_then(|r| r.values()) {
                 Rc::new(values.clone())
             } else {
@@ -1136,7 +1060,7 @@ impl<'a> Solver<'a> {
                         break;
                     }
                     Ok(o) => {
-                        let price = self.cheapest_price(claim.pool, &narrowed, &o);
+                        let price = self.catalog().cheapest_price(claim.pool, &narrowed, &o);
                         if price < chosen_price {
                             chosen_price = price;
                             chosen_load = Some(load(d));
@@ -1200,7 +1124,9 @@ impl<'a> Solver<'a> {
         if self.pools[pool_idx].remaining_limits.is_some() {
             // `filter_options` kept only options within the limits' headroom, so whichever
             // of them the claim carries, the pool stays within its limits.
-            let reservation = self.reservation(pool_idx, &fit.reqs, &fit.options);
+            let reservation = self
+                .catalog()
+                .reservation(pool_idx, &fit.reqs, &fit.options);
             let limits = self.pools[pool_idx].remaining_limits.as_mut().unwrap();
             limits.add(&self.claims[claim_idx].reservation);
             limits.sub(&reservation);
@@ -1293,128 +1219,13 @@ impl<'a> Solver<'a> {
     }
 }
 
-/// At most this many instance types go into a claim's options, cheapest first, as
-/// Karpenter's `MaxInstanceTypes` caps what a NodeClaim sends to the cloud. Claims whose
-/// requirements carry `minValues` keep every option, so truncation cannot break them.
-pub(crate) const MAX_INSTANCE_TYPES: usize = 60;
-
 impl Solver<'_> {
-    /// Per option of the pool: the cheapest offering (index into the type's offerings)
-    /// that `reqs` allows, memoized, since most claims share a few requirement sets.
-    fn cheapest_offerings(&self, pool: usize, reqs: &Requirements) -> Rc<Vec<Option<usize>>> {
-        self.offerings.get(pool, "", reqs, || {
-            Rc::new(
-                self.pools[pool]
-                    .types
-                    .iter()
-                    .map(|&t| {
-                        let t = &self.input.instance_types[t];
-                        t.cheapest_offering(reqs)
-                            .and_then(|best| t.offerings.iter().position(|o| std::ptr::eq(o, best)))
-                    })
-                    .collect(),
-            )
-        })
-    }
-
-    /// The pool's options that have an offering `reqs` allows, cheapest first (by that
-    /// offering's price, then type name), with the offering: memoized per requirement set.
-    fn ranked_options(&self, pool: usize, reqs: &Requirements) -> Rc<Ranked> {
-        self.ranked.get(pool, "", reqs, || {
-            let types = &self.input.instance_types;
-            let pool_types = &self.pools[pool].types;
-            let mut ranked: Ranked = self
-                .cheapest_offerings(pool, reqs)
-                .iter()
-                .enumerate()
-                .filter_map(|(o, off)| off.map(|i| (o, i)))
-                .collect();
-            ranked.sort_by(|&(a, ai), &(b, bi)| {
-                let (ta, tb) = (&types[pool_types[a]], &types[pool_types[b]]);
-                ta.offerings[ai]
-                    .price
-                    .total_cmp(&tb.offerings[bi].price)
-                    .then_with(|| ta.name.cmp(&tb.name))
-            });
-            Rc::new(ranked)
-        })
-    }
-
-    /// The (option, offering) pairs a claim with these requirements and options launches
-    /// with, cheapest first: at most `MAX_INSTANCE_TYPES`, as Karpenter, unless a
-    /// `minValues` needs them all.
-    ///
-    /// In a pool with limits, only options no larger than the cheapest in every limited
-    /// resource are carried (unless that would break a `minValues`): the cloud may start
-    /// any carried option, so each claim holds the largest against the limits, and a claim
-    /// carrying a 24xlarge as a fallback for a 4xlarge would run the limit dry at a fraction
-    /// of the capacity it allows. Karpenter holds the largest type that fits and hits
-    /// exactly that. Same-size types of other families remain as fallbacks.
-    fn carried(&self, pool: usize, reqs: &Requirements, options: &Bits) -> Vec<(usize, usize)> {
-        let keep_all = reqs.iter().any(|(_, r)| r.min_values.is_some());
-        let limit = if keep_all {
-            usize::MAX
-        } else {
-            MAX_INSTANCE_TYPES
-        };
-        let carried: Vec<(usize, usize)> = self
-            .ranked_options(pool, reqs)
-            .iter()
-            .filter(|(o, _)| options.contains(*o))
-            .take(limit)
-            .copied()
-            .collect();
-        let pool = &self.pools[pool];
-        let Some(&(launch, _)) = carried.first() else {
-            return carried;
-        };
-        if pool.remaining_limits.is_none() {
-            return carried;
-        }
-        let types = &self.input.instance_types;
-        let capacity = |o: usize| &types[pool.types[o]].capacity;
-        let limits = &self.input.nodepools[pool.nodepool].limits;
-        let trimmed: Vec<(usize, usize)> = carried
-            .iter()
-            .filter(|&&(o, _)| {
-                limits
-                    .names()
-                    .filter(|k| *k != kerf_model::resources::NODES)
-                    .all(|k| capacity(o).get(k) <= capacity(launch).get(k))
-            })
-            .copied()
-            .collect();
-        let keeps_min_values =
-            min_values_met(reqs, trimmed.iter().map(|&(o, _)| &types[pool.types[o]])).is_ok();
-        if keeps_min_values { trimmed } else { carried }
-    }
-
-    /// The price of the cheapest of `options` launchable under `reqs`.
-    fn cheapest_price(&self, pool: usize, reqs: &Requirements, options: &Bits) -> f64 {
-        let types = &self.input.instance_types;
-        (self.ranked_options(pool, reqs).iter())
-            .find(|(o, _)| options.contains(*o))
-            .map_or(f64::INFINITY, |&(o, i)| {
-                types[self.pools[pool].types[o]].offerings[i].price
-            })
-    }
-
-    /// What a claim holds against its pool's limits: the largest capacity among the options
-    /// it carries to the launch, and one node.
-    fn reservation(&self, pool: usize, reqs: &Requirements, options: &Bits) -> Resources {
-        let types = &self.input.instance_types;
-        let mut r = Resources::new();
-        for (o, _) in self.carried(pool, reqs, options) {
-            r.max_with(&types[self.pools[pool].types[o]].capacity);
-        }
-        r.add(&nodes_one());
-        r
-    }
-
     /// Chooses the cheapest option and renders the claim.
     fn finish_claim(&self, claim: &ClaimState) -> NewClaim {
         let pool = &self.pools[claim.pool];
-        let chosen = self.carried(claim.pool, &claim.reqs, &claim.options);
+        let chosen = self
+            .catalog()
+            .carried(claim.pool, &claim.reqs, &claim.options);
         let requests = self.res.resources(&claim.requests);
         finish_claim(self.input, pool, claim, requests, &chosen)
     }

@@ -67,7 +67,7 @@ impl Solver<'_> {
         }
         let pool = &self.pools[claim.pool];
         let types = &self.input.instance_types;
-        let ranked = self.ranked_options(claim.pool, &claim.reqs);
+        let ranked = self.catalog().ranked_options(claim.pool, &claim.reqs);
         let price = |o: usize, off: usize| types[pool.types[o]].offerings[off].price;
         let current = ranked
             .iter()
@@ -75,7 +75,7 @@ impl Solver<'_> {
             .map(|&(o, off)| price(o, off))?;
         // Types the claim's requirements allow whose DaemonSets leave the pods' host
         // ports free, cheapest first.
-        let compat = self.compatible(claim.pool, &claim.reqs);
+        let compat = self.catalog().compatible(claim.pool, &claim.reqs);
         let candidates: Vec<(usize, f64)> = ranked
             .iter()
             .filter(|(o, _)| {
