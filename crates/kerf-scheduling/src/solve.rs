@@ -2,18 +2,17 @@
 //! open claim or new claim that takes it, relaxing preferences only when nothing does.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::hash::{DefaultHasher, Hash, Hasher};
 use std::rc::Rc;
 
 use kerf_model::labels;
 use kerf_model::pod::HostPort;
 use kerf_model::taints::{first_untolerated, untolerated_soft};
-use kerf_model::{InstanceType, Node, Pod, Requirement, Requirements, Resources};
+use kerf_model::{InstanceType, Node, Requirement, Requirements, Resources};
 
-use crate::claim::{ClaimState, Pool, min_values_met, possible_values, type_compatible};
-use crate::dense::{Bits, Dense, ResIndex, Thresholds};
+use crate::claim::{ClaimState, Pool, min_values_met};
+use crate::dense::{Bits, Dense, ResIndex};
 use crate::explain;
-use crate::topology::{GroupKind, PodGroups, Topology, owned_groups};
+use crate::topology::{GroupKind, PodGroups, Topology};
 use crate::{
     Config, ExistingPlacement, Input, Launch, MinValuesPolicy, NewClaim, Plan, Unschedulable,
 };
@@ -29,6 +28,7 @@ pub fn solve(input: &Input, config: &Config) -> Plan {
 mod efficiency;
 mod memo;
 mod relax;
+mod setup;
 mod split;
 
 use memo::{Catalog, Memos};
@@ -78,27 +78,34 @@ struct NodeState {
     placed: Vec<usize>,
 }
 
-struct Solver<'a> {
+/// What one solve knows from its input once set up; nothing changes it afterwards.
+struct Facts<'a> {
     input: &'a Input,
     config: &'a Config,
-    pools: Vec<Pool>,
-    nodes: Vec<NodeState>,
-    claims: Vec<ClaimState>,
-    topology: Topology,
-    pod_groups: Vec<PodGroups>,
-    /// Preferred node-affinity terms per pod, heaviest first.
-    node_preferences: Vec<Vec<Requirements>>,
-    unschedulable: Vec<(usize, String)>,
-    /// Node name → index in `Input::nodes`, so binding pods to nodes is not quadratic.
-    node_index: BTreeMap<&'a str, usize>,
     res: ResIndex,
     /// Each pending pod's requests as a dense vector.
     pod_req: Vec<Dense>,
-    memos: Memos,
     /// Per pending pod: its class, shared by pods with identical constraints and requests.
     pod_class: Vec<usize>,
+    /// Per pending pod: the topology groups it owns, is counted in and must avoid.
+    pod_groups: Vec<PodGroups>,
+    /// Preferred node-affinity terms per pod, heaviest first.
+    node_preferences: Vec<Vec<Requirements>>,
+}
+
+/// One solve: the facts it reads, and what placing pods changes.
+struct Solver<'a> {
+    facts: Facts<'a>,
+    memos: Memos,
+    /// Only each pool's `remaining_limits` changes, as claims reserve against it.
+    pools: Vec<Pool>,
+    /// Only the counts change, as pods are placed.
+    topology: Topology,
+    nodes: Vec<NodeState>,
+    claims: Vec<ClaimState>,
     /// (class, relaxation level) → what scans of nodes and of claims learned.
     scans: BTreeMap<(usize, RelaxKey), (Scan, Scan)>,
+    unschedulable: Vec<(usize, String)>,
 }
 
 /// Keys a claim may take from a pod's requirements: those its NodePool defines, and the
@@ -107,313 +114,19 @@ fn open_key(key: &str) -> bool {
     key != labels::HOSTNAME && labels::is_instance_defined(key)
 }
 
-impl<'a> Solver<'a> {
-    fn new(input: &'a Input, config: &'a Config) -> Solver<'a> {
-        let mut solver = Solver {
-            input,
-            config,
-            pools: Vec::new(),
-            nodes: Vec::new(),
-            claims: Vec::new(),
-            topology: Topology::default(),
-            pod_groups: Vec::new(),
-            node_preferences: Vec::new(),
-            unschedulable: Vec::new(),
-            node_index: input
-                .nodes
-                .iter()
-                .enumerate()
-                .map(|(i, n)| (n.name.as_str(), i))
-                .collect(),
-            res: ResIndex::new(
-                input
-                    .pods
-                    .iter()
-                    .chain(&input.bound_pods)
-                    .chain(&input.daemonsets)
-                    .map(|p| &p.requests)
-                    .chain(input.nodes.iter().map(|n| &n.allocatable))
-                    .chain(
-                        input
-                            .instance_types
-                            .iter()
-                            .flat_map(|t| [&t.capacity, &t.overhead]),
-                    ),
-            ),
-            pod_req: Vec::new(),
-            memos: Memos::default(),
-            pod_class: classes(&input.pods),
-            scans: BTreeMap::new(),
-        };
-        solver.pod_req = input
-            .pods
-            .iter()
-            .map(|p| solver.res.dense(&p.requests))
-            .collect();
-        solver.init_nodes();
-        solver.init_pools();
-        solver.init_topology();
-        solver.node_preferences = input
-            .pods
-            .iter()
-            .map(|p| {
-                let mut prefs: Vec<_> = p.node_affinity.preferred.iter().collect();
-                prefs.sort_by_key(|w| std::cmp::Reverse(w.weight));
-                prefs.into_iter().map(|w| w.term.clone()).collect()
-            })
-            .collect();
-        solver
-    }
-
-    fn init_nodes(&mut self) {
-        let input = self.input;
-        self.nodes = input
-            .nodes
-            .iter()
-            .map(|n| NodeState {
-                remaining: self.res.dense(&n.allocatable),
-                host_ports: Vec::new(),
-                // Karpenter schedules only onto active nodes: not being deleted.
-                usable: n.ready
-                    && !n.unschedulable
-                    && !n.deleting
-                    && !n.taints.iter().any(|t| t.key == labels::TAINT_DISRUPTED),
-                placed: Vec::new(),
-            })
-            .collect();
-        let node_idx = |name: &str| self.node_index.get(name).copied();
-        let mut daemon_on_node: Vec<BTreeSet<&str>> = vec![BTreeSet::new(); input.nodes.len()];
-        for pod in &input.bound_pods {
-            let Some(i) = pod.node_name.as_deref().and_then(node_idx) else {
-                continue;
-            };
-            let req = self.res.dense(&pod.requests);
-            self.nodes[i].remaining.sub(&req);
-            self.nodes[i]
-                .host_ports
-                .extend(pod.host_ports.iter().cloned());
-            if let Some(owner) = pod.owner.as_ref().filter(|o| o.kind == "DaemonSet") {
-                daemon_on_node[i].insert(owner.name.as_str());
-            }
-        }
-        // A DaemonSet whose pod is not (yet) bound to a node it targets will still put one
-        // there: reserve its requests.
-        for (i, node) in input.nodes.iter().enumerate() {
-            for ds in &input.daemonsets {
-                let name = ds.owner.as_ref().map_or("", |o| o.name.as_str());
-                if !daemon_on_node[i].contains(name) && daemon_fits_node(ds, node) {
-                    let req = self.res.dense(&ds.requests);
-                    self.nodes[i].remaining.sub(&req);
-                    self.nodes[i]
-                        .host_ports
-                        .extend(ds.host_ports.iter().cloned());
-                }
-            }
-        }
-    }
-
-    fn init_pools(&mut self) {
-        let input = self.input;
-        let mut order: Vec<usize> = (0..input.nodepools.len()).collect();
-        order.sort_by(|&a, &b| {
-            let (a, b) = (&input.nodepools[a], &input.nodepools[b]);
-            b.weight.cmp(&a.weight).then_with(|| a.name.cmp(&b.name))
-        });
-        for np_idx in order {
-            let np = &input.nodepools[np_idx];
-            let template = np.template_requirements();
-            let compatible: Vec<usize> = input
-                .instance_types
-                .iter()
-                .enumerate()
-                .filter(|(_, t)| type_compatible(t, &template))
-                .map(|(i, _)| i)
-                .collect();
-            let daemons = PoolDaemons::new(&input.daemonsets, np);
-            let mut types = Vec::with_capacity(compatible.len());
-            let mut overhead = Vec::with_capacity(compatible.len());
-            let mut daemon_ports = Vec::with_capacity(compatible.len());
-            let mut avail = Vec::with_capacity(compatible.len());
-            let mut daemon_misfits = Vec::new();
-            for t in compatible {
-                let (o, ports) = daemons.overhead(&template, &input.instance_types[t]);
-                let a = input.instance_types[t].allocatable().minus(&o);
-                // Every resource a node's pods request must fit its allocatable, the
-                // DaemonSets' included, whether or not a pending pod asks for it (Karpenter
-                // fits a claim's requests and its daemons' against each type, resource by
-                // resource): a type that cannot even hold its DaemonSets is no option.
-                if a.iter().any(|(_, q)| q < kerf_model::Quantity::ZERO) {
-                    daemon_misfits.push((t, o));
-                    continue;
-                }
-                types.push(t);
-                overhead.push(o);
-                daemon_ports.push(ports);
-                avail.push(a);
-            }
-            let remaining_limits = (!np.limits.is_empty()).then(|| {
-                let mut used = Resources::new();
-                for n in input
-                    .nodes
-                    .iter()
-                    .filter(|n| n.nodepool() == Some(&np.name))
-                {
-                    used.add(&n.capacity);
-                    used.add(&nodes_one());
-                }
-                np.limits.remaining(&used)
-            });
-            let avail_d: Vec<Dense> = avail.iter().map(|a| self.res.dense(a)).collect();
-            let mut max_avail = Dense::default();
-            for a in &avail_d {
-                max_avail.max_with(a);
-            }
-            self.pools.push(Pool {
-                max_avail,
-                thresholds: Thresholds::new(&avail_d),
-                daemon_ports,
-                nodepool: np_idx,
-                template,
-                types,
-                overhead,
-                avail,
-                daemon_misfits,
-                remaining_limits,
-            });
-        }
-    }
-
-    fn init_topology(&mut self) {
-        let input = self.input;
-        let mut groups: Vec<PodGroups> = input
-            .pods
-            .iter()
-            .map(|p| owned_groups(&mut self.topology, p))
-            .collect();
-        // Bound pods' required anti-affinity keeps matching pods out of their domains.
-        let mut bound_anti: Vec<Vec<usize>> = Vec::new();
-        for p in &input.bound_pods {
-            let mut owned = Vec::new();
-            for t in &p.anti_affinity {
-                owned.push(self.topology.intern(crate::topology::GroupSpec {
-                    kind: GroupKind::AntiAffinity,
-                    key: t.topology_key.clone(),
-                    selector: t.selector.clone(),
-                    namespaces: t.namespaces.clone(),
-                    node_filter: None,
-                    taint_filter: None,
-                    also: Vec::new(),
-                }));
-            }
-            bound_anti.push(owned);
-        }
-        let mut has_owner = vec![false; self.topology.groups.len()];
-        for g in groups
-            .iter()
-            .flat_map(|g| &g.anti_affinity)
-            .chain(bound_anti.iter().flatten())
-        {
-            has_owner[*g] = true;
-        }
-        for (pod, pg) in input.pods.iter().zip(groups.iter_mut()) {
-            let ns_labels = input.namespaces.get(&pod.key.namespace);
-            for (gi, g) in self.topology.groups.iter().enumerate() {
-                if g.selects(&pod.key.namespace, &pod.labels, ns_labels) {
-                    pg.selected_by.push(gi);
-                    if g.spec.kind == GroupKind::AntiAffinity && has_owner[gi] {
-                        pg.avoided_by.push(gi);
-                    }
-                }
-            }
-        }
-        // Count bound pods in every group that selects them.
-        for (p, owned) in input.bound_pods.iter().zip(&bound_anti) {
-            let Some(node) = p
-                .node_name
-                .as_deref()
-                .and_then(|n| self.node_index.get(n))
-                .map(|&i| &input.nodes[i])
-            else {
-                continue;
-            };
-            let ns_labels = input.namespaces.get(&p.key.namespace);
-            for g in self.topology.groups.iter_mut() {
-                if g.selects(&p.key.namespace, &p.labels, ns_labels)
-                    && node_passes_filter(&g.spec, node)
-                    && let Some(d) = node.labels.get(&g.spec.key)
-                {
-                    *g.counts.entry(d.clone()).or_default() += 1;
-                }
-            }
-            for &gi in owned {
-                let g = &mut self.topology.groups[gi];
-                if let Some(d) = node.labels.get(&g.spec.key) {
-                    *g.owner_counts.entry(d.clone()).or_default() += 1;
-                }
-            }
-        }
-        // Spread domains: what existing nodes have, and what NodePools can launch into.
-        for gi in 0..self.topology.groups.len() {
-            let spec = self.topology.groups[gi].spec.clone();
-            if !matches!(spec.kind, GroupKind::Spread { .. }) {
-                continue;
-            }
-            let mut universe = BTreeSet::new();
-            for node in input.nodes.iter().filter(|n| node_passes_filter(&spec, n)) {
-                if let Some(d) = node.labels.get(&spec.key) {
-                    universe.insert(d.clone());
-                }
-            }
-            if spec.key != labels::HOSTNAME {
-                for pool in &self.pools {
-                    universe.extend(self.pool_domains(pool, &spec));
-                }
-            }
-            self.topology.groups[gi].universe = universe;
-        }
-        self.pod_groups = groups;
-    }
-
-    /// Values of a spread group's key that nodes from this pool could carry.
-    fn pool_domains(&self, pool: &Pool, spec: &crate::topology::GroupSpec) -> BTreeSet<String> {
-        let np = &self.input.nodepools[pool.nodepool];
-        if let Some(tols) = &spec.taint_filter
-            && first_untolerated(&np.taints, tols).is_some()
-        {
-            return BTreeSet::new();
-        }
-        let terms: Vec<Requirements> = match &spec.node_filter {
-            Some(f) if !f.required.is_empty() => f.required.clone(),
-            _ => vec![Requirements::new()],
-        };
-        let mut out = BTreeSet::new();
-        for term in terms {
-            if pool.template.conflict_with(&term, open_key).is_some() {
-                continue;
-            }
-            let reqs = pool.template.intersection(&term);
-            if open_key(&spec.key) {
-                let types = pool.types.iter().map(|&t| &self.input.instance_types[t]);
-                out.extend(possible_values(&spec.key, types, &reqs));
-            } else if let Some(values) = reqs.get(&spec.key).and_then(|r| r.values()) {
-                out.extend(values.iter().cloned());
-            }
-        }
-        out
-    }
-
+impl Solver<'_> {
     /// The pools' types through the memos: what fit checks, efficiency and rendering ask.
     fn catalog(&self) -> Catalog<'_> {
         Catalog {
             memos: &self.memos,
             pools: &self.pools,
-            types: &self.input.instance_types,
-            nodepools: &self.input.nodepools,
+            types: &self.facts.input.instance_types,
+            nodepools: &self.facts.input.nodepools,
         }
     }
 
     fn run(&mut self) {
-        let input = self.input;
+        let input = self.facts.input;
         // Karpenter's order: largest CPU, then memory, first; input order breaks ties.
         let mut keyed: Vec<(
             std::cmp::Reverse<(kerf_model::Quantity, kerf_model::Quantity)>,
@@ -455,13 +168,17 @@ impl<'a> Solver<'a> {
 
     /// Places a pod at the least relaxed level that works, or explains why none does.
     fn place(&mut self, p: usize) -> Result<(), String> {
-        let pod = &self.input.pods[p];
-        let mut relax = Relax::initial(pod, &self.pod_groups[p], self.config.preference_policy);
+        let pod = &self.facts.input.pods[p];
+        let mut relax = Relax::initial(
+            pod,
+            &self.facts.pod_groups[p],
+            self.facts.config.preference_policy,
+        );
         loop {
             let eff = relax.effective(
                 pod,
-                &self.pod_groups[p],
-                &self.node_preferences[p],
+                &self.facts.pod_groups[p],
+                &self.facts.node_preferences[p],
                 &self.topology,
             );
             match self.find_target(p, relax, &eff) {
@@ -486,7 +203,7 @@ impl<'a> Solver<'a> {
         domain: Option<&str>,
         why: bool,
     ) -> Result<(), Reject> {
-        let pod = &self.input.pods[p];
+        let pod = &self.facts.input.pods[p];
         let new_nodes_possible = !self.pools.is_empty();
         for &(gi, usage) in &eff.groups {
             let g = &self.topology.groups[gi];
@@ -504,7 +221,7 @@ impl<'a> Solver<'a> {
                     };
                     let min = g.min_count(new_nodes_possible);
                     // The pod counts itself only if the selector matches it.
-                    let own = i32::from(self.pod_groups[p].selected_by.contains(&gi));
+                    let own = i32::from(self.facts.pod_groups[p].selected_by.contains(&gi));
                     let after = g.count(d) + own;
                     if after - min > *max_skew {
                         // Counts only grow; with new nodes possible a hostname group's
@@ -524,7 +241,7 @@ impl<'a> Solver<'a> {
                         }));
                     };
                     if g.total() == 0 {
-                        let ns_labels = self.input.namespaces.get(&pod.key.namespace);
+                        let ns_labels = self.facts.input.namespaces.get(&pod.key.namespace);
                         if !g.selects(&pod.key.namespace, &pod.labels, ns_labels) {
                             return Err(Reject::new(false, why, || {
                                 format!(
@@ -556,7 +273,7 @@ impl<'a> Solver<'a> {
                 _ => {}
             }
         }
-        for &gi in &self.pod_groups[p].avoided_by {
+        for &gi in &self.facts.pod_groups[p].avoided_by {
             let g = &self.topology.groups[gi];
             if g.spec.key == key
                 && let Some(d) = domain
@@ -579,7 +296,7 @@ impl<'a> Solver<'a> {
     /// for good are skipped on later attempts (see `Scan`). This keeps the scan
     /// near-constant per pod instead of linear in the claims opened.
     fn find_target(&mut self, p: usize, relax: Relax, eff: &Effective) -> Result<Target, String> {
-        let class = self.pod_class[p];
+        let class = self.facts.pod_class[p];
         let key = (class, relax.key());
         let (mut node_scan, mut claim_scan) = self.scans.remove(&key).unwrap_or_default();
         let node = node_scan.first_taker(self.nodes.len(), |i| {
@@ -616,7 +333,7 @@ impl<'a> Solver<'a> {
         for (pi, pool) in self.pools.iter().enumerate() {
             if let Some(limits) = &pool.remaining_limits
                 && limits.get(kerf_model::resources::NODES) < kerf_model::Quantity::from_units(1)
-                && self.input.nodepools[pool.nodepool]
+                && self.facts.input.nodepools[pool.nodepool]
                     .limits
                     .contains(kerf_model::resources::NODES)
             {
@@ -626,7 +343,7 @@ impl<'a> Solver<'a> {
             if pool.types.is_empty() && !pool.daemon_misfits.is_empty() {
                 reasons.push((
                     pool.nodepool,
-                    explain::no_type_holds_daemons(&self.input.instance_types, pool),
+                    explain::no_type_holds_daemons(&self.facts.input.instance_types, pool),
                 ));
                 continue;
             }
@@ -634,7 +351,7 @@ impl<'a> Solver<'a> {
                 pool: pi,
                 reqs: pool.template.clone(),
                 options: Bits::full(pool.types.len()),
-                requests: self.res.dense(&Resources::new()),
+                requests: self.facts.res.dense(&Resources::new()),
                 host_ports: Vec::new(),
                 pods: Vec::new(),
                 reservation: Resources::new(),
@@ -649,8 +366,8 @@ impl<'a> Solver<'a> {
         }
         // Each node's refusal is worked out only for the reason that is shown: the last
         // relaxation level's (earlier levels' reasons are dropped when the pod relaxes).
-        let shown = relax.next(&self.input.pods[p]).is_none();
-        let refusals = match self.config.node_reasons {
+        let shown = relax.next(&self.facts.input.pods[p]).is_none();
+        let refusals = match self.facts.config.node_reasons {
             crate::NodeReasons::Each if shown => explain::Nodes::Each(
                 (0..self.nodes.len())
                     .map(|i| self.node_refusal(p, eff, i))
@@ -658,14 +375,18 @@ impl<'a> Solver<'a> {
             ),
             _ => explain::Nodes::Count(self.nodes.len()),
         };
-        Err(explain::unschedulable(self.input, &reasons, &refusals))
+        Err(explain::unschedulable(
+            self.facts.input,
+            &reasons,
+            &refusals,
+        ))
     }
 
     /// Why existing node `i` does not take the pod, for a person: the first check that
     /// fails, in `node_fits`' order.
     fn node_refusal(&self, p: usize, eff: &Effective, i: usize) -> explain::Refusal {
-        let pod = &self.input.pods[p];
-        let node: &Node = &self.input.nodes[i];
+        let pod = &self.facts.input.pods[p];
+        let node: &Node = &self.facts.input.nodes[i];
         let state = &self.nodes[i];
         let refusal = |kind: String, detail: Option<String>| explain::Refusal {
             node: node.name.clone(),
@@ -707,8 +428,8 @@ impl<'a> Solver<'a> {
             }
             return plain("labels do not match the pod's node selector or affinity");
         }
-        if !state.remaining.fits(&self.pod_req[p]) {
-            let free = self.res.resources(&state.remaining);
+        if !state.remaining.fits(&self.facts.pod_req[p]) {
+            let free = self.facts.res.resources(&state.remaining);
             if let Some((k, need)) = pod.requests.iter().find(|&(k, q)| free.get(k) < q) {
                 let left = free.get(k).max(kerf_model::Quantity::ZERO);
                 return refusal(
@@ -747,8 +468,8 @@ impl<'a> Solver<'a> {
     /// Whether existing node `i` takes the pod. Reasons are not rendered: only whether a
     /// node refuses, and whether for good, matters to the caller.
     fn node_fits(&self, p: usize, eff: &Effective, i: usize) -> Result<(), Reject> {
-        let pod = &self.input.pods[p];
-        let node: &Node = &self.input.nodes[i];
+        let pod = &self.facts.input.pods[p];
+        let node: &Node = &self.facts.input.nodes[i];
         let state = &self.nodes[i];
         let never = || Err(Reject::new(true, false, String::new));
         if !state.usable
@@ -756,7 +477,7 @@ impl<'a> Solver<'a> {
             || (eff.avoid_soft_taints && untolerated_soft(&node.taints, &pod.tolerations) > 0)
             || !eff.terms.iter().any(|t| t.matches_labels(&node.labels))
             // A node only fills up, and this class's requests never shrink.
-            || !state.remaining.fits(&self.pod_req[p])
+            || !state.remaining.fits(&self.facts.pod_req[p])
             || ports_conflict(&state.host_ports, &pod.host_ports)
         {
             return never();
@@ -777,9 +498,9 @@ impl<'a> Solver<'a> {
         claim: &ClaimState,
         why: bool,
     ) -> Result<ClaimFit, Reject> {
-        let pod = &self.input.pods[p];
+        let pod = &self.facts.input.pods[p];
         let pool = &self.pools[claim.pool];
-        let np = &self.input.nodepools[pool.nodepool];
+        let np = &self.facts.input.nodepools[pool.nodepool];
         if let Some(t) = first_untolerated(&np.taints, &pod.tolerations) {
             return Err(Reject::new(true, why, || {
                 format!("taint {t} is not tolerated")
@@ -795,15 +516,18 @@ impl<'a> Solver<'a> {
                 "host port already taken on this claim".into()
             }));
         }
-        if !claim.max_avail.fits_sum(&claim.requests, &self.pod_req[p]) {
+        if !claim
+            .max_avail
+            .fits_sum(&claim.requests, &self.facts.pod_req[p])
+        {
             return Err(Reject::new(true, why, || {
                 explain::too_big(
-                    &self.input.instance_types,
+                    &self.facts.input.instance_types,
                     pool,
                     &claim.options.iter().collect::<Vec<_>>(),
-                    &self.res.resources(&{
+                    &self.facts.res.resources(&{
                         let mut sum = claim.requests.clone();
-                        sum.add(&self.pod_req[p]);
+                        sum.add(&self.facts.pod_req[p]);
                         sum
                     }),
                 )
@@ -820,7 +544,7 @@ impl<'a> Solver<'a> {
             }
         }
         let mut requests = claim.requests.clone();
-        requests.add(&self.pod_req[p]);
+        requests.add(&self.facts.pod_req[p]);
         let mut last = Reject::new(true, why, String::new);
         for term in &eff.terms {
             if let Some(k) = claim.reqs.conflict_with(term, open_key) {
@@ -854,7 +578,12 @@ impl<'a> Solver<'a> {
             };
             match self.narrow_topology(p, eff, claim, reqs, options, &requests, why) {
                 Ok(mut fit) => {
-                    if (self.catalog()).efficient(claim, &mut fit, &requests, &self.pod_req[p]) {
+                    if (self.catalog()).efficient(
+                        claim,
+                        &mut fit,
+                        &requests,
+                        &self.facts.pod_req[p],
+                    ) {
                         return Ok(fit);
                     }
                     // The claim only grows for this class: it stays too big.
@@ -881,7 +610,7 @@ impl<'a> Solver<'a> {
         why: bool,
     ) -> Result<Bits, Reject> {
         let pool = &self.pools[claim.pool];
-        let types = &self.input.instance_types;
+        let types = &self.facts.input.instance_types;
         let compat = narrowed.then(|| self.catalog().compatible(claim.pool, reqs));
         let compatible = |o: &usize| compat.as_ref().is_none_or(|b| b.contains(*o));
         let port_free =
@@ -930,14 +659,14 @@ impl<'a> Solver<'a> {
                         taken.join(", ")
                     );
                 }
-                explain::too_big(types, pool, &free, &self.res.resources(requests))
+                explain::too_big(types, pool, &free, &self.facts.res.resources(requests))
             }));
         }
         let within_limits: Bits = match &pool.remaining_limits {
             None => fitting,
             Some(remaining) => {
                 let headroom = remaining.plus(&claim.reservation);
-                let limits = &self.input.nodepools[pool.nodepool].limits;
+                let limits = &self.facts.input.nodepools[pool.nodepool].limits;
                 let within = Bits::from_iter(
                     pool.types.len(),
                     fitting.iter().filter(|&o| {
@@ -973,7 +702,7 @@ impl<'a> Solver<'a> {
                 within
             }
         };
-        if self.config.min_values_policy == MinValuesPolicy::Strict {
+        if self.facts.config.min_values_policy == MinValuesPolicy::Strict {
             min_values_met(reqs, within_limits.iter().map(|o| &types[pool.types[o]]))
                 .map_err(|e| Reject::new(true, why, || e))?;
         }
@@ -1014,7 +743,7 @@ impl<'a> Solver<'a> {
             };
             let mut ordered: Vec<&String> = candidates.iter().collect();
             // Least-loaded domain first for spread groups (the pod's own or ones it counts in).
-            let spread_groups: Vec<usize> = self.pod_groups[p]
+            let spread_groups: Vec<usize> = self.facts.pod_groups[p]
                 .selected_by
                 .iter()
                 .chain(eff.groups.iter().map(|(g, _)| g))
@@ -1053,7 +782,7 @@ impl<'a> Solver<'a> {
                 }
                 let mut narrowed = reqs.clone();
                 narrowed.add(key, Requirement::single(d.clone()));
-                let pod_ports = &self.input.pods[p].host_ports;
+                let pod_ports = &self.facts.input.pods[p].host_ports;
                 match self.filter_options(claim, &narrowed, true, requests, pod_ports, why) {
                     Ok(o) if !by_price => {
                         chosen = Some((narrowed, o));
@@ -1098,15 +827,15 @@ impl<'a> Solver<'a> {
     }
 
     fn commit(&mut self, p: usize, target: Target) {
-        let pod = &self.input.pods[p];
+        let pod = &self.facts.input.pods[p];
         let (claim_idx, fit) = match target {
             Target::Node(i) => {
-                self.nodes[i].remaining.sub(&self.pod_req[p]);
+                self.nodes[i].remaining.sub(&self.facts.pod_req[p]);
                 self.nodes[i]
                     .host_ports
                     .extend(pod.host_ports.iter().cloned());
                 self.nodes[i].placed.push(p);
-                let node = &self.input.nodes[i];
+                let node = &self.facts.input.nodes[i];
                 self.record(
                     p,
                     |key| node.labels.get(key).cloned(),
@@ -1137,7 +866,7 @@ impl<'a> Solver<'a> {
         claim.options = fit.options;
         claim.max_avail = fit.max_avail;
         claim.cheapest_rank = fit.cheapest_rank;
-        claim.requests.add(&self.pod_req[p]);
+        claim.requests.add(&self.facts.pod_req[p]);
         claim.host_ports.extend(pod.host_ports.iter().cloned());
         claim.pods.push(p);
         // Only the domain-defining parts are needed; cloning the whole claim (its pod list
@@ -1145,7 +874,7 @@ impl<'a> Solver<'a> {
         let hostname = claim.hostname.clone();
         let reqs = claim.reqs.clone();
         // The input outlives the solver's borrow: no copy of the taints per placed pod.
-        let input = self.input;
+        let input = self.facts.input;
         let taints = &input.nodepools[self.pools[pool_idx].nodepool].taints;
         self.record(
             p,
@@ -1173,7 +902,7 @@ impl<'a> Solver<'a> {
         domain: impl Fn(&str) -> Option<String>,
         passes: impl Fn(&crate::topology::GroupSpec) -> bool,
     ) {
-        let pg = &self.pod_groups[p];
+        let pg = &self.facts.pod_groups[p];
         for &gi in &pg.selected_by {
             let g = &mut self.topology.groups[gi];
             if passes(&g.spec)
@@ -1191,7 +920,7 @@ impl<'a> Solver<'a> {
     }
 
     fn into_plan(self) -> Plan {
-        let input = self.input;
+        let input = self.facts.input;
         let pod_key = |p: usize| input.pods[p].key.clone();
         let mut plan = Plan::default();
         for (i, state) in self.nodes.iter().enumerate() {
@@ -1226,8 +955,8 @@ impl Solver<'_> {
         let chosen = self
             .catalog()
             .carried(claim.pool, &claim.reqs, &claim.options);
-        let requests = self.res.resources(&claim.requests);
-        finish_claim(self.input, pool, claim, requests, &chosen)
+        let requests = self.facts.res.resources(&claim.requests);
+        finish_claim(self.facts.input, pool, claim, requests, &chosen)
     }
 }
 
@@ -1354,50 +1083,6 @@ impl Scan {
     }
 }
 
-/// Numbers pods so that two share a number exactly when `solve` must treat them alike:
-/// same namespace, labels, requests and scheduling constraints (names and owners aside).
-fn classes(pods: &[Pod]) -> Vec<usize> {
-    fn same(a: &Pod, b: &Pod) -> bool {
-        a.key.namespace == b.key.namespace
-            && a.labels == b.labels
-            && a.requests == b.requests
-            && a.node_affinity == b.node_affinity
-            && a.volume_zones == b.volume_zones
-            && a.tolerations == b.tolerations
-            && a.topology_spread == b.topology_spread
-            && a.affinity == b.affinity
-            && a.anti_affinity == b.anti_affinity
-            && a.preferred_affinity == b.preferred_affinity
-            && a.preferred_anti_affinity == b.preferred_anti_affinity
-            && a.host_ports == b.host_ports
-    }
-    let mut buckets: BTreeMap<u64, Vec<(usize, usize)>> = BTreeMap::new();
-    let mut next = 0;
-    pods.iter()
-        .enumerate()
-        .map(|(i, pod)| {
-            let mut h = DefaultHasher::new();
-            pod.key.namespace.hash(&mut h);
-            pod.labels.hash(&mut h);
-            pod.requests.hash(&mut h);
-            pod.node_affinity.hash(&mut h);
-            pod.volume_zones.hash(&mut h);
-            pod.tolerations.hash(&mut h);
-            pod.topology_spread.hash(&mut h);
-            pod.affinity.hash(&mut h);
-            pod.anti_affinity.hash(&mut h);
-            pod.host_ports.hash(&mut h);
-            let bucket = buckets.entry(h.finish()).or_default();
-            if let Some(&(_, class)) = bucket.iter().find(|&&(rep, _)| same(&pods[rep], pod)) {
-                return class;
-            }
-            bucket.push((i, next));
-            next += 1;
-            next - 1
-        })
-        .collect()
-}
-
 fn nodes_one() -> Resources {
     let mut r = Resources::new();
     r.set(
@@ -1438,66 +1123,4 @@ fn claim_passes_filter(
         .taint_filter
         .as_ref()
         .is_none_or(|tols| first_untolerated(taints, tols).is_none())
-}
-
-/// Whether a DaemonSet's pod would run on this existing node.
-fn daemon_fits_node(ds: &Pod, node: &Node) -> bool {
-    first_untolerated(&node.taints, &ds.tolerations).is_none()
-        && ds.node_affinity.matches_labels(&node.labels)
-}
-
-/// The DaemonSets whose pods would run on a pool's nodes, split by whether the instance
-/// type can matter: the requests of those without required node affinity are the same
-/// on every type, so they are summed once per pool rather than once per type.
-struct PoolDaemons<'a> {
-    everywhere: (Resources, Vec<HostPort>),
-    /// Tolerate the pool's taints, but select nodes by label.
-    selective: Vec<&'a Pod>,
-}
-
-impl<'a> PoolDaemons<'a> {
-    fn new(daemonsets: &'a [Pod], np: &kerf_model::NodePool) -> PoolDaemons<'a> {
-        let mut everywhere = (Resources::new(), Vec::new());
-        let mut selective = Vec::new();
-        for ds in daemonsets {
-            if first_untolerated(&np.taints, &ds.tolerations).is_some() {
-                continue;
-            }
-            if ds.node_affinity.required.is_empty() {
-                everywhere.0.add(&ds.requests);
-                everywhere.1.extend(ds.host_ports.iter().cloned());
-            } else {
-                selective.push(ds);
-            }
-        }
-        PoolDaemons {
-            everywhere,
-            selective,
-        }
-    }
-
-    /// Requests and host ports of the DaemonSets whose pods would run on a node of this
-    /// pool (`template`: its template requirements) and type.
-    fn overhead(&self, template: &Requirements, t: &InstanceType) -> (Resources, Vec<HostPort>) {
-        let (mut total, mut ports) = self.everywhere.clone();
-        if self.selective.is_empty() {
-            return (total, ports);
-        }
-        let mut node_reqs = template.clone();
-        for (k, v) in &t.labels {
-            node_reqs.add(k.clone(), Requirement::single(v.clone()));
-        }
-        for ds in &self.selective {
-            let affine = ds.node_affinity.required.iter().any(|term| {
-                node_reqs
-                    .conflict_with(term, |k| k == labels::ZONE || k == labels::CAPACITY_TYPE)
-                    .is_none()
-            });
-            if affine {
-                total.add(&ds.requests);
-                ports.extend(ds.host_ports.iter().cloned());
-            }
-        }
-        (total, ports)
-    }
 }

@@ -51,7 +51,7 @@ impl Solver<'_> {
             g.spec.kind == GroupKind::Affinity && g.spec.key == labels::HOSTNAME
         };
         claim.pods.iter().all(|&p| {
-            let pg = &self.pod_groups[p];
+            let pg = &self.facts.pod_groups[p];
             !pg.affinity
                 .iter()
                 .chain(&pg.preferred_affinity)
@@ -66,7 +66,7 @@ impl Solver<'_> {
             return None;
         }
         let pool = &self.pools[claim.pool];
-        let types = &self.input.instance_types;
+        let types = &self.facts.input.instance_types;
         let ranked = self.catalog().ranked_options(claim.pool, &claim.reqs);
         let price = |o: usize, off: usize| types[pool.types[o]].offerings[off].price;
         let current = ranked
@@ -90,7 +90,10 @@ impl Solver<'_> {
         }
         let mut pods = claim.pods.clone();
         pods.sort_by(|&a, &b| {
-            let (ra, rb) = (&self.input.pods[a].requests, &self.input.pods[b].requests);
+            let (ra, rb) = (
+                &self.facts.input.pods[a].requests,
+                &self.facts.input.pods[b].requests,
+            );
             let key = |r: &Resources| {
                 (
                     r.get(kerf_model::resources::CPU),
@@ -132,7 +135,7 @@ impl Solver<'_> {
         let mut parts = Vec::with_capacity(bins.len());
         for bin in bins {
             let options = self.bin_options(claim, &bin, &allowed);
-            if self.config.min_values_policy == MinValuesPolicy::Strict
+            if self.facts.config.min_values_policy == MinValuesPolicy::Strict
                 && min_values_met(&claim.reqs, options.iter().map(|o| &types[pool.types[o]]))
                     .is_err()
             {
@@ -143,7 +146,7 @@ impl Solver<'_> {
                 reqs: claim.reqs.clone(),
                 max_avail: pool.thresholds.max_over(&options),
                 options,
-                requests: self.res.dense(&Resources::new()),
+                requests: self.facts.res.dense(&Resources::new()),
                 host_ports: Vec::new(),
                 pods: Vec::new(),
                 reservation: Resources::new(),
@@ -151,8 +154,8 @@ impl Solver<'_> {
                 cheapest_rank: 0,
             };
             for p in bin {
-                let pod = &self.input.pods[p];
-                part.requests.add(&self.pod_req[p]);
+                let pod = &self.facts.input.pods[p];
+                part.requests.add(&self.facts.pod_req[p]);
                 part.host_ports.extend(pod.host_ports.iter().cloned());
                 part.pods.push(p);
             }
@@ -167,7 +170,7 @@ impl Solver<'_> {
     fn first_fit(&self, pods: &[usize], avail: &Dense) -> Option<Vec<Vec<usize>>> {
         let mut bins: Vec<(Dense, Vec<usize>)> = Vec::new();
         for &p in pods {
-            let req = &self.pod_req[p];
+            let req = &self.facts.pod_req[p];
             match bins.iter_mut().find(|(left, _)| left.fits(req)) {
                 Some((left, members)) => {
                     left.sub(req);
@@ -189,9 +192,9 @@ impl Solver<'_> {
     /// The allowed options that hold the bin's pods.
     fn bin_options(&self, claim: &ClaimState, bin: &[usize], allowed: &Bits) -> Bits {
         let pool = &self.pools[claim.pool];
-        let mut total = self.res.dense(&Resources::new());
+        let mut total = self.facts.res.dense(&Resources::new());
         for &p in bin {
-            total.add(&self.pod_req[p]);
+            total.add(&self.facts.pod_req[p]);
         }
         let mut fitting = pool.thresholds.fitting(pool.types.len(), &total);
         fitting.and(allowed);
