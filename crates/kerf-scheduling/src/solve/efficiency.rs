@@ -19,7 +19,7 @@
 
 use std::rc::Rc;
 
-use super::ClaimFit;
+use super::fit::ClaimFit;
 use super::memo::Catalog;
 use crate::claim::ClaimState;
 use crate::dense::Dense;
