@@ -1,8 +1,6 @@
 //! The provisioning loop: pods in Karpenter's order, each onto the first existing node,
 //! open claim or new claim that takes it, relaxing preferences only when nothing does.
 
-use std::collections::BTreeMap;
-
 use kerf_model::labels;
 use kerf_model::pod::HostPort;
 use kerf_model::taints::first_untolerated;
@@ -25,12 +23,14 @@ mod efficiency;
 mod fit;
 mod memo;
 mod relax;
+mod scan;
 mod setup;
 mod split;
 
-use fit::{FitCheck, Reject, Target};
+use fit::{FitCheck, Target};
 use memo::{Catalog, Memos};
-use relax::{Effective, Relax, RelaxKey};
+use relax::{Effective, Relax};
+use scan::Scans;
 
 struct NodeState {
     remaining: Dense,
@@ -65,7 +65,7 @@ struct Solver<'a> {
     nodes: Vec<NodeState>,
     claims: Vec<ClaimState>,
     /// (class, relaxation level) → what scans of nodes and of claims learned.
-    scans: BTreeMap<(usize, RelaxKey), (Scan, Scan)>,
+    scans: Scans,
     unschedulable: Vec<(usize, String)>,
 }
 
@@ -78,12 +78,7 @@ fn open_key(key: &str) -> bool {
 impl Solver<'_> {
     /// The pools' types through the memos: what fit checks, efficiency and rendering ask.
     fn catalog(&self) -> Catalog<'_> {
-        Catalog {
-            memos: &self.memos,
-            pools: &self.pools,
-            types: &self.facts.input.instance_types,
-            nodepools: &self.facts.input.nodepools,
-        }
+        Catalog::new(&self.memos, &self.pools, self.facts.input)
     }
 
     fn run(&mut self) {
@@ -157,53 +152,11 @@ impl Solver<'_> {
 
     /// The first existing node, then the first open claim, that takes the pod, else a
     /// new claim from the first NodePool (by weight) that can make one.
-    ///
-    /// Targets that refused a pod of the same class (identical constraints and requests)
-    /// for good are skipped on later attempts (see `Scan`). This keeps the scan
-    /// near-constant per pod instead of linear in the claims opened.
     fn find_target(&mut self, p: usize, relax: Relax, eff: &Effective) -> Result<Target, String> {
-        let fit = FitCheck {
-            facts: &self.facts,
-            catalog: Catalog {
-                memos: &self.memos,
-                pools: &self.pools,
-                types: &self.facts.input.instance_types,
-                nodepools: &self.facts.input.nodepools,
-            },
-            topology: &self.topology,
-        };
-        let class = self.facts.pod_class[p];
-        let key = (class, relax.key());
-        let (mut node_scan, mut claim_scan) = self.scans.remove(&key).unwrap_or_default();
-        let node = node_scan.first_taker(self.nodes.len(), |i| {
-            fit.node_fits(p, eff, i, &self.nodes[i])
-                .map(|()| Target::Node(i))
-        });
-        // Among the first few open claims the class has not ruled out, one with room in
-        // the type it would launch anyway comes first; only then the first claim that
-        // takes the pod at all, growing into a dearer type if it must. The look-ahead is
-        // bounded so that a pod no claim takes for free costs no more than first fit.
-        let found = node
-            .or_else(|| {
-                claim_scan
-                    .alive
-                    .iter()
-                    .take(FREE_RIDE_LOOKAHEAD)
-                    .find_map(|&c| {
-                        fit.claim_fit(p, eff, &self.claims[c], false)
-                            .ok()
-                            .filter(|fit| fit.free)
-                            .map(|fit| Target::Claim(c, fit))
-                    })
-            })
-            .or_else(|| {
-                claim_scan.first_taker(self.claims.len(), |c| {
-                    fit.claim_fit(p, eff, &self.claims[c], false)
-                        .map(|fit| Target::Claim(c, fit))
-                })
-            });
-        self.scans.insert(key, (node_scan, claim_scan));
-        if let Some(t) = found {
+        let fit = FitCheck::new(&self.facts, &self.memos, &self.pools, &self.topology);
+        let class = (self.facts.pod_class[p], relax.key());
+        let open = (self.scans).node_or_open_claim(class, &fit, &self.nodes, &self.claims, p, eff);
+        if let Some(t) = open {
             return Ok(t);
         }
         fit.new_claim(p, eff, self.claims.len()).map_err(|reasons| {
@@ -410,65 +363,6 @@ fn finish_claim(
         taints: np.taints.clone(),
         pods,
         requests,
-    }
-}
-
-/// How many open claims a pod looks at for one it fits without a dearer type.
-const FREE_RIDE_LOOKAHEAD: usize = 16;
-
-/// What one pod class has learned about a list of targets (nodes or claims): targets
-/// below `seen` that did not refuse it for good, in order. Later scans visit only those
-/// and the targets added since, in the same order a full scan would, so first-fit picks
-/// the same target while each permanent refusal is paid for once per class.
-#[derive(Clone, Debug, Default)]
-struct Scan {
-    alive: Vec<usize>,
-    seen: usize,
-}
-
-impl Scan {
-    fn first_taker<T>(
-        &mut self,
-        total: usize,
-        mut take: impl FnMut(usize) -> Result<T, Reject>,
-    ) -> Option<T> {
-        let mut keep = 0;
-        let mut next = 0;
-        let mut found = None;
-        while next < self.alive.len() {
-            let t = self.alive[next];
-            next += 1;
-            match take(t) {
-                Err(r) if r.permanent => continue,
-                Err(_) => {}
-                Ok(x) => found = Some(x),
-            }
-            self.alive[keep] = t;
-            keep += 1;
-            if found.is_some() {
-                break;
-            }
-        }
-        // Keep the part not visited (after a find) behind the survivors.
-        self.alive.copy_within(next.., keep);
-        let tail = self.alive.len() - next;
-        self.alive.truncate(keep + tail);
-        if found.is_some() {
-            return found;
-        }
-        while self.seen < total {
-            let t = self.seen;
-            self.seen += 1;
-            match take(t) {
-                Err(r) if r.permanent => {}
-                Err(_) => self.alive.push(t),
-                Ok(x) => {
-                    self.alive.push(t);
-                    return Some(x);
-                }
-            }
-        }
-        None
     }
 }
 

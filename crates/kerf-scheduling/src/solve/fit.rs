@@ -13,11 +13,11 @@ use kerf_model::pod::HostPort;
 use kerf_model::taints::{first_untolerated, untolerated_soft};
 use kerf_model::{Node, Requirement, Requirements, Resources};
 
-use super::memo::Catalog;
+use super::memo::{Catalog, Memos};
 use super::relax::{Effective, GroupUse};
 use super::{Facts, NodeState, open_key, ports_conflict};
 use crate::MinValuesPolicy;
-use crate::claim::{ClaimState, min_values_met};
+use crate::claim::{ClaimState, Pool, min_values_met};
 use crate::dense::{Bits, Dense};
 use crate::explain;
 use crate::topology::{GroupKind, Topology};
@@ -67,7 +67,20 @@ pub(super) struct FitCheck<'s> {
     pub topology: &'s Topology,
 }
 
-impl FitCheck<'_> {
+impl<'s> FitCheck<'s> {
+    pub(super) fn new(
+        facts: &'s Facts<'s>,
+        memos: &'s Memos,
+        pools: &'s [Pool],
+        topology: &'s Topology,
+    ) -> FitCheck<'s> {
+        FitCheck {
+            facts,
+            catalog: Catalog::new(memos, pools, facts.input),
+            topology,
+        }
+    }
+
     /// A new claim from the first NodePool (by weight) that can make one and takes the
     /// pod; else, per pool, why not. `n_claims`: how many claims are open, which names
     /// the new claim's hostname.

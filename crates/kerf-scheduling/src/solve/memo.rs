@@ -14,6 +14,7 @@ use std::rc::Rc;
 use kerf_model::{InstanceType, NodePool, Requirements, Resources};
 
 use super::nodes_one;
+use crate::Input;
 use crate::claim::{Pool, min_values_met, possible_values, type_compatible};
 use crate::dense::Bits;
 
@@ -103,7 +104,16 @@ pub(super) struct Catalog<'s> {
     pub nodepools: &'s [NodePool],
 }
 
-impl Catalog<'_> {
+impl<'s> Catalog<'s> {
+    pub(super) fn new(memos: &'s Memos, pools: &'s [Pool], input: &'s Input) -> Catalog<'s> {
+        Catalog {
+            memos,
+            pools,
+            types: &input.instance_types,
+            nodepools: &input.nodepools,
+        }
+    }
+
     /// The pool's options whose instance type can satisfy `reqs`, memoized.
     pub(super) fn compatible(&self, pool: usize, reqs: &Requirements) -> Rc<Bits> {
         self.memos.compat.get(pool, "", reqs, || {

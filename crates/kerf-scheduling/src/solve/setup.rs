@@ -11,6 +11,7 @@ use kerf_model::taints::first_untolerated;
 use kerf_model::{InstanceType, Node, Pod, Requirement, Requirements, Resources};
 
 use super::memo::Memos;
+use super::scan::Scans;
 use super::{Facts, NodeState, Solver, node_passes_filter, nodes_one, open_key};
 use crate::claim::{Pool, possible_values, type_compatible};
 use crate::dense::{Dense, ResIndex, Thresholds};
@@ -69,7 +70,7 @@ impl<'a> Solver<'a> {
             topology,
             nodes,
             claims: Vec::new(),
-            scans: BTreeMap::new(),
+            scans: Scans::default(),
             unschedulable: Vec::new(),
         }
     }
