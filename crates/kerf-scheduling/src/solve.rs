@@ -4,12 +4,12 @@
 use kerf_model::labels;
 use kerf_model::pod::HostPort;
 use kerf_model::taints::first_untolerated;
-use kerf_model::{InstanceType, Node, Requirements, Resources};
+use kerf_model::{Node, Requirements, Resources};
 
 use crate::claim::{ClaimState, Pool};
 use crate::dense::{Dense, ResIndex};
-use crate::topology::{GroupKind, PodGroups, Topology};
-use crate::{Config, ExistingPlacement, Input, Launch, NewClaim, Plan, Unschedulable};
+use crate::topology::{PodGroups, Topology};
+use crate::{Config, Input, Plan};
 
 /// Decides where every pending pod goes. See the crate docs.
 pub fn solve(input: &Input, config: &Config) -> Plan {
@@ -23,6 +23,7 @@ mod efficiency;
 mod fit;
 mod memo;
 mod relax;
+mod render;
 mod scan;
 mod setup;
 mod split;
@@ -178,8 +179,9 @@ impl Solver<'_> {
                     .extend(pod.host_ports.iter().cloned());
                 self.nodes[i].placed.push(p);
                 let node = &self.facts.input.nodes[i];
-                self.record(
-                    p,
+                record(
+                    &mut self.topology,
+                    &self.facts.pod_groups[p],
                     |key| node.labels.get(key).cloned(),
                     |spec| node_passes_filter(spec, node),
                 );
@@ -218,8 +220,9 @@ impl Solver<'_> {
         // The input outlives the solver's borrow: no copy of the taints per placed pod.
         let input = self.facts.input;
         let taints = &input.nodepools[self.pools[pool_idx].nodepool].taints;
-        self.record(
-            p,
+        record(
+            &mut self.topology,
+            &self.facts.pod_groups[p],
             |key| {
                 if key == labels::HOSTNAME {
                     Some(hostname.clone())
@@ -235,134 +238,29 @@ impl Solver<'_> {
             |spec| claim_passes_filter(spec, &reqs, taints),
         );
     }
-
-    /// Counts a placed pod in every group that selects it, and as an owner of its required
-    /// anti-affinity terms.
-    fn record(
-        &mut self,
-        p: usize,
-        domain: impl Fn(&str) -> Option<String>,
-        passes: impl Fn(&crate::topology::GroupSpec) -> bool,
-    ) {
-        let pg = &self.facts.pod_groups[p];
-        for &gi in &pg.selected_by {
-            let g = &mut self.topology.groups[gi];
-            if passes(&g.spec)
-                && let Some(d) = domain(&g.spec.key)
-            {
-                *g.counts.entry(d).or_default() += 1;
-            }
-        }
-        for &gi in &pg.anti_affinity {
-            let g = &mut self.topology.groups[gi];
-            if let Some(d) = domain(&g.spec.key) {
-                *g.owner_counts.entry(d).or_default() += 1;
-            }
-        }
-    }
-
-    fn into_plan(self) -> Plan {
-        let input = self.facts.input;
-        let pod_key = |p: usize| input.pods[p].key.clone();
-        let mut plan = Plan::default();
-        for (i, state) in self.nodes.iter().enumerate() {
-            if !state.placed.is_empty() {
-                let mut pods: Vec<_> = state.placed.iter().map(|&p| pod_key(p)).collect();
-                pods.sort();
-                plan.existing.push(ExistingPlacement {
-                    node: input.nodes[i].name.clone(),
-                    pods,
-                });
-            }
-        }
-        for claim in &self.claims {
-            plan.new_claims.push(self.finish_claim(claim));
-        }
-        plan.unschedulable = self
-            .unschedulable
-            .into_iter()
-            .map(|(p, reason)| Unschedulable {
-                pod: pod_key(p),
-                reason,
-            })
-            .collect();
-        plan
-    }
 }
 
-impl Solver<'_> {
-    /// Chooses the cheapest option and renders the claim.
-    fn finish_claim(&self, claim: &ClaimState) -> NewClaim {
-        let pool = &self.pools[claim.pool];
-        let chosen = self
-            .catalog()
-            .carried(claim.pool, &claim.reqs, &claim.options);
-        let requests = self.facts.res.resources(&claim.requests);
-        finish_claim(self.facts.input, pool, claim, requests, &chosen)
-    }
-}
-
-/// Renders a claim launching the first of `priced` (option, offering), cheapest first.
-fn finish_claim(
-    input: &Input,
-    pool: &Pool,
-    claim: &ClaimState,
-    requests: Resources,
-    priced: &[(usize, usize)],
-) -> NewClaim {
-    let np = &input.nodepools[pool.nodepool];
-    let priced: Vec<(usize, &kerf_model::Offering)> = priced
-        .iter()
-        .map(|&(o, i)| (o, &input.instance_types[pool.types[o]].offerings[i]))
-        .collect();
-    let (best, offering) = priced[0];
-    let it: &InstanceType = &input.instance_types[pool.types[best]];
-    let mut labels = claim.reqs.single_valued_labels();
-    // A custom label the claim requires but does not pin (`Exists`, `In [a, b]`) still
-    // goes on the node, with one allowed value, as Karpenter's `Requirements.Labels`.
-    for (key, r) in claim.reqs.iter() {
-        if !labels.contains_key(key)
-            && key != labels::HOSTNAME
-            && !labels::is_instance_defined(key)
-            && let Some(v) = r.any_value()
+/// Counts a placed pod in every group that selects it, and as an owner of its required
+/// anti-affinity terms.
+fn record(
+    topology: &mut Topology,
+    pg: &PodGroups,
+    domain: impl Fn(&str) -> Option<String>,
+    passes: impl Fn(&crate::topology::GroupSpec) -> bool,
+) {
+    for &gi in &pg.selected_by {
+        let g = &mut topology.groups[gi];
+        if passes(&g.spec)
+            && let Some(d) = domain(&g.spec.key)
         {
-            labels.insert(key.to_string(), v);
+            *g.counts.entry(d).or_default() += 1;
         }
     }
-    labels.extend(np.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
-    labels.extend(it.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
-    labels.insert(labels::NODEPOOL.to_string(), np.name.clone());
-    labels.insert(labels::ZONE.to_string(), offering.zone.clone());
-    labels.insert(
-        labels::CAPACITY_TYPE.to_string(),
-        offering.capacity_type.clone(),
-    );
-    let mut requests = requests;
-    requests.add(&pool.overhead[best]);
-    let mut pods: Vec<_> = claim
-        .pods
-        .iter()
-        .map(|&p| input.pods[p].key.clone())
-        .collect();
-    pods.sort();
-    NewClaim {
-        nodepool: np.name.clone(),
-        launch: Launch {
-            instance_type: it.name.clone(),
-            zone: offering.zone.clone(),
-            capacity_type: offering.capacity_type.clone(),
-            price: offering.price,
-            price_is_estimate: offering.price_is_estimate,
-        },
-        instance_type_options: priced
-            .iter()
-            .map(|(o, _)| input.instance_types[pool.types[*o]].name.clone())
-            .collect(),
-        requirements: claim.reqs.clone(),
-        labels,
-        taints: np.taints.clone(),
-        pods,
-        requests,
+    for &gi in &pg.anti_affinity {
+        let g = &mut topology.groups[gi];
+        if let Some(d) = domain(&g.spec.key) {
+            *g.owner_counts.entry(d).or_default() += 1;
+        }
     }
 }
 

@@ -16,9 +16,11 @@
 
 use kerf_model::labels;
 
-use super::{GroupKind, Solver};
+use super::memo::Catalog;
+use super::{Facts, Solver};
 use crate::claim::{ClaimState, min_values_met};
 use crate::dense::{Bits, Dense};
+use crate::topology::{GroupKind, Topology};
 use crate::{MinValuesPolicy, Resources};
 
 /// A split is kept only if it saves more than this per hour: float noise is not savings.
@@ -29,9 +31,14 @@ impl Solver<'_> {
     /// order (and so output) stays deterministic.
     pub(super) fn split_claims(&mut self) {
         let claims = std::mem::take(&mut self.claims);
+        let split = Split {
+            facts: &self.facts,
+            catalog: Catalog::new(&self.memos, &self.pools, self.facts.input),
+            topology: &self.topology,
+        };
         let mut out = Vec::with_capacity(claims.len());
         for claim in claims {
-            match self.split(&claim) {
+            match split.split(&claim) {
                 Some(parts) => out.extend(parts),
                 None => out.push(claim),
             }
@@ -41,9 +48,19 @@ impl Solver<'_> {
         }
         self.claims = out;
     }
+}
 
+/// What splitting reads: the facts, the pools' types through the memos, and the
+/// topology groups (for hostname affinity).
+struct Split<'s> {
+    facts: &'s Facts<'s>,
+    catalog: Catalog<'s>,
+    topology: &'s Topology,
+}
+
+impl Split<'_> {
     fn splittable(&self, claim: &ClaimState) -> bool {
-        if claim.pods.len() < 2 || self.pools[claim.pool].remaining_limits.is_some() {
+        if claim.pods.len() < 2 || self.catalog.pools[claim.pool].remaining_limits.is_some() {
             return false;
         }
         let hostname_affinity = |g: &usize| {
@@ -65,9 +82,9 @@ impl Solver<'_> {
         if !self.splittable(claim) {
             return None;
         }
-        let pool = &self.pools[claim.pool];
+        let pool = &self.catalog.pools[claim.pool];
         let types = &self.facts.input.instance_types;
-        let ranked = self.catalog().ranked_options(claim.pool, &claim.reqs);
+        let ranked = self.catalog.ranked_options(claim.pool, &claim.reqs);
         let price = |o: usize, off: usize| types[pool.types[o]].offerings[off].price;
         let current = ranked
             .iter()
@@ -75,7 +92,7 @@ impl Solver<'_> {
             .map(|&(o, off)| price(o, off))?;
         // Types the claim's requirements allow whose DaemonSets leave the pods' host
         // ports free, cheapest first.
-        let compat = self.catalog().compatible(claim.pool, &claim.reqs);
+        let compat = self.catalog.compatible(claim.pool, &claim.reqs);
         let candidates: Vec<(usize, f64)> = ranked
             .iter()
             .filter(|(o, _)| {
@@ -191,7 +208,7 @@ impl Solver<'_> {
 
     /// The allowed options that hold the bin's pods.
     fn bin_options(&self, claim: &ClaimState, bin: &[usize], allowed: &Bits) -> Bits {
-        let pool = &self.pools[claim.pool];
+        let pool = &self.catalog.pools[claim.pool];
         let mut total = self.facts.res.dense(&Resources::new());
         for &p in bin {
             total.add(&self.facts.pod_req[p]);
