@@ -1,24 +1,33 @@
 //! The provisioning loop: pods in Karpenter's order, each onto the first existing node,
 //! open claim or new claim that takes it, relaxing preferences only when nothing does.
+//!
+//! This file is the loop and the state it threads; each part of an attempt lives in its
+//! own module and borrows only what it reads:
+//!
+//! - `setup`: `Solver::new` — the `Facts` fixed for the whole solve, the nodes' free
+//!   capacity, the pools and their options, the topology groups with bound pods counted.
+//! - `relax`: `Relax`, how far a pod's preferences are given up, and `Effective`, what
+//!   the pod asks of a target at that level.
+//! - `scan`: per pod class and level, the nodes and open claims that refused it for good,
+//!   skipped on later attempts; first fit over the rest.
+//! - `fit`: `FitCheck`, whether a node, open claim or new claim takes a pod, and why not
+//!   (read-only: the facts, the memos, the topology counts).
+//! - `memo`: `Memos` and `Catalog`, a pool's types under a requirement set, memoized.
+//! - `efficiency`: when a claim stops growing onto a dearer type.
+//! - `commit`: the only code that changes state as a pod is placed.
+//! - `split`: after the loop, claims re-packed where strictly cheaper.
+//! - `render`: the `Plan` the caller sees.
 
 use kerf_model::labels;
 use kerf_model::pod::HostPort;
-use kerf_model::taints::first_untolerated;
-use kerf_model::{Node, Requirements, Resources};
+use kerf_model::{Pod, Requirements, Resources};
 
 use crate::claim::{ClaimState, Pool};
 use crate::dense::{Dense, ResIndex};
 use crate::topology::{PodGroups, Topology};
 use crate::{Config, Input, Plan};
 
-/// Decides where every pending pod goes. See the crate docs.
-pub fn solve(input: &Input, config: &Config) -> Plan {
-    let mut solver = Solver::new(input, config);
-    solver.run();
-    solver.split_claims();
-    solver.into_plan()
-}
-
+mod commit;
 mod efficiency;
 mod fit;
 mod memo;
@@ -33,10 +42,22 @@ use memo::{Catalog, Memos};
 use relax::{Effective, Relax};
 use scan::Scans;
 
+/// Decides where every pending pod goes. See the crate docs.
+pub fn solve(input: &Input, config: &Config) -> Plan {
+    let mut solver = Solver::new(input, config);
+    solver.run();
+    solver.split_claims();
+    solver.into_plan()
+}
+
+/// An existing node as the solve fills it.
 struct NodeState {
+    /// Allocatable less the requests of its bound pods, DaemonSets and placed pods.
     remaining: Dense,
     host_ports: Vec<HostPort>,
+    /// Ready, schedulable and not being deleted: Karpenter places only onto such nodes.
     usable: bool,
+    /// Pending pods placed on it.
     placed: Vec<usize>,
 }
 
@@ -77,32 +98,13 @@ fn open_key(key: &str) -> bool {
 }
 
 impl Solver<'_> {
-    /// The pools' types through the memos: what fit checks, efficiency and rendering ask.
+    /// The pools' types through the memos, for committing and rendering.
     fn catalog(&self) -> Catalog<'_> {
         Catalog::new(&self.memos, &self.pools, self.facts.input)
     }
 
     fn run(&mut self) {
-        let input = self.facts.input;
-        // Karpenter's order: largest CPU, then memory, first; input order breaks ties.
-        let mut keyed: Vec<(
-            std::cmp::Reverse<(kerf_model::Quantity, kerf_model::Quantity)>,
-            usize,
-        )> = input
-            .pods
-            .iter()
-            .enumerate()
-            .map(|(i, pod)| {
-                let r = &pod.requests;
-                let size = (
-                    r.get(kerf_model::resources::CPU),
-                    r.get(kerf_model::resources::MEMORY),
-                );
-                (std::cmp::Reverse(size), i)
-            })
-            .collect();
-        keyed.sort_unstable();
-        let mut queue: Vec<usize> = keyed.into_iter().map(|(_, i)| i).collect();
+        let mut queue = karpenter_order(&self.facts.input.pods);
         // Pods that fail are retried while others still succeed: a pod whose affinity
         // target comes later in the order gets another chance once it is placed.
         loop {
@@ -168,100 +170,28 @@ impl Solver<'_> {
             fit.unschedulable(p, eff, &self.nodes, &reasons, shown)
         })
     }
-
-    fn commit(&mut self, p: usize, target: Target) {
-        let pod = &self.facts.input.pods[p];
-        let (claim_idx, fit) = match target {
-            Target::Node(i) => {
-                self.nodes[i].remaining.sub(&self.facts.pod_req[p]);
-                self.nodes[i]
-                    .host_ports
-                    .extend(pod.host_ports.iter().cloned());
-                self.nodes[i].placed.push(p);
-                let node = &self.facts.input.nodes[i];
-                record(
-                    &mut self.topology,
-                    &self.facts.pod_groups[p],
-                    |key| node.labels.get(key).cloned(),
-                    |spec| node_passes_filter(spec, node),
-                );
-                return;
-            }
-            Target::Claim(c, fit) => (c, fit),
-            Target::NewClaim(claim, fit) => {
-                self.claims.push(*claim);
-                (self.claims.len() - 1, fit)
-            }
-        };
-        let pool_idx = self.claims[claim_idx].pool;
-        if self.pools[pool_idx].remaining_limits.is_some() {
-            // `filter_options` kept only options within the limits' headroom, so whichever
-            // of them the claim carries, the pool stays within its limits.
-            let reservation = self
-                .catalog()
-                .reservation(pool_idx, &fit.reqs, &fit.options);
-            let limits = self.pools[pool_idx].remaining_limits.as_mut().unwrap();
-            limits.add(&self.claims[claim_idx].reservation);
-            limits.sub(&reservation);
-            self.claims[claim_idx].reservation = reservation;
-        }
-        let claim = &mut self.claims[claim_idx];
-        claim.reqs = fit.reqs;
-        claim.options = fit.options;
-        claim.max_avail = fit.max_avail;
-        claim.cheapest_rank = fit.cheapest_rank;
-        claim.requests.add(&self.facts.pod_req[p]);
-        claim.host_ports.extend(pod.host_ports.iter().cloned());
-        claim.pods.push(p);
-        // Only the domain-defining parts are needed; cloning the whole claim (its pod list
-        // grows with every commit) would make filling a claim quadratic.
-        let hostname = claim.hostname.clone();
-        let reqs = claim.reqs.clone();
-        // The input outlives the solver's borrow: no copy of the taints per placed pod.
-        let input = self.facts.input;
-        let taints = &input.nodepools[self.pools[pool_idx].nodepool].taints;
-        record(
-            &mut self.topology,
-            &self.facts.pod_groups[p],
-            |key| {
-                if key == labels::HOSTNAME {
-                    Some(hostname.clone())
-                } else {
-                    reqs.get(key)
-                        .and_then(|r| r.single_value())
-                        .map(str::to_string)
-                }
-            },
-            // A spread's node inclusion policies apply to claims as to nodes (Karpenter's
-            // `TopologyGroup.Counts`): a pod on a claim the group's filter leaves out does
-            // not count in it.
-            |spec| claim_passes_filter(spec, &reqs, taints),
-        );
-    }
 }
 
-/// Counts a placed pod in every group that selects it, and as an owner of its required
-/// anti-affinity terms.
-fn record(
-    topology: &mut Topology,
-    pg: &PodGroups,
-    domain: impl Fn(&str) -> Option<String>,
-    passes: impl Fn(&crate::topology::GroupSpec) -> bool,
-) {
-    for &gi in &pg.selected_by {
-        let g = &mut topology.groups[gi];
-        if passes(&g.spec)
-            && let Some(d) = domain(&g.spec.key)
-        {
-            *g.counts.entry(d).or_default() += 1;
-        }
-    }
-    for &gi in &pg.anti_affinity {
-        let g = &mut topology.groups[gi];
-        if let Some(d) = domain(&g.spec.key) {
-            *g.owner_counts.entry(d).or_default() += 1;
-        }
-    }
+/// Pod indices in the order they are placed, Karpenter's: largest CPU, then memory,
+/// first; input order breaks ties.
+fn karpenter_order(pods: &[Pod]) -> Vec<usize> {
+    let mut keyed: Vec<(
+        std::cmp::Reverse<(kerf_model::Quantity, kerf_model::Quantity)>,
+        usize,
+    )> = pods
+        .iter()
+        .enumerate()
+        .map(|(i, pod)| {
+            let r = &pod.requests;
+            let size = (
+                r.get(kerf_model::resources::CPU),
+                r.get(kerf_model::resources::MEMORY),
+            );
+            (std::cmp::Reverse(size), i)
+        })
+        .collect();
+    keyed.sort_unstable();
+    keyed.into_iter().map(|(_, i)| i).collect()
 }
 
 fn nodes_one() -> Resources {
@@ -275,33 +205,4 @@ fn nodes_one() -> Resources {
 
 fn ports_conflict(used: &[HostPort], wanted: &[HostPort]) -> bool {
     wanted.iter().any(|w| used.iter().any(|u| u.conflicts(w)))
-}
-
-fn node_passes_filter(spec: &crate::topology::GroupSpec, node: &Node) -> bool {
-    spec.node_filter
-        .as_ref()
-        .is_none_or(|f| f.matches_labels(&node.labels))
-        && spec
-            .taint_filter
-            .as_ref()
-            .is_none_or(|tols| first_untolerated(&node.taints, tols).is_none())
-}
-
-/// Whether a claim with these requirements and taints is among the nodes a spread group
-/// counts: its taints tolerated (`nodeTaintsPolicy: Honor`) and its requirements
-/// compatible with a term of the pod's node affinity (`nodeAffinityPolicy: Honor`).
-fn claim_passes_filter(
-    spec: &crate::topology::GroupSpec,
-    reqs: &Requirements,
-    taints: &[kerf_model::Taint],
-) -> bool {
-    spec.node_filter.as_ref().is_none_or(|f| {
-        f.required.is_empty()
-            || f.required
-                .iter()
-                .any(|term| reqs.conflict_with(term, open_key).is_none())
-    }) && spec
-        .taint_filter
-        .as_ref()
-        .is_none_or(|tols| first_untolerated(taints, tols).is_none())
 }

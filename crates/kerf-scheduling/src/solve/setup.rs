@@ -10,9 +10,10 @@ use kerf_model::pod::HostPort;
 use kerf_model::taints::first_untolerated;
 use kerf_model::{InstanceType, Node, Pod, Requirement, Requirements, Resources};
 
+use super::commit::node_passes_filter;
 use super::memo::Memos;
 use super::scan::Scans;
-use super::{Facts, NodeState, Solver, node_passes_filter, nodes_one, open_key};
+use super::{Facts, NodeState, Solver, nodes_one, open_key};
 use crate::claim::{Pool, possible_values, type_compatible};
 use crate::dense::{Dense, ResIndex, Thresholds};
 use crate::topology::{GroupKind, GroupSpec, PodGroups, Topology, owned_groups};
