@@ -157,8 +157,10 @@ impl Solver<'_> {
     /// new claim from the first NodePool (by weight) that can make one.
     fn find_target(&mut self, p: usize, relax: Relax, eff: &Effective) -> Result<Target, String> {
         let fit = FitCheck::new(&self.facts, &self.memos, &self.pools, &self.topology);
-        let class = (self.facts.pod_class[p], relax.key());
-        let open = (self.scans).node_or_open_claim(class, &fit, &self.nodes, &self.claims, p, eff);
+        let key = (self.facts.pod_class[p], relax.key());
+        let open = self
+            .scans
+            .node_or_open_claim(key, &fit, &self.nodes, &self.claims, p, eff);
         if let Some(t) = open {
             return Ok(t);
         }

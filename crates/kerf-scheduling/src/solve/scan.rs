@@ -23,18 +23,18 @@ pub(super) struct Scans {
 }
 
 impl Scans {
-    /// The first existing node, then the first open claim, that takes pod `p` of `class`
-    /// (its class and relaxation level) as `fit` judges.
+    /// The first existing node, then the first open claim, that takes pod `p` as `fit`
+    /// judges; `key` is the pod's class and relaxation level.
     pub(super) fn node_or_open_claim(
         &mut self,
-        class: (usize, RelaxKey),
+        key: (usize, RelaxKey),
         fit: &FitCheck,
         nodes: &[NodeState],
         claims: &[ClaimState],
         p: usize,
         eff: &Effective,
     ) -> Option<Target> {
-        let (mut node_scan, mut claim_scan) = self.by_class.remove(&class).unwrap_or_default();
+        let (mut node_scan, mut claim_scan) = self.by_class.remove(&key).unwrap_or_default();
         let node = node_scan.first_taker(nodes.len(), |i| {
             fit.node_fits(p, eff, i, &nodes[i])
                 .map(|()| Target::Node(i))
@@ -62,7 +62,7 @@ impl Scans {
                         .map(|fit| Target::Claim(c, fit))
                 })
             });
-        self.by_class.insert(class, (node_scan, claim_scan));
+        self.by_class.insert(key, (node_scan, claim_scan));
         found
     }
 }
