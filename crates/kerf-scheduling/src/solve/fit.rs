@@ -62,9 +62,9 @@ pub(super) struct ClaimFit {
 /// The fit checks of one attempt, over what they read.
 #[derive(Clone, Copy)]
 pub(super) struct FitCheck<'s> {
-    pub facts: &'s Facts<'s>,
-    pub catalog: Catalog<'s>,
-    pub topology: &'s Topology,
+    facts: &'s Facts<'s>,
+    catalog: Catalog<'s>,
+    topology: &'s Topology,
 }
 
 impl<'s> FitCheck<'s> {
