@@ -46,7 +46,7 @@ pub(crate) struct ClaimState {
     pub pods: Vec<usize>,
     /// What this claim holds against the pool's limits: the largest capacity among the
     /// options it carries to the launch, so no limit is exceeded whichever the cloud
-    /// starts (see `Solver::carried`).
+    /// starts (see `Catalog::carried` in `solve/memo.rs`).
     pub reservation: Resources,
     /// A placeholder hostname: each claim is its own hostname domain.
     pub hostname: String,

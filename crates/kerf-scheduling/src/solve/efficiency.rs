@@ -19,7 +19,8 @@
 
 use std::rc::Rc;
 
-use super::{ClaimFit, Solver};
+use super::fit::ClaimFit;
+use super::memo::Catalog;
 use crate::claim::ClaimState;
 use crate::dense::Dense;
 
@@ -34,7 +35,7 @@ const MIN_COPIES: f64 = 2.0;
 /// of the pod being placed.
 const MIN_COPIES_TO_JUDGE: f64 = 4.0;
 
-impl Solver<'_> {
+impl Catalog<'_> {
     /// Whether the claim may take the pod as `fit` describes, on cost grounds. Records in
     /// `fit` where the claim's cheapest option now sits in the ranking, so the next check
     /// resumes from there (options only shrink while requirements stay).
@@ -73,7 +74,7 @@ impl Solver<'_> {
         if stretch(pod, pool.thresholds.avail_of(o)) * MIN_COPIES_TO_JUDGE > 1.0 {
             return true;
         }
-        let price = self.input.instance_types[pool.types[o]].offerings[off].price;
+        let price = self.types[pool.types[o]].offerings[off].price;
         let mine = price * stretch(requests, pool.thresholds.avail_of(o));
         // Only types too small for the claim count against it: a bigger, more efficient
         // type is where the claim is heading as it grows, not a reason to stop. And only
@@ -98,7 +99,8 @@ impl Solver<'_> {
         pool: usize,
         reqs: &kerf_model::Requirements,
     ) -> Rc<Vec<(usize, f64)>> {
-        self.representatives
+        self.memos
+            .representatives
             .get(pool, "", reqs, || self.compute_representatives(pool, reqs))
     }
 
@@ -108,7 +110,7 @@ impl Solver<'_> {
         reqs: &kerf_model::Requirements,
     ) -> Rc<Vec<(usize, f64)>> {
         let p = &self.pools[pool];
-        let types = &self.input.instance_types;
+        let types = self.types;
         let priced: Vec<(usize, f64, Vec<f64>)> = self
             .ranked_options(pool, reqs)
             .iter()

@@ -16,9 +16,11 @@
 
 use kerf_model::labels;
 
-use super::{GroupKind, Solver};
+use super::memo::Catalog;
+use super::{Facts, Solver};
 use crate::claim::{ClaimState, min_values_met};
 use crate::dense::{Bits, Dense};
+use crate::topology::{GroupKind, Topology};
 use crate::{MinValuesPolicy, Resources};
 
 /// A split is kept only if it saves more than this per hour: float noise is not savings.
@@ -29,9 +31,14 @@ impl Solver<'_> {
     /// order (and so output) stays deterministic.
     pub(super) fn split_claims(&mut self) {
         let claims = std::mem::take(&mut self.claims);
+        let split = Split {
+            facts: &self.facts,
+            catalog: Catalog::new(&self.memos, &self.pools, self.facts.input),
+            topology: &self.topology,
+        };
         let mut out = Vec::with_capacity(claims.len());
         for claim in claims {
-            match self.split(&claim) {
+            match split.split(&claim) {
                 Some(parts) => out.extend(parts),
                 None => out.push(claim),
             }
@@ -41,9 +48,19 @@ impl Solver<'_> {
         }
         self.claims = out;
     }
+}
 
+/// What splitting reads: the facts, the pools' types through the memos, and the
+/// topology groups (for hostname affinity).
+struct Split<'s> {
+    facts: &'s Facts<'s>,
+    catalog: Catalog<'s>,
+    topology: &'s Topology,
+}
+
+impl Split<'_> {
     fn splittable(&self, claim: &ClaimState) -> bool {
-        if claim.pods.len() < 2 || self.pools[claim.pool].remaining_limits.is_some() {
+        if claim.pods.len() < 2 || self.catalog.pools[claim.pool].remaining_limits.is_some() {
             return false;
         }
         let hostname_affinity = |g: &usize| {
@@ -51,7 +68,7 @@ impl Solver<'_> {
             g.spec.kind == GroupKind::Affinity && g.spec.key == labels::HOSTNAME
         };
         claim.pods.iter().all(|&p| {
-            let pg = &self.pod_groups[p];
+            let pg = &self.facts.pod_groups[p];
             !pg.affinity
                 .iter()
                 .chain(&pg.preferred_affinity)
@@ -65,9 +82,9 @@ impl Solver<'_> {
         if !self.splittable(claim) {
             return None;
         }
-        let pool = &self.pools[claim.pool];
-        let types = &self.input.instance_types;
-        let ranked = self.ranked_options(claim.pool, &claim.reqs);
+        let pool = &self.catalog.pools[claim.pool];
+        let types = &self.facts.input.instance_types;
+        let ranked = self.catalog.ranked_options(claim.pool, &claim.reqs);
         let price = |o: usize, off: usize| types[pool.types[o]].offerings[off].price;
         let current = ranked
             .iter()
@@ -75,7 +92,7 @@ impl Solver<'_> {
             .map(|&(o, off)| price(o, off))?;
         // Types the claim's requirements allow whose DaemonSets leave the pods' host
         // ports free, cheapest first.
-        let compat = self.compatible(claim.pool, &claim.reqs);
+        let compat = self.catalog.compatible(claim.pool, &claim.reqs);
         let candidates: Vec<(usize, f64)> = ranked
             .iter()
             .filter(|(o, _)| {
@@ -90,7 +107,10 @@ impl Solver<'_> {
         }
         let mut pods = claim.pods.clone();
         pods.sort_by(|&a, &b| {
-            let (ra, rb) = (&self.input.pods[a].requests, &self.input.pods[b].requests);
+            let (ra, rb) = (
+                &self.facts.input.pods[a].requests,
+                &self.facts.input.pods[b].requests,
+            );
             let key = |r: &Resources| {
                 (
                     r.get(kerf_model::resources::CPU),
@@ -132,7 +152,7 @@ impl Solver<'_> {
         let mut parts = Vec::with_capacity(bins.len());
         for bin in bins {
             let options = self.bin_options(claim, &bin, &allowed);
-            if self.config.min_values_policy == MinValuesPolicy::Strict
+            if self.facts.config.min_values_policy == MinValuesPolicy::Strict
                 && min_values_met(&claim.reqs, options.iter().map(|o| &types[pool.types[o]]))
                     .is_err()
             {
@@ -143,7 +163,7 @@ impl Solver<'_> {
                 reqs: claim.reqs.clone(),
                 max_avail: pool.thresholds.max_over(&options),
                 options,
-                requests: self.res.dense(&Resources::new()),
+                requests: self.facts.res.dense(&Resources::new()),
                 host_ports: Vec::new(),
                 pods: Vec::new(),
                 reservation: Resources::new(),
@@ -151,8 +171,8 @@ impl Solver<'_> {
                 cheapest_rank: 0,
             };
             for p in bin {
-                let pod = &self.input.pods[p];
-                part.requests.add(&self.pod_req[p]);
+                let pod = &self.facts.input.pods[p];
+                part.requests.add(&self.facts.pod_req[p]);
                 part.host_ports.extend(pod.host_ports.iter().cloned());
                 part.pods.push(p);
             }
@@ -167,7 +187,7 @@ impl Solver<'_> {
     fn first_fit(&self, pods: &[usize], avail: &Dense) -> Option<Vec<Vec<usize>>> {
         let mut bins: Vec<(Dense, Vec<usize>)> = Vec::new();
         for &p in pods {
-            let req = &self.pod_req[p];
+            let req = &self.facts.pod_req[p];
             match bins.iter_mut().find(|(left, _)| left.fits(req)) {
                 Some((left, members)) => {
                     left.sub(req);
@@ -188,10 +208,10 @@ impl Solver<'_> {
 
     /// The allowed options that hold the bin's pods.
     fn bin_options(&self, claim: &ClaimState, bin: &[usize], allowed: &Bits) -> Bits {
-        let pool = &self.pools[claim.pool];
-        let mut total = self.res.dense(&Resources::new());
+        let pool = &self.catalog.pools[claim.pool];
+        let mut total = self.facts.res.dense(&Resources::new());
         for &p in bin {
-            total.add(&self.pod_req[p]);
+            total.add(&self.facts.pod_req[p]);
         }
         let mut fitting = pool.thresholds.fitting(pool.types.len(), &total);
         fitting.and(allowed);
