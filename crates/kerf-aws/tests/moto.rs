@@ -64,15 +64,9 @@ impl OnMoto for Moto {
         (key, secret): (&str, &str),
         interceptor: Option<SharedInterceptor>,
     ) -> Clients {
-        let config = kerf_aws::clients::loader()
-            .endpoint_url(self.endpoint())
-            .region(aws_config::Region::new(REGION))
-            .credentials_provider(aws_sdk_ec2::config::Credentials::new(
-                key, secret, None, None, "moto",
-            ))
-            .load()
-            .await;
-        Clients::from_config(&config, interceptor).unwrap()
+        Clients::with_keys(self.endpoint(), REGION, (key, secret), interceptor)
+            .await
+            .unwrap()
     }
 
     async fn provider(&self, interceptor: Option<SharedInterceptor>) -> AwsProvider {
