@@ -30,7 +30,8 @@ pub const ANNOTATION_CLUSTER_NAME_TAGGED: &str =
 pub const NAME: &str = "Name";
 
 const RESYNC: Duration = Duration::from_secs(30);
-const PACE: Duration = Duration::from_secs(1);
+/// At most one CreateTags call a second, as Karpenter's `nodeclaim.tagging`.
+pub const PACE: Duration = Duration::from_secs(1);
 
 /// The instance to tag and the tags it should carry, if the claim is due: an
 /// EC2NodeClass's claim, registered, not deleting, not annotated as tagged yet.
@@ -60,14 +61,14 @@ pub fn due(claim: &NodeClaim, cluster: &str) -> Option<(String, BTreeMap<String,
     Some((crate::instance_id(provider_id).to_string(), wanted))
 }
 
-/// Tags one claim's instance and annotates the claim. An instance that is gone needs no
-/// tags: the claim is annotated all the same (its lifecycle deletes it).
-pub async fn tag(
+/// Adds to `instance` the tags of `wanted` it lacks, then waits `pace` if it made a
+/// CreateTags call (the controller's pace is one a second). An instance that is gone
+/// needs no tags: that is no error (its claim's lifecycle deletes the claim).
+pub async fn tag_instance(
     ec2: &aws_sdk_ec2::Client,
-    claims: &Api<NodeClaim>,
-    claim: &NodeClaim,
     instance: &str,
     mut wanted: BTreeMap<String, String>,
+    pace: Duration,
 ) -> anyhow::Result<()> {
     let described = ec2.describe_instances().instance_ids(instance).send().await;
     let held: Vec<ec2::Tag> = match described {
@@ -96,25 +97,38 @@ pub async fn tag(
             wanted.remove(k);
         }
     }
-    if !wanted.is_empty() {
-        let tags: Vec<ec2::Tag> = wanted
-            .iter()
-            .map(|(k, v)| ec2::Tag::builder().key(k).value(v).build())
-            .collect();
-        let sent = ec2
-            .create_tags()
-            .resources(instance)
-            .set_tags(Some(tags))
-            .send()
-            .await;
-        tokio::time::sleep(PACE).await;
-        sent.map_err(|e| {
-            anyhow::anyhow!(
-                "CreateTags {instance}: {}",
-                aws_sdk_ec2::error::DisplayErrorContext(e)
-            )
-        })?;
+    if wanted.is_empty() {
+        return Ok(());
     }
+    let tags: Vec<ec2::Tag> = wanted
+        .iter()
+        .map(|(k, v)| ec2::Tag::builder().key(k).value(v).build())
+        .collect();
+    let sent = ec2
+        .create_tags()
+        .resources(instance)
+        .set_tags(Some(tags))
+        .send()
+        .await;
+    tokio::time::sleep(pace).await;
+    sent.map(|_| ()).map_err(|e| {
+        anyhow::anyhow!(
+            "CreateTags {instance}: {}",
+            aws_sdk_ec2::error::DisplayErrorContext(e)
+        )
+    })
+}
+
+/// Tags one claim's instance ([`tag_instance`], at the controller's pace) and annotates
+/// the claim.
+async fn tag(
+    ec2: &aws_sdk_ec2::Client,
+    claims: &Api<NodeClaim>,
+    claim: &NodeClaim,
+    instance: &str,
+    wanted: BTreeMap<String, String>,
+) -> anyhow::Result<()> {
+    tag_instance(ec2, instance, wanted, PACE).await?;
     let tagged = serde_json::json!({
         ANNOTATION_TAGGED: "true",
         ANNOTATION_CLUSTER_NAME_TAGGED: "true",
