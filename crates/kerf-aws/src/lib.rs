@@ -25,6 +25,7 @@
 //! kerf-specific points it at a test endpoint such as moto.
 
 pub mod ami;
+pub mod batcher;
 pub mod catalog;
 pub mod clients;
 pub mod controller;
