@@ -524,19 +524,18 @@ async fn run(moto: &Moto, audit: &Path, args: &Args) -> anyhow::Result<Report> {
     at = now;
 
     // Post-registration tagging: every claim due at once, as a tagging pass finds them.
-    for (claim, id) in &instances {
+    let ids: Vec<String> = instances
+        .iter()
+        .map(|(_, id)| kerf_aws::instance_id(id).to_string())
+        .collect();
+    let held = tagging::held_tags(&clients.ec2, &ids).await?;
+    for ((claim, _), id) in instances.iter().zip(&ids) {
         let wanted = BTreeMap::from([
             (tagging::NAME.to_string(), format!("node-{claim}")),
             (tags::NODECLAIM.to_string(), claim.clone()),
             (tags::EKS_CLUSTER.to_string(), CLUSTER.to_string()),
         ]);
-        tagging::tag_instance(
-            &clients.ec2,
-            kerf_aws::instance_id(id),
-            wanted,
-            args.tag_pace,
-        )
-        .await?;
+        tagging::add_missing(&clients.ec2, id, &wanted, held.get(id), args.tag_pace).await?;
     }
     let now = count()?;
     phases.push(Phase {
