@@ -202,6 +202,47 @@ impl Counts {
     }
 }
 
+/// The phases so far, each closed with the calls moto logged since the one before.
+struct Phases<'a> {
+    audit: &'a Path,
+    principal: String,
+    at: BTreeMap<String, usize>,
+    done: Vec<Phase>,
+}
+
+impl Phases<'_> {
+    fn close(
+        &mut self,
+        name: String,
+        per: Option<(f64, &'static str)>,
+        every: Option<Duration>,
+    ) -> anyhow::Result<()> {
+        let now = calls(self.audit, &self.principal)?;
+        let counts = minus(&now, &self.at);
+        self.done.push(Phase {
+            name,
+            counts,
+            per,
+            every,
+        });
+        self.at = now;
+        Ok(())
+    }
+
+    /// Closes a phase that ran something the controller repeats `runs` times, counted
+    /// per run and taken at the controller's cadence (`every`).
+    fn close_repeated(
+        &mut self,
+        what: &str,
+        runs: usize,
+        run: &'static str,
+        every: Duration,
+    ) -> anyhow::Result<()> {
+        let name = format!("{what}, {runs} times");
+        self.close(name, Some((runs as f64, run)), Some(every))
+    }
+}
+
 /// A phase: what it was, its calls, what they are counted per (`(n, "launch")`) and,
 /// for what the controller repeats, how often it does.
 struct Phase {
@@ -406,8 +447,6 @@ async fn run(moto: &Moto, audit: &Path, args: &Args) -> anyhow::Result<Report> {
         .as_str()
         .context("the controller user's ARN")?
         .to_string();
-    let count = || calls(audit, &principal);
-    let mut phases = Vec::new();
     let clock = Arc::new(FleetClock::default());
     let clients = clients(
         moto,
@@ -415,7 +454,12 @@ async fn run(moto: &Moto, audit: &Path, args: &Args) -> anyhow::Result<Report> {
     )
     .await?;
 
-    let before = count()?;
+    let mut phases = Phases {
+        at: calls(audit, &principal)?,
+        audit,
+        principal,
+        done: Vec::new(),
+    };
     let provider = Arc::new(
         AwsProvider::new(
             clients.clone(),
@@ -442,13 +486,11 @@ async fn run(moto: &Moto, audit: &Path, args: &Args) -> anyhow::Result<Report> {
     let options = options(&provider);
     let queue_name = moto.info["iam"]["queue"].as_str().context("the queue")?;
     let queue = Queue::new(clients.sqs.clone(), queue_name).await?;
-    let mut at = count()?;
-    phases.push(Phase {
-        name: "start-up: zones, instance types, the class resolved, the queue's URL".into(),
-        counts: minus(&at, &before),
-        per: None,
-        every: None,
-    });
+    phases.close(
+        "start-up: zones, instance types, the class resolved, the queue's URL".into(),
+        None,
+        None,
+    )?;
 
     // Launches alone.
     let mut lone = Vec::new();
@@ -463,14 +505,11 @@ async fn run(moto: &Moto, audit: &Path, args: &Args) -> anyhow::Result<Report> {
         lone.push(sent - requested);
         instances.push((claim, created.instance.id));
     }
-    let now = count()?;
-    phases.push(Phase {
-        name: format!("{} launches, one after another", args.lone),
-        counts: minus(&now, &at),
-        per: Some((args.lone as f64, "launch")),
-        every: None,
-    });
-    at = now;
+    phases.close(
+        format!("{} launches, one after another", args.lone),
+        Some((args.lone as f64, "launch")),
+        None,
+    )?;
 
     // Launches at once, one task each.
     let burst = args.nodes - args.lone;
@@ -514,14 +553,11 @@ async fn run(moto: &Moto, audit: &Path, args: &Args) -> anyhow::Result<Report> {
         }
     }
     let burst_wall = started.elapsed();
-    let now = count()?;
-    phases.push(Phase {
-        name: format!("{burst} launches at once"),
-        counts: minus(&now, &at),
-        per: Some((burst as f64, "launch")),
-        every: None,
-    });
-    at = now;
+    phases.close(
+        format!("{burst} launches at once"),
+        Some((burst as f64, "launch")),
+        None,
+    )?;
 
     // Post-registration tagging: every claim due at once, as a tagging pass finds them.
     let ids: Vec<String> = instances
@@ -537,14 +573,11 @@ async fn run(moto: &Moto, audit: &Path, args: &Args) -> anyhow::Result<Report> {
         ]);
         tagging::add_missing(&clients.ec2, id, &wanted, held.get(id), args.tag_pace).await?;
     }
-    let now = count()?;
-    phases.push(Phase {
-        name: format!("tagging {} registered instances", instances.len()),
-        counts: minus(&now, &at),
-        per: Some((instances.len() as f64, "instance")),
-        every: None,
-    });
-    at = now;
+    phases.close(
+        format!("tagging {} registered instances", instances.len()),
+        Some((instances.len() as f64, "instance")),
+        None,
+    )?;
 
     // Steady state: what the controller repeats, each counted over `--repeat` runs, and
     // then at the cadence it runs at. (A run against moto takes far longer than against
@@ -559,36 +592,22 @@ async fn run(moto: &Moto, audit: &Path, args: &Args) -> anyhow::Result<Report> {
             );
         }
     }
-    let now = count()?;
-    phases.push(Phase {
-        name: format!("the instance list, {} times", args.repeat),
-        counts: minus(&now, &at),
-        per: Some((args.repeat as f64, "list")),
-        every: Some(LIST_EVERY),
-    });
-    at = now;
+    phases.close_repeated("the instance list", args.repeat, "list", LIST_EVERY)?;
     for _ in 0..args.repeat {
         provider.resolve_class(&nc).await;
     }
-    let now = count()?;
-    phases.push(Phase {
-        name: format!("the class status refresh, {} times", args.repeat),
-        counts: minus(&now, &at),
-        per: Some((args.repeat as f64, "refresh")),
-        every: Some(RESOLVE_EVERY),
-    });
-    at = now;
+    let refresh = "the class status refresh";
+    phases.close_repeated(refresh, args.repeat, "refresh", RESOLVE_EVERY)?;
     for _ in 0..args.repeat {
         queue.poll_once(|_| async { Ok(()) }).await?;
     }
-    let now = count()?;
-    phases.push(Phase {
-        name: format!("the interruption queue's long poll, {} times", args.repeat),
-        counts: minus(&now, &at),
-        per: Some((args.repeat as f64, "poll")),
-        every: Some(Duration::from_secs(queue.wait_seconds.max(1) as u64)),
-    });
-    at = now;
+    let poll = Duration::from_secs(queue.wait_seconds.max(1) as u64);
+    phases.close_repeated(
+        "the interruption queue's long poll",
+        args.repeat,
+        "poll",
+        poll,
+    )?;
 
     // Every instance terminated at once.
     let mut tasks = tokio::task::JoinSet::new();
@@ -613,20 +632,18 @@ async fn run(moto: &Moto, audit: &Path, args: &Args) -> anyhow::Result<Report> {
     while let Some(done) = tasks.join_next().await {
         termination_retries += done?? - 1;
     }
-    let now = count()?;
-    phases.push(Phase {
-        name: format!("{} terminations at once", instances.len()),
-        counts: minus(&now, &at),
-        per: Some((instances.len() as f64, "termination")),
-        every: None,
-    });
+    phases.close(
+        format!("{} terminations at once", instances.len()),
+        Some((instances.len() as f64, "termination")),
+        None,
+    )?;
     let left = provider.list().await?.len();
     if left > 0 {
         bail!("{left} instances still live after terminating them all");
     }
     Ok(Report {
         nodes: instances.len(),
-        phases,
+        phases: phases.done,
         lone,
         burst: latencies,
         burst_wall,
