@@ -41,6 +41,25 @@ impl Clients {
         Clients::from_config(&config, None)
     }
 
+    /// Clients for `endpoint` in `region`, signing with a static `(access key, secret)`
+    /// instead of the standard chain: for tests and benches against moto.
+    pub async fn with_keys(
+        endpoint: &str,
+        region: &str,
+        (key, secret): (&str, &str),
+        ec2_interceptor: Option<aws_smithy_runtime_api::client::interceptors::SharedInterceptor>,
+    ) -> anyhow::Result<Clients> {
+        let config = loader()
+            .endpoint_url(endpoint)
+            .region(aws_config::Region::new(region.to_string()))
+            .credentials_provider(aws_sdk_ec2::config::Credentials::new(
+                key, secret, None, None, "static",
+            ))
+            .load()
+            .await;
+        Clients::from_config(&config, ec2_interceptor)
+    }
+
     /// Clients from `config`; `ec2_interceptor` is added to the EC2 client only (tests
     /// inject faults moto does not produce through it).
     pub fn from_config(

@@ -6,7 +6,10 @@
 //! - [`provider`]: [`kerf_cloud::Provider`] over EC2 — launch templates named by a hash
 //!   of their content, `CreateFleet` (instant, one instance), idempotent per claim through
 //!   the `karpenter.sh/nodeclaim` tag, insufficient-capacity errors cached for 3 minutes,
-//!   `TerminateInstances`, `DescribeInstances` by the cluster's tags.
+//!   `TerminateInstances`, `DescribeInstances` by the cluster's tags. The claim lookups
+//!   before launches and the terminations of many claims go out together ([`batcher`],
+//!   Karpenter's windows); CreateFleet does not (one per claim, so each instance carries
+//!   its claim's tag from the start).
 //! - [`catalog`] and [`pricing`]: the instance types the scheduler sees, from
 //!   `DescribeInstanceTypes`/`DescribeInstanceTypeOfferings` by the embedded catalog's
 //!   rules, priced by the Pricing API and `DescribeSpotPriceHistory` over a committed
@@ -25,6 +28,7 @@
 //! kerf-specific points it at a test endpoint such as moto.
 
 pub mod ami;
+pub mod batcher;
 pub mod catalog;
 pub mod clients;
 pub mod controller;

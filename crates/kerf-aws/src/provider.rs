@@ -13,6 +13,7 @@ use kerf_cloud::{
 use kerf_model::{InstanceType, Labels};
 use kube::Api;
 
+use crate::batcher::{Batcher, Window};
 use crate::catalog::Catalog;
 use crate::drift;
 use crate::ice::{self, Unavailable};
@@ -51,7 +52,31 @@ pub struct AwsProvider {
     templates: tokio::sync::Mutex<BTreeSet<String>>,
     /// Where a class not resolved yet is read from (none in tests without a cluster).
     node_classes: Option<Api<EC2NodeClass>>,
+    /// The claim-tag lookups before launches: many claims to one DescribeInstances.
+    lookups: Batcher<String, Result<Option<ec2::Instance>, ProviderError>>,
+    /// Terminations: many instances to one DescribeInstances and one TerminateInstances.
+    terminations: Batcher<String, Result<(), ProviderError>>,
 }
+
+/// EC2 takes at most 200 filter values in one call (`FilterLimitExceeded`).
+pub(crate) const MAX_FILTER_VALUES: usize = 200;
+
+/// A claim lookup stands in front of its CreateFleet call, so it waits as Karpenter's
+/// CreateFleet batcher does (idle 35 ms, max 1 s); a lookup's other filters take 6 values
+/// (the cluster tag, five states).
+const LOOKUP_WINDOW: Window = Window {
+    idle: std::time::Duration::from_millis(35),
+    max: std::time::Duration::from_secs(1),
+    max_items: MAX_FILTER_VALUES - 6,
+};
+
+/// Karpenter's DescribeInstances and TerminateInstances window (idle 100 ms, max 1 s),
+/// as many instances as one `instance-id` filter takes.
+const TERMINATE_WINDOW: Window = Window {
+    idle: std::time::Duration::from_millis(100),
+    max: std::time::Duration::from_secs(1),
+    max_items: MAX_FILTER_VALUES,
+};
 
 /// The described types and the prices the live catalog is built from.
 #[derive(Debug, Default)]
@@ -147,6 +172,14 @@ impl AwsProvider {
             .filter_map(|z| z.zone_name().map(str::to_string))
             .collect();
         names.sort();
+        let lookups = Batcher::new("describe_instances", LOOKUP_WINDOW, {
+            let (ec2, cluster) = (clients.ec2.clone(), cluster.name.clone());
+            move |claims: Vec<String>| lookup_claims(ec2.clone(), cluster.clone(), claims)
+        });
+        let terminations = Batcher::new("terminate_instances", TERMINATE_WINDOW, {
+            let ec2 = clients.ec2.clone();
+            move |ids: Vec<String>| terminate_instances(ec2.clone(), ids)
+        });
         let provider = AwsProvider {
             catalog: RwLock::new(Arc::new(catalog_for_zones(&names))),
             live: Mutex::new(Live::default()),
@@ -156,6 +189,8 @@ impl AwsProvider {
             unavailable: Mutex::new(Unavailable::default()),
             templates: tokio::sync::Mutex::new(BTreeSet::new()),
             node_classes,
+            lookups,
+            terminations,
         };
         match provider.refresh_instance_types().await {
             Ok(n) => tracing::info!(
@@ -391,58 +426,19 @@ impl AwsProvider {
     }
 
     async fn describe(&self, filters: Vec<ec2::Filter>) -> Result<Vec<Instance>, ProviderError> {
-        let mut out = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let answer = self
-                .clients
-                .ec2
-                .describe_instances()
-                .set_filters(Some(filters.clone()))
-                .set_next_token(token.clone())
-                .send()
-                .await
-                .map_err(|e| provider_error("DescribeInstances", e))?;
-            for r in answer.reservations() {
-                out.extend(r.instances().iter().filter_map(|i| self.to_instance(i)));
-            }
-            token = answer.next_token().map(str::to_string);
-            if token.is_none() {
-                return Ok(out);
-            }
-        }
+        let found = describe_instances(&self.clients.ec2, filters).await?;
+        Ok(found.iter().filter_map(|i| self.to_instance(i)).collect())
     }
 
-    fn live_states() -> ec2::Filter {
-        ec2::Filter::builder()
-            .name("instance-state-name")
-            .set_values(Some(
-                ["pending", "running", "stopping", "stopped", "shutting-down"]
-                    .map(String::from)
-                    .to_vec(),
-            ))
-            .build()
-    }
-
-    fn tag_filter(key: &str, value: &str) -> ec2::Filter {
-        ec2::Filter::builder()
-            .name(format!("tag:{key}"))
-            .values(value)
-            .build()
-    }
-
-    /// The instance already launched for `claim`, if any (a retried launch).
+    /// The instance already launched for `claim`, if any (a retried launch). Lookups
+    /// made together go out as one DescribeInstances.
     pub async fn claim_instance(&self, claim: &str) -> Result<Option<Instance>, ProviderError> {
         let found = self
-            .describe(vec![
-                Self::tag_filter(tags::EKS_CLUSTER, &self.cluster.name),
-                Self::tag_filter(tags::NODECLAIM, claim),
-                Self::live_states(),
-            ])
-            .await?;
-        Ok(found
-            .into_iter()
-            .find(|i| i.state == InstanceState::Running))
+            .lookups
+            .call(claim.to_string())
+            .await
+            .map_err(|e| ProviderError::new(e.to_string(), true))??;
+        Ok(found.and_then(|i| self.to_instance(&i)))
     }
 
     async fn ensure_template(&self, t: &TemplatePlan) -> Result<String, CreateError> {
@@ -858,60 +854,19 @@ impl Provider for AwsProvider {
         Ok(created)
     }
 
+    /// Terminates the instance unless it is already shutting down (or gone); deletes made
+    /// together go out as one DescribeInstances and one TerminateInstances.
     async fn delete(&self, id: String) -> Result<(), ProviderError> {
         let instance = crate::instance_id(&id).to_string();
-        let described = self
-            .clients
-            .ec2
-            .describe_instances()
-            .instance_ids(&instance)
-            .send()
-            .await;
-        match described {
-            Ok(out) => {
-                let state = out
-                    .reservations()
-                    .iter()
-                    .flat_map(|r| r.instances())
-                    .find_map(|i| i.state().and_then(|s| s.name()).cloned());
-                if matches!(
-                    state,
-                    None | Some(ec2::InstanceStateName::ShuttingDown)
-                        | Some(ec2::InstanceStateName::Terminated)
-                ) {
-                    return Ok(());
-                }
-            }
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| err_code(s) == "InvalidInstanceID.NotFound") =>
-            {
-                return Ok(());
-            }
-            Err(e) => return Err(provider_error("DescribeInstances", e)),
-        }
-        match self
-            .clients
-            .ec2
-            .terminate_instances()
-            .instance_ids(&instance)
-            .send()
+        self.terminations
+            .call(instance)
             .await
-        {
-            Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| err_code(s) == "InvalidInstanceID.NotFound") =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(provider_error("TerminateInstances", e)),
-        }
+            .map_err(|e| ProviderError::new(e.to_string(), true))?
     }
 
     async fn list(&self) -> Result<Vec<Instance>, ProviderError> {
         self.describe(vec![
-            Self::tag_filter(tags::EKS_CLUSTER, &self.cluster.name),
+            tag_filter(tags::EKS_CLUSTER, &self.cluster.name),
             ec2::Filter::builder()
                 .name("tag-key")
                 .values(tags::NODEPOOL)
@@ -920,10 +875,178 @@ impl Provider for AwsProvider {
                 .name("tag-key")
                 .values(tags::NODECLASS)
                 .build(),
-            Self::live_states(),
+            live_states(),
         ])
         .await
     }
+}
+
+fn live_states() -> ec2::Filter {
+    ec2::Filter::builder()
+        .name("instance-state-name")
+        .set_values(Some(
+            ["pending", "running", "stopping", "stopped", "shutting-down"]
+                .map(String::from)
+                .to_vec(),
+        ))
+        .build()
+}
+
+fn tag_filter(key: &str, value: &str) -> ec2::Filter {
+    ec2::Filter::builder()
+        .name(format!("tag:{key}"))
+        .values(value)
+        .build()
+}
+
+/// Shutting down or terminated: nothing to launch again for, nothing to terminate.
+fn is_ending(i: &ec2::Instance) -> bool {
+    matches!(
+        i.state().and_then(|s| s.name()),
+        Some(ec2::InstanceStateName::ShuttingDown | ec2::InstanceStateName::Terminated)
+    )
+}
+
+/// Every instance matching `filters`, over all pages of up to 1,000 (Karpenter asks for
+/// 1,000 a page; without `MaxResults` moto pages at 100, which made a list of 1,000
+/// instances ten calls).
+pub(crate) async fn describe_instances(
+    ec2c: &aws_sdk_ec2::Client,
+    filters: Vec<ec2::Filter>,
+) -> Result<Vec<ec2::Instance>, ProviderError> {
+    let mut out = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let answer = ec2c
+            .describe_instances()
+            .set_filters(Some(filters.clone()))
+            .max_results(1000)
+            .set_next_token(token.clone())
+            .send()
+            .await
+            .map_err(|e| provider_error("DescribeInstances", e))?;
+        for r in answer.reservations() {
+            out.extend(r.instances().iter().cloned());
+        }
+        token = answer.next_token().map(str::to_string);
+        if token.is_none() {
+            return Ok(out);
+        }
+    }
+}
+
+/// Each claim's live instance (not shutting down), by one DescribeInstances whose claim
+/// tag filter names them all. An error answers every claim.
+async fn lookup_claims(
+    ec2c: aws_sdk_ec2::Client,
+    cluster: String,
+    claims: Vec<String>,
+) -> Vec<Result<Option<ec2::Instance>, ProviderError>> {
+    let names: BTreeSet<String> = claims.iter().cloned().collect();
+    let filters = vec![
+        tag_filter(tags::EKS_CLUSTER, &cluster),
+        ec2::Filter::builder()
+            .name(format!("tag:{}", tags::NODECLAIM))
+            .set_values(Some(names.into_iter().collect()))
+            .build(),
+        live_states(),
+    ];
+    let found = match describe_instances(&ec2c, filters).await {
+        Ok(found) => found,
+        Err(e) => return claims.iter().map(|_| Err(e.clone())).collect(),
+    };
+    let mut by_claim: BTreeMap<String, ec2::Instance> = BTreeMap::new();
+    for i in found.into_iter().filter(|i| !is_ending(i)) {
+        let claim = i
+            .tags()
+            .iter()
+            .find(|t| t.key() == Some(tags::NODECLAIM))
+            .and_then(|t| t.value())
+            .map(str::to_string);
+        if let Some(claim) = claim {
+            by_claim.entry(claim).or_insert(i);
+        }
+    }
+    claims
+        .iter()
+        .map(|c| Ok(by_claim.get(c).cloned()))
+        .collect()
+}
+
+/// Terminates many instances: one DescribeInstances (an `instance-id` filter, which
+/// skips IDs that are gone rather than failing on them) finds those not already
+/// shutting down, one TerminateInstances ends them. An instance that call did not end
+/// (it was refused: one instance the policy does not cover refuses them all) is tried
+/// alone, so each caller gets its own instance's answer, as Karpenter's batcher does.
+/// An instance that is gone is no error.
+async fn terminate_instances(
+    ec2c: aws_sdk_ec2::Client,
+    ids: Vec<String>,
+) -> Vec<Result<(), ProviderError>> {
+    let unique: BTreeSet<String> = ids.iter().cloned().collect();
+    let filters = vec![
+        ec2::Filter::builder()
+            .name("instance-id")
+            .set_values(Some(unique.into_iter().collect()))
+            .build(),
+    ];
+    let live: BTreeSet<String> = match describe_instances(&ec2c, filters).await {
+        Ok(found) => found
+            .iter()
+            .filter(|i| !is_ending(i))
+            .filter_map(|i| i.instance_id().map(str::to_string))
+            .collect(),
+        Err(e) => return ids.iter().map(|_| Err(e.clone())).collect(),
+    };
+    let mut ended: BTreeSet<String> = BTreeSet::new();
+    if !live.is_empty() {
+        let all = ec2c
+            .terminate_instances()
+            .set_instance_ids(Some(live.iter().cloned().collect()))
+            .send()
+            .await;
+        match all {
+            Ok(out) => {
+                for change in out.terminating_instances() {
+                    let ending = matches!(
+                        change.current_state().and_then(|s| s.name()),
+                        Some(
+                            ec2::InstanceStateName::ShuttingDown
+                                | ec2::InstanceStateName::Terminated
+                        )
+                    );
+                    if let (true, Some(id)) = (ending, change.instance_id()) {
+                        ended.insert(id.to_string());
+                    }
+                }
+            }
+            Err(e) => tracing::debug!(
+                instances = live.len(),
+                error = %DisplayErrorContext(&e),
+                "TerminateInstances for a batch refused; each instance is tried alone"
+            ),
+        }
+    }
+    let client = &ec2c;
+    let alone = live.difference(&ended).map(|id| async move {
+        let answer = client.terminate_instances().instance_ids(id).send().await;
+        let result = match answer {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| err_code(s) == "InvalidInstanceID.NotFound") =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(provider_error("TerminateInstances", e)),
+        };
+        (id.clone(), result)
+    });
+    let retried: BTreeMap<String, Result<(), ProviderError>> =
+        futures::future::join_all(alone).await.into_iter().collect();
+    ids.iter()
+        .map(|id| retried.get(id).cloned().unwrap_or(Ok(())))
+        .collect()
 }
 
 /// Instances with no NodeClaim, launched more than `grace_ms` ago: what garbage

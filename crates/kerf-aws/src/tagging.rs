@@ -9,13 +9,16 @@
 //! it shares EC2's mutating-call budget with CreateFleet.
 //!
 //! A watch of NodeClaims and a pass over all of them every 30 s, so a claim whose tagging
-//! failed (throttled, the API unreachable) is tried again.
+//! failed (throttled, the API unreachable) is tried again. The claims a pass finds due
+//! (every claim the 30 s list finds, or every watch event waiting, so the nodes that
+//! registered while the last pass was tagging) have their instances' tags read by one
+//! DescribeInstances per 200 instances, where Karpenter reads each instance's alone.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use aws_sdk_ec2::types as ec2;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use kerf_api::crd::NodeClaim;
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
@@ -30,7 +33,8 @@ pub const ANNOTATION_CLUSTER_NAME_TAGGED: &str =
 pub const NAME: &str = "Name";
 
 const RESYNC: Duration = Duration::from_secs(30);
-const PACE: Duration = Duration::from_secs(1);
+/// At most one CreateTags call a second, as Karpenter's `nodeclaim.tagging`.
+pub const PACE: Duration = Duration::from_secs(1);
 
 /// The instance to tag and the tags it should carry, if the claim is due: an
 /// EC2NodeClass's claim, registered, not deleting, not annotated as tagged yet.
@@ -60,68 +64,102 @@ pub fn due(claim: &NodeClaim, cluster: &str) -> Option<(String, BTreeMap<String,
     Some((crate::instance_id(provider_id).to_string(), wanted))
 }
 
-/// Tags one claim's instance and annotates the claim. An instance that is gone needs no
-/// tags: the claim is annotated all the same (its lifecycle deletes it).
-pub async fn tag(
+/// The tag keys each of `instances` holds, by one DescribeInstances per 200 instances
+/// (an `instance-id` filter: an instance that is gone is left out, not an error).
+pub async fn held_tags(
     ec2: &aws_sdk_ec2::Client,
-    claims: &Api<NodeClaim>,
-    claim: &NodeClaim,
-    instance: &str,
-    mut wanted: BTreeMap<String, String>,
-) -> anyhow::Result<()> {
-    let described = ec2.describe_instances().instance_ids(instance).send().await;
-    let held: Vec<ec2::Tag> = match described {
-        Ok(out) => out
-            .reservations()
-            .iter()
-            .flat_map(|r| r.instances())
-            .flat_map(|i| i.tags().to_vec())
-            .collect(),
-        Err(e)
-            if aws_sdk_ec2::error::ProvideErrorMetadata::code(&e)
-                == Some("InvalidInstanceID.NotFound") =>
-        {
-            wanted.clear();
-            Vec::new()
+    instances: &[String],
+) -> anyhow::Result<BTreeMap<String, BTreeSet<String>>> {
+    let unique: BTreeSet<&String> = instances.iter().collect();
+    let unique: Vec<String> = unique.into_iter().cloned().collect();
+    let mut held = BTreeMap::new();
+    for chunk in unique.chunks(crate::provider::MAX_FILTER_VALUES) {
+        let filter = ec2::Filter::builder()
+            .name("instance-id")
+            .set_values(Some(chunk.to_vec()))
+            .build();
+        let found = crate::provider::describe_instances(ec2, vec![filter]).await?;
+        for i in &found {
+            if let Some(id) = i.instance_id() {
+                let keys = i.tags().iter().filter_map(|t| t.key()).map(str::to_string);
+                held.insert(id.to_string(), keys.collect());
+            }
         }
+    }
+    Ok(held)
+}
+
+/// Adds to `instance` the tags of `wanted` that are not among `held` (its tag keys, from
+/// [`held_tags`]), then waits `pace` if it made a CreateTags call (the controller's pace
+/// is one a second). An instance with no `held` entry is gone and needs no tags: that is
+/// no error (its claim's lifecycle deletes the claim).
+pub async fn add_missing(
+    ec2: &aws_sdk_ec2::Client,
+    instance: &str,
+    wanted: &BTreeMap<String, String>,
+    held: Option<&BTreeSet<String>>,
+    pace: Duration,
+) -> anyhow::Result<()> {
+    let Some(held) = held else {
+        return Ok(());
+    };
+    let tags: Vec<ec2::Tag> = wanted
+        .iter()
+        .filter(|(k, _)| !held.contains(*k))
+        .map(|(k, v)| ec2::Tag::builder().key(k).value(v).build())
+        .collect();
+    if tags.is_empty() {
+        return Ok(());
+    }
+    let sent = ec2
+        .create_tags()
+        .resources(instance)
+        .set_tags(Some(tags))
+        .send()
+        .await;
+    tokio::time::sleep(pace).await;
+    sent.map(|_| ()).map_err(|e| {
+        anyhow::anyhow!(
+            "CreateTags {instance}: {}",
+            aws_sdk_ec2::error::DisplayErrorContext(e)
+        )
+    })
+}
+
+/// One claim due for tagging: its instance and the tags it should carry.
+struct Due {
+    instance: String,
+    wanted: BTreeMap<String, String>,
+}
+
+/// Tags the instances of the `due` claims (by name), one CreateTags at most a
+/// [`PACE`], and annotates each claim once its instance is done.
+async fn tag_all(ec2: &aws_sdk_ec2::Client, claims: &Api<NodeClaim>, due: BTreeMap<String, Due>) {
+    let instances: Vec<String> = due.values().map(|d| d.instance.clone()).collect();
+    let held = match held_tags(ec2, &instances).await {
+        Ok(held) => held,
         Err(e) => {
-            return Err(anyhow::anyhow!(
-                "DescribeInstances {instance}: {}",
-                aws_sdk_ec2::error::DisplayErrorContext(e)
-            ));
+            tracing::warn!(claims = due.len(), error = %format!("{e:#}"), "reading instance tags for tagging");
+            return;
         }
     };
-    for t in &held {
-        if let Some(k) = t.key() {
-            wanted.remove(k);
-        }
-    }
-    if !wanted.is_empty() {
-        let tags: Vec<ec2::Tag> = wanted
-            .iter()
-            .map(|(k, v)| ec2::Tag::builder().key(k).value(v).build())
-            .collect();
-        let sent = ec2
-            .create_tags()
-            .resources(instance)
-            .set_tags(Some(tags))
-            .send()
-            .await;
-        tokio::time::sleep(PACE).await;
-        sent.map_err(|e| {
-            anyhow::anyhow!(
-                "CreateTags {instance}: {}",
-                aws_sdk_ec2::error::DisplayErrorContext(e)
-            )
-        })?;
-    }
     let tagged = serde_json::json!({
         ANNOTATION_TAGGED: "true",
         ANNOTATION_CLUSTER_NAME_TAGGED: "true",
     });
-    crate::annotate_claim(claims, &claim.name_any(), tagged)
-        .await
-        .map_err(|e| anyhow::anyhow!("annotating NodeClaim {}: {e}", claim.name_any()))
+    for (name, d) in &due {
+        let done = match add_missing(ec2, &d.instance, &d.wanted, held.get(&d.instance), PACE).await
+        {
+            Ok(()) => crate::annotate_claim(claims, name, tagged.clone())
+                .await
+                .map_err(|e| anyhow::anyhow!("annotating NodeClaim {name}: {e}")),
+            Err(e) => Err(e),
+        };
+        match done {
+            Ok(()) => tracing::debug!(nodeclaim = %name, instance = %d.instance, "tagged"),
+            Err(e) => tracing::warn!(nodeclaim = %name, error = %format!("{e:#}"), "tagging"),
+        }
+    }
 }
 
 /// Runs until cancelled.
@@ -134,7 +172,7 @@ pub async fn run(
     let mut changes = std::pin::pin!(watcher::watcher(claims.clone(), watcher::Config::default()));
     let mut tick = tokio::time::interval(RESYNC);
     loop {
-        let todo: Vec<NodeClaim> = tokio::select! {
+        let mut todo: Vec<NodeClaim> = tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tick.tick() => match claims.list(&Default::default()).await {
                 Ok(list) => list.items,
@@ -154,16 +192,31 @@ pub async fn run(
                 None => return,
             },
         };
-        for claim in todo {
-            let Some((instance, wanted)) = due(&claim, &cluster) else {
-                continue;
-            };
-            match tag(&ec2, &claims, &claim, &instance, wanted).await {
-                Ok(()) => tracing::debug!(nodeclaim = %claim.name_any(), instance, "tagged"),
-                Err(e) => {
-                    tracing::warn!(nodeclaim = %claim.name_any(), error = %format!("{e:#}"), "tagging")
+        // The claims whose events are already waiting join this pass: nodes that
+        // registered while the last pass was tagging are read in one call.
+        while let Some(ev) = changes.next().now_or_never() {
+            match ev {
+                Some(Ok(watcher::Event::Apply(c) | watcher::Event::InitApply(c))) => todo.push(c),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "NodeClaim watch (tagging)");
+                    break;
                 }
+                None => return,
             }
+        }
+        // Each claim as last seen: a later version may no longer be due (tagged, deleting).
+        let mut pending: BTreeMap<String, Due> = BTreeMap::new();
+        for claim in todo {
+            match due(&claim, &cluster) {
+                Some((instance, wanted)) => {
+                    pending.insert(claim.name_any(), Due { instance, wanted })
+                }
+                None => pending.remove(&claim.name_any()),
+            };
+        }
+        if !pending.is_empty() {
+            tag_all(&ec2, &claims, pending).await;
         }
     }
 }

@@ -25,7 +25,7 @@ use kerf_aws::interruption::{Interruption, Queue};
 use kerf_aws::pricing::PricingError;
 use kerf_aws::provider::{ResolvedClasses, orphans};
 use kerf_aws::{AwsProvider, Clients, ClusterInfo};
-use kerf_aws::{resolve, termination};
+use kerf_aws::{resolve, tagging, termination};
 use kerf_cloud::{CreateError, LaunchRequest, Offer, Provider};
 use kerf_model::{InstanceType, Offering, labels};
 use kerf_testcluster::moto::{Moto, python};
@@ -64,15 +64,9 @@ impl OnMoto for Moto {
         (key, secret): (&str, &str),
         interceptor: Option<SharedInterceptor>,
     ) -> Clients {
-        let config = kerf_aws::clients::loader()
-            .endpoint_url(self.endpoint())
-            .region(aws_config::Region::new(REGION))
-            .credentials_provider(aws_sdk_ec2::config::Credentials::new(
-                key, secret, None, None, "moto",
-            ))
-            .load()
-            .await;
-        Clients::from_config(&config, interceptor).unwrap()
+        Clients::with_keys(self.endpoint(), REGION, (key, secret), interceptor)
+            .await
+            .unwrap()
     }
 
     async fn provider(&self, interceptor: Option<SharedInterceptor>) -> AwsProvider {
@@ -926,23 +920,49 @@ impl Intercept for SpacesAsPlus {
     }
 }
 
-/// Stands in for EC2 where moto cannot: for the next queued CreateFleet attempts, the
-/// request is turned into a harmless DescribeRegions before signing (so moto launches
-/// nothing) and the answer replaced by a canned one.
-#[derive(Debug, Default)]
+/// Stands in for EC2 where moto cannot: for the next queued attempts of `operation`,
+/// the request is turned into a harmless DescribeRegions before signing (so moto does
+/// nothing) and the answer replaced by a canned one. Counts every operation's attempts.
+#[derive(Debug)]
 struct Faults {
+    operation: &'static str,
     queue: Mutex<VecDeque<(u16, String)>>,
-    /// CreateFleet attempts seen, faulted or not.
+    /// Attempts by operation, faulted or not, since the last `take_calls`.
+    calls: Mutex<BTreeMap<String, usize>>,
+    /// Attempts of `operation`, faulted or not.
     attempts: Mutex<usize>,
     active: Mutex<Option<(u16, String)>>,
+}
+
+impl Faults {
+    fn on(operation: &'static str) -> Arc<Faults> {
+        Arc::new(Faults {
+            operation,
+            queue: Mutex::default(),
+            calls: Mutex::default(),
+            attempts: Mutex::default(),
+            active: Mutex::default(),
+        })
+    }
+
+    /// Fails the next attempt of `operation` not yet faulted with this answer.
+    fn push(&self, status: u16, body: String) {
+        self.queue.lock().unwrap().push_back((status, body));
+    }
+
+    /// The attempts counted since the last call, by operation.
+    fn take_calls(&self) -> BTreeMap<String, usize> {
+        std::mem::take(&mut *self.calls.lock().unwrap())
+    }
 }
 
 #[derive(Debug, Clone)]
 struct FaultInterceptor(Arc<Faults>);
 
-fn is_create_fleet(cfg: &ConfigBag) -> bool {
+fn operation(cfg: &ConfigBag) -> String {
     cfg.load::<Metadata>()
-        .is_some_and(|m| m.name() == "CreateFleet")
+        .map(|m| m.name().to_string())
+        .unwrap_or_default()
 }
 
 impl Intercept for FaultInterceptor {
@@ -956,7 +976,9 @@ impl Intercept for FaultInterceptor {
         _rc: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
-        if !is_create_fleet(cfg) {
+        let op = operation(cfg);
+        *self.0.calls.lock().unwrap().entry(op.clone()).or_default() += 1;
+        if op != self.0.operation {
             return Ok(());
         }
         *self.0.attempts.lock().unwrap() += 1;
@@ -978,7 +1000,7 @@ impl Intercept for FaultInterceptor {
         _rc: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
-        if !is_create_fleet(cfg) {
+        if operation(cfg) != self.0.operation {
             return Ok(());
         }
         if let Some((status, body)) = self.0.active.lock().unwrap().take() {
@@ -989,6 +1011,16 @@ impl Intercept for FaultInterceptor {
         }
         Ok(())
     }
+}
+
+/// A provider on `moto` whose `operation` calls `Faults` can fail, with class `default`
+/// resolved.
+async fn provider_with_faults(moto: &Moto, operation: &'static str) -> (AwsProvider, Arc<Faults>) {
+    let faults = Faults::on(operation);
+    let interceptor = SharedInterceptor::new(FaultInterceptor(faults.clone()));
+    let p = moto.provider(Some(interceptor)).await;
+    p.resolve_class(&class("default", "al2023@latest")).await;
+    (p, faults)
 }
 
 fn ice_response(instance_type: &str, zone: &str) -> String {
@@ -1018,23 +1050,13 @@ const THROTTLE: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
 #[tokio::test(flavor = "multi_thread")]
 async fn insufficient_capacity_marks_the_offering_and_the_claim_retries_elsewhere() {
     let moto = start_moto();
-    let faults = Arc::new(Faults::default());
-    let p = moto
-        .provider(Some(SharedInterceptor::new(FaultInterceptor(
-            faults.clone(),
-        ))))
-        .await;
-    p.resolve_class(&class("default", "al2023@latest")).await;
+    let (p, faults) = provider_with_faults(&moto, "CreateFleet").await;
     let large = Offer {
         instance_type: "m6i.large".into(),
         zone: "us-west-2a".into(),
         capacity_type: "on-demand".into(),
     };
-    faults
-        .queue
-        .lock()
-        .unwrap()
-        .push_back((200, ice_response("m6i.large", "us-west-2a")));
+    faults.push(200, ice_response("m6i.large", "us-west-2a"));
     let options = [
         ("m6i.large", "us-west-2a", "on-demand"),
         ("m6i.xlarge", "us-west-2b", "on-demand"),
@@ -1080,16 +1102,8 @@ async fn insufficient_capacity_marks_the_offering_and_the_claim_retries_elsewher
     assert_eq!(*faults.attempts.lock().unwrap(), before);
 
     // Throttling is retried by the SDK's standard retry with backoff, and then launches.
-    faults
-        .queue
-        .lock()
-        .unwrap()
-        .push_back((503, THROTTLE.to_string()));
-    faults
-        .queue
-        .lock()
-        .unwrap()
-        .push_back((503, THROTTLE.to_string()));
+    faults.push(503, THROTTLE.to_string());
+    faults.push(503, THROTTLE.to_string());
     let before = *faults.attempts.lock().unwrap();
     let throttled = p
         .create(request(
@@ -1101,6 +1115,124 @@ async fn insufficient_capacity_marks_the_offering_and_the_claim_retries_elsewher
         .unwrap();
     assert_eq!(throttled.instance.offer.instance_type, "m6i.2xlarge");
     assert_eq!(*faults.attempts.lock().unwrap() - before, 3);
+}
+
+const REFUSED: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<Response><Errors><Error><Code>UnauthorizedOperation</Code><Message>You are not authorized to perform this operation.</Message></Error></Errors><RequestID>00000000-0000-0000-0000-000000000002</RequestID></Response>"#;
+
+fn counts(pairs: &[(&str, usize)]) -> BTreeMap<String, usize> {
+    pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+}
+
+/// Claims launched together are looked up by one DescribeInstances, and still each gets
+/// its own instance (and, retried, the same one); their instances' tags are read by one
+/// call; terminations made together are one DescribeInstances and one
+/// TerminateInstances, and when that call is refused each instance is tried alone.
+///
+/// On the current-thread runtime (`#[tokio::test]`'s default) no batch window runs
+/// before every call of a `join_all` has joined it, whatever the machine's load.
+#[tokio::test]
+async fn calls_made_together_go_out_together() {
+    let moto = start_moto();
+    let (p, faults) = provider_with_faults(&moto, "TerminateInstances").await;
+    let option = [("m6i.large", "us-west-2b", "on-demand")];
+    let names: Vec<String> = (0..12).map(|i| format!("together-{i}")).collect();
+    let launch_all = || {
+        futures::future::join_all(
+            names
+                .iter()
+                .map(|n| p.create(request(n, "default", &option))),
+        )
+    };
+    faults.take_calls();
+    let first: Vec<_> = launch_all().await.into_iter().map(Result::unwrap).collect();
+    let calls = faults.take_calls();
+    assert_eq!(calls.get("DescribeInstances"), Some(&1), "{calls:?}");
+    assert_eq!(calls.get("CreateFleet"), Some(&12), "{calls:?}");
+    for (n, c) in names.iter().zip(&first) {
+        assert_eq!(&c.instance.claim, n);
+    }
+    let ids: BTreeSet<&str> = first.iter().map(|c| c.instance.id.as_str()).collect();
+    assert_eq!(ids.len(), 12, "one instance per claim");
+
+    // Retried together (a restart): one lookup finds them all, nothing launches.
+    let again: Vec<_> = launch_all().await.into_iter().map(Result::unwrap).collect();
+    assert_eq!(faults.take_calls(), counts(&[("DescribeInstances", 1)]));
+    for (a, b) in first.iter().zip(&again) {
+        assert_eq!(a.instance.id, b.instance.id);
+    }
+
+    // Tagging after registration: one call reads every instance's tags (a gone one is
+    // left out), then one CreateTags each.
+    let instance_ids: Vec<String> = first
+        .iter()
+        .map(|c| kerf_aws::instance_id(&c.instance.id).to_string())
+        .collect();
+    let mut asked = instance_ids.clone();
+    asked.push("i-0000000000000dead".into());
+    let ec2 = &p.clients().ec2;
+    let held = tagging::held_tags(ec2, &asked).await.unwrap();
+    assert_eq!(held.len(), 12);
+    assert!(held[&instance_ids[0]].contains("karpenter.sh/nodeclaim"));
+    for (n, id) in names.iter().zip(&instance_ids) {
+        let wanted = BTreeMap::from([
+            ("Name".to_string(), format!("node-{n}")),
+            ("karpenter.sh/nodeclaim".to_string(), n.clone()),
+        ]);
+        tagging::add_missing(ec2, id, &wanted, held.get(id), std::time::Duration::ZERO)
+            .await
+            .unwrap();
+    }
+    let wanted = BTreeMap::from([("Name".to_string(), "gone".to_string())]);
+    tagging::add_missing(
+        ec2,
+        "i-0000000000000dead",
+        &wanted,
+        None,
+        std::time::Duration::ZERO,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        faults.take_calls(),
+        counts(&[("CreateTags", 12), ("DescribeInstances", 1)])
+    );
+    let tags = tag_map(describe(&p, &instance_ids[3]).await.tags());
+    assert_eq!(
+        tags.get("Name").map(String::as_str),
+        Some("node-together-3")
+    );
+    assert_eq!(
+        tags.get("karpenter.sh/nodeclaim").map(String::as_str),
+        Some("together-3")
+    );
+
+    // Six terminated together, one of them already terminated and one never there;
+    // the batch's TerminateInstances is refused, so the other five are tried alone.
+    ec2.terminate_instances()
+        .instance_ids(&instance_ids[0])
+        .send()
+        .await
+        .unwrap();
+    faults.push(403, REFUSED.to_string());
+    faults.take_calls();
+    let mut doomed: Vec<String> = first[..6].iter().map(|c| c.instance.id.clone()).collect();
+    doomed.push("aws:///us-west-2a/i-0000000000000dead".into());
+    let deleted = futures::future::join_all(doomed.into_iter().map(|id| p.delete(id))).await;
+    assert!(deleted.iter().all(Result::is_ok), "{deleted:?}");
+    assert_eq!(
+        faults.take_calls(),
+        counts(&[("DescribeInstances", 1), ("TerminateInstances", 6)])
+    );
+    // The other six together: one call of each.
+    let deleted =
+        futures::future::join_all(first[6..].iter().map(|c| p.delete(c.instance.id.clone()))).await;
+    assert!(deleted.iter().all(Result::is_ok), "{deleted:?}");
+    assert_eq!(
+        faults.take_calls(),
+        counts(&[("DescribeInstances", 1), ("TerminateInstances", 1)])
+    );
+    assert!(p.list().await.unwrap().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -95,15 +95,9 @@ spec:
 
 async fn clients(moto: &Moto, user: &str) -> Clients {
     let (key, secret) = moto.keys(user);
-    let config = kerf_aws::clients::loader()
-        .endpoint_url(moto.endpoint())
-        .region(aws_config::Region::new(REGION))
-        .credentials_provider(aws_sdk_ec2::config::Credentials::new(
-            key, secret, None, None, "moto",
-        ))
-        .load()
-        .await;
-    Clients::from_config(&config, None).unwrap()
+    Clients::with_keys(moto.endpoint(), REGION, (&key, &secret), None)
+        .await
+        .unwrap()
 }
 
 fn taints_of(node: &Node) -> Vec<k8s_openapi::api::core::v1::Taint> {
