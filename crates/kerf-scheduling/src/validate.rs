@@ -2,7 +2,7 @@
 //! would every claim launch what it says?
 //!
 //! The checker is written from Kubernetes semantics, not from the solver: it shares no code
-//! with `solve.rs`, `claim.rs` or `topology.rs`, only the model's own algebra (requirements,
+//! with `solve.rs` and `solve/`, `claim.rs` or `topology.rs`, only the model's own algebra (requirements,
 //! selectors, tolerations). It materialises the cluster the plan would produce — every
 //! existing node with its bound pods, every new claim as a node with its labels, its
 //! NodePool's taints and its launched type's allocatable, DaemonSet pods wherever they would

@@ -8,7 +8,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use kerf_model::labels;
 use kerf_model::pod::HostPort;
 use kerf_model::taints::first_untolerated;
-use kerf_model::{InstanceType, Node, Pod, Requirement, Requirements, Resources};
+use kerf_model::{InstanceType, Pod, Requirement, Requirements, Resources};
 
 use super::commit::node_passes_filter;
 use super::memo::Memos;
@@ -111,7 +111,7 @@ fn init_nodes(input: &Input, node_index: &BTreeMap<&str, usize>, res: &ResIndex)
     for (i, node) in input.nodes.iter().enumerate() {
         for ds in &input.daemonsets {
             let name = ds.owner.as_ref().map_or("", |o| o.name.as_str());
-            if !daemon_on_node[i].contains(name) && daemon_fits_node(ds, node) {
+            if !daemon_on_node[i].contains(name) && ds.daemon_runs_on(&node.labels, &node.taints) {
                 let req = res.dense(&ds.requests);
                 nodes[i].remaining.sub(&req);
                 nodes[i].host_ports.extend(ds.host_ports.iter().cloned());
@@ -361,12 +361,6 @@ fn classes(pods: &[Pod]) -> Vec<usize> {
             next - 1
         })
         .collect()
-}
-
-/// Whether a DaemonSet's pod would run on this existing node.
-fn daemon_fits_node(ds: &Pod, node: &Node) -> bool {
-    first_untolerated(&node.taints, &ds.tolerations).is_none()
-        && ds.node_affinity.matches_labels(&node.labels)
 }
 
 /// The DaemonSets whose pods would run on a pool's nodes, split by whether the instance

@@ -350,6 +350,12 @@ impl Kerf {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// The last `n` lines of the log, newest first, for a failure message.
+    pub fn log_tail(&self, n: usize) -> String {
+        let text = self.log_text();
+        text.lines().rev().take(n).collect::<Vec<_>>().join("\n")
+    }
 }
 
 impl Drop for Kerf {

@@ -456,12 +456,7 @@ fn a_template_change_drifts_every_node_one_at_a_time_without_breaking_the_pdb() 
             "drift did not finish: {} claims, {:?}\n{}",
             claims.len(),
             claims.iter().map(|c| c.name_any()).collect::<Vec<_>>(),
-            kerf.log_text()
-                .lines()
-                .rev()
-                .take(30)
-                .collect::<Vec<_>>()
-                .join("\n")
+            kerf.log_tail(30)
         );
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -596,12 +591,7 @@ fn killed_at_random_points_of_pdb_paced_drains_it_keeps_every_promise() {
                 "seed {seed}: the roll did not finish (kills at {killed_at:?} ms): {} claims {:?}\n{}",
                 claims.len(),
                 claims.iter().map(|c| c.name_any()).collect::<Vec<_>>(),
-                kerf.log_text()
-                    .lines()
-                    .rev()
-                    .take(40)
-                    .collect::<Vec<_>>()
-                    .join("\n")
+                kerf.log_tail(40)
             );
             // A drain lasts a few seconds on kwok: look often while one runs.
             let poll = if draining { 20 } else { 100 };
@@ -848,12 +838,7 @@ fn a_do_not_disrupt_pod_keeps_its_node_while_its_sibling_node_is_consolidated() 
         assert!(
             started.elapsed() < Duration::from_secs(180),
             "plain's node was not consolidated:\n{}",
-            kerf.log_text()
-                .lines()
-                .rev()
-                .take(40)
-                .collect::<Vec<_>>()
-                .join("\n")
+            kerf.log_tail(40)
         );
         std::thread::sleep(Duration::from_millis(500));
     }
