@@ -1256,6 +1256,9 @@ async fn interruption_messages_through_a_real_queue() {
         r#"{"version":"0","id":"c","detail-type":"EC2 Instance State-change Notification","source":"aws.ec2","account":"123456789012","time":"2026-01-01T00:00:00Z","region":"us-west-2","resources":[],"detail":{"instance-id":"i-stopping","state":"stopping"}}"#,
         r#"{"version":"0","id":"d","detail-type":"AWS Health Event","source":"aws.health","account":"123456789012","time":"2026-01-01T00:00:00Z","region":"us-west-2","resources":[],"detail":{"service":"EC2","eventTypeCode":"AWS_EC2_INSTANCE_RETIREMENT_SCHEDULED","eventTypeCategory":"scheduledChange","affectedEntities":[{"entityValue":"i-health"}]}}"#,
         r#"{"version":"0","id":"e","detail-type":"EC2 Capacity Reservation Instance Interruption Warning","source":"aws.ec2","account":"123456789012","time":"2026-01-01T00:00:00Z","region":"us-west-2","resources":[],"detail":{"capacity-reservation-id":"cr-1","instance-id":"i-odcr"}}"#,
+        // Well-formed, nothing to do: Karpenter's no_op, counted as received.
+        r#"{"version":"0","id":"f","detail-type":"EC2 Instance State-change Notification","source":"aws.ec2","account":"123456789012","time":"2026-01-01T00:00:00Z","region":"us-west-2","resources":[],"detail":{"instance-id":"i-running","state":"running"}}"#,
+        // Not an event at all: deleted, and not counted as received.
         "this is not an event",
     ];
     for m in messages {
@@ -1306,7 +1309,7 @@ async fn interruption_messages_through_a_real_queue() {
             total.unparseable,
             total.failed
         ),
-        (6, 4, 1, 1)
+        (7, 5, 1, 1)
     );
     let kinds: BTreeSet<&str> = seen
         .lock()
@@ -1323,7 +1326,8 @@ async fn interruption_messages_through_a_real_queue() {
             "rebalance_recommendation",
             "instance_stopped",
             "scheduled_change",
-            "capacity_reservation_interrupted"
+            "capacity_reservation_interrupted",
+            "no_op"
         ])
     );
     let attrs = clients

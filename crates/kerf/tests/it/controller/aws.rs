@@ -705,6 +705,23 @@ pub(crate) fn exercise(env: &Env, aws: &Aws, kerf: &mut Kerf) {
         .and_then(|p| p.rsplit('/').next())
         .unwrap()
         .to_string();
+    let bystander = claims
+        .iter()
+        .find(|c| c.name_any() != victim.name_any())
+        .unwrap()
+        .clone();
+    let bystander_id = bystander
+        .status
+        .as_ref()
+        .and_then(|s| s.provider_id.as_deref())
+        .and_then(|p| p.rsplit('/').next())
+        .unwrap()
+        .to_string();
+    let bystander_node = bystander
+        .status
+        .as_ref()
+        .and_then(|s| s.node_name.clone())
+        .unwrap();
     env.rt.block_on(async {
         let url = admin
             .sqs
@@ -722,14 +739,24 @@ pub(crate) fn exercise(env: &Env, aws: &Aws, kerf: &mut Kerf) {
             "resources": [format!("arn:aws:ec2:{REGION}:123456789012:instance/{victim_id}")],
             "detail": {"instance-id": victim_id, "state": "stopping"},
         });
-        admin
-            .sqs
-            .send_message()
-            .queue_url(url)
-            .message_body(body.to_string())
-            .send()
-            .await
-            .unwrap();
+        // And a rebalance recommendation for another instance: events only.
+        let rebalance = json!({
+            "version": "0", "id": "e2e-2", "source": "aws.ec2",
+            "detail-type": "EC2 Instance Rebalance Recommendation",
+            "account": "123456789012", "time": "2026-12-02T00:00:00Z", "region": REGION,
+            "resources": [format!("arn:aws:ec2:{REGION}:123456789012:instance/{bystander_id}")],
+            "detail": {"instance-id": bystander_id},
+        });
+        for body in [body, rebalance] {
+            admin
+                .sqs
+                .send_message()
+                .queue_url(&url)
+                .message_body(body.to_string())
+                .send()
+                .await
+                .unwrap();
+        }
     });
     env.wait(
         Duration::from_secs(120),
@@ -743,6 +770,76 @@ pub(crate) fn exercise(env: &Env, aws: &Aws, kerf: &mut Kerf) {
                     .block_on(instances(&admin.ec2, &LIVE))
                     .contains_key(&victim_id)
         },
+    );
+    // Karpenter's interruption events, on the claim and on its node: the kind's, then
+    // TerminatingOnInterruption when the claim is deleted; the rebalance
+    // recommendation's alone on the other, which stays.
+    let events_on = |reason: &str, kind: &str, name: &str| {
+        super::events_about(env, reason, kind)
+            .into_iter()
+            .filter(|e| super::regarding_name(e) == name)
+            .map(|e| (e.type_.unwrap_or_default(), e.note.unwrap_or_default()))
+            .collect::<Vec<_>>()
+    };
+    let warning = |note: &str| vec![("Warning".to_string(), note.to_string())];
+    env.wait(
+        Duration::from_secs(30),
+        "the rebalance recommendation's events",
+        |_| !events_on("SpotRebalanceRecommendation", "Node", &bystander_node).is_empty(),
+    );
+    let victim_name = victim.name_any();
+    for (reason, kind, name, expected) in [
+        (
+            "InstanceStopping",
+            "NodeClaim",
+            victim_name.as_str(),
+            warning("Instance is stopping"),
+        ),
+        (
+            "InstanceStopping",
+            "Node",
+            pinned_node.as_str(),
+            warning("Instance is stopping"),
+        ),
+        (
+            "TerminatingOnInterruption",
+            "NodeClaim",
+            victim_name.as_str(),
+            warning("Interruption triggered termination for the NodeClaim"),
+        ),
+        (
+            "TerminatingOnInterruption",
+            "Node",
+            pinned_node.as_str(),
+            warning("Interruption triggered termination for the Node"),
+        ),
+        (
+            "SpotRebalanceRecommendation",
+            "NodeClaim",
+            bystander.name_any().as_str(),
+            vec![(
+                "Normal".to_string(),
+                "Spot rebalance recommendation was triggered".to_string(),
+            )],
+        ),
+        (
+            "TerminatingOnInterruption",
+            "NodeClaim",
+            bystander.name_any().as_str(),
+            vec![],
+        ),
+    ] {
+        assert_eq!(
+            events_on(reason, kind, name),
+            expected,
+            "{reason} on {kind} {name}"
+        );
+    }
+    assert!(
+        env.nodeclaims()
+            .iter()
+            .any(|c| c.name_any() == bystander.name_any()),
+        "a rebalance recommendation deletes nothing"
     );
     env.wait(
         Duration::from_secs(180),
