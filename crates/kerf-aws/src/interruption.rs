@@ -6,7 +6,7 @@
 //! could not be parsed — a message whose handling failed stays, to come back after its
 //! visibility timeout.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -422,7 +422,7 @@ pub struct Handler {
     pub nodes: Api<Node>,
     pub provider: Arc<AwsProvider>,
     pub recorder: Recorder,
-    published: Mutex<HashMap<(&'static str, String), Instant>>,
+    published: Mutex<BTreeMap<(&'static str, String), Instant>>,
 }
 
 impl Handler {
@@ -437,7 +437,7 @@ impl Handler {
             nodes,
             provider,
             recorder,
-            published: Mutex::new(HashMap::new()),
+            published: Mutex::new(BTreeMap::new()),
         }
     }
 
