@@ -488,7 +488,10 @@ pub async fn run(provider: Arc<AwsProvider>, cancel: tokio_util::sync::Cancellat
                 bounded("spot prices", provider.refresh_spot_prices())
             );
             match &on_demand {
-                Ok(n) => tracing::info!(instance_types = n, "refreshed on-demand prices"),
+                Ok(n) => match provider.on_demand_pricing_skipped() {
+                    Some(why) => tracing::info!("on-demand prices not refreshed: {why}"),
+                    None => tracing::info!(instance_types = n, "refreshed on-demand prices"),
+                },
                 Err(e) => {
                     tracing::warn!(error = %e, "refreshing on-demand prices (keeping the known ones)")
                 }

@@ -3,7 +3,8 @@
 //! EC2NodeClass status writer, the EC2NodeClass termination finalizer, post-registration
 //! tagging and, when
 //! `INTERRUPTION_QUEUE` is set, the interruption poller. Settings are Karpenter's
-//! environment variables: `CLUSTER_NAME`, `CLUSTER_ENDPOINT`, `INTERRUPTION_QUEUE`; the
+//! environment variables: `CLUSTER_NAME`, `CLUSTER_ENDPOINT`, `INTERRUPTION_QUEUE`,
+//! `ISOLATED_VPC` (read by kerf-kube's settings and passed in); the
 //! cluster CA comes from `CLUSTER_CA_BUNDLE` (base64 PEM) when set. The Kubernetes
 //! version (for the AMI alias parameters) is the API server's.
 
@@ -44,6 +45,7 @@ impl Background {
 pub async fn start(
     client: Client,
     cluster_name: &str,
+    isolated_vpc: bool,
     cancel: CancellationToken,
 ) -> anyhow::Result<(Arc<AwsProvider>, Background)> {
     if cluster_name.is_empty() {
@@ -83,7 +85,8 @@ pub async fn start(
             classes.clone(),
             Some(api.clone()),
         )
-        .await?,
+        .await?
+        .with_isolated_vpc(isolated_vpc),
     );
     let mut background: Vec<futures::future::BoxFuture<'static, ()>> = Vec::new();
     background.push(Box::pin(crate::catalog::run(

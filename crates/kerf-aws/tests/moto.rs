@@ -731,6 +731,34 @@ async fn spot_prices_come_from_the_history_and_on_demand_falls_back_when_pricing
     );
 }
 
+/// `ISOLATED_VPC`: the Pricing API is not called (against moto, which has none, a call
+/// would fail), on-demand prices stay the fallback table's, spot prices still come.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_isolated_vpc_keeps_the_fallback_on_demand_prices_without_asking() {
+    let moto = start_moto();
+    let clients = moto.clients(None).await;
+    let p = moto.provider_on(clients.clone()).await;
+    assert_eq!(p.on_demand_pricing_skipped(), None);
+    assert!(
+        p.refresh_on_demand_prices().await.is_err(),
+        "GetProducts was asked"
+    );
+    let p = p.with_isolated_vpc(true);
+    assert!(
+        p.on_demand_pricing_skipped()
+            .unwrap()
+            .contains("ISOLATED_VPC")
+    );
+    assert_eq!(p.refresh_on_demand_prices().await, Ok(0));
+    assert!(p.refresh_spot_prices().await.unwrap() > 0);
+    assert_eq!(p.prices().live_on_demand(), 0);
+    let od = offering(find(&p.catalog(), "m6g.large"), "us-west-2a", "on-demand").clone();
+    assert_eq!(
+        (od.price, od.price_is_estimate, od.available),
+        (0.077, true, true)
+    );
+}
+
 async fn template_names(p: &AwsProvider) -> BTreeSet<(String, String)> {
     let out = p
         .clients()
