@@ -20,7 +20,7 @@ use aws_sdk_ec2::error::DisplayErrorContext;
 use aws_sdk_ec2::types as ec2;
 use kerf_model::catalog::aws::{self as rules, ARCH_AMD64, ARCH_ARM64, Shape};
 use kerf_model::selector::Labels;
-use kerf_model::{InstanceType, Offering, labels};
+use kerf_model::{InstanceType, Offering, Quantity, Resources, labels};
 
 use crate::AwsProvider;
 use crate::pricing::{Price, Prices, REFRESH};
@@ -46,6 +46,66 @@ pub struct Catalog {
 
 fn lower_kebab(s: &str) -> String {
     s.to_lowercase().replace(' ', "-")
+}
+
+/// Karpenter's extended resource names (`pkg/apis/v1/labels.go`).
+pub const NVIDIA_GPU: &str = "nvidia.com/gpu";
+pub const AMD_GPU: &str = "amd.com/gpu";
+pub const HABANA_GAUDI: &str = "habana.ai/gaudi";
+pub const AWS_NEURON: &str = "aws.amazon.com/neuron";
+pub const AWS_NEURON_CORE: &str = "aws.amazon.com/neuroncore";
+pub const EFA: &str = "vpc.amazonaws.com/efa";
+
+/// The extended resources a node of `info` advertises, as Karpenter's `computeCapacity`
+/// counts them: GPUs by manufacturer (NVIDIA, AMD, Habana), Neuron devices (all of
+/// `NeuronInfo`'s) and cores (the first device kind's count × its cores), and EFA
+/// interfaces (`NetworkInfo.EfaInfo.MaximumEfaInterfaces`). Karpenter lists the zeros
+/// too; kerf leaves a resource out when the type has none of it, which the scheduler
+/// reads the same way.
+pub fn extended_resources(info: &ec2::InstanceTypeInfo) -> Resources {
+    let mut r = Resources::new();
+    let mut add = |name: &str, n: i64| {
+        if n > 0 {
+            let sum = r.get(name) + Quantity::from_units(n);
+            r.set(name, sum);
+        }
+    };
+    for gpu in info.gpu_info().map(|g| g.gpus()).unwrap_or_default() {
+        let name = match gpu.manufacturer() {
+            Some("NVIDIA") => NVIDIA_GPU,
+            Some("AMD") => AMD_GPU,
+            Some("Habana") => HABANA_GAUDI,
+            _ => continue,
+        };
+        add(name, i64::from(gpu.count().unwrap_or(0)));
+    }
+    if let Some(neuron) = info.neuron_info() {
+        let devices = neuron.neuron_devices();
+        add(
+            AWS_NEURON,
+            devices
+                .iter()
+                .map(|d| i64::from(d.count().unwrap_or(0)))
+                .sum(),
+        );
+        if let Some(first) = devices.first() {
+            add(
+                AWS_NEURON_CORE,
+                i64::from(first.count().unwrap_or(0))
+                    * i64::from(first.core_info().and_then(|c| c.count()).unwrap_or(0)),
+            );
+        }
+    }
+    add(
+        EFA,
+        i64::from(
+            info.network_info()
+                .and_then(|n| n.efa_info())
+                .and_then(|e| e.maximum_efa_interfaces())
+                .unwrap_or(0),
+        ),
+    );
+    r
 }
 
 /// The shape of `info`, or why kerf cannot use it.
@@ -217,6 +277,7 @@ pub fn describe_one(info: &ec2::InstanceTypeInfo) -> Result<Described, String> {
             enis: i64::from(enis),
             ipv4_per_eni: i64::from(ipv4_per_eni),
             extra_labels: extra,
+            extended: extended_resources(info),
             name,
         },
         on_demand,
@@ -427,7 +488,10 @@ pub async fn run(provider: Arc<AwsProvider>, cancel: tokio_util::sync::Cancellat
                 bounded("spot prices", provider.refresh_spot_prices())
             );
             match &on_demand {
-                Ok(n) => tracing::info!(instance_types = n, "refreshed on-demand prices"),
+                Ok(n) => match provider.on_demand_pricing_skipped() {
+                    Some(why) => tracing::info!("on-demand prices not refreshed: {why}"),
+                    None => tracing::info!(instance_types = n, "refreshed on-demand prices"),
+                },
                 Err(e) => {
                     tracing::warn!(error = %e, "refreshing on-demand prices (keeping the known ones)")
                 }
@@ -625,5 +689,197 @@ mod tests {
         assert_eq!(o.len(), 1, "on-demand only: {o:?}");
         assert!(!o[0].available && o[0].price_is_estimate && o[0].price == 0.0);
         assert!(types[0].cheapest_offering(&Default::default()).is_none());
+    }
+
+    fn gpus(name: &str, manufacturer: &str, count: i32, mib: i32) -> ec2::GpuInfo {
+        ec2::GpuInfo::builder()
+            .gpus(
+                ec2::GpuDeviceInfo::builder()
+                    .name(name)
+                    .manufacturer(manufacturer)
+                    .count(count)
+                    .memory_info(ec2::GpuDeviceMemoryInfo::builder().size_in_mib(mib).build())
+                    .build(),
+            )
+            .build()
+    }
+
+    fn neuron(name: &str, count: i32, cores: i32) -> ec2::NeuronInfo {
+        ec2::NeuronInfo::builder()
+            .neuron_devices(
+                ec2::NeuronDeviceInfo::builder()
+                    .name(name)
+                    .count(count)
+                    .core_info(ec2::NeuronDeviceCoreInfo::builder().count(cores).build())
+                    .build(),
+            )
+            .build()
+    }
+
+    /// x86_64 `name`, as DescribeInstanceTypes reports it, with the accelerators added.
+    fn accelerated(
+        name: &str,
+        vcpus: i32,
+        gpu: Option<ec2::GpuInfo>,
+        neuron: Option<ec2::NeuronInfo>,
+        efa: Option<i32>,
+    ) -> ec2::InstanceTypeInfo {
+        let mut t = m6g_large();
+        t.instance_type = Some(ec2::InstanceType::from(name));
+        t.processor_info = Some(
+            ec2::ProcessorInfo::builder()
+                .supported_architectures(ec2::ArchitectureType::X8664)
+                .manufacturer("Intel")
+                .build(),
+        );
+        t.v_cpu_info = Some(ec2::VCpuInfo::builder().default_v_cpus(vcpus).build());
+        t.gpu_info = gpu;
+        t.neuron_info = neuron;
+        if let (Some(n), Some(efa)) = (t.network_info.as_mut(), efa) {
+            n.efa_supported = Some(true);
+            n.efa_info = Some(ec2::EfaInfo::builder().maximum_efa_interfaces(efa).build());
+        }
+        t
+    }
+
+    #[test]
+    fn accelerators_are_capacity_and_labels_as_karpenter_computes_them() {
+        // The figures of the EC2 documentation for these types.
+        let infos = [
+            accelerated(
+                "p3.2xlarge",
+                8,
+                Some(gpus("V100", "NVIDIA", 1, 16384)),
+                None,
+                None,
+            ),
+            accelerated(
+                "g5.xlarge",
+                4,
+                Some(gpus("A10G", "NVIDIA", 1, 24576)),
+                None,
+                None,
+            ),
+            accelerated(
+                "g4ad.xlarge",
+                4,
+                Some(gpus("Radeon Pro V520", "AMD", 1, 8192)),
+                None,
+                None,
+            ),
+            accelerated(
+                "inf2.xlarge",
+                4,
+                None,
+                Some(neuron("Inferentia2", 1, 2)),
+                None,
+            ),
+            accelerated(
+                "trn1.2xlarge",
+                8,
+                None,
+                Some(neuron("Trainium", 1, 2)),
+                None,
+            ),
+            accelerated(
+                "trn1.32xlarge",
+                128,
+                None,
+                Some(neuron("Trainium", 16, 2)),
+                Some(8),
+            ),
+            accelerated(
+                "dl1.24xlarge",
+                96,
+                Some(gpus("Gaudi HL-205", "Habana", 8, 32768)),
+                None,
+                Some(4),
+            ),
+        ];
+        let c = Catalog::from_pages(&infos, &[]);
+        assert!(c.skipped.is_empty(), "{:?}", c.skipped);
+        let t = |name: &str| {
+            let d = &c.types[name];
+            kerf_model::catalog::aws::instance_type(&d.shape, "us-east-1", vec![])
+        };
+        let extended = |name: &str| -> Vec<(String, i64)> {
+            t(name)
+                .capacity
+                .iter()
+                .filter(|(k, _)| k.contains('/'))
+                .map(|(k, q)| (k.to_string(), q.0 / Quantity::from_units(1).0))
+                .collect()
+        };
+        let pairs = |v: &[(&str, i64)]| -> Vec<(String, i64)> {
+            v.iter().map(|(k, n)| (k.to_string(), *n)).collect()
+        };
+        assert_eq!(extended("p3.2xlarge"), pairs(&[(NVIDIA_GPU, 1)]));
+        assert_eq!(extended("g5.xlarge"), pairs(&[(NVIDIA_GPU, 1)]));
+        assert_eq!(extended("g4ad.xlarge"), pairs(&[(AMD_GPU, 1)]));
+        assert_eq!(
+            extended("inf2.xlarge"),
+            pairs(&[(AWS_NEURON, 1), (AWS_NEURON_CORE, 2)])
+        );
+        assert_eq!(
+            extended("trn1.2xlarge"),
+            pairs(&[(AWS_NEURON, 1), (AWS_NEURON_CORE, 2)])
+        );
+        assert_eq!(
+            extended("trn1.32xlarge"),
+            pairs(&[(AWS_NEURON, 16), (AWS_NEURON_CORE, 32), (EFA, 8)])
+        );
+        assert_eq!(
+            extended("dl1.24xlarge"),
+            pairs(&[(HABANA_GAUDI, 8), (EFA, 4)])
+        );
+        // A plain type has none.
+        let plain = Catalog::from_pages(&[m6g_large()], &[]);
+        assert!(
+            plain.types["m6g.large"]
+                .shape
+                .extended
+                .iter()
+                .next()
+                .is_none()
+        );
+
+        let label = |name: &str, k: &str| t(name).labels.get(k).cloned();
+        for (name, gpu, manufacturer, count, memory) in [
+            ("p3.2xlarge", "v100", "nvidia", "1", "16384"),
+            ("g5.xlarge", "a10g", "nvidia", "1", "24576"),
+            ("g4ad.xlarge", "radeon-pro-v520", "amd", "1", "8192"),
+        ] {
+            assert_eq!(label(name, labels::INSTANCE_GPU_NAME).as_deref(), Some(gpu));
+            assert_eq!(
+                label(name, labels::INSTANCE_GPU_MANUFACTURER).as_deref(),
+                Some(manufacturer)
+            );
+            assert_eq!(
+                label(name, labels::INSTANCE_GPU_COUNT).as_deref(),
+                Some(count)
+            );
+            assert_eq!(
+                label(name, labels::INSTANCE_GPU_MEMORY).as_deref(),
+                Some(memory)
+            );
+        }
+        for (name, accelerator, count) in [
+            ("inf2.xlarge", "inferentia2", "1"),
+            ("trn1.32xlarge", "trainium", "16"),
+        ] {
+            assert_eq!(
+                label(name, labels::INSTANCE_ACCELERATOR_NAME).as_deref(),
+                Some(accelerator)
+            );
+            assert_eq!(
+                label(name, labels::INSTANCE_ACCELERATOR_MANUFACTURER).as_deref(),
+                Some("aws")
+            );
+            assert_eq!(
+                label(name, labels::INSTANCE_ACCELERATOR_COUNT).as_deref(),
+                Some(count)
+            );
+            assert_eq!(label(name, labels::INSTANCE_GPU_NAME), None);
+        }
     }
 }

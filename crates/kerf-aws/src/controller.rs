@@ -3,7 +3,8 @@
 //! EC2NodeClass status writer, the EC2NodeClass termination finalizer, post-registration
 //! tagging and, when
 //! `INTERRUPTION_QUEUE` is set, the interruption poller. Settings are Karpenter's
-//! environment variables: `CLUSTER_NAME`, `CLUSTER_ENDPOINT`, `INTERRUPTION_QUEUE`; the
+//! environment variables: `CLUSTER_NAME`, `CLUSTER_ENDPOINT`, `INTERRUPTION_QUEUE`,
+//! `ISOLATED_VPC` (read by kerf-kube's settings and passed in); the
 //! cluster CA comes from `CLUSTER_CA_BUNDLE` (base64 PEM) when set. The Kubernetes
 //! version (for the AMI alias parameters) is the API server's.
 
@@ -11,14 +12,12 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use kerf_api::crd::{EC2NodeClass, NodeClaim};
-use kerf_cloud::Offer;
-use kube::api::DeleteParams;
+use kerf_api::crd::EC2NodeClass;
 use kube::runtime::events::{Recorder, Reporter};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client};
 use tokio_util::sync::CancellationToken;
 
-use crate::interruption::{Interruption, Queue};
+use crate::interruption::{Handler, Queue};
 use crate::provider::ResolvedClasses;
 use crate::{AwsProvider, Clients, ClusterInfo};
 
@@ -46,6 +45,7 @@ impl Background {
 pub async fn start(
     client: Client,
     cluster_name: &str,
+    isolated_vpc: bool,
     cancel: CancellationToken,
 ) -> anyhow::Result<(Arc<AwsProvider>, Background)> {
     if cluster_name.is_empty() {
@@ -85,7 +85,8 @@ pub async fn start(
             classes.clone(),
             Some(api.clone()),
         )
-        .await?,
+        .await?
+        .with_isolated_vpc(isolated_vpc),
     );
     let mut background: Vec<futures::future::BoxFuture<'static, ()>> = Vec::new();
     background.push(Box::pin(crate::catalog::run(
@@ -115,7 +116,7 @@ pub async fn start(
         Api::all(client.clone()),
         provider.clone(),
         cluster_name.to_string(),
-        recorder,
+        recorder.clone(),
         cancel.clone(),
     )));
     background.push(Box::pin(crate::tagging::run(
@@ -127,13 +128,17 @@ pub async fn start(
     let queue = env("INTERRUPTION_QUEUE");
     if !queue.is_empty() {
         let queue = Queue::new(clients.sqs.clone(), &queue).await?;
-        let claims: Api<NodeClaim> = Api::all(client);
-        let provider = provider.clone();
+        let handler = Handler::new(
+            Api::all(client.clone()),
+            Api::all(client),
+            provider.clone(),
+            recorder,
+        );
         background.push(Box::pin(async move {
             loop {
                 let polled = tokio::select! {
                     _ = cancel.cancelled() => return,
-                    p = queue.poll_once(|i| handle(&claims, &provider, i)) => p,
+                    p = queue.poll_once(|i| handler.handle(i)) => p,
                 };
                 if let Err(e) = polled {
                     tracing::warn!(error = %format!("{e:#}"), "interruption queue");
@@ -143,63 +148,4 @@ pub async fn start(
         }));
     }
     Ok((provider, Background(background)))
-}
-
-/// Karpenter's actions: the claims of a disrupted instance are deleted (drained and
-/// replaced by the termination flow); a spot interruption also marks its offering
-/// unavailable; a rebalance recommendation is logged only.
-async fn handle(
-    claims: &Api<NodeClaim>,
-    provider: &AwsProvider,
-    i: Interruption,
-) -> Result<(), String> {
-    if !i.disrupts() {
-        tracing::info!(kind = i.kind(), instances = ?i.instance_ids(), "interruption message");
-        return Ok(());
-    }
-    let all = claims
-        .list(&Default::default())
-        .await
-        .map_err(|e| e.to_string())?;
-    for id in i.instance_ids() {
-        let suffix = format!("/{id}");
-        for c in all.items.iter().filter(|c| {
-            c.status
-                .as_ref()
-                .and_then(|s| s.provider_id.as_deref())
-                .is_some_and(|p| p.ends_with(&suffix))
-        }) {
-            if let Interruption::SpotInterruption { .. } = &i {
-                let l = c.labels();
-                if let (Some(t), Some(z)) = (
-                    l.get(kerf_model::labels::INSTANCE_TYPE),
-                    l.get(kerf_model::labels::ZONE),
-                ) {
-                    provider.mark_unavailable(&Offer {
-                        instance_type: t.clone(),
-                        zone: z.clone(),
-                        capacity_type: "spot".into(),
-                    });
-                }
-            }
-            tracing::info!(claim = %c.name_any(), kind = i.kind(), instance = id, "terminating on interruption");
-            match claims.delete(&c.name_any(), &DeleteParams::default()).await {
-                Ok(_) => {
-                    // Karpenter's interruption controller labels the disruption by kind.
-                    let l = c.labels();
-                    let label = |k: &str| l.get(k).cloned().unwrap_or_default();
-                    metrics::counter!(
-                        "karpenter_nodeclaims_disrupted_total",
-                        "reason" => i.kind(),
-                        "nodepool" => label(kerf_model::labels::NODEPOOL),
-                        "capacity_type" => label(kerf_model::labels::CAPACITY_TYPE),
-                    )
-                    .increment(1);
-                }
-                Err(kube::Error::Api(s)) if s.code == 404 => {}
-                Err(e) => return Err(e.to_string()),
-            }
-        }
-    }
-    Ok(())
 }

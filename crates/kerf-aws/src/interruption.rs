@@ -6,10 +6,21 @@
 //! could not be parsed — a message whose handling failed stays, to come back after its
 //! visibility timeout.
 
+use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::error::DisplayErrorContext;
+use k8s_openapi::api::core::v1::Node;
+use kerf_api::crd::NodeClaim;
+use kerf_cloud::Offer;
+use kube::api::DeleteParams;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{Api, Resource, ResourceExt};
 use serde::Deserialize;
+
+use crate::AwsProvider;
 
 pub const SPOT_INTERRUPTION: &str = "EC2 Spot Instance Interruption Warning";
 pub const REBALANCE: &str = "EC2 Instance Rebalance Recommendation";
@@ -71,8 +82,46 @@ impl Interruption {
             Interruption::CapacityReservationInterrupted { .. } => {
                 "capacity_reservation_interrupted"
             }
-            Interruption::Ignored { .. } => "noop",
+            Interruption::Ignored { .. } => "no_op",
         }
+    }
+
+    /// The event Karpenter publishes on the NodeClaim and its Node for this message
+    /// (`pkg/controllers/interruption/events`); none for a message it ignores.
+    pub fn notice(&self) -> Option<Notice> {
+        let (reason, warning, message) = match self {
+            Interruption::SpotInterruption { .. } => (
+                "SpotInterrupted",
+                true,
+                "Spot interruption warning was triggered",
+            ),
+            Interruption::Rebalance { .. } => (
+                "SpotRebalanceRecommendation",
+                false,
+                "Spot rebalance recommendation was triggered",
+            ),
+            Interruption::Stopped { .. } => ("InstanceStopping", true, "Instance is stopping"),
+            Interruption::Terminated { .. } => {
+                ("InstanceTerminating", true, "Instance is terminating")
+            }
+            Interruption::ScheduledChange { .. } => (
+                "InstanceUnhealthy",
+                true,
+                "An unhealthy warning was triggered for the instance",
+            ),
+            Interruption::CapacityReservationInterrupted { .. } => (
+                "CapacityReservationInstanceInterrupted",
+                true,
+                "Capacity Reservation interruption warning was triggered",
+            ),
+            Interruption::Ignored { .. } => return None,
+        };
+        Some(Notice {
+            reason,
+            warning,
+            claim_message: message,
+            node_message: message,
+        })
     }
 
     /// Whether the node must go (everything but a rebalance recommendation).
@@ -83,6 +132,26 @@ impl Interruption {
         )
     }
 }
+
+/// One of Karpenter's interruption events, published on the NodeClaim and, when it has
+/// one, on its Node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Notice {
+    pub reason: &'static str,
+    /// `Warning`, else `Normal`.
+    pub warning: bool,
+    pub claim_message: &'static str,
+    pub node_message: &'static str,
+}
+
+/// Published when an interruption deletes a NodeClaim (Karpenter's
+/// `TerminatingOnInterruption`; its message names the kind of object).
+pub const TERMINATING_ON_INTERRUPTION: Notice = Notice {
+    reason: "TerminatingOnInterruption",
+    warning: true,
+    claim_message: "Interruption triggered termination for the NodeClaim",
+    node_message: "Interruption triggered termination for the Node",
+};
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ParseError {
@@ -174,6 +243,13 @@ pub fn parse(body: &str) -> Result<Interruption, ParseError> {
     })
 }
 
+/// The event's `time` (RFC 3339), in milliseconds since the epoch.
+pub fn event_time_ms(body: &str) -> Option<i64> {
+    let v: serde_json::Value = serde_json::from_str(body).ok()?;
+    let t: jiff::Timestamp = v.get("time")?.as_str()?.parse().ok()?;
+    Some(t.as_millisecond())
+}
+
 /// What one poll did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PollStats {
@@ -250,13 +326,15 @@ impl Queue {
                     match handle(i).await {
                         Ok(()) => {
                             stats.handled += 1;
-                            // From when SQS took the message to when it was acted on.
-                            let sent = m
-                                .attributes()
-                                .and_then(|a| {
-                                    a.get(&aws_sdk_sqs::types::MessageSystemAttributeName::SentTimestamp)
-                                })
-                                .and_then(|t| t.parse::<i64>().ok());
+                            // Karpenter's: from the event's `time` to when it was acted
+                            // on; SQS's SentTimestamp when the event has no readable time.
+                            let sent = event_time_ms(m.body().unwrap_or_default()).or_else(|| {
+                                m.attributes()
+                                    .and_then(|a| {
+                                        a.get(&aws_sdk_sqs::types::MessageSystemAttributeName::SentTimestamp)
+                                    })
+                                    .and_then(|t| t.parse::<i64>().ok())
+                            });
                             if let Some(sent) = sent {
                                 let secs = (jiff::Timestamp::now().as_millisecond() - sent).max(0)
                                     as f64
@@ -276,12 +354,7 @@ impl Queue {
                     }
                 }
                 Err(e) => {
-                    // Karpenter's kind for a message it cannot act on.
-                    metrics::counter!(
-                        "karpenter_interruption_received_messages_total",
-                        "message_type" => "no_op",
-                    )
-                    .increment(1);
+                    // Deleted without being counted as received, as Karpenter does.
                     stats.unparseable += 1;
                     tracing::warn!(error = %e, "unparseable interruption message; deleting it");
                     true
@@ -299,6 +372,188 @@ impl Queue {
             }
         }
         Ok(stats)
+    }
+}
+
+/// What Karpenter does with one NodeClaim a message names (`interruption/utils.go
+/// handleNodeClaim`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// Published on the claim and its node first, whatever follows.
+    pub notice: Option<Notice>,
+    /// A spot interruption: the claim's spot offering, to be marked unavailable.
+    pub unavailable: Option<Offer>,
+    /// Delete the claim (cordon, drain, replace) — unless it is already being deleted,
+    /// when there is nothing more to do and no `TerminatingOnInterruption`.
+    pub delete: bool,
+}
+
+pub fn plan(i: &Interruption, claim: &NodeClaim) -> Plan {
+    let l = claim.labels();
+    let unavailable = match (
+        i,
+        l.get(kerf_model::labels::INSTANCE_TYPE),
+        l.get(kerf_model::labels::ZONE),
+    ) {
+        (Interruption::SpotInterruption { .. }, Some(t), Some(z)) => Some(Offer {
+            instance_type: t.clone(),
+            zone: z.clone(),
+            capacity_type: "spot".into(),
+        }),
+        _ => None,
+    };
+    Plan {
+        notice: i.notice(),
+        unavailable,
+        delete: i.disrupts() && claim.metadata.deletion_timestamp.is_none(),
+    }
+}
+
+/// How long the same event about the same object is not published again (Karpenter's
+/// recorder: two minutes, keyed by reason and the object's UID).
+const EVENT_DEDUPE: Duration = Duration::from_secs(120);
+
+/// Acts on messages: finds the NodeClaims of the instances a message names (by the
+/// instance ID at the end of `status.providerID`) and their Nodes (by the claim's
+/// `status.nodeName`), publishes the kind's event on both, marks a spot-interrupted
+/// offering unavailable and deletes the claims of an instance that is going away.
+pub struct Handler {
+    pub claims: Api<NodeClaim>,
+    pub nodes: Api<Node>,
+    pub provider: Arc<AwsProvider>,
+    pub recorder: Recorder,
+    published: Mutex<BTreeMap<(&'static str, String), Instant>>,
+}
+
+impl Handler {
+    pub fn new(
+        claims: Api<NodeClaim>,
+        nodes: Api<Node>,
+        provider: Arc<AwsProvider>,
+        recorder: Recorder,
+    ) -> Handler {
+        Handler {
+            claims,
+            nodes,
+            provider,
+            recorder,
+            published: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    pub async fn handle(&self, i: Interruption) -> Result<(), String> {
+        let ids = i.instance_ids();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let all = self
+            .claims
+            .list(&Default::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        for id in ids {
+            let suffix = format!("/{id}");
+            for c in all.items.iter().filter(|c| {
+                c.status
+                    .as_ref()
+                    .and_then(|s| s.provider_id.as_deref())
+                    .is_some_and(|p| p.ends_with(&suffix) || p == id)
+            }) {
+                self.handle_claim(&i, id, c).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_claim(
+        &self,
+        i: &Interruption,
+        instance: &str,
+        c: &NodeClaim,
+    ) -> Result<(), String> {
+        let plan = plan(i, c);
+        let node_name = c.status.as_ref().and_then(|s| s.node_name.clone());
+        let node = match node_name {
+            Some(n) => self.nodes.get_opt(&n).await.map_err(|e| e.to_string())?,
+            None => None,
+        };
+        if let Some(notice) = plan.notice {
+            self.publish(notice, c, node.as_ref()).await;
+        }
+        if let Some(offer) = &plan.unavailable {
+            self.provider.mark_unavailable(offer);
+        }
+        if !plan.delete {
+            tracing::info!(claim = %c.name_any(), kind = i.kind(), instance, "interruption message");
+            return Ok(());
+        }
+        match self
+            .claims
+            .delete(&c.name_any(), &DeleteParams::default())
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(claim = %c.name_any(), kind = i.kind(), instance, "initiating delete from interruption message");
+                self.publish(TERMINATING_ON_INTERRUPTION, c, node.as_ref())
+                    .await;
+                // Karpenter's interruption controller labels the disruption by kind.
+                let l = c.labels();
+                let label = |k: &str| l.get(k).cloned().unwrap_or_default();
+                metrics::counter!(
+                    "karpenter_nodeclaims_disrupted_total",
+                    "reason" => i.kind(),
+                    "nodepool" => label(kerf_model::labels::NODEPOOL),
+                    "capacity_type" => label(kerf_model::labels::CAPACITY_TYPE),
+                )
+                .increment(1);
+                Ok(())
+            }
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// The event on the claim and on its node, each unless published in the last two
+    /// minutes. Best effort: a failure is logged, not returned.
+    async fn publish(&self, notice: Notice, claim: &NodeClaim, node: Option<&Node>) {
+        let mut targets = vec![(claim.object_ref(&()), notice.claim_message)];
+        if let Some(n) = node {
+            targets.push((n.object_ref(&()), notice.node_message));
+        }
+        for (reference, message) in targets {
+            let uid = reference.uid.clone().unwrap_or_default();
+            let now = Instant::now();
+            {
+                let Ok(mut published) = self.published.lock() else {
+                    return;
+                };
+                if published.len() > 4096 {
+                    published.retain(|_, at| now.duration_since(*at) < EVENT_DEDUPE);
+                }
+                let key = (notice.reason, uid);
+                if published
+                    .get(&key)
+                    .is_some_and(|at| now.duration_since(*at) < EVENT_DEDUPE)
+                {
+                    continue;
+                }
+                published.insert(key, now);
+            }
+            let event = Event {
+                type_: if notice.warning {
+                    EventType::Warning
+                } else {
+                    EventType::Normal
+                },
+                reason: notice.reason.into(),
+                note: Some(message.into()),
+                action: notice.reason.into(),
+                secondary: None,
+            };
+            if let Err(e) = self.recorder.publish(&event, &reference).await {
+                tracing::debug!(reason = notice.reason, error = %e, "event not recorded");
+            }
+        }
     }
 }
 
@@ -364,5 +619,118 @@ mod tests {
                 field: "detail.instance-id"
             })
         );
+    }
+
+    fn claim(deleting: bool) -> NodeClaim {
+        let mut c: NodeClaim = serde_json::from_value(serde_json::json!({
+            "apiVersion": "karpenter.sh/v1", "kind": "NodeClaim",
+            "metadata": {"name": "default-abc", "uid": "u1", "labels": {
+                "node.kubernetes.io/instance-type": "m5.large",
+                "topology.kubernetes.io/zone": "us-east-1a",
+                "karpenter.sh/capacity-type": "spot",
+                "karpenter.sh/nodepool": "default"}},
+            "spec": {"requirements": [], "nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": "default"}},
+            "status": {"providerID": "aws:///us-east-1a/i-0b662ef9931388ba0"}
+        }))
+        .unwrap();
+        if deleting {
+            c.metadata.deletion_timestamp = Some(
+                k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now()),
+            );
+        }
+        c
+    }
+
+    #[test]
+    fn each_kind_has_karpenters_event() {
+        // pkg/controllers/interruption/events/events.go: reason, type, message.
+        let expect = [
+            (
+                SPOT,
+                "SpotInterrupted",
+                true,
+                "Spot interruption warning was triggered",
+            ),
+            (
+                REBAL,
+                "SpotRebalanceRecommendation",
+                false,
+                "Spot rebalance recommendation was triggered",
+            ),
+            (STATE, "InstanceStopping", true, "Instance is stopping"),
+            (
+                HEALTH_EV,
+                "InstanceUnhealthy",
+                true,
+                "An unhealthy warning was triggered for the instance",
+            ),
+            (
+                CR,
+                "CapacityReservationInstanceInterrupted",
+                true,
+                "Capacity Reservation interruption warning was triggered",
+            ),
+        ];
+        for (body, reason, warning, message) in expect {
+            let n = parse(body).unwrap().notice().unwrap();
+            assert_eq!(
+                (n.reason, n.warning, n.claim_message, n.node_message),
+                (reason, warning, message, message),
+                "{body}"
+            );
+        }
+        let terminated = STATE.replace("stopping", "shutting-down");
+        let n = parse(&terminated).unwrap().notice().unwrap();
+        assert_eq!(
+            (n.reason, n.warning, n.claim_message),
+            ("InstanceTerminating", true, "Instance is terminating")
+        );
+        let running = STATE.replace("stopping", "running");
+        assert_eq!(parse(&running).unwrap().notice(), None);
+        assert_eq!(parse(&running).unwrap().kind(), "no_op");
+        assert_eq!(
+            TERMINATING_ON_INTERRUPTION.claim_message,
+            "Interruption triggered termination for the NodeClaim"
+        );
+        assert_eq!(
+            TERMINATING_ON_INTERRUPTION.node_message,
+            "Interruption triggered termination for the Node"
+        );
+    }
+
+    #[test]
+    fn the_plan_for_a_claim() {
+        let spot = parse(SPOT).unwrap();
+        let p = plan(&spot, &claim(false));
+        assert_eq!(p.notice.unwrap().reason, "SpotInterrupted");
+        assert!(p.delete);
+        assert_eq!(
+            p.unavailable,
+            Some(Offer {
+                instance_type: "m5.large".into(),
+                zone: "us-east-1a".into(),
+                capacity_type: "spot".into()
+            })
+        );
+        // Already being deleted: the event still, but no second delete (and so no
+        // TerminatingOnInterruption and no disruption counted).
+        let p = plan(&spot, &claim(true));
+        assert!(p.notice.is_some() && !p.delete);
+        // A rebalance recommendation: the event only.
+        let p = plan(&parse(REBAL).unwrap(), &claim(false));
+        assert_eq!(p.notice.unwrap().reason, "SpotRebalanceRecommendation");
+        assert!(!p.delete && p.unavailable.is_none());
+        // Other disruptions delete without marking anything.
+        for body in [STATE, HEALTH_EV, CR] {
+            let p = plan(&parse(body).unwrap(), &claim(false));
+            assert!(p.delete && p.unavailable.is_none(), "{body}");
+        }
+    }
+
+    #[test]
+    fn the_event_time_is_read_from_the_envelope() {
+        assert_eq!(event_time_ms(SPOT), Some(0));
+        assert_eq!(event_time_ms(REBAL), Some(1_603_721_654_000));
+        assert_eq!(event_time_ms("not json"), None);
     }
 }

@@ -46,6 +46,22 @@ pub fn currency(region: &str) -> &'static str {
     }
 }
 
+/// Why on-demand prices are not asked of the Pricing API for `region`, if they are not
+/// (Karpenter's `UpdateOnDemandPricing`): in an isolated VPC the API may be out of reach,
+/// and AWS GovCloud has none. The fallback table prices on-demand offerings then; spot
+/// prices still come from EC2. (China has the API, at `cn-northwest-1`, priced in CNY.)
+pub fn on_demand_skipped(region: &str, isolated_vpc: bool) -> Option<&'static str> {
+    if isolated_vpc {
+        Some("running in an isolated VPC (ISOLATED_VPC): on-demand prices are the fallback table's")
+    } else if region.starts_with("us-gov") {
+        Some(
+            "the Pricing API is not available in AWS GovCloud regions: on-demand prices are the fallback table's",
+        )
+    } else {
+        None
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PricingError {
     #[error("{0}")]
@@ -421,6 +437,24 @@ mod tests {
         let cny = parse_products(&fixture(), "CNY");
         assert!(cny.prices.is_empty());
         assert_eq!(cny.errors.len(), 6);
+    }
+
+    #[test]
+    fn the_pricing_api_is_skipped_in_an_isolated_vpc_and_in_govcloud() {
+        assert!(
+            on_demand_skipped("us-west-2", true)
+                .unwrap()
+                .contains("ISOLATED_VPC")
+        );
+        assert!(
+            on_demand_skipped("us-gov-west-1", false)
+                .unwrap()
+                .contains("GovCloud")
+        );
+        assert!(on_demand_skipped("us-gov-east-1", false).is_some());
+        for region in ["us-east-1", "eu-west-1", "cn-north-1", "ap-south-1"] {
+            assert_eq!(on_demand_skipped(region, false), None, "{region}");
+        }
     }
 
     #[test]

@@ -56,6 +56,8 @@ pub struct AwsProvider {
     lookups: Batcher<String, Result<Option<ec2::Instance>, ProviderError>>,
     /// Terminations: many instances to one DescribeInstances and one TerminateInstances.
     terminations: Batcher<String, Result<(), ProviderError>>,
+    /// `ISOLATED_VPC`: the Pricing API is not called.
+    isolated_vpc: bool,
 }
 
 /// EC2 takes at most 200 filter values in one call (`FilterLimitExceeded`).
@@ -191,6 +193,7 @@ impl AwsProvider {
             node_classes,
             lookups,
             terminations,
+            isolated_vpc: false,
         };
         match provider.refresh_instance_types().await {
             Ok(n) => tracing::info!(
@@ -248,9 +251,26 @@ impl AwsProvider {
         Ok(self.catalog().len())
     }
 
+    /// Karpenter's `ISOLATED_VPC`: on-demand prices stay the fallback table's, the
+    /// Pricing API is never called.
+    pub fn with_isolated_vpc(mut self, isolated_vpc: bool) -> AwsProvider {
+        self.isolated_vpc = isolated_vpc;
+        self
+    }
+
+    /// Why the Pricing API is not called here, if it is not
+    /// ([`crate::pricing::on_demand_skipped`]).
+    pub fn on_demand_pricing_skipped(&self) -> Option<&'static str> {
+        crate::pricing::on_demand_skipped(&self.clients.region, self.isolated_vpc)
+    }
+
     /// Reads on-demand prices from the Pricing API and merges them over the known ones;
-    /// returns how many it read. On error (or nothing read) prices are unchanged.
+    /// returns how many it read. On error (or nothing read) prices are unchanged. Where
+    /// the API is not called ([`Self::on_demand_pricing_skipped`]) it reads nothing: 0.
     pub async fn refresh_on_demand_prices(&self) -> Result<usize, PricingError> {
+        if self.on_demand_pricing_skipped().is_some() {
+            return Ok(0);
+        }
         let fetched =
             crate::pricing::fetch_on_demand(&self.clients.pricing, &self.clients.region).await?;
         if fetched.skipped > 0 {

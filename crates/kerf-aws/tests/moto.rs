@@ -731,6 +731,34 @@ async fn spot_prices_come_from_the_history_and_on_demand_falls_back_when_pricing
     );
 }
 
+/// `ISOLATED_VPC`: the Pricing API is not called (against moto, which has none, a call
+/// would fail), on-demand prices stay the fallback table's, spot prices still come.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_isolated_vpc_keeps_the_fallback_on_demand_prices_without_asking() {
+    let moto = start_moto();
+    let clients = moto.clients(None).await;
+    let p = moto.provider_on(clients.clone()).await;
+    assert_eq!(p.on_demand_pricing_skipped(), None);
+    assert!(
+        p.refresh_on_demand_prices().await.is_err(),
+        "GetProducts was asked"
+    );
+    let p = p.with_isolated_vpc(true);
+    assert!(
+        p.on_demand_pricing_skipped()
+            .unwrap()
+            .contains("ISOLATED_VPC")
+    );
+    assert_eq!(p.refresh_on_demand_prices().await, Ok(0));
+    assert!(p.refresh_spot_prices().await.unwrap() > 0);
+    assert_eq!(p.prices().live_on_demand(), 0);
+    let od = offering(find(&p.catalog(), "m6g.large"), "us-west-2a", "on-demand").clone();
+    assert_eq!(
+        (od.price, od.price_is_estimate, od.available),
+        (0.077, true, true)
+    );
+}
+
 async fn template_names(p: &AwsProvider) -> BTreeSet<(String, String)> {
     let out = p
         .clients()
@@ -1256,6 +1284,9 @@ async fn interruption_messages_through_a_real_queue() {
         r#"{"version":"0","id":"c","detail-type":"EC2 Instance State-change Notification","source":"aws.ec2","account":"123456789012","time":"2026-01-01T00:00:00Z","region":"us-west-2","resources":[],"detail":{"instance-id":"i-stopping","state":"stopping"}}"#,
         r#"{"version":"0","id":"d","detail-type":"AWS Health Event","source":"aws.health","account":"123456789012","time":"2026-01-01T00:00:00Z","region":"us-west-2","resources":[],"detail":{"service":"EC2","eventTypeCode":"AWS_EC2_INSTANCE_RETIREMENT_SCHEDULED","eventTypeCategory":"scheduledChange","affectedEntities":[{"entityValue":"i-health"}]}}"#,
         r#"{"version":"0","id":"e","detail-type":"EC2 Capacity Reservation Instance Interruption Warning","source":"aws.ec2","account":"123456789012","time":"2026-01-01T00:00:00Z","region":"us-west-2","resources":[],"detail":{"capacity-reservation-id":"cr-1","instance-id":"i-odcr"}}"#,
+        // Well-formed, nothing to do: Karpenter's no_op, counted as received.
+        r#"{"version":"0","id":"f","detail-type":"EC2 Instance State-change Notification","source":"aws.ec2","account":"123456789012","time":"2026-01-01T00:00:00Z","region":"us-west-2","resources":[],"detail":{"instance-id":"i-running","state":"running"}}"#,
+        // Not an event at all: deleted, and not counted as received.
         "this is not an event",
     ];
     for m in messages {
@@ -1306,7 +1337,7 @@ async fn interruption_messages_through_a_real_queue() {
             total.unparseable,
             total.failed
         ),
-        (6, 4, 1, 1)
+        (7, 5, 1, 1)
     );
     let kinds: BTreeSet<&str> = seen
         .lock()
@@ -1323,7 +1354,8 @@ async fn interruption_messages_through_a_real_queue() {
             "rebalance_recommendation",
             "instance_stopped",
             "scheduled_change",
-            "capacity_reservation_interrupted"
+            "capacity_reservation_interrupted",
+            "no_op"
         ])
     );
     let attrs = clients

@@ -39,15 +39,45 @@ const DURATION_BUCKETS: [f64; 23] = [
     2.0, 2.5, 3.0, 5.0, 10.0, 600.0,
 ];
 
-/// Every histogram kerf exports (the rest of the `metrics` histograms are summaries).
-const HISTOGRAMS: [&str; 6] = [
-    "karpenter_scheduler_scheduling_duration_seconds",
-    "karpenter_cloudprovider_duration_seconds",
-    "karpenter_nodeclaims_termination_duration_seconds",
-    "karpenter_voluntary_disruption_decision_evaluation_duration_seconds",
-    "karpenter_pods_bound_duration_seconds",
+/// Buckets of Karpenter's AWS batch-size histogram (`pkg/batcher/metrics.go
+/// SizeBuckets`): 1 to 1,000 requests.
+const SIZE_BUCKETS: [f64; 34] = [
+    1.0, 2.0, 4.0, 5.0, 10.0, 15.0, 20.0, 25.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 100.0,
+    125.0, 150.0, 175.0, 200.0, 225.0, 250.0, 275.0, 300.0, 350.0, 400.0, 450.0, 500.0, 550.0,
+    600.0, 700.0, 800.0, 900.0, 1000.0,
+];
+
+/// Every histogram kerf exports, with its buckets (the rest of the `metrics`
+/// histograms are summaries).
+const HISTOGRAMS: [(&str, &[f64]); 8] = [
+    (
+        "karpenter_scheduler_scheduling_duration_seconds",
+        &DURATION_BUCKETS,
+    ),
+    (
+        "karpenter_cloudprovider_duration_seconds",
+        &DURATION_BUCKETS,
+    ),
+    (
+        "karpenter_nodeclaims_termination_duration_seconds",
+        &DURATION_BUCKETS,
+    ),
+    (
+        "karpenter_voluntary_disruption_decision_evaluation_duration_seconds",
+        &DURATION_BUCKETS,
+    ),
+    ("karpenter_pods_bound_duration_seconds", &DURATION_BUCKETS),
     // Recorded by kerf-aws's interruption queue.
-    "karpenter_interruption_message_queue_duration_seconds",
+    (
+        "karpenter_interruption_message_queue_duration_seconds",
+        &DURATION_BUCKETS,
+    ),
+    // Recorded by kerf-aws's batchers (`pkg/batcher/metrics.go`).
+    (
+        "karpenter_cloudprovider_batcher_batch_time_seconds",
+        &DURATION_BUCKETS,
+    ),
+    ("karpenter_cloudprovider_batcher_batch_size", &SIZE_BUCKETS),
 ];
 
 /// The exporter, configured as Karpenter's metrics are.
@@ -60,9 +90,9 @@ pub fn builder() -> PrometheusBuilder {
         .expect("non-zero")
         .set_bucket_count(std::num::NonZeroU32::new(5).expect("non-zero"))
         .idle_timeout(MetricKindMask::GAUGE, Some(GAUGE_IDLE));
-    for name in HISTOGRAMS {
+    for (name, buckets) in HISTOGRAMS {
         b = b
-            .set_buckets_for_metric(Matcher::Full(name.to_string()), &DURATION_BUCKETS)
+            .set_buckets_for_metric(Matcher::Full(name.to_string()), buckets)
             .expect("the buckets are fixed and valid");
     }
     b
@@ -126,6 +156,14 @@ fn describe() {
     describe_histogram!(
         "karpenter_pods_bound_duration_seconds",
         "The time from pod creation until the pod is bound."
+    );
+    describe_histogram!(
+        "karpenter_cloudprovider_batcher_batch_time_seconds",
+        "Duration of the batching window per batcher"
+    );
+    describe_histogram!(
+        "karpenter_cloudprovider_batcher_batch_size",
+        "Size of the request batch per batcher"
     );
     describe_histogram!(
         "karpenter_scheduler_scheduling_duration_seconds",
@@ -903,6 +941,29 @@ mod tests {
             .unwrap();
         assert!(pod.contains("name=\"web-1\"") && pod.contains("namespace=\"shop\""));
         assert!(pod.contains("node=\"node-a\"") && pod.contains("scheduled=\"true\""));
+    }
+
+    #[test]
+    fn the_aws_batcher_metrics_are_histograms_with_karpenters_buckets() {
+        // Recorded as kerf-aws's batcher records them.
+        let text = render(|| {
+            histogram!("karpenter_cloudprovider_batcher_batch_time_seconds", "batcher" => "terminate_instances")
+                .record(0.035);
+            histogram!("karpenter_cloudprovider_batcher_batch_size", "batcher" => "terminate_instances")
+                .record(7.0);
+        });
+        for line in [
+            "# TYPE karpenter_cloudprovider_batcher_batch_time_seconds histogram",
+            "karpenter_cloudprovider_batcher_batch_time_seconds_bucket{batcher=\"terminate_instances\",le=\"0.05\"} 1",
+            "karpenter_cloudprovider_batcher_batch_time_seconds_bucket{batcher=\"terminate_instances\",le=\"600\"} 1",
+            "# TYPE karpenter_cloudprovider_batcher_batch_size histogram",
+            "karpenter_cloudprovider_batcher_batch_size_bucket{batcher=\"terminate_instances\",le=\"5\"} 0",
+            "karpenter_cloudprovider_batcher_batch_size_bucket{batcher=\"terminate_instances\",le=\"10\"} 1",
+            "karpenter_cloudprovider_batcher_batch_size_bucket{batcher=\"terminate_instances\",le=\"1000\"} 1",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+        assert!(!text.contains("quantile"), "a summary in\n{text}");
     }
 
     #[test]

@@ -234,9 +234,13 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             // The status writer, tagging, the finalizer and the interruption poller run
             // from the moment this replica leads until the run ends.
             let stop = CancellationToken::new();
-            let (provider, background) =
-                kerf_aws::controller::start(client.clone(), &settings.cluster_name, stop.clone())
-                    .await?;
+            let (provider, background) = kerf_aws::controller::start(
+                client.clone(),
+                &settings.cluster_name,
+                settings.isolated_vpc,
+                stop.clone(),
+            )
+            .await?;
             let leading: OnLeading = Box::new(move || background.spawn());
             let result = run_with(settings, client, provider, Some(leading)).await;
             stop.cancel();

@@ -54,6 +54,10 @@ pub struct ControllerArgs {
     pub kube_client_qps: String,
     #[arg(long, env = "KUBE_CLIENT_BURST", default_value = "300")]
     pub kube_client_burst: String,
+    /// AWS: the cluster's VPC has no route to the internet, so the Pricing API is not
+    /// called and on-demand prices are the fallback table's (Karpenter's `ISOLATED_VPC`).
+    #[arg(long, env = "ISOLATED_VPC", default_value = "false")]
+    pub isolated_vpc: String,
     /// This replica's identity in the lease; default the hostname (the pod name).
     #[arg(long, env = "POD_NAME", default_value = "")]
     pub identity: String,
@@ -78,6 +82,7 @@ pub struct Settings {
     pub qps: u32,
     pub burst: u32,
     pub identity: String,
+    pub isolated_vpc: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -222,6 +227,7 @@ impl ControllerArgs {
             qps: number("KUBE_CLIENT_QPS", &self.kube_client_qps)?,
             burst: number("KUBE_CLIENT_BURST", &self.kube_client_burst)?,
             identity,
+            isolated_vpc: boolean("ISOLATED_VPC", &self.isolated_vpc)?,
         })
     }
 }
@@ -271,6 +277,22 @@ mod tests {
         assert_eq!(s.leader_election_name, "karpenter-leader-election");
         assert_eq!((s.qps, s.burst), (200, 300));
         assert!(s.leader_election && !s.spot_to_spot && !s.ignore_preferences);
+        assert!(!s.isolated_vpc);
+    }
+
+    #[test]
+    fn isolated_vpc_is_a_flag_and_karpenters_variable() {
+        assert!(parse(&["--isolated-vpc", "true"]).unwrap().isolated_vpc);
+        assert_eq!(
+            parse(&["--isolated-vpc", "yes"]).unwrap_err().setting,
+            "ISOLATED_VPC"
+        );
+        let arg = <Cli as clap::CommandFactory>::command()
+            .get_arguments()
+            .find(|a| a.get_id() == "isolated_vpc")
+            .map(|a| a.get_env().map(|e| e.to_os_string()))
+            .unwrap();
+        assert_eq!(arg.as_deref(), Some(std::ffi::OsStr::new("ISOLATED_VPC")));
     }
 
     #[test]

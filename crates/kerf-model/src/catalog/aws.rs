@@ -181,6 +181,7 @@ fn embedded_shape(family: &str, size: &Size) -> Shape {
         enis: size.enis,
         ipv4_per_eni: size.ipv4_per_eni,
         extra_labels: Labels::new(),
+        extended: Resources::new(),
     }
 }
 
@@ -234,6 +235,10 @@ pub struct Shape {
     /// Further `karpenter.k8s.aws/instance-*` labels the source knows (bandwidth, GPUs,
     /// local NVMe…), set as given.
     pub extra_labels: Labels,
+    /// Extended resources the device plugins advertise on such a node, added to its
+    /// capacity as given (`nvidia.com/gpu`, `aws.amazon.com/neuron`, `vpc.amazonaws.com/efa`…;
+    /// Karpenter's `computeCapacity`). Empty for the embedded table's types.
+    pub extended: Resources,
 }
 
 impl Shape {
@@ -331,6 +336,9 @@ pub fn capacity(shape: &Shape) -> Resources {
     );
     capacity.set(PODS, Quantity::from_units(shape.max_pods()));
     capacity.set(EPHEMERAL_STORAGE, Quantity::from_units(ROOT_VOLUME_BYTES));
+    for (name, q) in shape.extended.iter() {
+        capacity.set(name, q);
+    }
     capacity
 }
 
@@ -744,6 +752,7 @@ mod tests {
                 "1876".to_string(),
             )]
             .into(),
+            extended: Resources::new(),
         };
         let t = instance_type(&shape, "eu-west-1", vec![]);
         let types = instance_types();

@@ -403,6 +403,27 @@ fn tag_map(tags: &[aws_sdk_ec2::types::Tag]) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// Sends `body` to the interruption queue, as EventBridge would.
+async fn send_message(admin: &Clients, queue: &str, body: serde_json::Value) {
+    let url = admin
+        .sqs
+        .get_queue_url()
+        .queue_name(queue)
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    admin
+        .sqs
+        .send_message()
+        .queue_url(url)
+        .message_body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+}
+
 /// moto for one test: the IAM stack deployed and enforced, the admin's clients, and
 /// the audit log of its decisions in the cluster's log directory.
 pub(crate) struct Aws {
@@ -705,32 +726,17 @@ pub(crate) fn exercise(env: &Env, aws: &Aws, kerf: &mut Kerf) {
         .and_then(|p| p.rsplit('/').next())
         .unwrap()
         .to_string();
-    env.rt.block_on(async {
-        let url = admin
-            .sqs
-            .get_queue_url()
-            .queue_name(queue)
-            .send()
-            .await
-            .unwrap()
-            .queue_url
-            .unwrap();
-        let body = json!({
+    env.rt.block_on(send_message(
+        admin,
+        queue,
+        json!({
             "version": "0", "id": "e2e-1", "source": "aws.ec2",
             "detail-type": "EC2 Instance State-change Notification",
             "account": "123456789012", "time": "2026-12-02T00:00:00Z", "region": REGION,
             "resources": [format!("arn:aws:ec2:{REGION}:123456789012:instance/{victim_id}")],
             "detail": {"instance-id": victim_id, "state": "stopping"},
-        });
-        admin
-            .sqs
-            .send_message()
-            .queue_url(url)
-            .message_body(body.to_string())
-            .send()
-            .await
-            .unwrap();
-    });
+        }),
+    ));
     env.wait(
         Duration::from_secs(120),
         "the stopping instance's claim gone and its instance terminated",
@@ -744,10 +750,114 @@ pub(crate) fn exercise(env: &Env, aws: &Aws, kerf: &mut Kerf) {
                     .contains_key(&victim_id)
         },
     );
+    // Karpenter's interruption events, on the claim and on its node: the kind's, then
+    // TerminatingOnInterruption when the claim is deleted.
+    let events_on = |reason: &str, kind: &str, name: &str| {
+        super::events_about(env, reason, kind)
+            .into_iter()
+            .filter(|e| super::regarding_name(e) == name)
+            .map(|e| (e.type_.unwrap_or_default(), e.note.unwrap_or_default()))
+            .collect::<Vec<_>>()
+    };
+    let warning = |note: &str| vec![("Warning".to_string(), note.to_string())];
+    let victim_name = victim.name_any();
+    for (reason, kind, name, note) in [
+        (
+            "InstanceStopping",
+            "NodeClaim",
+            &victim_name,
+            "Instance is stopping",
+        ),
+        (
+            "InstanceStopping",
+            "Node",
+            &pinned_node,
+            "Instance is stopping",
+        ),
+        (
+            "TerminatingOnInterruption",
+            "NodeClaim",
+            &victim_name,
+            "Interruption triggered termination for the NodeClaim",
+        ),
+        (
+            "TerminatingOnInterruption",
+            "Node",
+            &pinned_node,
+            "Interruption triggered termination for the Node",
+        ),
+    ] {
+        assert_eq!(
+            events_on(reason, kind, name),
+            warning(note),
+            "{reason} on {kind} {name}"
+        );
+    }
     env.wait(
         Duration::from_secs(180),
         "6 web pods and the pinned pod running again",
         |env| all_running(env, "web", 6) && all_running(env, "pinned", 1),
+    );
+    // A rebalance recommendation for a replacement: Normal events on it and its node,
+    // nothing deleted.
+    let bystander = env
+        .nodeclaims()
+        .into_iter()
+        .find(|c| c.status.as_ref().is_some_and(|s| s.node_name.is_some()))
+        .unwrap();
+    let bystander_node = bystander.status.clone().unwrap().node_name.unwrap();
+    let bystander_id = bystander
+        .status
+        .as_ref()
+        .and_then(|s| s.provider_id.as_deref())
+        .and_then(|p| p.rsplit('/').next())
+        .unwrap()
+        .to_string();
+    env.rt.block_on(send_message(
+        admin,
+        queue,
+        json!({
+            "version": "0", "id": "e2e-2", "source": "aws.ec2",
+            "detail-type": "EC2 Instance Rebalance Recommendation",
+            "account": "123456789012", "time": "2026-12-02T00:00:00Z", "region": REGION,
+            "resources": [format!("arn:aws:ec2:{REGION}:123456789012:instance/{bystander_id}")],
+            "detail": {"instance-id": bystander_id},
+        }),
+    ));
+    env.wait(
+        Duration::from_secs(60),
+        "the rebalance recommendation's event on the node",
+        |_| !events_on("SpotRebalanceRecommendation", "Node", &bystander_node).is_empty(),
+    );
+    let normal = vec![(
+        "Normal".to_string(),
+        "Spot rebalance recommendation was triggered".to_string(),
+    )];
+    assert_eq!(
+        events_on("SpotRebalanceRecommendation", "Node", &bystander_node),
+        normal
+    );
+    assert_eq!(
+        events_on(
+            "SpotRebalanceRecommendation",
+            "NodeClaim",
+            &bystander.name_any()
+        ),
+        normal
+    );
+    assert!(
+        env.nodeclaims().iter().any(
+            |c| c.name_any() == bystander.name_any() && c.metadata.deletion_timestamp.is_none()
+        ),
+        "a rebalance recommendation deletes nothing"
+    );
+    assert!(
+        events_on(
+            "TerminatingOnInterruption",
+            "NodeClaim",
+            &bystander.name_any()
+        )
+        .is_empty()
     );
 
     assert!(
