@@ -4,7 +4,7 @@
 use kerf_cloud::{Instance, InstanceState, Offer};
 use kerf_controllers::{Action, Claim, ClusterView, Config, Controller, Event, PodState};
 use kerf_model::nodepool::{Budget, BudgetNodes};
-use kerf_model::{Labels, Node, NodePool, Pod, Resources, labels};
+use kerf_model::{Drift, DriftReason, Labels, Node, NodePool, Pod, Resources, labels};
 
 const TYPE: &str = "m6i.large";
 
@@ -474,8 +474,10 @@ fn an_instance_the_cloud_finds_drifted_drifts_its_claim() {
     c.step(600_000, &v, &[]);
     assert!(deletes(&c.step(615_000, &v, &[])).is_empty());
 
-    v.instances.get_mut("i-1").unwrap().drift =
-        Some("security groups [sg-1] are no longer EC2NodeClass default's [sg-2]".into());
+    v.instances.get_mut("i-1").unwrap().drift = Some(Drift::new(
+        DriftReason::SecurityGroupDrift,
+        "security groups [sg-1] are no longer EC2NodeClass default's [sg-2]",
+    ));
     v.generation += 1;
     let mut c = controller();
     c.step(600_000, &v, &[]);
@@ -515,7 +517,10 @@ fn a_second_command_starts_while_the_first_waits_for_its_replacement() {
     v.nodes.get_mut("n2").unwrap().taints.push(dedicated);
     v.insert_pod(big_pod("p1", "n1"));
     v.insert_pod(big_pod("p2", "n2"));
-    v.instances.get_mut("i-1").unwrap().drift = Some("image ami-1 is no longer selected".into());
+    v.instances.get_mut("i-1").unwrap().drift = Some(Drift::new(
+        DriftReason::AmiDrift,
+        "image ami-1 is no longer selected",
+    ));
     let mut c = controller();
     c.step(600_000, &v, &[]);
     let started = c.step(615_000, &v, &[]);
