@@ -19,7 +19,7 @@
 use std::collections::BTreeSet;
 
 use kerf_api::crd::{EC2NodeClassSpec, EC2NodeClassStatus};
-use kerf_model::{Labels, labels};
+use kerf_model::{Drift, DriftReason, Labels, labels};
 use serde_json::Value;
 
 /// The `karpenter.k8s.aws/ec2nodeclass-hash-version` kerf writes.
@@ -120,17 +120,18 @@ pub struct Placement<'a> {
 /// Karpenter compares the image only with the AMIs that fit the instance's type
 /// (`MapToInstanceTypes`); kerf with all of the class's, which differs only when an
 /// image stays selected for one architecture or accelerator and goes for another.
-pub fn instance_drift(class: &str, status: &EC2NodeClassStatus, at: &Placement) -> Option<String> {
+pub fn instance_drift(class: &str, status: &EC2NodeClassStatus, at: &Placement) -> Option<Drift> {
     if !status.amis.is_empty()
         && !at.image.is_empty()
         && !status.amis.iter().any(|a| a.id == at.image)
     {
         let images: Vec<&str> = status.amis.iter().map(|a| a.id.as_str()).collect();
-        return Some(format!(
+        let detail = format!(
             "image {} is no longer among EC2NodeClass {class}'s AMIs ({})",
             at.image,
             images.join(", ")
-        ));
+        );
+        return Some(Drift::new(DriftReason::AmiDrift, detail));
     }
     let groups: BTreeSet<&str> = status
         .security_groups
@@ -139,22 +140,24 @@ pub fn instance_drift(class: &str, status: &EC2NodeClassStatus, at: &Placement) 
         .collect();
     if !groups.is_empty() && groups != at.security_groups {
         let list = |s: &BTreeSet<&str>| s.iter().copied().collect::<Vec<_>>().join(", ");
-        return Some(format!(
+        let detail = format!(
             "security groups [{}] are no longer EC2NodeClass {class}'s [{}]",
             list(&at.security_groups),
             list(&groups)
-        ));
+        );
+        return Some(Drift::new(DriftReason::SecurityGroupDrift, detail));
     }
     if !status.subnets.is_empty()
         && !at.subnet.is_empty()
         && !status.subnets.iter().any(|s| s.id == at.subnet)
     {
         let subnets: Vec<&str> = status.subnets.iter().map(|s| s.id.as_str()).collect();
-        return Some(format!(
+        let detail = format!(
             "subnet {} is no longer among EC2NodeClass {class}'s subnets ({})",
             at.subnet,
             subnets.join(", ")
-        ));
+        );
+        return Some(Drift::new(DriftReason::SubnetDrift, detail));
     }
     None
 }
@@ -268,12 +271,18 @@ mod tests {
         );
         let all_wrong = at("ami-old", "subnet-z", &["sg-1"]);
         assert_eq!(
-            instance_drift("c", &s, &all_wrong).as_deref(),
-            Some("image ami-old is no longer among EC2NodeClass c's AMIs (ami-new)")
+            instance_drift("c", &s, &all_wrong),
+            Some(Drift::new(
+                DriftReason::AmiDrift,
+                "image ami-old is no longer among EC2NodeClass c's AMIs (ami-new)"
+            ))
         );
         assert_eq!(
-            instance_drift("c", &s, &at("ami-new", "subnet-z", &["sg-1"])).as_deref(),
-            Some("security groups [sg-1] are no longer EC2NodeClass c's [sg-1, sg-2]")
+            instance_drift("c", &s, &at("ami-new", "subnet-z", &["sg-1"])),
+            Some(Drift::new(
+                DriftReason::SecurityGroupDrift,
+                "security groups [sg-1] are no longer EC2NodeClass c's [sg-1, sg-2]"
+            ))
         );
         // A superset is a change too: the set must be the class's exactly.
         assert!(
@@ -285,10 +294,11 @@ mod tests {
             .is_some()
         );
         assert_eq!(
-            instance_drift("c", &s, &at("ami-new", "subnet-z", &["sg-1", "sg-2"])).as_deref(),
-            Some(
+            instance_drift("c", &s, &at("ami-new", "subnet-z", &["sg-1", "sg-2"])),
+            Some(Drift::new(
+                DriftReason::SubnetDrift,
                 "subnet subnet-z is no longer among EC2NodeClass c's subnets (subnet-a, subnet-b)"
-            )
+            ))
         );
     }
 

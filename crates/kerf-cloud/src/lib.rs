@@ -108,7 +108,7 @@ pub struct Instance {
     /// or security groups the EC2NodeClass no longer resolves to). The disruption pass
     /// drifts its NodeClaim for it.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub drift: Option<String>,
+    pub drift: Option<kerf_model::Drift>,
 }
 
 /// Why a launch did not happen.

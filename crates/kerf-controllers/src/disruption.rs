@@ -172,6 +172,7 @@ impl Queue {
         });
         self.tell(now, view, &outcome.kept, out);
         self.tell_pools(now, view, config, out);
+        crate::conditions::reconcile(view, &outcome.conditions, out);
         let command = outcome
             .commands
             .into_iter()
@@ -555,6 +556,8 @@ mod tests {
             initialized: false,
             deleting_since: None,
             deletion_reason: None,
+            drifted: None,
+            consolidatable: None,
         };
         view.claims.insert(claim.name.clone(), claim.clone());
         let cpu = Resources::parse([("cpu", "100m")]).unwrap();

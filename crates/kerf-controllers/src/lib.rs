@@ -14,6 +14,7 @@
 //! `kerf_disruption::compute_commands` for disruption. The loops only sequence them.
 
 mod batcher;
+pub mod conditions;
 pub mod deletion;
 mod disruption;
 mod lifecycle;
@@ -28,6 +29,7 @@ use kerf_cloud::Offer;
 use kerf_model::Taint;
 use kerf_model::pod::PodKey;
 
+pub use conditions::{ConditionType, Shown};
 pub use deletion::DeletionReason;
 pub use record::{Reason, Severity, Subject};
 pub use view::{Claim, ClusterView, PodState};
@@ -161,6 +163,13 @@ pub enum Action {
     /// The node is ready and its startup taints are gone.
     Initialize {
         claim: String,
+    },
+    /// Write one of the claim's disruption conditions (see `conditions.rs`): `Some`, as
+    /// shown there; `None`, removed.
+    SetCondition {
+        claim: String,
+        condition: ConditionType,
+        to: Option<Shown>,
     },
     /// Set the deletion timestamp; termination takes it from there.
     DeleteClaim {

@@ -316,6 +316,8 @@ pub(crate) fn claim_for(
         initialized: false,
         deleting_since: None,
         deletion_reason: None,
+        drifted: None,
+        consolidatable: None,
     }
 }
 

@@ -46,6 +46,10 @@ pub struct Claim {
     pub deleting_since: Option<i64>,
     /// Why it is being deleted.
     pub deletion_reason: Option<crate::DeletionReason>,
+    /// Status: the `Drifted` condition, when the claim has one.
+    pub drifted: Option<crate::conditions::Shown>,
+    /// Status: the `Consolidatable` condition, when the claim has one.
+    pub consolidatable: Option<crate::conditions::Shown>,
 }
 
 impl Claim {

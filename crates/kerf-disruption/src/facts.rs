@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use kerf_model::Pdb;
 use kerf_model::labels::{self, ANNOTATION_DO_NOT_DISRUPT, ANNOTATION_POD_DELETION_COST};
 use kerf_model::pod::PodKey;
-use kerf_model::{InstanceType, Labels, Node, NodeClaim, NodePool, Pod};
+use kerf_model::{Drift, DriftReason, InstanceType, Labels, Node, NodeClaim, NodePool, Pod};
 
 use crate::{Snapshot, render_duration};
 
@@ -34,7 +34,7 @@ pub(crate) struct Facts<'a> {
     pub(crate) disrupting: bool,
     /// Why no graceful method may touch it (`do-not-disrupt`, a PDB), if so.
     pub(crate) blocked: Option<Blocker>,
-    pub(crate) drift: Option<String>,
+    pub(crate) drift: Option<Drift>,
     /// `Some(age past expireAfter)` once expired.
     pub(crate) expired: Option<String>,
     /// Seconds since the last pod event (or creation), when known.
@@ -470,17 +470,18 @@ fn drifted(
     pool: &NodePool,
     instance_type: Option<&str>,
     type_exists: bool,
-) -> Option<String> {
+) -> Option<Drift> {
     let annotations = claim.map_or(&node.annotations, |c| &c.annotations);
     let version = annotations.get(labels::ANNOTATION_NODEPOOL_HASH_VERSION);
     if version.map(String::as_str) == Some(labels::NODEPOOL_HASH_VERSION)
         && let Some(hash) = annotations.get(labels::ANNOTATION_NODEPOOL_HASH)
         && *hash != pool.template_hash
     {
-        return Some(format!(
+        let detail = format!(
             "NodePool {}'s template changed (hash {hash}, now {})",
             pool.name, pool.template_hash
-        ));
+        );
+        return Some(Drift::new(DriftReason::NodePoolDrifted, detail));
     }
     for (key, requirement) in pool.requirements.iter() {
         let value = node.labels.get(key).map(String::as_str);
@@ -488,7 +489,7 @@ fn drifted(
             continue;
         }
         if !requirement.admits(value) {
-            return Some(match value {
+            let detail = match value {
                 Some(v) => format!(
                     "label {key}={v} no longer satisfies NodePool {}'s requirement {key} {requirement}",
                     pool.name
@@ -497,7 +498,8 @@ fn drifted(
                     "it lacks label {key}, which NodePool {} now requires ({key} {requirement})",
                     pool.name
                 ),
-            });
+            };
+            return Some(Drift::new(DriftReason::RequirementsDrifted, detail));
         }
     }
     if let Some(class) = &pool.node_class
@@ -513,11 +515,12 @@ fn drifted(
         && let Some(image) = claim.and_then(|c| c.image_id.as_deref())
         && !images.iter().any(|i| i == image)
     {
-        return Some(format!(
+        let detail = format!(
             "image {image} is no longer among EC2NodeClass {}'s AMIs ({})",
             class.name,
             images.join(", ")
-        ));
+        );
+        return Some(Drift::new(DriftReason::AmiDrift, detail));
     }
     if let Some(why) = claim.and_then(|c| snapshot.cloud_drift.get(&c.name)) {
         return Some(why.clone());
@@ -525,14 +528,15 @@ fn drifted(
     if let Some(t) = instance_type
         && !type_exists
     {
-        return Some(format!("instance type {t} no longer exists"));
+        let detail = format!("instance type {t} no longer exists");
+        return Some(Drift::new(DriftReason::InstanceTypeNotFound, detail));
     }
     None
 }
 
 /// Karpenter's `areStaticFieldsDrifted`: the class's hash differs from the claim's,
 /// both present under the same hash version.
-fn class_hash_drift(snapshot: &Snapshot, class: &str, claim: &NodeClaim) -> Option<String> {
+fn class_hash_drift(snapshot: &Snapshot, class: &str, claim: &NodeClaim) -> Option<Drift> {
     let class_annotations = snapshot.node_class_annotations.get(class)?;
     let of = |a: &'_ Labels| {
         Some((
@@ -542,8 +546,11 @@ fn class_hash_drift(snapshot: &Snapshot, class: &str, claim: &NodeClaim) -> Opti
     };
     let (now, version) = of(class_annotations)?;
     let (then, claim_version) = of(&claim.annotations)?;
-    (version == claim_version && now != then)
-        .then(|| format!("EC2NodeClass {class}'s static fields changed (hash {then}, now {now})"))
+    (version == claim_version && now != then).then(|| {
+        let detail =
+            format!("EC2NodeClass {class}'s static fields changed (hash {then}, now {now})");
+        Drift::new(DriftReason::NodeClassDrift, detail)
+    })
 }
 
 #[cfg(test)]

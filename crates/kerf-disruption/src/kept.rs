@@ -4,6 +4,7 @@
 
 use std::fmt;
 
+use kerf_model::Drift;
 use kerf_model::pod::PodKey;
 
 use crate::budget::{BudgetSpent, plural};
@@ -64,7 +65,7 @@ pub enum KeptReason {
     /// Empty, but emptiness may not take it yet.
     Empty(EmptyHold),
     /// Drifted (`drift` says how), but drift may not take it in this pass.
-    Drifted { drift: String, hold: DriftHold },
+    Drifted { drift: Drift, hold: DriftHold },
     /// Its NodePool consolidates only empty nodes, and it runs `pods` pods.
     WhenEmpty { pods: u32 },
     /// Consolidation waits for `consolidateAfter`.

@@ -25,7 +25,7 @@ mod world;
 use std::collections::BTreeMap;
 
 use kerf_model::pod::PodKey;
-use kerf_model::{InstanceType, Labels, Node, NodeClaim, NodePool, Pdb, Pod};
+use kerf_model::{Drift, InstanceType, Labels, Node, NodeClaim, NodePool, Pdb, Pod};
 use kerf_scheduling::NewClaim;
 
 pub use budget::{Allowance, BudgetSpent, Reason, Schedule, allowance};
@@ -60,7 +60,7 @@ pub struct Snapshot {
     pub node_class_annotations: BTreeMap<String, Labels>,
     /// What the cloud provider found drifted on a NodeClaim's instance (an image, subnet or
     /// security groups its node class no longer resolves to), by NodeClaim name.
-    pub cloud_drift: BTreeMap<String, String>,
+    pub cloud_drift: BTreeMap<String, Drift>,
     /// What the cloud offers now; an instance type missing here no longer exists.
     pub instance_types: Vec<InstanceType>,
     pub daemonsets: Vec<Pod>,
@@ -165,6 +165,24 @@ pub struct Outcome {
     pub cost_per_hour_before: f64,
     /// The same after the commands.
     pub cost_per_hour_after: f64,
+    /// The `Drifted` and `Consolidatable` conditions of every managed node's NodeClaim
+    /// whose NodePool exists, in node order, whatever the pass decided about the node.
+    pub conditions: Vec<ClaimConditions>,
+}
+
+/// What a NodeClaim's `Drifted` and `Consolidatable` conditions say, as Karpenter's
+/// NodeClaim disruption controller (`nodeclaim/disruption`) writes them: each is True or
+/// absent (Karpenter removes a condition that no longer holds; it never writes False).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClaimConditions {
+    pub claim: String,
+    /// `Drifted`, with Karpenter's reason: the claim has drifted, whether or not drift
+    /// may disrupt it in this pass.
+    pub drifted: Option<Drift>,
+    /// `Consolidatable`: the claim is initialized and its NodePool's `consolidateAfter`
+    /// (not `Never`) has run since its last pod event, on the clock emptiness and
+    /// consolidation wait on.
+    pub consolidatable: bool,
 }
 
 /// `1h30m`, `2m10s`, `45s`: the way Kubernetes durations are written.

@@ -5,15 +5,18 @@
 //! graceful methods share, and the outcome as it is built. `Pass::run` calls one method
 //! per disruption method, in Karpenter's order.
 
-use kerf_model::NodePool;
 use kerf_model::pod::PodKey;
+use kerf_model::{Drift, NodePool};
 
 use crate::budget::{Budgets, Reason, Taken};
 use crate::consolidation::Floors;
 use crate::facts::{self, Facts};
 use crate::kept::{ConsolidateAfter, DriftHold, EmptyHold, KeptReason, NowhereToGo};
 use crate::world::{Simulated, World, waits_for_uninitialized};
-use crate::{Command, Config, Decision, Kept, Method, Move, Outcome, Snapshot, render_duration};
+use crate::{
+    ClaimConditions, Command, Config, Decision, Kept, Method, Move, Outcome, Snapshot,
+    render_duration,
+};
 
 /// Computes one disruption pass over `snapshot` at `now` (Unix seconds, UTC).
 pub fn compute_commands(snapshot: &Snapshot, now: i64, config: &Config) -> Outcome {
@@ -248,18 +251,7 @@ impl<'a> Pass<'a> {
     /// Whether the candidate's `consolidateAfter` has elapsed: emptiness and
     /// consolidation wait for it.
     pub(crate) fn settled(&self, c: Candidate) -> Result<(), ConsolidateAfter> {
-        match c.pool.disruption.consolidate_after {
-            None => Err(ConsolidateAfter::Never),
-            Some(after) => match self.world.facts[c.node].since_pod_event {
-                Some(since) if since < after.as_secs() as i64 => {
-                    Err(ConsolidateAfter::NotElapsed {
-                        after_secs: after.as_secs() as i64,
-                        since_secs: since,
-                    })
-                }
-                _ => Ok(()),
-            },
-        }
+        settled(c.pool, self.world.facts[c.node].since_pod_event)
     }
 
     /// Emptiness: every candidate with no pod to reschedule, settled, as far as the
@@ -291,50 +283,48 @@ impl<'a> Pass<'a> {
     /// go.
     fn drift(&mut self) {
         let facts = &self.world.facts;
-        let drift_of = |c: &Candidate| facts[c.node].drift.clone().unwrap_or_default();
-        let (empty, busy): (Vec<Candidate>, Vec<Candidate>) = (self.candidates.iter())
-            .filter(|c| !self.in_command[c.node] && facts[c.node].drift.is_some())
-            .partition(|c| facts[c.node].reschedulable.is_empty());
+        let drifted: Vec<(Candidate, Drift)> = (self.candidates.iter())
+            .filter(|c| !self.in_command[c.node])
+            .filter_map(|c| Some((*c, facts[c.node].drift.clone()?)))
+            .collect();
+        let (empty, busy): (Vec<_>, Vec<_>) = drifted
+            .into_iter()
+            .partition(|(c, _)| facts[c.node].reschedulable.is_empty());
         let mut taken = Taken::default();
         let mut going = Vec::new();
-        for c in &empty {
+        for (c, drift) in &empty {
             let hold = match (
                 taken.take(&self.budgets, c.pool, Reason::Drifted),
                 &self.acted,
             ) {
                 (Ok(()), None) => {
-                    going.push(c.node);
+                    going.push((c.node, drift));
                     continue;
                 }
                 (Ok(()), Some(first)) => DriftHold::ActsFirst(first.method),
                 (Err(spent), _) => DriftHold::Budget(spent),
             };
-            let drift = drift_of(c);
+            let drift = drift.clone();
             self.kept[c.node] = Some(KeptReason::Drifted { drift, hold });
         }
-        if let [first, ..] = going[..]
+        if let [(_, first), ..] = going[..]
             && self.acted.is_none()
         {
-            let why = format!(
-                "drifted: {}",
-                facts[first].drift.clone().unwrap_or_default()
-            );
-            let command = deleting(&self.world, Method::Drift, &going, why);
-            self.act(command, &going);
+            let why = format!("drifted: {first}");
+            let nodes: Vec<usize> = going.iter().map(|(i, _)| *i).collect();
+            let command = deleting(&self.world, Method::Drift, &nodes, why);
+            self.act(command, &nodes);
         }
-        for c in busy {
-            match self.drift_one(c) {
+        for (c, drift) in busy {
+            match self.drift_one(c, &drift) {
                 Ok(command) => self.act(command, &[c.node]),
-                Err(hold) => {
-                    let drift = self.world.facts[c.node].drift.clone().unwrap_or_default();
-                    self.kept[c.node] = Some(KeptReason::Drifted { drift, hold });
-                }
+                Err(hold) => self.kept[c.node] = Some(KeptReason::Drifted { drift, hold }),
             }
         }
     }
 
     /// A command replacing drifted candidate `c` (one with pods), or what holds it.
-    fn drift_one(&self, c: Candidate) -> Result<Command, DriftHold> {
+    fn drift_one(&self, c: Candidate, drift: &Drift) -> Result<Command, DriftHold> {
         let f = &self.world.facts[c.node];
         let headroom = self.budgets.headroom(c.pool, Reason::Drifted);
         if headroom.available == 0 {
@@ -350,7 +340,7 @@ impl<'a> Pass<'a> {
         if let Some(u) = sim.plan.unschedulable.first() {
             return Err(DriftHold::NowhereToGo(NowhereToGo::of(u)));
         }
-        let why = format!("drifted: {}", f.drift.clone().unwrap_or_default());
+        let why = format!("drifted: {drift}");
         Ok(replacing(Method::Drift, f, why, sim, Vec::new()))
     }
 
@@ -376,6 +366,7 @@ impl<'a> Pass<'a> {
         let before: f64 = facts.iter().filter_map(|f| f.price).sum();
         let saved: f64 = commands.iter().map(|c| c.savings_per_hour).sum();
         Outcome {
+            conditions: conditions(facts),
             assumed_moves: self.assumed_moves,
             commands,
             kept,
@@ -383,6 +374,37 @@ impl<'a> Pass<'a> {
             cost_per_hour_after: round(before - saved),
         }
     }
+}
+
+/// Whether `consolidateAfter` of `pool` has run since a node's last pod event, `since`
+/// seconds ago (unknown counts as long ago).
+fn settled(pool: &NodePool, since: Option<i64>) -> Result<(), ConsolidateAfter> {
+    match pool.disruption.consolidate_after {
+        None => Err(ConsolidateAfter::Never),
+        Some(after) => match since {
+            Some(since) if since < after.as_secs() as i64 => Err(ConsolidateAfter::NotElapsed {
+                after_secs: after.as_secs() as i64,
+                since_secs: since,
+            }),
+            _ => Ok(()),
+        },
+    }
+}
+
+/// The conditions of each managed node's NodeClaim that has its NodePool.
+fn conditions(facts: &[Facts]) -> Vec<ClaimConditions> {
+    facts
+        .iter()
+        .filter(|f| f.managed())
+        .filter_map(|f| {
+            let (claim, pool) = (f.claim?, f.pool?);
+            Some(ClaimConditions {
+                claim: claim.name.clone(),
+                drifted: f.drift.clone(),
+                consolidatable: f.initialized && settled(pool, f.since_pod_event).is_ok(),
+            })
+        })
+        .collect()
 }
 
 /// A command that deletes `nodes` and launches nothing.

@@ -16,7 +16,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, OwnerReference, Time};
 use kerf_api::crd::{self, NodeClaim, NodeClaimSpec, NodeSelectorRequirementWithMinValues};
 use kerf_cloud::Offer;
-use kerf_controllers::Claim;
+use kerf_controllers::{Claim, ConditionType, Shown};
 use kerf_model::{Effect, InstanceType, Resources, Taint, labels};
 
 /// The condition types a NodeClaim carries, in Karpenter's order.
@@ -213,6 +213,15 @@ pub fn from_nodeclaim(nc: &NodeClaim, catalog: &[InstanceType]) -> Claim {
         .iter()
         .find(|c| c.type_ == DISRUPTION_REASON && c.status == "True")
         .and_then(|c| c.message.parse().ok());
+    let shown = |type_: ConditionType| {
+        (status.conditions.iter())
+            .find(|c| c.type_ == type_.as_str())
+            .map(|c| Shown {
+                status: c.status.clone(),
+                reason: c.reason.clone(),
+                message: c.message.clone(),
+            })
+    };
     Claim {
         name: meta.name.clone().unwrap_or_default(),
         nodepool: labels_.get(labels::NODEPOOL).cloned().unwrap_or_default(),
@@ -239,6 +248,8 @@ pub fn from_nodeclaim(nc: &NodeClaim, catalog: &[InstanceType]) -> Claim {
         initialized: condition_true(nc, INITIALIZED),
         deleting_since: meta.deletion_timestamp.as_ref().map(ms),
         deletion_reason,
+        drifted: shown(ConditionType::Drifted),
+        consolidatable: shown(ConditionType::Consolidatable),
         labels: labels_,
     }
 }
@@ -254,7 +265,7 @@ pub fn set_condition(
     generation: Option<i64>,
     now_ms: i64,
 ) {
-    let message: String = message.chars().take(300).collect();
+    let message = kerf_controllers::conditions::condition_message(message);
     match conditions.iter_mut().find(|c| c.type_ == type_) {
         Some(c) => {
             if c.status != status {
@@ -340,6 +351,8 @@ mod tests {
             initialized: false,
             deleting_since: None,
             deletion_reason: None,
+            drifted: None,
+            consolidatable: None,
         };
         let nc = to_nodeclaim(&claim, &pool());
         let meta = &nc.metadata;

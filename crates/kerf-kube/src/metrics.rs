@@ -872,6 +872,8 @@ mod tests {
                 initialized: true,
                 deleting_since: None,
                 deletion_reason: None,
+                drifted: None,
+                consolidatable: None,
             },
         );
         view

@@ -23,7 +23,9 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kerf_api::crd;
 use kerf_cloud::{CreateError, Created, Instance, LaunchRequest, Provider, ProviderError};
-use kerf_controllers::{Action, Claim, Controller, DeletionReason, Event, Reason, Subject};
+use kerf_controllers::{
+    Action, Claim, ConditionType, Controller, DeletionReason, Event, Reason, Shown, Subject,
+};
 use kerf_model::labels;
 use kerf_model::pod::PodKey;
 use kube::api::{Api, DeleteParams, EvictParams, Patch, PatchParams, PostParams};
@@ -650,6 +652,7 @@ impl<P: Provider> Shell<P> {
             Action::Launch { claim: c, .. }
             | Action::MarkLaunched { claim: c, .. }
             | Action::DeleteClaim { claim: c, .. }
+            | Action::SetCondition { claim: c, .. }
             | Action::RemoveClaim { claim: c } => vec![claim(c)],
             Action::Register { claim: c, node: n } => vec![claim(c), node(n)],
             Action::Initialize { claim: c } => {
@@ -804,6 +807,11 @@ impl<P: Provider> Shell<P> {
             }
             // Counted before the step's waves (`perform_all`).
             Action::Disrupting { .. } => None,
+            Action::SetCondition {
+                claim,
+                condition,
+                to,
+            } => self.set_claim_condition(now, &claim, condition, to),
         }
     }
 
@@ -1032,6 +1040,36 @@ impl<P: Provider> Shell<P> {
     ) -> Option<Write> {
         let stored = self.state.stored.nodeclaims.get(name)?;
         let body = claim_status_body(stored, extra, &conditions, now);
+        let (api, name) = (self.claims_api(), name.to_string());
+        Some(Box::pin(async move {
+            let updated = patch_claim_status(&api, &name, &body).await;
+            updated.map(Answer::Claim).into_iter().collect()
+        }))
+    }
+
+    /// Writes a disruption condition as the loops ask: True as `to` shows it, or removed
+    /// (Karpenter's `Clear`). Like every status write here, on the version held: a write
+    /// that races another is refused, and the next pass asks again.
+    fn set_claim_condition(
+        &self,
+        now: i64,
+        name: &str,
+        condition: ConditionType,
+        to: Option<Shown>,
+    ) -> Option<Write> {
+        let mut stored = self.state.stored.nodeclaims.get(name)?.clone();
+        let type_ = condition.as_str();
+        tracing::debug!(nodeclaim = %name, condition = type_, reason = ?to.as_ref().map(|t| &t.reason), "disruption condition");
+        let set = match to {
+            Some(to) => vec![(type_, "True", to.reason, to.message)],
+            None => {
+                if let Some(status) = stored.status.as_mut() {
+                    status.conditions.retain(|c| c.type_ != type_);
+                }
+                Vec::new()
+            }
+        };
+        let body = claim_status_body(&stored, json!({}), &set, now);
         let (api, name) = (self.claims_api(), name.to_string());
         Some(Box::pin(async move {
             let updated = patch_claim_status(&api, &name, &body).await;

@@ -6,6 +6,7 @@
 //! (that is `kerf-api`'s job), does no I/O and reads no clock.
 
 pub mod catalog;
+pub mod drift;
 pub mod instance_type;
 pub mod labels;
 pub mod node;
@@ -19,6 +20,7 @@ pub mod resources;
 pub mod selector;
 pub mod taints;
 
+pub use drift::{Drift, DriftReason};
 pub use instance_type::{InstanceType, Offering};
 pub use node::Node;
 pub use nodeclaim::NodeClaim;

@@ -607,6 +607,8 @@ impl NodeGroups {
                     initialized: false,
                     deleting_since: None,
                     deletion_reason: None,
+                    drifted: None,
+                    consolidatable: None,
                 })));
             }
         }

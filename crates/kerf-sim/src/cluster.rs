@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use kerf_cloud::{CloudEvent, CloudProvider, CreateError, InstanceState, SimCloud};
-use kerf_controllers::{Action, ClusterView, Event, PodState};
+use kerf_controllers::{Action, ClusterView, ConditionType, Event, PodState};
 use kerf_model::pod::PodKey;
 use kerf_model::{Effect, Pdb, Pod, Taint, labels};
 
@@ -667,6 +667,21 @@ impl Cluster {
                     continue;
                 }
                 Action::Disrupting { .. } => continue,
+                Action::SetCondition {
+                    claim,
+                    condition,
+                    to,
+                } => {
+                    if let Some(c) = self.view.claims.get_mut(&claim) {
+                        *match condition {
+                            ConditionType::Drifted => &mut c.drifted,
+                            ConditionType::Consolidatable => &mut c.consolidatable,
+                        } = to;
+                    }
+                    // Nothing a loop decides on changed: the pass does not read the
+                    // conditions it writes, so it may still skip an unchanged view.
+                    continue;
+                }
             }
             // Any other action may have changed the view. (An eviction refused or an
             // event recorded did not: the disruption pass may skip an unchanged view.)

@@ -2,9 +2,11 @@
 //! return.
 
 use kerf_cloud::{Instance, InstanceState, Offer};
-use kerf_controllers::{Action, Claim, ClusterView, Config, Controller, Event, PodState};
+use kerf_controllers::{
+    Action, Claim, ClusterView, ConditionType, Config, Controller, Event, PodState, Shown,
+};
 use kerf_model::nodepool::{Budget, BudgetNodes};
-use kerf_model::{Labels, Node, NodePool, Pod, Resources, labels};
+use kerf_model::{Drift, DriftReason, Labels, Node, NodePool, Pod, Resources, labels};
 
 const TYPE: &str = "m6i.large";
 
@@ -61,6 +63,8 @@ fn view() -> ClusterView {
         initialized: true,
         deleting_since: None,
         deletion_reason: None,
+        drifted: None,
+        consolidatable: None,
     };
     let mut v = ClusterView {
         nodepools: vec![pool],
@@ -507,12 +511,142 @@ fn an_instance_the_cloud_finds_drifted_drifts_its_claim() {
     c.step(600_000, &v, &[]);
     assert!(deletes(&c.step(615_000, &v, &[])).is_empty());
 
-    v.instances.get_mut("i-1").unwrap().drift =
-        Some("security groups [sg-1] are no longer EC2NodeClass default's [sg-2]".into());
+    v.instances.get_mut("i-1").unwrap().drift = Some(Drift::new(
+        DriftReason::SecurityGroupDrift,
+        "security groups [sg-1] are no longer EC2NodeClass default's [sg-2]",
+    ));
     v.generation += 1;
     let mut c = controller();
     c.step(600_000, &v, &[]);
     assert_eq!(deletes(&c.step(615_000, &v, &[])), vec![("c1", "drift")]);
+}
+
+/// The condition writes among `actions`.
+fn condition_writes(actions: &[Action]) -> Vec<(ConditionType, Option<Shown>)> {
+    (actions.iter())
+        .filter_map(|a| match a {
+            Action::SetCondition {
+                claim,
+                condition,
+                to,
+            } if claim == "c1" => Some((*condition, to.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// What a fresh controller's first pass writes on `v` (a fresh one: a command waiting
+/// for validation holds the next full pass back).
+fn first_pass_writes(v: &ClusterView) -> Vec<(ConditionType, Option<Shown>)> {
+    condition_writes(&controller().step(600_000, v, &[]))
+}
+
+/// Shows on claim `c1` what the writes ask, as a shell would once they are done.
+fn show(v: &mut ClusterView, writes: Vec<(ConditionType, Option<Shown>)>) {
+    let c1 = v.claims.get_mut("c1").unwrap();
+    for (condition, to) in writes {
+        match condition {
+            ConditionType::Drifted => c1.drifted = to,
+            ConditionType::Consolidatable => c1.consolidatable = to,
+        }
+    }
+    v.generation += 1;
+}
+
+#[test]
+fn drifted_is_written_with_karpenters_reason_once_and_removed_when_it_no_longer_holds() {
+    let mut v = view();
+    v.nodepools[0].disruption.consolidate_after = None;
+    assert_eq!(
+        first_pass_writes(&v),
+        vec![],
+        "nothing to say on a fresh claim"
+    );
+
+    let why = "security groups [sg-1] are no longer EC2NodeClass default's [sg-2]";
+    v.instances.get_mut("i-1").unwrap().drift =
+        Some(Drift::new(DriftReason::SecurityGroupDrift, why));
+    v.generation += 1;
+    let writes = first_pass_writes(&v);
+    assert_eq!(
+        writes,
+        vec![(
+            ConditionType::Drifted,
+            Some(Shown::true_("SecurityGroupDrift", why))
+        )]
+    );
+    show(&mut v, writes);
+    assert_eq!(first_pass_writes(&v), vec![], "shown already: no write");
+
+    // A claim not launched is not drifted (Karpenter clears the condition), even when
+    // its NodePool's template has changed since it was made.
+    let mut unlaunched = v.clone();
+    let c1 = unlaunched.claims.get_mut("c1").unwrap();
+    c1.provider_id = None;
+    c1.annotations.extend([
+        (labels::ANNOTATION_NODEPOOL_HASH.into(), "old".into()),
+        (
+            labels::ANNOTATION_NODEPOOL_HASH_VERSION.into(),
+            labels::NODEPOOL_HASH_VERSION.into(),
+        ),
+    ]);
+    let mut launched = unlaunched.clone();
+    launched.claims.get_mut("c1").unwrap().provider_id = Some("i-1".into());
+    let writes = first_pass_writes(&launched);
+    assert_eq!(writes.len(), 1);
+    assert_eq!(
+        writes[0].1.as_ref().map(|s| s.reason.as_str()),
+        Some("NodePoolDrifted"),
+        "the template hash comes first"
+    );
+    assert_eq!(
+        first_pass_writes(&unlaunched),
+        vec![(ConditionType::Drifted, None)]
+    );
+    // Nor is a claim being deleted written at all.
+    let mut deleting = unlaunched;
+    deleting.claims.get_mut("c1").unwrap().deleting_since = Some(1);
+    assert_eq!(first_pass_writes(&deleting), vec![]);
+
+    v.instances.get_mut("i-1").unwrap().drift = None;
+    v.generation += 1;
+    assert_eq!(
+        first_pass_writes(&v),
+        vec![(ConditionType::Drifted, None)],
+        "removed, not written False"
+    );
+}
+
+#[test]
+fn consolidatable_is_written_once_consolidate_after_has_run_and_never_under_never() {
+    let mut v = view();
+    // consolidateAfter: 0s, and the node has been up for ten minutes.
+    let writes = first_pass_writes(&v);
+    assert_eq!(
+        writes,
+        vec![(
+            ConditionType::Consolidatable,
+            Some(Shown::true_("Consolidatable", ""))
+        )]
+    );
+    show(&mut v, writes);
+    assert_eq!(first_pass_writes(&v), vec![], "shown already: no write");
+
+    // A pod bound a minute ago restarts a 5-minute consolidateAfter.
+    v.nodepools[0].disruption.consolidate_after = Some(std::time::Duration::from_secs(300));
+    let mut p = pod("p1", Some("n1"));
+    p.pod.bound_at = Some(540);
+    v.insert_pod(p);
+    assert_eq!(
+        first_pass_writes(&v),
+        vec![(ConditionType::Consolidatable, None)]
+    );
+    v.nodepools[0].disruption.consolidate_after = None;
+    v.generation += 1;
+    assert_eq!(
+        first_pass_writes(&v),
+        vec![(ConditionType::Consolidatable, None)]
+    );
 }
 
 /// A second node like `n1`: `n2`, its claim `c2` and instance `i-2`.
@@ -548,7 +682,10 @@ fn a_second_command_starts_while_the_first_waits_for_its_replacement() {
     v.nodes.get_mut("n2").unwrap().taints.push(dedicated);
     v.insert_pod(big_pod("p1", "n1"));
     v.insert_pod(big_pod("p2", "n2"));
-    v.instances.get_mut("i-1").unwrap().drift = Some("image ami-1 is no longer selected".into());
+    v.instances.get_mut("i-1").unwrap().drift = Some(Drift::new(
+        DriftReason::AmiDrift,
+        "image ami-1 is no longer selected",
+    ));
     let mut c = controller();
     c.step(600_000, &v, &[]);
     let started = c.step(615_000, &v, &[]);

@@ -11,13 +11,13 @@
 use std::time::Duration;
 
 use kerf_disruption::{
-    Config, Destination, Method, Outcome, Reason, Snapshot, allowance, compute_commands,
-    compute_commands_among,
+    Config, Destination, EmptyHold, KeptReason, Method, Outcome, Reason, Snapshot, allowance,
+    compute_commands, compute_commands_among,
 };
 use kerf_model::nodepool::{Budget, BudgetNodes, ConsolidationPolicy};
 use kerf_model::{
-    InstanceType, IntOrPercent, LabelSelector, Labels, Node, NodeClaim, NodePool, Pdb, Pod,
-    Quantity, Requirement, labels,
+    DriftReason, InstanceType, IntOrPercent, LabelSelector, Labels, Node, NodeClaim, NodePool, Pdb,
+    Pod, Quantity, Requirement, labels,
 };
 use proptest::prelude::*;
 
@@ -706,6 +706,49 @@ fn check(snapshot: &Snapshot, outcome: &Outcome, config: &Config) -> Result<(), 
                 .iter()
                 .any(|c| matches!(c.method, Method::Expiration | Method::Drift))
     );
+    // The conditions agree with the decisions: a node drift disrupts (or keeps for
+    // drift) shows Drifted, with the reason its sentence is of; a node emptiness or
+    // consolidation disrupts shows Consolidatable.
+    let claim_of = kerf_disruption::claims_by_node(&snapshot.nodeclaims);
+    let conditions = |node: &str| {
+        let claim = &snapshot.nodeclaims[claim_of[node]].name;
+        outcome
+            .conditions
+            .iter()
+            .find(|c| &c.claim == claim)
+            .unwrap()
+    };
+    for command in &outcome.commands {
+        for (i, node) in command.nodes.iter().enumerate() {
+            let shown = conditions(node);
+            match command.method {
+                Method::Expiration => {}
+                Method::Drift => {
+                    let drift = shown.drifted.as_ref();
+                    prop_assert!(drift.is_some(), "{} {}", node, command.why);
+                    let drift = drift.unwrap();
+                    let reason = if drift.detail.contains("'s template changed") {
+                        DriftReason::NodePoolDrifted
+                    } else {
+                        DriftReason::RequirementsDrifted
+                    };
+                    prop_assert_eq!(drift.reason, reason, "{}", drift);
+                    if i == 0 {
+                        prop_assert_eq!(format!("drifted: {drift}"), command.why.clone());
+                    }
+                }
+                _ => prop_assert!(shown.consolidatable, "{} {:?}", node, command.method),
+            }
+        }
+    }
+    for kept in &outcome.kept {
+        if let KeptReason::Drifted { drift, .. } = &kept.reason {
+            prop_assert_eq!(conditions(&kept.node).drifted.as_ref(), Some(drift));
+        }
+        if let KeptReason::Empty(EmptyHold::ConsolidateAfter(_)) = &kept.reason {
+            prop_assert!(!conditions(&kept.node).consolidatable, "{}", kept.node);
+        }
+    }
     Ok(())
 }
 

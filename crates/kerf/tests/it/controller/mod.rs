@@ -203,11 +203,27 @@ fn provisions_nodes_for_pending_pods_and_removes_them_when_empty() {
     }
 
     // Scale to zero: the nodes empty, emptiness removes them, nothing is left behind.
+    // Each claim shows `Consolidatable` (consolidateAfter 5s has run) before it goes.
+    let launched: BTreeSet<String> = claims.iter().map(|c| c.name_any()).collect();
+    let mut consolidatable = BTreeSet::new();
     env.scale("default", "web", 0);
     env.wait(
         Duration::from_secs(120),
         "every NodeClaim and node gone",
-        nothing_managed_left,
+        |env| {
+            for nc in env.nodeclaims() {
+                if condition(&nc, "Consolidatable")
+                    == Some(("True".to_string(), "Consolidatable".to_string()))
+                {
+                    consolidatable.insert(nc.name_any());
+                }
+            }
+            nothing_managed_left(env)
+        },
+    );
+    assert_eq!(
+        consolidatable, launched,
+        "claims seen Consolidatable before emptiness removed them"
     );
     assert!(kerf.exited().is_none(), "kerf exited:\n{}", kerf.log_text());
     let text = kerf.scrape();
@@ -438,11 +454,18 @@ fn a_template_change_drifts_every_node_one_at_a_time_without_breaking_the_pdb() 
     let started = std::time::Instant::now();
     let mut min_available = usize::MAX;
     let mut max_disrupting = 0;
+    // The claims shown `Drifted` (reason NodePoolDrifted) before they went.
+    let mut drifted = BTreeSet::new();
     loop {
         min_available = min_available.min(available(&env, "web"));
         let disrupting = env.nodes().iter().filter(|n| disrupted(n)).count();
         max_disrupting = max_disrupting.max(disrupting);
         let claims = env.nodeclaims();
+        for c in &claims {
+            if condition(c, "Drifted") == Some(("True".into(), "NodePoolDrifted".into())) {
+                drifted.insert(c.name_any());
+            }
+        }
         let replaced = claims.len() == 4
             && claims.iter().all(|c| {
                 !before.contains(&c.name_any())
@@ -469,6 +492,14 @@ fn a_template_change_drifts_every_node_one_at_a_time_without_breaking_the_pdb() 
         max_disrupting <= 1,
         "{max_disrupting} nodes disrupted at once, budget 1"
     );
+    assert_eq!(
+        drifted, before,
+        "every old claim shows Drifted=True, reason NodePoolDrifted, before it is replaced"
+    );
+    // The replacements are not drifted.
+    for c in env.nodeclaims() {
+        assert_eq!(condition(&c, "Drifted"), None, "{}", c.name_any());
+    }
     assert!(kerf.exited().is_none());
     assert_consistent(&env);
 }
