@@ -55,9 +55,19 @@ fn spawn_watch<K, F>(
     F: Fn(WatchEvent<K>) -> Change + Send + 'static,
 {
     tasks.spawn(async move {
-        let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
+        let stream = watcher::watcher(api, watcher::Config::default())
+            .default_backoff()
+            .modify(strip);
         forward(stream, wrap, tx, cancel).await;
     });
+}
+
+/// What no loop reads and no write sends back: `metadata.managedFields`, often half of
+/// a Node or Pod. Dropped as each object arrives, it takes no room in the queue to the
+/// step loop (up to 4,096 changes while a step runs) nor in the stored objects. An
+/// update that omits it leaves the server's as they are.
+fn strip<K: kube::Resource>(object: &mut K) {
+    object.meta_mut().managed_fields = None;
 }
 
 async fn forward<K, S, F>(stream: S, wrap: F, tx: mpsc::Sender<Change>, cancel: CancellationToken)
@@ -109,7 +119,9 @@ fn spawn_class_watch<K>(
     // `Api<PartialObjectMeta<K>>` makes metadata-only requests.
     let api = Api::<PartialObjectMeta<K>>::all(client);
     tasks.spawn(async move {
-        let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
+        let stream = watcher::watcher(api, watcher::Config::default())
+            .default_backoff()
+            .modify(strip);
         let wrap = |e: WatchEvent<PartialObjectMeta<K>>| {
             Change::NodeClass(match e {
                 WatchEvent::Init => WatchEvent::Init,
