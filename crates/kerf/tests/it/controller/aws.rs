@@ -403,6 +403,32 @@ fn tag_map(tags: &[aws_sdk_ec2::types::Tag]) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// The EC2 instance ID at the end of a claim's `status.providerID`.
+fn instance_id(claim: &NodeClaim) -> String {
+    (claim.status.as_ref())
+        .and_then(|s| s.provider_id.as_deref())
+        .and_then(|p| p.rsplit('/').next())
+        .unwrap()
+        .to_string()
+}
+
+/// An EventBridge EC2 event about one instance, as the interruption queue receives it:
+/// `detail` gets the instance's ID added.
+fn ec2_event(
+    id: &str,
+    detail_type: &str,
+    instance: &str,
+    mut detail: serde_json::Value,
+) -> serde_json::Value {
+    detail["instance-id"] = json!(instance);
+    json!({
+        "version": "0", "id": id, "source": "aws.ec2", "detail-type": detail_type,
+        "account": "123456789012", "time": "2026-12-02T00:00:00Z", "region": REGION,
+        "resources": [format!("arn:aws:ec2:{REGION}:123456789012:instance/{instance}")],
+        "detail": detail,
+    })
+}
+
 /// Sends `body` to the interruption queue, as EventBridge would.
 async fn send_message(admin: &Clients, queue: &str, body: serde_json::Value) {
     let url = admin
@@ -719,23 +745,16 @@ pub(crate) fn exercise(env: &Env, aws: &Aws, kerf: &mut Kerf) {
         .find(|c| c.status.as_ref().and_then(|s| s.node_name.as_deref()) == Some(&pinned_node))
         .unwrap()
         .clone();
-    let victim_id = victim
-        .status
-        .as_ref()
-        .and_then(|s| s.provider_id.as_deref())
-        .and_then(|p| p.rsplit('/').next())
-        .unwrap()
-        .to_string();
+    let victim_id = instance_id(&victim);
     env.rt.block_on(send_message(
         admin,
         queue,
-        json!({
-            "version": "0", "id": "e2e-1", "source": "aws.ec2",
-            "detail-type": "EC2 Instance State-change Notification",
-            "account": "123456789012", "time": "2026-12-02T00:00:00Z", "region": REGION,
-            "resources": [format!("arn:aws:ec2:{REGION}:123456789012:instance/{victim_id}")],
-            "detail": {"instance-id": victim_id, "state": "stopping"},
-        }),
+        ec2_event(
+            "e2e-1",
+            "EC2 Instance State-change Notification",
+            &victim_id,
+            json!({"state": "stopping"}),
+        ),
     ));
     env.wait(
         Duration::from_secs(120),
@@ -806,23 +825,16 @@ pub(crate) fn exercise(env: &Env, aws: &Aws, kerf: &mut Kerf) {
         .find(|c| c.status.as_ref().is_some_and(|s| s.node_name.is_some()))
         .unwrap();
     let bystander_node = bystander.status.clone().unwrap().node_name.unwrap();
-    let bystander_id = bystander
-        .status
-        .as_ref()
-        .and_then(|s| s.provider_id.as_deref())
-        .and_then(|p| p.rsplit('/').next())
-        .unwrap()
-        .to_string();
+    let bystander_id = instance_id(&bystander);
     env.rt.block_on(send_message(
         admin,
         queue,
-        json!({
-            "version": "0", "id": "e2e-2", "source": "aws.ec2",
-            "detail-type": "EC2 Instance Rebalance Recommendation",
-            "account": "123456789012", "time": "2026-12-02T00:00:00Z", "region": REGION,
-            "resources": [format!("arn:aws:ec2:{REGION}:123456789012:instance/{bystander_id}")],
-            "detail": {"instance-id": bystander_id},
-        }),
+        ec2_event(
+            "e2e-2",
+            "EC2 Instance Rebalance Recommendation",
+            &bystander_id,
+            json!({}),
+        ),
     ));
     env.wait(
         Duration::from_secs(60),
