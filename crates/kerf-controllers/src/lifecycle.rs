@@ -113,13 +113,17 @@ pub(crate) fn reconcile(
             }
             continue;
         };
+        // Karpenter's `StartupTaintsExist` and `KnownEphemeralTaintsExist`: a Ready node
+        // the node lifecycle controller has not yet untainted (`not-ready:NoSchedule`
+        // lags Ready, by seconds at a thousand nodes) takes no pod yet. Initialized, it
+        // would be solved as the node it is, taint included, and its pods would be
+        // given new claims; uninitialized, it is solved as the node it will be.
         if !claim.initialized
             && let Some(node) = view.nodes.get(node_name)
             && node.ready
-            && !node
-                .taints
-                .iter()
-                .any(|t| claim.startup_taints.iter().any(|s| s.key == t.key))
+            && !node.taints.iter().any(|t| {
+                t.is_known_ephemeral() || claim.startup_taints.iter().any(|s| s.key == t.key)
+            })
         {
             out.push(Action::Initialize {
                 claim: claim.name.clone(),

@@ -316,6 +316,43 @@ fn a_registered_node_still_initializing_takes_pods_past_the_taints_it_will_shed(
     assert!(!nominated(&actions) && creates(&actions), "{actions:?}");
 }
 
+#[test]
+fn a_ready_node_still_tainted_not_ready_is_not_initialized_and_keeps_its_pods() {
+    // kube-controller-manager removes `node.kubernetes.io/not-ready:NoSchedule` some time
+    // after the node turns Ready; until then the claim stays in flight, and the pod
+    // nominated to it waits for it rather than getting a claim of its own.
+    use kerf_model::{Effect, Taint};
+    let mut v = view();
+    v.claims.get_mut("c1").unwrap().initialized = false;
+    let not_ready = Taint::new("node.kubernetes.io/not-ready", "", Effect::NoSchedule);
+    v.nodes.get_mut("n1").unwrap().taints = vec![not_ready];
+    v.insert_pod(pod("p", None));
+    let run = |v: &ClusterView| {
+        let mut c = controller();
+        let e = Event::PodPending(kerf_model::pod::PodKey {
+            namespace: "default".into(),
+            name: "p".into(),
+        });
+        let mut all = c.step(100_000, v, &[e]);
+        for i in 1..=12 {
+            all.extend(c.step(100_000 + i * 1_000, v, &[]));
+        }
+        all
+    };
+    let initializes = |actions: &[Action]| {
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::Initialize { claim } if claim == "c1"))
+    };
+    let creates = |actions: &[Action]| actions.iter().any(|a| matches!(a, Action::CreateClaim(_)));
+    let actions = run(&v);
+    assert!(!initializes(&actions), "{actions:?}");
+    assert!(!creates(&actions), "the pod waits for c1: {actions:?}");
+
+    v.nodes.get_mut("n1").unwrap().taints.clear();
+    assert!(initializes(&run(&v)));
+}
+
 fn recorded(actions: &[Action], reason: kerf_controllers::Reason) -> Vec<String> {
     actions
         .iter()
