@@ -38,14 +38,7 @@ impl Batcher {
                 let draining = draining_nodes(view);
                 let drain_started = draining > self.draining_seen;
                 self.draining_seen = draining;
-                let waiting = || {
-                    view.pending.iter().any(|k| {
-                        let nominated = view.pods[k].nominated.as_ref();
-                        !nominated
-                            .and_then(|c| view.claims.get(c))
-                            .is_some_and(|c| c.deleting_since.is_none() && !c.initialized)
-                    })
-                };
+                let waiting = || waiting(view);
                 let retry = match self.last_solve_at {
                     None => true,
                     // Also once a minute on an unchanged view: offerings marked
@@ -78,15 +71,20 @@ impl Batcher {
         }
     }
 
-    /// When an open batch closes; when a retry of waiting pods is next allowed.
-    pub(crate) fn next_wake(&self, config: &Config) -> i64 {
+    /// When an open batch closes; else when pods still waiting would next be solved
+    /// again on this view (a change to the view wakes the loops anyway). Never a time
+    /// already past while nothing would happen then: the shell would step in a spin.
+    pub(crate) fn next_wake(&self, view: &ClusterView, config: &Config) -> i64 {
         match self.opened_at {
             Some(opened) => {
                 (self.last_pending_at + config.batch_idle_ms).min(opened + config.batch_max_ms)
             }
-            None => self
-                .last_solve_at
-                .map_or(i64::MAX, |at| at + config.batch_max_ms),
+            None if !waiting(view) => i64::MAX,
+            None => match self.last_solve_at {
+                None => i64::MIN,
+                Some(at) if view.generation != self.solved_generation => at + config.batch_max_ms,
+                Some(at) => at + RETRY_UNCHANGED_MS.max(config.batch_max_ms),
+            },
         }
     }
 
@@ -99,6 +97,16 @@ impl Batcher {
         self.last_solve_at = Some(now);
         self.solved_generation = view.generation;
     }
+}
+
+/// Pending pods not waiting for a claim still launching: a solve may place them.
+fn waiting(view: &ClusterView) -> bool {
+    view.pending.iter().any(|k| {
+        let nominated = view.pods[k].nominated.as_ref();
+        !nominated
+            .and_then(|c| view.claims.get(c))
+            .is_some_and(|c| c.deleting_since.is_none() && !c.initialized)
+    })
 }
 
 /// Claims being deleted whose node still runs pods.

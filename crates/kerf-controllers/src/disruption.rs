@@ -36,9 +36,14 @@
 //! dedupe window (2 and 15 minutes, Karpenter's), or again when its reason changes, so
 //! a quiet cluster does not record an event per node per pass.
 //!
-//! After a restart the commands in flight are forgotten: nodes still tainted
-//! `karpenter.sh/disrupted` whose claims are not deleting are untainted (as Karpenter
-//! does at startup), and replacements already launched stay as ordinary capacity.
+//! After a restart the commands in flight are rebuilt from the cluster: each replacement
+//! carries `kerf.sh/replaces` (the command's method, how many replacements it launched,
+//! the NodeClaims it replaces), so a command whose nodes are still tainted and whose
+//! replacements all exist is resumed where it stood, and no replacement is launched
+//! twice. Nodes still tainted `karpenter.sh/disrupted` that no command resumes, and
+//! whose claims are not deleting, are untainted, as Karpenter does at startup (its
+//! commands live in memory only; their replacements stay as ordinary capacity, which the
+//! next pass may find empty and remove while it launches another).
 
 use std::collections::BTreeMap;
 
@@ -48,7 +53,7 @@ use kerf_model::{Effect, Node, Pod, Taint, labels};
 
 use crate::provisioner::{Namer, catalog_now, claim_for};
 use crate::record::method_reason;
-use crate::{Action, ClusterView, Config, Reason, Stopwatch, Subject, Work};
+use crate::{Action, Claim, ClusterView, Config, Reason, Stopwatch, Subject, Work};
 
 #[derive(Debug, Default)]
 pub(crate) struct Queue {
@@ -71,24 +76,63 @@ struct Active {
     replacements: Vec<String>,
 }
 
-pub(crate) fn cleanup_after_restart(view: &ClusterView, out: &mut Vec<Action>) {
-    for node in view.nodes.values() {
-        if !node.taints.iter().any(|t| t.key == labels::TAINT_DISRUPTED) {
-            continue;
+impl Queue {
+    /// On the first step after a start: resume the commands whose replacements say what
+    /// they replace, and untaint the disrupted nodes no command resumes.
+    pub(crate) fn resume(&mut self, view: &ClusterView, out: &mut Vec<Action>) {
+        let mut commands: BTreeMap<&str, Vec<&Claim>> = BTreeMap::new();
+        for claim in view.claims.values() {
+            if let Some(replaces) = claim.annotations.get(labels::ANNOTATION_REPLACES) {
+                commands.entry(replaces.as_str()).or_default().push(claim);
+            }
         }
-        if view
-            .claim_of_node(&node.name)
-            .is_some_and(|c| c.deleting_since.is_none())
-        {
-            out.push(Action::Untaint {
-                node: node.name.clone(),
-                key: labels::TAINT_DISRUPTED.into(),
+        let tainted = |node: &str| {
+            view.nodes
+                .get(node)
+                .is_some_and(|n| n.taints.iter().any(|t| t.key == labels::TAINT_DISRUPTED))
+        };
+        for (replaces, replacements) in commands {
+            let Some((method, count, claims)) = parse_replaces(replaces) else {
+                continue;
+            };
+            if replacements.len() != count
+                || replacements.iter().any(|r| r.deleting_since.is_some())
+            {
+                continue;
+            }
+            let nodes: Option<Vec<String>> = claims
+                .iter()
+                .map(|name| {
+                    let claim = view.claims.get(*name)?;
+                    let node = claim.node_name.as_deref()?;
+                    (claim.deleting_since.is_none() && tainted(node)).then(|| node.to_string())
+                })
+                .collect();
+            let Some(nodes) = nodes else {
+                continue;
+            };
+            self.active.push(Active {
+                method,
+                nodes,
+                replacements: replacements.iter().map(|r| r.name.clone()).collect(),
             });
         }
+        for node in view.nodes.values() {
+            if !tainted(&node.name) || self.active.iter().any(|a| a.nodes.contains(&node.name)) {
+                continue;
+            }
+            if view
+                .claim_of_node(&node.name)
+                .is_some_and(|c| c.deleting_since.is_none())
+            {
+                out.push(Action::Untaint {
+                    node: node.name.clone(),
+                    key: labels::TAINT_DISRUPTED.into(),
+                });
+            }
+        }
     }
-}
 
-impl Queue {
     pub(crate) fn step(
         &mut self,
         now: i64,
@@ -245,13 +289,23 @@ impl Queue {
     }
 
     /// When the queue next acts without the view changing: a pending command's
-    /// validation, else the next pass (commands in flight advance on view changes).
-    pub(crate) fn next_wake(&self, config: &Config) -> i64 {
+    /// validation, else the next pass (commands in flight advance on view changes); a
+    /// pass that found nothing on this very view is not repeated before the idle
+    /// recheck.
+    pub(crate) fn next_wake(&self, view: &ClusterView, config: &Config) -> i64 {
         if let Some((_, decided_at)) = &self.pending {
             return decided_at + config.disruption_validation_ms;
         }
-        self.last_pass_at
-            .map_or(i64::MIN, |at| at + config.disruption_interval_ms)
+        let Some(at) = self.last_pass_at else {
+            return i64::MIN;
+        };
+        if self.last_found_nothing && view.generation == self.last_generation {
+            at + config
+                .disruption_idle_recheck_ms
+                .max(config.disruption_interval_ms)
+        } else {
+            at + config.disruption_interval_ms
+        }
     }
 
     /// A pass over the view; `among`, when validating a command, limits the candidates
@@ -306,8 +360,18 @@ impl Queue {
         let types = catalog_now(view, unavailable);
         let mut namer = Namer::new(now);
         let mut replacements = Vec::new();
+        let replaced: Vec<&str> = (command.nodes.iter())
+            .filter_map(|n| Some(view.claim_of_node(n)?.name.as_str()))
+            .collect();
+        let replaces = format!(
+            "{}/{}: {}",
+            command.method.as_str(),
+            command.replacements.len(),
+            replaced.join(",")
+        );
         for new in &command.replacements {
-            let claim = claim_for(now, view, &types, new, namer.next(&new.nodepool));
+            let mut claim = claim_for(now, view, &types, new, namer.next(&new.nodepool));
+            (claim.annotations).insert(labels::ANNOTATION_REPLACES.into(), replaces.clone());
             replacements.push(claim.name.clone());
             let name = claim.name.clone();
             out.push(Action::CreateClaim(Box::new(claim)));
@@ -369,6 +433,22 @@ fn advance(active: &Active, view: &ClusterView, out: &mut Vec<Action>) -> bool {
         return true;
     }
     false
+}
+
+/// `kerf.sh/replaces`: the method, the number of replacements and the replaced claims.
+fn parse_replaces(value: &str) -> Option<(Method, usize, Vec<&str>)> {
+    let (head, claims) = value.split_once(": ")?;
+    let (method, count) = head.split_once('/')?;
+    let method = [
+        Method::Emptiness,
+        Method::Drift,
+        Method::MultiNodeConsolidation,
+        Method::SingleNodeConsolidation,
+    ]
+    .into_iter()
+    .find(|m| m.as_str() == method)?;
+    let claims: Vec<&str> = claims.split(',').filter(|c| !c.is_empty()).collect();
+    (!claims.is_empty()).then_some((method, count.parse().ok()?, claims))
 }
 
 /// Karpenter's `pretty.Sentence`: the first letter capitalised.

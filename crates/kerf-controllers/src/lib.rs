@@ -269,7 +269,7 @@ impl Controller {
         self.unavailable.retain(|_, until| *until > now);
         if !self.started {
             self.started = true;
-            disruption::cleanup_after_restart(view, &mut out);
+            self.disruption.resume(view, &mut out);
         }
         for event in events {
             self.on_event(now, view, event, &mut out);
@@ -309,14 +309,15 @@ impl Controller {
     pub fn next_wake(&self, now: i64, view: &ClusterView) -> i64 {
         let mut wake = self
             .batch
-            .next_wake(&self.config)
-            .min(self.disruption.next_wake(&self.config))
+            .next_wake(view, &self.config)
+            .min(self.disruption.next_wake(view, &self.config))
             .min(self.lifecycle_seen.map_or(now, |(_, due)| due));
         for until in self.unavailable.values() {
             wake = wake.min(*until);
         }
+        // A deadline already past has been acted on (termination runs every step).
         for claim in view.claims.values() {
-            if let Some(deadline) = claim.grace_deadline() {
+            if let Some(deadline) = claim.grace_deadline().filter(|d| *d > now) {
                 wake = wake.min(deadline);
             }
         }

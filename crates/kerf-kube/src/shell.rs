@@ -201,12 +201,19 @@ impl<P: Provider> Shell<P> {
 
     /// When the loops next want a step on an unchanged view.
     pub fn next_wake(&self) -> i64 {
-        let mut wake = self.controller.next_wake(self.last_now, &self.state.view);
+        let now = self.last_now;
+        let mut wake = self.controller.next_wake(now, &self.state.view);
+        // Backoffs already over wait for the loops to ask again (a pod evicted or
+        // gone keeps its entry): a time past would make the loop spin.
         for (until, _) in self.evict_backoff.values() {
-            wake = wake.min(*until);
+            if *until > now {
+                wake = wake.min(*until);
+            }
         }
         for until in self.launch_retry.values() {
-            wake = wake.min(*until);
+            if *until > now {
+                wake = wake.min(*until);
+            }
         }
         wake.min(self.last_list_at + LIST_INTERVAL_MS)
     }
@@ -547,6 +554,13 @@ impl<P: Provider> Shell<P> {
     /// One step of the loops and everything it asks for.
     pub async fn step(&mut self) {
         let now = self.now();
+        // A launch's retry delay that has run out changes what the lifecycle would do
+        // on a view that did not change: let it look again.
+        let retry_due = self.launch_retry.len();
+        self.launch_retry.retain(|_, at| *at > now);
+        if self.launch_retry.len() < retry_due {
+            self.state.view.generation += 1;
+        }
         let events: Vec<Event> = std::mem::take(&mut self.state.events)
             .into_iter()
             .chain(std::mem::take(&mut self.events))

@@ -91,6 +91,12 @@ pub const EC2NODECLASS_HASH_ANNOTATIONS: [&str; 2] = [
 ];
 /// On a NodeClaim: the instance profile its instance was launched with.
 pub const ANNOTATION_INSTANCE_PROFILE_NAME: &str = "karpenter.k8s.aws/instance-profile-name";
+/// On a replacement NodeClaim kerf launched for a disruption command:
+/// `<method>/<replacements>: <claim>,<claim>`, the command's method, how many
+/// replacements it launched and the NodeClaims it replaces. Karpenter keeps commands in
+/// memory only and forgets them on a restart, leaving their replacements as orphans the
+/// next pass may empty and launch again; with this a restarted kerf resumes the command.
+pub const ANNOTATION_REPLACES: &str = "kerf.sh/replaces";
 pub const ANNOTATION_POD_DELETION_COST: &str = "controller.kubernetes.io/pod-deletion-cost";
 pub const TAINT_DISRUPTED: &str = "karpenter.sh/disrupted";
 pub const TAINT_UNREGISTERED: &str = "karpenter.sh/unregistered";

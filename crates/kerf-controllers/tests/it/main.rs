@@ -733,3 +733,124 @@ fn a_second_command_starts_while_the_first_waits_for_its_replacement() {
     v.generation += 1;
     assert_eq!(deletes(&c.step(631_000, &v, &[])), vec![("c1", "drift")]);
 }
+
+/// n1 drifted and needing a replacement (its pod may not go to n2); the step that starts
+/// the command, and the view once the shell has applied it (n1 tainted, the replacement
+/// created and not up yet).
+fn drift_started() -> (ClusterView, Claim) {
+    let mut v = view();
+    add_second_node(&mut v);
+    let dedicated = kerf_model::Taint::new("dedicated", "x", kerf_model::Effect::NoSchedule);
+    v.nodes.get_mut("n2").unwrap().taints.push(dedicated);
+    v.insert_pod(big_pod("p1", "n1"));
+    v.insert_pod(big_pod("p2", "n2"));
+    v.instances.get_mut("i-1").unwrap().drift = Some(Drift::new(
+        DriftReason::AmiDrift,
+        "image ami-1 is no longer selected",
+    ));
+    let mut c = controller();
+    c.step(600_000, &v, &[]);
+    let started = c.step(615_000, &v, &[]);
+    let replacement = started
+        .iter()
+        .find_map(|a| match a {
+            Action::CreateClaim(claim) => Some(claim.as_ref().clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("a replacement for n1: {started:?}"));
+    v.nodes.get_mut("n1").unwrap().taints.push(disrupted());
+    let mut waiting = replacement.clone();
+    (waiting.provider_id, waiting.node_name, waiting.initialized) = (None, None, false);
+    v.claims.insert(waiting.name.clone(), waiting);
+    v.generation += 1;
+    (v, replacement)
+}
+
+#[test]
+fn a_restarted_controller_resumes_a_command_its_replacement_names() {
+    let (mut v, replacement) = drift_started();
+    assert_eq!(
+        replacement
+            .annotations
+            .get(labels::ANNOTATION_REPLACES)
+            .map(String::as_str),
+        Some("drift/1: c1"),
+        "the replacement says what it replaces"
+    );
+    // Killed here: a new controller finds n1 tainted and its replacement launching. It
+    // keeps n1 tainted, launches nothing more, and deletes nothing yet.
+    let mut restarted = controller();
+    let first = restarted.step(616_000, &v, &[]);
+    assert!(
+        !first.iter().any(|a| matches!(a, Action::Untaint { .. })),
+        "{first:?}"
+    );
+    for t in [616_000, 626_000, 641_000, 656_000] {
+        let actions = if t == 616_000 {
+            first.clone()
+        } else {
+            v.generation += 1;
+            restarted.step(t, &v, &[])
+        };
+        assert!(
+            !actions.iter().any(|a| matches!(a, Action::CreateClaim(_))),
+            "at {t}: {actions:?}"
+        );
+        assert!(deletes(&actions).is_empty(), "at {t}: {actions:?}");
+    }
+    // The replacement comes up: the resumed command deletes n1's claim, for drift.
+    let up = v.claims.get_mut(&replacement.name).unwrap();
+    (up.provider_id, up.initialized) = (Some("i-9".into()), true);
+    let mut instance = v.instances["i-1"].clone();
+    (instance.id, instance.claim) = ("i-9".into(), replacement.name.clone());
+    v.instances.insert("i-9".into(), instance);
+    v.generation += 1;
+    assert_eq!(
+        deletes(&restarted.step(657_000, &v, &[])),
+        vec![("c1", "drift")]
+    );
+}
+
+#[test]
+fn a_restarted_controller_untaints_nodes_whose_command_lost_a_replacement() {
+    let (mut v, replacement) = drift_started();
+    // The replacement failed and is being deleted: the command cannot be resumed.
+    v.claims.get_mut(&replacement.name).unwrap().deleting_since = Some(615_500);
+    let actions = controller().step(616_000, &v, &[]);
+    assert!(
+        actions.contains(&Action::Untaint {
+            node: "n1".into(),
+            key: labels::TAINT_DISRUPTED.into()
+        }),
+        "{actions:?}"
+    );
+}
+
+/// The shell steps whenever the view changes and at `next_wake`: on a view that stays
+/// the same, a wake already past would make it step in a spin.
+#[test]
+fn a_quiet_cluster_asks_for_no_step_before_its_next_deadline() {
+    let mut v = view();
+    v.nodepools[0].disruption.consolidation_policy =
+        kerf_model::nodepool::ConsolidationPolicy::WhenEmpty;
+    v.insert_pod(pod("busy", Some("n1")));
+    // A pod no instance type can hold: it waits, and is solved again now and then.
+    let mut huge = pod("huge", None);
+    huge.pod.requests = Resources::parse([("cpu", "1000")]).unwrap();
+    v.insert_pod(huge);
+    let mut c = controller();
+    let pending = Event::PodPending(kerf_model::pod::PodKey {
+        namespace: "default".into(),
+        name: "huge".into(),
+    });
+    c.step(600_000, &v, &[pending]);
+    c.step(601_000, &v, &[]);
+    for now in [620_000, 700_000, 900_000] {
+        c.step(now, &v, &[]);
+        let wake = c.next_wake(now, &v);
+        assert!(
+            wake >= 601_000 + 60_000 && wake > now + 1,
+            "at {now}: wakes at {wake}, though nothing is due before the minute's retry or the idle recheck"
+        );
+    }
+}
