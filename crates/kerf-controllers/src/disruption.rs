@@ -13,8 +13,9 @@
 //! One command waits for validation at a time, but several may be in flight, as
 //! Karpenter's orchestration queue holds every started command while the disruption
 //! loop looks for the next: once a command's nodes are tainted and its replacements
-//! created, the next pass runs at once, and passes go on every interval while
-//! replacements launch. A node of a command in flight is tainted `karpenter.sh/disrupted`,
+//! created, the next pass runs as soon as those nodes have left the view or one
+//! interval has passed (Karpenter's runs at once; see `Queue::step`), and passes go on
+//! every interval while replacements launch. A node of a command in flight is tainted `karpenter.sh/disrupted`,
 //! so every later pass treats it as leaving (its pods need room elsewhere; it is no
 //! candidate and counts against its pool's budget), and commands in flight never share
 //! a node or exceed a budget together. A step in which a command finishes or gives up
@@ -61,6 +62,9 @@ pub(crate) struct Queue {
     last_generation: u64,
     last_found_nothing: bool,
     pending: Option<(Command, i64)>,
+    /// The nodes of the command started last, while they are still in the view: the
+    /// next pass waits for them to go, or for one interval, whichever comes first.
+    leaving: Vec<String>,
     /// Commands whose nodes are tainted and whose replacements are launching.
     active: Vec<Active>,
     /// Nodes told they are held: the reason, its message and when.
@@ -180,14 +184,23 @@ impl Queue {
                 return;
             }
             self.execute(now, view, unavailable, &command, out);
-            // As Karpenter requeues at once after starting a command: the next pass
-            // runs on the next step, once the taints are in the view.
-            self.last_pass_at = Some(now - config.disruption_interval_ms);
+            // Karpenter requeues at once after starting a command. kerf waits until the
+            // command's nodes have left the view, or one interval at most: until they
+            // go, they hold their pools' budgets, so a pass at once finds room for a
+            // node or two (a command costing a whole validation), and their pods have
+            // not landed yet (an empty node the scheduler then fills fails validation).
+            // A delete command's nodes go in seconds; a replacement's wait for it, and
+            // the next pass runs after the interval, while the replacements launch.
+            self.last_pass_at = Some(now);
+            self.leaving = command.nodes.clone();
             return;
         }
-        let due = self
-            .last_pass_at
-            .is_none_or(|at| now - at >= config.disruption_interval_ms);
+        let gone =
+            !self.leaving.is_empty() && self.leaving.iter().all(|n| !view.nodes.contains_key(n));
+        let due = gone
+            || self
+                .last_pass_at
+                .is_none_or(|at| now - at >= config.disruption_interval_ms);
         let idle = self.last_found_nothing
             && view.generation == self.last_generation
             && self
@@ -320,6 +333,7 @@ impl Queue {
     ) -> kerf_disruption::Outcome {
         self.last_pass_at = Some(now);
         self.last_generation = view.generation;
+        self.leaving.clear();
         let snapshot = snapshot(view, config, unavailable);
         let now_secs = config.epoch_secs + now / 1000;
         match among {

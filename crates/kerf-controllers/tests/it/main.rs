@@ -127,6 +127,39 @@ fn an_empty_node_is_deleted_after_the_validation_delay() {
 }
 
 #[test]
+fn after_a_delete_the_next_pass_runs_as_soon_as_its_nodes_are_gone() {
+    // Two empty nodes and a budget of one node: emptiness takes one per command.
+    let mut v = view();
+    add_second_node(&mut v);
+    let mut c = controller();
+    c.step(600_000, &v, &[]);
+    let started = c.step(615_000, &v, &[]);
+    let first = deletes(&started);
+    assert_eq!(first.len(), 1, "{first:?}");
+    let (gone, other) = match first[0].0 {
+        "c1" => ("c1", "c2"),
+        _ => ("c2", "c1"),
+    };
+    // While its node is in the view it holds the budget: no pass yet.
+    assert!(deletes(&c.step(616_000, &v, &[])).is_empty());
+    // The node goes: the next pass runs at once (617 s), and its command after its
+    // validation (632 s), not after the interval (625 s) and a validation (640 s).
+    let node = v.claims[gone].node_name.clone().unwrap();
+    let id = v.claims[gone].provider_id.clone().unwrap();
+    v.nodes.remove(&node);
+    v.node_provider_ids.remove(&node);
+    v.instances.remove(&id);
+    v.claims.remove(gone);
+    v.generation += 1;
+    assert!(deletes(&c.step(617_000, &v, &[])).is_empty());
+    assert!(deletes(&c.step(631_999, &v, &[])).is_empty());
+    assert_eq!(
+        deletes(&c.step(632_000, &v, &[])),
+        vec![(other, "emptiness")]
+    );
+}
+
+#[test]
 fn a_command_that_no_longer_holds_after_the_delay_is_dropped() {
     let mut v = view();
     let mut c = controller();
@@ -714,10 +747,19 @@ fn a_second_command_starts_while_the_first_waits_for_its_replacement() {
     });
     v.generation += 1;
 
-    // The next pass runs at once, not after the first command's replacement is up, and
-    // counts that replacement as where n1's pod goes: n2 is empty, and deleted.
+    // The next pass does not wait for the first command's replacement to come up: n1
+    // stays in the view, so it runs one interval (10 s) after the first command
+    // started, not at once. It counts that replacement as where n1's pod goes: n2 is
+    // empty, and deleted after its validation.
     let mut deleted = Vec::new();
-    for t in [615_001, 630_001] {
+    for t in [615_001, 624_999] {
+        let actions = c.step(t, &v, &[]);
+        assert!(
+            deletes(&actions).is_empty(),
+            "no pass before the interval: {actions:?}"
+        );
+    }
+    for t in [625_000, 640_000] {
         let actions = c.step(t, &v, &[]);
         deleted
             .extend((deletes(&actions).into_iter()).map(|(c, r)| (c.to_string(), r.to_string())));
@@ -731,7 +773,7 @@ fn a_second_command_starts_while_the_first_waits_for_its_replacement() {
     (instance.id, instance.claim) = ("i-9".into(), replacement.name.clone());
     v.instances.insert("i-9".into(), instance);
     v.generation += 1;
-    assert_eq!(deletes(&c.step(631_000, &v, &[])), vec![("c1", "drift")]);
+    assert_eq!(deletes(&c.step(641_000, &v, &[])), vec![("c1", "drift")]);
 }
 
 /// n1 drifted and needing a replacement (its pod may not go to n2); the step that starts
