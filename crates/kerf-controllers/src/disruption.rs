@@ -214,6 +214,7 @@ impl Queue {
         stopwatch.stop(Work::DisruptionPass {
             decided: outcome.commands.first().map(|c| c.method),
         });
+        stopwatch.disruption_pass(&outcome);
         self.tell(now, view, &outcome.kept, out);
         self.tell_pools(now, view, config, out);
         crate::conditions::reconcile(view, &outcome.conditions, out);

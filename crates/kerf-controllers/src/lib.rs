@@ -47,10 +47,13 @@ pub enum Work {
     },
 }
 
-/// Told where measured work begins and ends. The simulator measures nothing (`()`).
+/// Told where measured work begins and ends, and what each full disruption pass found
+/// (for a shell's debug log: why nothing, or so little, was disrupted). The simulator
+/// measures nothing (`()`).
 pub trait Stopwatch {
     fn start(&mut self);
     fn stop(&mut self, work: Work);
+    fn disruption_pass(&mut self, _outcome: &kerf_disruption::Outcome) {}
 }
 
 impl Stopwatch for () {

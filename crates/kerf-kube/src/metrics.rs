@@ -443,6 +443,29 @@ impl kerf_controllers::Stopwatch for StepTimer {
         self.started = Some(std::time::Instant::now());
     }
 
+    /// At debug, one line per full pass: the commands it decided and how many nodes it
+    /// kept for each kind of reason (`budget of nodepool default (10%) already used: 80`).
+    fn disruption_pass(&mut self, outcome: &kerf_disruption::Outcome) {
+        if !tracing::enabled!(target: "kerf_kube::shell", tracing::Level::DEBUG) {
+            return;
+        }
+        let commands: Vec<String> = (outcome.commands.iter())
+            .map(|c| {
+                format!(
+                    "{} {} of {}",
+                    c.method.as_str(),
+                    c.decision.as_str(),
+                    c.nodes.len()
+                )
+            })
+            .collect();
+        let mut kept: BTreeMap<String, usize> = BTreeMap::new();
+        for k in &outcome.kept {
+            *kept.entry(k.reason.kind()).or_default() += 1;
+        }
+        tracing::debug!(target: "kerf_kube::shell", ?commands, ?kept, "disruption pass");
+    }
+
     fn stop(&mut self, work: kerf_controllers::Work) {
         let Some(started) = self.started.take() else {
             return;
