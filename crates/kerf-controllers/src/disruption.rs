@@ -121,6 +121,20 @@ impl Queue {
                 replacements: replacements.iter().map(|r| r.name.clone()).collect(),
             });
         }
+        // Two commands naming one node: one of them is stale (its replacements were
+        // left over from a command killed before its taints landed). Resume neither:
+        // the nodes are untainted and the replacements stay as ordinary capacity, as in
+        // Karpenter, rather than drained on an old decision.
+        let claimed = |node: &String, me: usize, active: &[Active]| {
+            (active.iter().enumerate()).any(|(i, a)| i != me && a.nodes.contains(node))
+        };
+        let conflicting: Vec<bool> = (0..self.active.len())
+            .map(|i| (self.active[i].nodes.iter()).any(|n| claimed(n, i, &self.active)))
+            .collect();
+        self.active = (std::mem::take(&mut self.active).into_iter())
+            .zip(conflicting)
+            .filter_map(|(a, conflicts)| (!conflicts).then_some(a))
+            .collect();
         for node in view.nodes.values() {
             if !tainted(&node.name) || self.active.iter().any(|a| a.nodes.contains(&node.name)) {
                 continue;

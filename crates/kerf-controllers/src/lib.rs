@@ -254,6 +254,12 @@ impl Controller {
         &self.config
     }
 
+    /// Something the shell holds back on its own (a launch's retry delay) has run out:
+    /// the lifecycle loop runs on the next step even if the view has not changed.
+    pub fn recheck_lifecycle(&mut self) {
+        self.lifecycle_seen = None;
+    }
+
     /// One pass of every loop.
     pub fn step(&mut self, now: i64, view: &ClusterView, events: &[Event]) -> Vec<Action> {
         self.step_measured(now, view, events, &mut ())

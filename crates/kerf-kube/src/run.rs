@@ -446,8 +446,15 @@ async fn run_with<P: Provider>(
     let mut startup = PodStartup::new(jiff::Timestamp::now().as_millisecond());
     loop {
         shell.maybe_list();
-        let wake = shell.next_wake();
         let now = jiff::Timestamp::now().as_millisecond();
+        // Only a leader with synced caches steps; until then the loops' deadlines mean
+        // nothing (they would lie in the past and spin the loop): look again each second.
+        let stepping = *role_rx.borrow() == Role::Leader && shell.state.synced();
+        let wake = if stepping {
+            shell.next_wake()
+        } else {
+            now + 1_000
+        };
         let sleep = Duration::from_millis((wake - now).clamp(5, 60_000) as u64);
         tokio::select! {
             _ = cancel.cancelled() => break,

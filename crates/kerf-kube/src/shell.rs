@@ -215,6 +215,10 @@ impl<P: Provider> Shell<P> {
                 wake = wake.min(*until);
             }
         }
+        // A list still running wakes the loop when it answers.
+        if self.running.contains(&Task::List) {
+            return wake;
+        }
         wake.min(self.last_list_at + LIST_INTERVAL_MS)
     }
 
@@ -559,7 +563,7 @@ impl<P: Provider> Shell<P> {
         let retry_due = self.launch_retry.len();
         self.launch_retry.retain(|_, at| *at > now);
         if self.launch_retry.len() < retry_due {
-            self.state.view.generation += 1;
+            self.controller.recheck_lifecycle();
         }
         let events: Vec<Event> = std::mem::take(&mut self.state.events)
             .into_iter()

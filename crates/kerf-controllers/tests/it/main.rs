@@ -896,3 +896,30 @@ fn a_quiet_cluster_asks_for_no_step_before_its_next_deadline() {
         );
     }
 }
+
+#[test]
+fn a_restarted_controller_resumes_neither_of_two_commands_naming_one_node() {
+    let (mut v, replacement) = drift_started();
+    // A replacement left over from an earlier command on the same claim, killed before
+    // its taint landed: it names c1 too, for another method.
+    let mut stale = replacement.clone();
+    stale.name = "default-1-1".into();
+    (stale.annotations).insert(
+        labels::ANNOTATION_REPLACES.into(),
+        "single-node-consolidation/1: c1".into(),
+    );
+    (stale.provider_id, stale.initialized) = (Some("i-8".into()), true);
+    let mut instance = v.instances["i-1"].clone();
+    (instance.id, instance.claim) = ("i-8".into(), stale.name.clone());
+    v.instances.insert("i-8".into(), instance);
+    v.claims.insert(stale.name.clone(), stale);
+    let actions = controller().step(616_000, &v, &[]);
+    assert!(deletes(&actions).is_empty(), "{actions:?}");
+    assert!(
+        actions.contains(&Action::Untaint {
+            node: "n1".into(),
+            key: labels::TAINT_DISRUPTED.into()
+        }),
+        "{actions:?}"
+    );
+}
