@@ -354,6 +354,16 @@ impl<'a> Pass<'a> {
         if self.acted.is_some() {
             return;
         }
+        if let Some((nodes, c)) = self.best_group(eligible) {
+            let command =
+                consolidation_command(&self.world, Method::MultiNodeConsolidation, &nodes, c);
+            self.act(command, &nodes);
+        }
+    }
+
+    /// Multi-node consolidation's search: the prefix of `eligible` (in disruption-cost
+    /// order, then in utilisation order) of two nodes or more that saves the most.
+    fn best_group(&self, eligible: &[Candidate<'a>]) -> Option<(Vec<usize>, Consolidation)> {
         let world = &self.world;
         let utilization = |c: &Candidate| {
             let f = &world.facts[c.node];
@@ -403,11 +413,7 @@ impl<'a> Pass<'a> {
                 }
             }
         }
-        if let Some((nodes, c)) = best {
-            let command =
-                consolidation_command(&self.world, Method::MultiNodeConsolidation, &nodes, c);
-            self.act(command, &nodes);
-        }
+        best
     }
 
     /// The candidates of `order` that may go together, in that order: within their
@@ -454,6 +460,8 @@ impl<'a> Pass<'a> {
     /// Single-node consolidation: candidates in disruption-cost order, each evaluated
     /// (for its reason) until one works and acts.
     pub(crate) fn single_node_consolidation(&mut self, eligible: &[Candidate<'a>]) {
+        // Candidates that cannot be consolidated alone, found on the way.
+        let mut skipped: Vec<usize> = Vec::new();
         for &c in eligible {
             if self.in_command[c.node] {
                 continue;
@@ -474,8 +482,37 @@ impl<'a> Pass<'a> {
                 .consolidate(&[c])
                 .and_then(|k| self.balanced(&[c], k.savings).map(|()| k));
             match consolidation {
-                Err(why) => self.kept[c.node] = Some(KeptReason::Unconsolidatable(why)),
+                Err(why) => {
+                    self.kept[c.node] = Some(KeptReason::Unconsolidatable(why));
+                    skipped.push(c.node);
+                }
                 Ok(k) => {
+                    // Multi-node's prefixes all began with the nodes skipped here, which
+                    // cannot go alone: a group without them may save more than this
+                    // node does on its own (else each such node costs a pass and a
+                    // validation of its own).
+                    if !skipped.is_empty() {
+                        let rest: Vec<Candidate<'a>> = (eligible.iter().copied())
+                            .filter(|r| !skipped.contains(&r.node) && !self.in_command[r.node])
+                            .collect();
+                        if let Some((nodes, group)) = self.best_group(&rest)
+                            && group.savings > k.savings + 1e-9
+                        {
+                            let command = consolidation_command(
+                                &self.world,
+                                Method::MultiNodeConsolidation,
+                                &nodes,
+                                group,
+                            );
+                            self.act(command, &nodes);
+                            if !self.in_command[c.node] {
+                                self.kept[c.node] = Some(KeptReason::NotEvaluated {
+                                    first: Method::MultiNodeConsolidation,
+                                });
+                            }
+                            continue;
+                        }
+                    }
                     let command = consolidation_command(
                         &self.world,
                         Method::SingleNodeConsolidation,
