@@ -107,14 +107,7 @@ impl FromStr for DeletionReason {
         if let Some(message) = s.strip_prefix("launch-failed: ") {
             return Ok(DeletionReason::LaunchFailed(message.to_string()));
         }
-        let methods = [
-            Method::Expiration,
-            Method::Emptiness,
-            Method::Drift,
-            Method::MultiNodeConsolidation,
-            Method::SingleNodeConsolidation,
-        ];
-        if let Some(m) = methods.into_iter().find(|m| m.as_str() == s) {
+        if let Some(m) = Method::parse(s) {
             return Ok(DeletionReason::Disruption(m));
         }
         Ok(match s {

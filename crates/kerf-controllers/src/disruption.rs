@@ -125,16 +125,16 @@ impl Queue {
         // left over from a command killed before its taints landed). Resume neither:
         // the nodes are untainted and the replacements stay as ordinary capacity, as in
         // Karpenter, rather than drained on an old decision.
-        let claimed = |node: &String, me: usize, active: &[Active]| {
-            (active.iter().enumerate()).any(|(i, a)| i != me && a.nodes.contains(node))
-        };
-        let conflicting: Vec<bool> = (0..self.active.len())
-            .map(|i| (self.active[i].nodes.iter()).any(|n| claimed(n, i, &self.active)))
+        let mut named: BTreeMap<&str, usize> = BTreeMap::new();
+        for node in self.active.iter().flat_map(|a| &a.nodes) {
+            *named.entry(node.as_str()).or_default() += 1;
+        }
+        let shared: Vec<String> = (named.into_iter())
+            .filter(|&(_, n)| n > 1)
+            .map(|(node, _)| node.to_string())
             .collect();
-        self.active = (std::mem::take(&mut self.active).into_iter())
-            .zip(conflicting)
-            .filter_map(|(a, conflicts)| (!conflicts).then_some(a))
-            .collect();
+        self.active
+            .retain(|a| !a.nodes.iter().any(|n| shared.contains(n)));
         for node in view.nodes.values() {
             if !tainted(&node.name) || self.active.iter().any(|a| a.nodes.contains(&node.name)) {
                 continue;
@@ -468,14 +468,7 @@ fn advance(active: &Active, view: &ClusterView, out: &mut Vec<Action>) -> bool {
 fn parse_replaces(value: &str) -> Option<(Method, usize, Vec<&str>)> {
     let (head, claims) = value.split_once(": ")?;
     let (method, count) = head.split_once('/')?;
-    let method = [
-        Method::Emptiness,
-        Method::Drift,
-        Method::MultiNodeConsolidation,
-        Method::SingleNodeConsolidation,
-    ]
-    .into_iter()
-    .find(|m| m.as_str() == method)?;
+    let method = Method::parse(method)?;
     let claims: Vec<&str> = claims.split(',').filter(|c| !c.is_empty()).collect();
     (!claims.is_empty()).then_some((method, count.parse().ok()?, claims))
 }

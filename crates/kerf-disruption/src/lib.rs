@@ -87,6 +87,19 @@ pub enum Method {
 }
 
 impl Method {
+    pub const ALL: [Method; 5] = [
+        Method::Expiration,
+        Method::Emptiness,
+        Method::Drift,
+        Method::MultiNodeConsolidation,
+        Method::SingleNodeConsolidation,
+    ];
+
+    /// The method `as_str` names.
+    pub fn parse(s: &str) -> Option<Method> {
+        Method::ALL.into_iter().find(|m| m.as_str() == s)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Method::Expiration => "expiration",

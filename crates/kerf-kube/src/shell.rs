@@ -205,15 +205,10 @@ impl<P: Provider> Shell<P> {
         let mut wake = self.controller.next_wake(now, &self.state.view);
         // Backoffs already over wait for the loops to ask again (a pod evicted or
         // gone keeps its entry): a time past would make the loop spin.
-        for (until, _) in self.evict_backoff.values() {
-            if *until > now {
-                wake = wake.min(*until);
-            }
-        }
-        for until in self.launch_retry.values() {
-            if *until > now {
-                wake = wake.min(*until);
-            }
+        let backoffs = (self.evict_backoff.values().map(|(until, _)| *until))
+            .chain(self.launch_retry.values().copied());
+        if let Some(until) = backoffs.filter(|until| *until > now).min() {
+            wake = wake.min(until);
         }
         // A list still running wakes the loop when it answers.
         if self.running.contains(&Task::List) {

@@ -710,37 +710,12 @@ fn big_pod(name: &str, node: &str) -> PodState {
 
 #[test]
 fn a_second_command_starts_while_the_first_waits_for_its_replacement() {
-    let mut v = view();
-    v.nodepools[0].disruption.budgets[0].nodes = BudgetNodes::Count(2);
-    add_second_node(&mut v);
     // n1 drifted; its pod may not go to n2 (a taint it does not tolerate), so it needs
-    // a replacement.
-    let dedicated = kerf_model::Taint::new("dedicated", "x", kerf_model::Effect::NoSchedule);
-    v.nodes.get_mut("n2").unwrap().taints.push(dedicated);
-    v.insert_pod(big_pod("p1", "n1"));
-    v.insert_pod(big_pod("p2", "n2"));
-    v.instances.get_mut("i-1").unwrap().drift = Some(Drift::new(
-        DriftReason::AmiDrift,
-        "image ami-1 is no longer selected",
-    ));
-    let mut c = controller();
-    c.step(600_000, &v, &[]);
-    let started = c.step(615_000, &v, &[]);
-    let replacement = started
-        .iter()
-        .find_map(|a| match a {
-            Action::CreateClaim(claim) => Some(claim.as_ref().clone()),
-            _ => None,
-        })
-        .unwrap_or_else(|| panic!("a replacement for n1: {started:?}"));
+    // a replacement. As the shell applies the step that starts it: n1 tainted, the
+    // replacement created but not up yet.
+    let (mut v, mut c, replacement, started) = drift_started(2);
     assert!(deletes(&started).is_empty(), "{started:?}");
-
-    // As the shell applies it: n1 tainted, the replacement created but not up yet; and
     // n2's pod goes away, leaving n2 empty.
-    v.nodes.get_mut("n1").unwrap().taints.push(disrupted());
-    let mut waiting = replacement.clone();
-    (waiting.provider_id, waiting.node_name, waiting.initialized) = (None, None, false);
-    v.claims.insert(waiting.name.clone(), waiting);
     v.remove_pod(&kerf_model::pod::PodKey {
         namespace: "default".into(),
         name: "p2".into(),
@@ -776,11 +751,13 @@ fn a_second_command_starts_while_the_first_waits_for_its_replacement() {
     assert_eq!(deletes(&c.step(641_000, &v, &[])), vec![("c1", "drift")]);
 }
 
-/// n1 drifted and needing a replacement (its pod may not go to n2); the step that starts
-/// the command, and the view once the shell has applied it (n1 tainted, the replacement
-/// created and not up yet).
-fn drift_started() -> (ClusterView, Claim) {
+/// n1 drifted and needing a replacement (its pod may not go to n2), the pool's budget
+/// `budget` nodes: the controller that started the command, the replacement it created,
+/// the actions of the step that started it, and the view once the shell has applied them
+/// (n1 tainted, the replacement created and not up yet).
+fn drift_started(budget: u32) -> (ClusterView, Controller, Claim, Vec<Action>) {
     let mut v = view();
+    v.nodepools[0].disruption.budgets[0].nodes = BudgetNodes::Count(budget);
     add_second_node(&mut v);
     let dedicated = kerf_model::Taint::new("dedicated", "x", kerf_model::Effect::NoSchedule);
     v.nodes.get_mut("n2").unwrap().taints.push(dedicated);
@@ -805,12 +782,12 @@ fn drift_started() -> (ClusterView, Claim) {
     (waiting.provider_id, waiting.node_name, waiting.initialized) = (None, None, false);
     v.claims.insert(waiting.name.clone(), waiting);
     v.generation += 1;
-    (v, replacement)
+    (v, c, replacement, started)
 }
 
 #[test]
 fn a_restarted_controller_resumes_a_command_its_replacement_names() {
-    let (mut v, replacement) = drift_started();
+    let (mut v, _, replacement, _) = drift_started(1);
     assert_eq!(
         replacement
             .annotations
@@ -855,7 +832,7 @@ fn a_restarted_controller_resumes_a_command_its_replacement_names() {
 
 #[test]
 fn a_restarted_controller_untaints_nodes_whose_command_lost_a_replacement() {
-    let (mut v, replacement) = drift_started();
+    let (mut v, _, replacement, _) = drift_started(1);
     // The replacement failed and is being deleted: the command cannot be resumed.
     v.claims.get_mut(&replacement.name).unwrap().deleting_since = Some(615_500);
     let actions = controller().step(616_000, &v, &[]);
@@ -899,7 +876,7 @@ fn a_quiet_cluster_asks_for_no_step_before_its_next_deadline() {
 
 #[test]
 fn a_restarted_controller_resumes_neither_of_two_commands_naming_one_node() {
-    let (mut v, replacement) = drift_started();
+    let (mut v, _, replacement, _) = drift_started(1);
     // A replacement left over from an earlier command on the same claim, killed before
     // its taint landed: it names c1 too, for another method.
     let mut stale = replacement.clone();
