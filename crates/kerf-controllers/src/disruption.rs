@@ -45,6 +45,10 @@
 //! whose claims are not deleting, are untainted, as Karpenter does at startup (its
 //! commands live in memory only; their replacements stay as ordinary capacity, which the
 //! next pass may find empty and remove while it launches another).
+//!
+//! The taint is kept level-triggered, not only at startup: each step, a node of a
+//! command in flight that lacks it is tainted again and a node in no command (its claim
+//! not deleting) that carries it is untainted, so a write that failed is retried.
 
 use std::collections::BTreeMap;
 
@@ -82,8 +86,9 @@ struct Active {
 
 impl Queue {
     /// On the first step after a start: resume the commands whose replacements say what
-    /// they replace, and untaint the disrupted nodes no command resumes.
-    pub(crate) fn resume(&mut self, view: &ClusterView, out: &mut Vec<Action>) {
+    /// they replace. The disrupted nodes no command resumes are untainted by the step's
+    /// `reconcile_taints`.
+    pub(crate) fn resume(&mut self, view: &ClusterView) {
         let mut commands: BTreeMap<&str, Vec<&Claim>> = BTreeMap::new();
         for claim in view.claims.values() {
             if let Some(replaces) = claim.annotations.get(labels::ANNOTATION_REPLACES) {
@@ -135,18 +140,37 @@ impl Queue {
             .collect();
         self.active
             .retain(|a| !a.nodes.iter().any(|n| shared.contains(n)));
+    }
+
+    /// Level-triggered, each step: a node of a command in flight carries the
+    /// `karpenter.sh/disrupted` taint, and a node in none (whose claim is not deleting:
+    /// termination keeps those tainted) does not. So a taint write that failed, a
+    /// command killed before its taint landed, or one the restart could not resume are
+    /// all put right on the next step rather than left until the next restart.
+    fn reconcile_taints(&self, view: &ClusterView, out: &mut Vec<Action>) {
+        let in_flight = |node: &str| {
+            self.active
+                .iter()
+                .any(|a| a.nodes.iter().any(|n| n == node))
+        };
         for node in view.nodes.values() {
-            if !tainted(&node.name) || self.active.iter().any(|a| a.nodes.contains(&node.name)) {
-                continue;
-            }
             if view
                 .claim_of_node(&node.name)
-                .is_some_and(|c| c.deleting_since.is_none())
+                .is_none_or(|c| c.deleting_since.is_some())
             {
-                out.push(Action::Untaint {
+                continue;
+            }
+            let tainted = node.taints.iter().any(|t| t.key == labels::TAINT_DISRUPTED);
+            match (tainted, in_flight(&node.name)) {
+                (false, true) => out.push(Action::Taint {
+                    node: node.name.clone(),
+                    taint: Taint::new(labels::TAINT_DISRUPTED, "", Effect::NoSchedule),
+                }),
+                (true, false) => out.push(Action::Untaint {
                     node: node.name.clone(),
                     key: labels::TAINT_DISRUPTED.into(),
-                });
+                }),
+                _ => {}
             }
         }
     }
@@ -165,6 +189,7 @@ impl Queue {
         if self.active.len() < in_flight {
             return;
         }
+        self.reconcile_taints(view, out);
         if let Some((command, decided_at)) = &self.pending {
             if now - decided_at < config.disruption_validation_ms {
                 return;

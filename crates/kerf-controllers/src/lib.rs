@@ -278,7 +278,7 @@ impl Controller {
         self.unavailable.retain(|_, until| *until > now);
         if !self.started {
             self.started = true;
-            self.disruption.resume(view, &mut out);
+            self.disruption.resume(view);
         }
         for event in events {
             self.on_event(now, view, event, &mut out);

@@ -238,6 +238,37 @@ fn a_restarted_controller_untaints_nodes_a_lost_command_tainted() {
     }));
 }
 
+/// An untaint that failed (a 409, the API server away) is not lost: a running
+/// controller untaints a disrupted node in no command of its own on a later step.
+#[test]
+fn a_running_controller_untaints_a_disrupted_node_in_no_command() {
+    let mut v = view();
+    let mut c = controller();
+    let quiet = c.step(1_000, &v, &[]);
+    assert!(
+        !quiet.iter().any(|a| matches!(a, Action::Untaint { .. })),
+        "{quiet:?}"
+    );
+    v.nodes.get_mut("n1").unwrap().taints.push(disrupted());
+    v.generation += 1;
+    let actions = c.step(2_000, &v, &[]);
+    assert!(
+        actions.contains(&Action::Untaint {
+            node: "n1".into(),
+            key: labels::TAINT_DISRUPTED.into()
+        }),
+        "{actions:?}"
+    );
+    // A node whose claim is deleting is termination's to keep tainted.
+    v.claims.get_mut("c1").unwrap().deleting_since = Some(2_500);
+    v.generation += 1;
+    let actions = c.step(3_000, &v, &[]);
+    assert!(
+        !actions.iter().any(|a| matches!(a, Action::Untaint { .. })),
+        "{actions:?}"
+    );
+}
+
 #[test]
 fn a_spot_interruption_deletes_the_claim_and_skips_the_offering() {
     let mut v = view();
@@ -827,6 +858,33 @@ fn a_restarted_controller_resumes_a_command_its_replacement_names() {
     assert_eq!(
         deletes(&restarted.step(657_000, &v, &[])),
         vec![("c1", "drift")]
+    );
+}
+
+/// A command's taint write that failed is made again while its replacement launches:
+/// the scheduler must not put pods on a node about to be drained.
+#[test]
+fn a_command_in_flight_taints_its_node_again_if_the_taint_did_not_land() {
+    let (mut v, mut c, _, started) = drift_started(1);
+    assert!(
+        started
+            .iter()
+            .any(|a| matches!(a, Action::Taint { node, .. } if node == "n1")),
+        "{started:?}"
+    );
+    let actions = c.step(616_000, &v, &[]);
+    assert!(
+        !actions
+            .iter()
+            .any(|a| matches!(a, Action::Taint { .. } | Action::Untaint { .. })),
+        "the taint landed: {actions:?}"
+    );
+    v.nodes.get_mut("n1").unwrap().taints.clear();
+    v.generation += 1;
+    let actions = c.step(617_000, &v, &[]);
+    assert!(
+        actions.iter().any(|a| matches!(a, Action::Taint { node, taint } if node == "n1" && taint.key == labels::TAINT_DISRUPTED)),
+        "{actions:?}"
     );
 }
 
