@@ -202,10 +202,18 @@ impl Queue {
                 nodes.sort();
                 nodes
             };
-            let still = outcome.commands.iter().any(|c| {
-                c.decision == command.decision && sorted(&c.nodes) == sorted(&command.nodes)
+            let still = outcome.commands.iter().find(|c| {
+                if command.method == Method::Emptiness {
+                    // Karpenter's emptiness validator goes on with the candidates still
+                    // empty and within budget; only a command with none left fails.
+                    c.method == Method::Emptiness
+                        && !c.nodes.is_empty()
+                        && c.nodes.iter().all(|n| command.nodes.contains(n))
+                } else {
+                    c.decision == command.decision && sorted(&c.nodes) == sorted(&command.nodes)
+                }
             });
-            if !still {
+            let Some(command) = still.cloned() else {
                 // Karpenter's consolidation rejects a command that fails validation; a
                 // drift command that no longer holds is blocked.
                 let reason = if command.method == Method::Drift {
@@ -221,7 +229,7 @@ impl Queue {
                 );
                 record_on_nodes(view, &command.nodes, reason, &message, out);
                 return;
-            }
+            };
             self.execute(now, view, unavailable, &command, out);
             // Karpenter requeues at once after starting a command. kerf waits until the
             // command's nodes have left the view, or one interval at most: until they

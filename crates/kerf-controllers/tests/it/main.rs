@@ -177,6 +177,36 @@ fn a_command_that_no_longer_holds_after_the_delay_is_dropped() {
     )));
 }
 
+/// As Karpenter's emptiness validator: the nodes still empty after the delay go, the
+/// one that took a pod stays, and the command is not rejected for it.
+#[test]
+fn an_emptiness_command_goes_on_with_the_nodes_still_empty() {
+    let mut v = view();
+    v.nodepools[0].disruption.budgets[0].nodes = BudgetNodes::Count(2);
+    add_second_node(&mut v);
+    let mut c = controller();
+    c.step(600_000, &v, &[]);
+    v.insert_pod(pod("p", Some("n2")));
+    let later = c.step(615_000, &v, &[]);
+    assert_eq!(deletes(&later), vec![("c1", "emptiness")], "{later:?}");
+    assert!(
+        !later.iter().any(|a| matches!(
+            a,
+            Action::Record {
+                reason: kerf_controllers::Reason::ConsolidationRejected,
+                ..
+            }
+        )),
+        "{later:?}"
+    );
+    assert!(
+        !later
+            .iter()
+            .any(|a| matches!(a, Action::Taint { node, .. } if node == "n2")),
+        "{later:?}"
+    );
+}
+
 #[test]
 fn an_instance_without_a_claim_is_terminated_after_the_grace() {
     let mut v = view();
