@@ -325,7 +325,9 @@ impl State {
         if !self.newer(Kind::Node, &key, version(node)) {
             return;
         }
-        self.stored.nodes.insert(key.clone(), node.clone());
+        self.stored
+            .nodes
+            .insert(key.clone(), without_managed_fields(node));
         match node.spec.as_ref().and_then(|s| s.provider_id.clone()) {
             Some(id) if !id.is_empty() => {
                 self.view.node_provider_ids.insert(key.clone(), id);
@@ -363,7 +365,9 @@ impl State {
         if !self.newer(Kind::NodeClaim, &key, version(nc)) {
             return;
         }
-        self.stored.nodeclaims.insert(key.clone(), nc.clone());
+        self.stored
+            .nodeclaims
+            .insert(key.clone(), without_managed_fields(nc));
         let claim = claims::from_nodeclaim(nc, &self.view.instance_types);
         if self.view.claims.get(&key) != Some(&claim) {
             let deleting = claim.deleting_since.is_some();
@@ -394,7 +398,9 @@ impl State {
         if !self.newer(Kind::NodePool, &key, version(pool)) {
             return;
         }
-        self.stored.nodepools.insert(key.clone(), pool.clone());
+        self.stored
+            .nodepools
+            .insert(key.clone(), without_managed_fields(pool));
         match crd::nodepool_to_model(pool) {
             Ok(model) => {
                 self.refused.remove(&key);
@@ -571,4 +577,41 @@ impl State {
 pub struct RecentCloud {
     pub launched: BTreeMap<String, Instance>,
     pub terminated: BTreeSet<String>,
+}
+
+/// A copy to keep, without `metadata.managedFields`: the watches drop them as objects
+/// arrive, but a write's answer carries them (often half of a Node), and no loop reads
+/// them nor does any write send them back.
+fn without_managed_fields<K: kube::Resource + Clone>(object: &K) -> K {
+    let mut kept = object.clone();
+    kept.meta_mut().managed_fields = None;
+    kept
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, ObjectMeta};
+
+    #[test]
+    fn a_write_answer_is_kept_without_its_managed_fields() {
+        let catalog = kerf_model::catalog::by_name("kwok").unwrap();
+        let mut state = State::new(catalog, ("karpenter.kwok.sh", "KWOKNodeClass"));
+        let node = Node {
+            metadata: ObjectMeta {
+                name: Some("n1".into()),
+                resource_version: Some("7".into()),
+                managed_fields: Some(vec![ManagedFieldsEntry {
+                    manager: Some("kubelet".into()),
+                    ..ManagedFieldsEntry::default()
+                }]),
+                ..ObjectMeta::default()
+            },
+            ..Node::default()
+        };
+        state.apply_node(&node);
+        let kept = &state.stored.nodes["n1"];
+        assert_eq!(kept.metadata.managed_fields, None);
+        assert_eq!(kept.metadata.resource_version.as_deref(), Some("7"));
+    }
 }
