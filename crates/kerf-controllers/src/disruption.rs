@@ -10,7 +10,13 @@
 //! Expiration commands are left to the lifecycle loop, which deletes expired claims
 //! directly, as Karpenter v1's expiration controller does.
 //!
-//! One command waits for validation at a time, but several may be in flight, as
+//! Up to three commands wait for validation at once (`MAX_PENDING`): a pass that finds
+//! a command is followed at once by another, which counts the waiting commands' nodes
+//! as leaving (against their budgets, and no room for other pods), so commands smaller
+//! than the budget validate together rather than one whole validation each in turn.
+//! Karpenter's disruption loop waits out each validation before it looks again; each
+//! command's validation here still re-checks its own nodes on the view of its time, with
+//! the other waiting commands' nodes leaving. Several commands may be in flight, as
 //! Karpenter's orchestration queue holds every started command while the disruption
 //! loop looks for the next: once a command's nodes are tainted and its replacements
 //! created, the next pass runs as soon as those nodes have left the view or one
@@ -60,12 +66,22 @@ use crate::provisioner::{Namer, catalog_now, claim_for};
 use crate::record::method_reason;
 use crate::{Action, Claim, ClusterView, Config, Reason, Stopwatch, Subject, Work};
 
+/// Commands decided and waiting for their validation at once, at most. Karpenter's
+/// disruption loop waits out each command's validation before it looks for the next;
+/// kerf looks on while they wait (their nodes counted as leaving), so commands smaller
+/// than the budget do not each cost a whole validation in turn.
+const MAX_PENDING: usize = 3;
+
 #[derive(Debug, Default)]
 pub(crate) struct Queue {
     last_pass_at: Option<i64>,
     last_generation: u64,
     last_found_nothing: bool,
-    pending: Option<(Command, i64)>,
+    /// Commands waiting out their validation, in the order they were decided.
+    pending: Vec<(Command, i64)>,
+    /// The last full pass found a command and there is room for another: the next step
+    /// passes again at once, so the next command validates alongside it.
+    again: bool,
     /// The nodes of the command started last, while they are still in the view: the
     /// next pass waits for them to go, or for one interval, whichever comes first.
     leaving: Vec<String>,
@@ -190,47 +206,28 @@ impl Queue {
             return;
         }
         self.reconcile_taints(view, out);
-        if let Some((command, decided_at)) = &self.pending {
-            if now - decided_at < config.disruption_validation_ms {
-                return;
-            }
-            let command = command.clone();
-            self.pending = None;
-            let outcome = self.pass(now, view, config, unavailable, Some(&command.nodes));
-            let sorted = |nodes: &[String]| {
-                let mut nodes = nodes.to_vec();
-                nodes.sort();
-                nodes
-            };
-            let still = outcome.commands.iter().find(|c| {
-                if command.method == Method::Emptiness {
-                    // Karpenter's emptiness validator goes on with the candidates still
-                    // empty and within budget; only a command with none left fails.
-                    c.method == Method::Emptiness
-                        && !c.nodes.is_empty()
-                        && c.nodes.iter().all(|n| command.nodes.contains(n))
-                } else {
-                    c.decision == command.decision && sorted(&c.nodes) == sorted(&command.nodes)
+        let due = (self.pending.iter())
+            .take_while(|(_, decided_at)| now - decided_at >= config.disruption_validation_ms)
+            .count();
+        if due > 0 {
+            let mut started: Vec<String> = Vec::new();
+            for (command, _) in self.pending.drain(..due).collect::<Vec<_>>() {
+                // The other commands waiting, and those started in this step (not in
+                // the view yet), are leaving for this one's validation too.
+                let held: Vec<String> = (self.pending.iter())
+                    .flat_map(|(c, _)| c.nodes.iter().cloned())
+                    .chain(started.iter().cloned())
+                    .collect();
+                let outcome =
+                    self.pass(now, view, config, unavailable, Some(&command.nodes), &held);
+                match validated(&command, &outcome.commands) {
+                    Some(command) => {
+                        self.execute(now, view, unavailable, &command, out);
+                        started.extend(command.nodes.iter().cloned());
+                    }
+                    None => reject(view, config, &command, out),
                 }
-            });
-            let Some(command) = still.cloned() else {
-                // Karpenter's consolidation rejects a command that fails validation; a
-                // drift command that no longer holds is blocked.
-                let reason = if command.method == Method::Drift {
-                    Reason::DisruptionBlocked
-                } else {
-                    Reason::ConsolidationRejected
-                };
-                let message = format!(
-                    "{} of {} no longer valid after {}s",
-                    command.method.as_str(),
-                    command.nodes.join(", "),
-                    config.disruption_validation_ms / 1000
-                );
-                record_on_nodes(view, &command.nodes, reason, &message, out);
-                return;
-            };
-            self.execute(now, view, unavailable, &command, out);
+            }
             // Karpenter requeues at once after starting a command. kerf waits until the
             // command's nodes have left the view, or one interval at most: until they
             // go, they hold their pools' budgets, so a pass at once finds room for a
@@ -239,12 +236,14 @@ impl Queue {
             // A delete command's nodes go in seconds; a replacement's wait for it, and
             // the next pass runs after the interval, while the replacements launch.
             self.last_pass_at = Some(now);
-            self.leaving = command.nodes.clone();
+            self.leaving = started;
+            self.again = false;
             return;
         }
         let gone =
             !self.leaving.is_empty() && self.leaving.iter().all(|n| !view.nodes.contains_key(n));
-        let due = gone
+        let due = self.again
+            || gone
             || self
                 .last_pass_at
                 .is_none_or(|at| now - at >= config.disruption_interval_ms);
@@ -253,11 +252,16 @@ impl Queue {
             && self
                 .last_pass_at
                 .is_some_and(|at| now - at < config.disruption_idle_recheck_ms);
-        if !due || idle {
+        if !due || idle || self.pending.len() >= MAX_PENDING {
             return;
         }
+        // The nodes of the commands waiting for validation are leaving, for this pass:
+        // they count against their pools' budgets and are no room for other pods.
+        let held: Vec<String> = (self.pending.iter())
+            .flat_map(|(c, _)| c.nodes.iter().cloned())
+            .collect();
         stopwatch.start();
-        let outcome = self.pass(now, view, config, unavailable, None);
+        let outcome = self.pass(now, view, config, unavailable, None, &held);
         stopwatch.stop(Work::DisruptionPass {
             decided: outcome.commands.first().map(|c| c.method),
         });
@@ -270,8 +274,10 @@ impl Queue {
             .into_iter()
             .find(|c| c.method != Method::Expiration);
         self.last_found_nothing = command.is_none();
+        self.again = false;
         if let Some(command) = command {
-            self.pending = Some((command, now));
+            self.pending.push((command, now));
+            self.again = self.pending.len() < MAX_PENDING;
         }
     }
 
@@ -354,19 +360,25 @@ impl Queue {
     /// pass that found nothing on this very view is not repeated before the idle
     /// recheck.
     pub(crate) fn next_wake(&self, view: &ClusterView, config: &Config) -> i64 {
-        if let Some((_, decided_at)) = &self.pending {
-            return decided_at + config.disruption_validation_ms;
+        let validation = (self.pending.first()).map_or(i64::MAX, |(_, decided_at)| {
+            decided_at + config.disruption_validation_ms
+        });
+        if self.pending.len() >= MAX_PENDING {
+            return validation;
         }
         let Some(at) = self.last_pass_at else {
             return i64::MIN;
         };
-        if self.last_found_nothing && view.generation == self.last_generation {
+        let pass = if self.again {
+            at
+        } else if self.last_found_nothing && view.generation == self.last_generation {
             at + config
                 .disruption_idle_recheck_ms
                 .max(config.disruption_interval_ms)
         } else {
             at + config.disruption_interval_ms
-        }
+        };
+        pass.min(validation)
     }
 
     /// A pass over the view; `among`, when validating a command, limits the candidates
@@ -378,11 +390,20 @@ impl Queue {
         config: &Config,
         unavailable: &BTreeMap<Offer, i64>,
         among: Option<&[String]>,
+        held: &[String],
     ) -> kerf_disruption::Outcome {
         self.last_pass_at = Some(now);
         self.last_generation = view.generation;
         self.leaving.clear();
-        let snapshot = snapshot(view, config, unavailable);
+        let mut snapshot = snapshot(view, config, unavailable);
+        for node in snapshot.nodes.iter_mut() {
+            if held.contains(&node.name)
+                && !node.taints.iter().any(|t| t.key == labels::TAINT_DISRUPTED)
+            {
+                let taint = Taint::new(labels::TAINT_DISRUPTED, "", Effect::NoSchedule);
+                node.taints.push(taint);
+            }
+        }
         let now_secs = config.epoch_secs + now / 1000;
         match among {
             Some(nodes) => kerf_disruption::compute_commands_among(
@@ -449,6 +470,46 @@ impl Queue {
             replacements,
         });
     }
+}
+
+/// What of `command` its validation pass still chooses: the same nodes for the same
+/// decision, or, for emptiness, those still empty and within budget (Karpenter's
+/// emptiness validator goes on with them; only a command with none left fails).
+fn validated(command: &Command, found: &[Command]) -> Option<Command> {
+    let sorted = |nodes: &[String]| {
+        let mut nodes = nodes.to_vec();
+        nodes.sort();
+        nodes
+    };
+    found
+        .iter()
+        .find(|c| {
+            if command.method == Method::Emptiness {
+                c.method == Method::Emptiness
+                    && !c.nodes.is_empty()
+                    && c.nodes.iter().all(|n| command.nodes.contains(n))
+            } else {
+                c.decision == command.decision && sorted(&c.nodes) == sorted(&command.nodes)
+            }
+        })
+        .cloned()
+}
+
+/// Karpenter's consolidation rejects a command that fails validation; a drift command
+/// that no longer holds is blocked.
+fn reject(view: &ClusterView, config: &Config, command: &Command, out: &mut Vec<Action>) {
+    let reason = if command.method == Method::Drift {
+        Reason::DisruptionBlocked
+    } else {
+        Reason::ConsolidationRejected
+    };
+    let message = format!(
+        "{} of {} no longer valid after {}s",
+        command.method.as_str(),
+        command.nodes.join(", "),
+        config.disruption_validation_ms / 1000
+    );
+    record_on_nodes(view, &command.nodes, reason, &message, out);
 }
 
 /// Whether a command in flight is finished (done or given up).

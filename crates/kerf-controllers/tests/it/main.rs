@@ -207,6 +207,50 @@ fn an_emptiness_command_goes_on_with_the_nodes_still_empty() {
     );
 }
 
+/// While one command waits out its validation the next pass runs, counting the first
+/// command's nodes as leaving, so the two validate together instead of one after the
+/// other.
+#[test]
+fn a_second_command_is_decided_while_the_first_validates() {
+    // n2 is empty (emptiness); n1 drifted and its pod cannot go to n2 (a taint it does
+    // not tolerate), so it needs a replacement. A budget of two nodes.
+    let mut v = view();
+    v.nodepools[0].disruption.budgets[0].nodes = BudgetNodes::Count(2);
+    add_second_node(&mut v);
+    let dedicated = kerf_model::Taint::new("dedicated", "x", kerf_model::Effect::NoSchedule);
+    v.nodes.get_mut("n2").unwrap().taints.push(dedicated);
+    v.insert_pod(big_pod("p1", "n1"));
+    v.instances.get_mut("i-1").unwrap().drift = Some(Drift::new(
+        DriftReason::AmiDrift,
+        "image ami-1 is no longer selected",
+    ));
+    let mut c = controller();
+    assert!(deletes(&c.step(600_000, &v, &[])).is_empty());
+    // The next pass runs at once, with n2 held for the emptiness command.
+    assert!(c.next_wake(600_000, &v) <= 600_001);
+    let second = c.step(600_001, &v, &[]);
+    assert!(deletes(&second).is_empty(), "{second:?}");
+    // Both are waiting; a third pass finds the budget used, and then nothing is due
+    // before the first validation.
+    assert!(deletes(&c.step(600_002, &v, &[])).is_empty());
+    assert_eq!(c.next_wake(600_002, &v), 615_000);
+    assert_eq!(
+        deletes(&c.step(615_000, &v, &[])),
+        vec![("c2", "emptiness")]
+    );
+    let drift = c.step(615_001, &v, &[]);
+    assert!(
+        drift
+            .iter()
+            .any(|a| matches!(a, Action::Taint { node, .. } if node == "n1")),
+        "{drift:?}"
+    );
+    assert!(
+        drift.iter().any(|a| matches!(a, Action::CreateClaim(_))),
+        "{drift:?}"
+    );
+}
+
 #[test]
 fn an_instance_without_a_claim_is_terminated_after_the_grace() {
     let mut v = view();
