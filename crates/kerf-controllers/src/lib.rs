@@ -329,6 +329,20 @@ impl Controller {
             if let Some(deadline) = claim.grace_deadline().filter(|d| *d > now) {
                 wake = wake.min(deadline);
             }
+            // A draining node's pod whose `do-not-disrupt` duration runs out is evicted
+            // then.
+            if claim.deleting_since.is_some()
+                && let Some(node) = &claim.node_name
+            {
+                for pod in view.pods_on(node) {
+                    if let Some(until) = pod.pod.do_not_disrupt_until() {
+                        let at = (until - self.config.epoch_secs) * 1000;
+                        if at > now {
+                            wake = wake.min(at);
+                        }
+                    }
+                }
+            }
         }
         // Pods still waiting are solved again at least once a minute (the batcher).
         wake.min(now + 60_000).max(now + 1)

@@ -114,6 +114,19 @@ impl Pod {
         }
     }
 
+    /// When a `karpenter.sh/do-not-disrupt` duration stops protecting the pod (Unix
+    /// seconds, rounded up): `None` for no protection, `"true"`, or an unknown start,
+    /// which no time ends.
+    pub fn do_not_disrupt_until(&self) -> Option<i64> {
+        let value = self
+            .annotations
+            .get(crate::labels::ANNOTATION_DO_NOT_DISRUPT)?;
+        match DoNotDisrupt::parse(value) {
+            DoNotDisrupt::For(d) => Some(self.started_at? + d.as_secs_f64().ceil() as i64),
+            DoNotDisrupt::Always | DoNotDisrupt::Invalid => None,
+        }
+    }
+
     pub fn is_daemon(&self) -> bool {
         self.owner.as_ref().is_some_and(|o| o.kind == "DaemonSet")
     }

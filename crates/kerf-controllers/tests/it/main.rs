@@ -251,6 +251,33 @@ fn a_second_command_is_decided_while_the_first_validates() {
     );
 }
 
+/// A pod whose `do-not-disrupt` duration runs out on a draining node is evicted then:
+/// the controller asks to be woken at that time, not at the next list or change.
+#[test]
+fn a_draining_node_wakes_when_a_do_not_disrupt_duration_runs_out() {
+    let mut v = view();
+    let mut protected = pod("p", Some("n1"));
+    (protected.pod.annotations).insert(labels::ANNOTATION_DO_NOT_DISRUPT.into(), "1m".into());
+    protected.pod.started_at = Some(100);
+    v.insert_pod(protected);
+    v.claims.get_mut("c1").unwrap().deleting_since = Some(120_000);
+    let mut c = controller();
+    let held = c.step(130_000, &v, &[]);
+    assert!(
+        !held.iter().any(|a| matches!(a, Action::Evict { .. })),
+        "{held:?}"
+    );
+    // The provisioner solves for the draining node's pod once the batch window closes;
+    // after that, nothing is due before the protection ends.
+    c.step(131_000, &v, &[]);
+    assert_eq!(c.next_wake(131_000, &v), 160_000);
+    let freed = c.step(160_000, &v, &[]);
+    assert!(
+        freed.iter().any(|a| matches!(a, Action::Evict { .. })),
+        "{freed:?}"
+    );
+}
+
 #[test]
 fn an_instance_without_a_claim_is_terminated_after_the_grace() {
     let mut v = view();
