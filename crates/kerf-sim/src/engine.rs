@@ -3,7 +3,9 @@
 //! registering, interruption warnings, instances gone), cluster timers (nodes becoming
 //! ready, startup taints removed, Jobs finishing, workload curves), one autoscaler step
 //! with the actions it returns performed, and the kube-scheduler model. Samples for the
-//! report are taken every `sample_interval`.
+//! report are taken every `sample_interval`. With `RunOptions::wake_driven` the
+//! autoscaler steps only as `kerf controller` steps it: when the view changed since its
+//! last step, on events, or at its `next_wake`.
 
 use std::collections::BTreeMap;
 
@@ -28,6 +30,11 @@ pub trait Autoscaler {
     fn step(&mut self, now: i64, view: &ClusterView, events: &[Event]) -> Vec<Action>;
     /// Drop every bit of in-memory state, as a process restart would.
     fn restart(&mut self);
+    /// When the autoscaler next needs a step on an unchanged view, if it says
+    /// (`RunOptions::wake_driven`); `None` steps it every tick.
+    fn next_wake(&self, _now: i64, _view: &ClusterView) -> Option<i64> {
+        None
+    }
 }
 
 /// kerf's control loops.
@@ -65,6 +72,10 @@ impl Autoscaler for Kerf {
     fn restart(&mut self) {
         self.controller = Controller::new(self.config.clone());
     }
+
+    fn next_wake(&self, now: i64, view: &ClusterView) -> Option<i64> {
+        Some(self.controller.next_wake(now, view))
+    }
 }
 
 /// How a run is watched and disturbed.
@@ -74,6 +85,11 @@ pub struct RunOptions<'a> {
     pub restarts: Vec<i64>,
     /// Called now and then with (now, duration), for a progress bar.
     pub progress: Option<&'a mut dyn FnMut(i64, i64)>,
+    /// Step the autoscaler as `kerf controller` does, not every tick: when the view has
+    /// changed since its last step (its own actions included), when there are events,
+    /// or when its `next_wake` has come. A deadline a loop forgets to ask for then
+    /// shows as work done late or never.
+    pub wake_driven: bool,
 }
 
 /// A finished run: the report, and what tests look at besides.
@@ -89,6 +105,8 @@ pub struct Run {
     pub deletions_by_pool: BTreeMap<String, BTreeMap<String, u64>>,
     /// The cluster as it stood at the end.
     pub end: ClusterView,
+    /// How many times the autoscaler stepped.
+    pub steps: u64,
 }
 
 const TICK_MS: i64 = 1_000;
@@ -121,6 +139,10 @@ pub fn run(
     let mut restarts = options.restarts.clone();
     restarts.sort();
     let mut next_restart = 0;
+    // The view's generation at the autoscaler's last step, and when it asked to be
+    // woken (`RunOptions::wake_driven`).
+    let mut asleep: Option<(u64, i64)> = None;
+    let mut steps = 0;
     let mut now = 0;
     while now <= scenario.duration_ms {
         while next_timeline < scenario.timeline.len() && scenario.timeline[next_timeline].0 <= now {
@@ -142,9 +164,22 @@ pub fn run(
         }
         while next_restart < restarts.len() && restarts[next_restart] <= now {
             autoscaler.restart();
+            asleep = None;
             next_restart += 1;
         }
         let events = std::mem::take(&mut cluster.events);
+        if options.wake_driven
+            && events.is_empty()
+            && asleep.is_some_and(|(generation, wake)| {
+                generation == cluster.view.generation && now < wake
+            })
+        {
+            tick(now, scenario, &mut cluster, &mut report, &mut options);
+            now += TICK_MS;
+            continue;
+        }
+        let seen = cluster.view.generation;
+        steps += 1;
         let actions = autoscaler.step(now, &cluster.view, &events);
         for a in &actions {
             if let Action::DeleteClaim { claim, reason } = a
@@ -161,18 +196,10 @@ pub fn run(
             }
         }
         cluster.perform(now, actions);
-        if cluster.sched_dirty && !cluster.view.pending.is_empty() {
-            cluster.sched_dirty = false;
-            bind(now, &mut cluster);
-        }
-        if now % scenario.sample_interval_ms == 0 {
-            report.samples.push(sample(now, &cluster));
-        }
-        if let Some(progress) = options.progress.as_mut()
-            && now % 600_000 == 0
-        {
-            progress(now, scenario.duration_ms);
-        }
+        asleep = autoscaler
+            .next_wake(now, &cluster.view)
+            .map(|wake| (seen, wake));
+        tick(now, scenario, &mut cluster, &mut report, &mut options);
         now += TICK_MS;
     }
     let end = scenario.duration_ms;
@@ -200,6 +227,30 @@ pub fn run(
         claim_deletions,
         deletions_by_pool,
         end: cluster.view,
+        steps,
+    }
+}
+
+/// The end of each tick, whether the autoscaler stepped or not: kube-scheduler binds,
+/// and the report samples.
+fn tick(
+    now: i64,
+    scenario: &Scenario,
+    cluster: &mut Cluster,
+    report: &mut SimReport,
+    options: &mut RunOptions<'_>,
+) {
+    if cluster.sched_dirty && !cluster.view.pending.is_empty() {
+        cluster.sched_dirty = false;
+        bind(now, cluster);
+    }
+    if now % scenario.sample_interval_ms == 0 {
+        report.samples.push(sample(now, cluster));
+    }
+    if let Some(progress) = options.progress.as_mut()
+        && now % 600_000 == 0
+    {
+        progress(now, scenario.duration_ms);
     }
 }
 

@@ -143,3 +143,51 @@ fn spot_storm_falls_back_when_capacity_runs_out() {
     );
     assert!(run.recorded.contains_key("InsufficientCapacityError"));
 }
+
+/// Each example again with kerf stepped only as `kerf controller` steps it (on a change,
+/// an event, or its own `next_wake`), not every second: a deadline the loops forget to
+/// ask for shows as pods left pending, work not done, or a dearer day.
+#[test]
+fn the_examples_run_the_same_when_kerf_steps_only_when_it_asks() {
+    for name in [
+        "ecommerce-day.yaml",
+        "ci-runners.yaml",
+        "ami-rollout.yaml",
+        "spot-storm.yaml",
+    ] {
+        let scenario = example(name);
+        let ticked = run(&scenario);
+        let woken = crate::run_with(
+            &scenario,
+            kerf_sim::RunOptions {
+                wake_driven: true,
+                ..Default::default()
+            },
+        );
+        assert_clean(&woken);
+        let (t, w) = (&ticked.report, &woken.report);
+        eprintln!(
+            "{name}: cost {:.2} ticked, {:.2} woken; disruptions {:?} / {:?}; pending p99 {:?} / {:?}",
+            t.total_cost, w.total_cost, t.disruptions, w.disruptions, t.pending, w.pending
+        );
+        eprintln!(
+            "{name}: {} steps ticked, {} woken",
+            ticked.steps, woken.steps
+        );
+        assert!(
+            woken.steps * 2 < ticked.steps,
+            "{name}: {} steps when asked, {} every second",
+            woken.steps,
+            ticked.steps
+        );
+        assert_eq!(w.pending_at_end, 0, "{name}");
+        assert!(
+            (w.total_cost - t.total_cost).abs() <= 0.02 * t.total_cost,
+            "{name}: ${:.2} stepped when asked, ${:.2} every second",
+            w.total_cost,
+            t.total_cost
+        );
+        let kinds = |r: &kerf_sim::SimReport| r.disruptions.keys().cloned().collect::<Vec<_>>();
+        assert_eq!(kinds(w), kinds(t), "{name}");
+    }
+}
