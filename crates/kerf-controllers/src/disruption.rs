@@ -238,6 +238,9 @@ impl Queue {
             self.last_pass_at = Some(now);
             self.leaving = started;
             self.again = false;
+            // A pass that found nothing while these waited found nothing around them:
+            // rejected, they hold no budget now, though the view has not changed.
+            self.last_found_nothing = false;
             return;
         }
         let gone =

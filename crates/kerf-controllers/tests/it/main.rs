@@ -278,6 +278,55 @@ fn a_draining_node_wakes_when_a_do_not_disrupt_duration_runs_out() {
     );
 }
 
+/// Commands rejected at validation leave the budget they held: the next pass comes
+/// one interval later, not after the idle recheck that a pass which found nothing while
+/// they waited would otherwise call for (the view has not changed since).
+#[test]
+fn after_waiting_commands_are_rejected_the_next_pass_comes_in_one_interval() {
+    // n2 and n3 are empty; n1 drifted and its pod can go to neither (a taint it does not
+    // tolerate). A budget of two nodes: emptiness takes n2 and n3, and drift must wait.
+    let mut v = view();
+    v.nodepools[0].disruption.budgets[0].nodes = BudgetNodes::Count(2);
+    add_second_node(&mut v);
+    let dedicated = kerf_model::Taint::new("dedicated", "x", kerf_model::Effect::NoSchedule);
+    v.nodes.get_mut("n2").unwrap().taints.push(dedicated);
+    let mut n3 = v.nodes["n2"].clone();
+    n3.name = "n3".into();
+    v.nodes.insert("n3".into(), n3);
+    v.node_provider_ids.insert("n3".into(), "i-3".into());
+    let mut instance = v.instances["i-2"].clone();
+    (instance.id, instance.claim) = ("i-3".into(), "c3".into());
+    v.instances.insert("i-3".into(), instance);
+    let mut claim = v.claims["c2"].clone();
+    (claim.name, claim.provider_id, claim.node_name) =
+        ("c3".into(), Some("i-3".into()), Some("n3".into()));
+    v.claims.insert("c3".into(), claim);
+    v.insert_pod(big_pod("p1", "n1"));
+    v.instances.get_mut("i-1").unwrap().drift = Some(Drift::new(
+        DriftReason::AmiDrift,
+        "image ami-1 is no longer selected",
+    ));
+    let mut c = controller();
+    c.step(600_000, &v, &[]);
+    // The next pass finds the budget held by the emptiness command.
+    c.step(600_001, &v, &[]);
+    // n2 and n3 take pods while it waits: it is rejected, and holds no budget now.
+    v.insert_pod(pod("p2", Some("n2")));
+    v.insert_pod(pod("p3", Some("n3")));
+    v.generation += 1;
+    let rejected = c.step(615_000, &v, &[]);
+    assert!(deletes(&rejected).is_empty(), "{rejected:?}");
+    // One interval later a pass decides n1's drift, which starts after its validation.
+    c.step(625_000, &v, &[]);
+    let drift = c.step(640_000, &v, &[]);
+    assert!(
+        drift
+            .iter()
+            .any(|a| matches!(a, Action::Taint { node, .. } if node == "n1")),
+        "{drift:?}"
+    );
+}
+
 #[test]
 fn an_instance_without_a_claim_is_terminated_after_the_grace() {
     let mut v = view();
