@@ -16,7 +16,8 @@
 //! than the budget validate together rather than one whole validation each in turn.
 //! Karpenter's disruption loop waits out each validation before it looks again; each
 //! command's validation here still re-checks its own nodes on the view of its time, with
-//! the other waiting commands' nodes leaving. Several commands may be in flight, as
+//! the commands decided before it (started by then) leaving and those decided after it
+//! (which assumed it would go) not. Several commands may be in flight, as
 //! Karpenter's orchestration queue holds every started command while the disruption
 //! loop looks for the next: once a command's nodes are tainted and its replacements
 //! created, the next pass runs as soon as those nodes have left the view or one
@@ -212,14 +213,17 @@ impl Queue {
         if due > 0 {
             let mut started: Vec<String> = Vec::new();
             for (command, _) in self.pending.drain(..due).collect::<Vec<_>>() {
-                // The other commands waiting, and those started in this step (not in
-                // the view yet), are leaving for this one's validation too.
-                let held: Vec<String> = (self.pending.iter())
-                    .flat_map(|(c, _)| c.nodes.iter().cloned())
-                    .chain(started.iter().cloned())
-                    .collect();
-                let outcome =
-                    self.pass(now, view, config, unavailable, Some(&command.nodes), &held);
+                // Those decided before it and started in this step (not in the view
+                // yet) are leaving for its validation, as they were for its decision;
+                // those decided after it are not: they assumed it would go.
+                let outcome = self.pass(
+                    now,
+                    view,
+                    config,
+                    unavailable,
+                    Some(&command.nodes),
+                    &started,
+                );
                 match validated(&command, &outcome.commands) {
                     Some(command) => {
                         self.execute(now, view, unavailable, &command, out);
