@@ -327,6 +327,44 @@ fn after_waiting_commands_are_rejected_the_next_pass_comes_in_one_interval() {
     );
 }
 
+/// A waiting command validates on the view it was decided on: the commands decided after
+/// it assumed it would go, so their nodes are not leaving for its validation.
+#[test]
+fn a_command_validates_without_the_commands_decided_after_it() {
+    // n1 and n2 drifted, a big pod each; n3 has room for one big pod. Drift decides n1
+    // first (its pod to n3), then n2 with n1 leaving (its pod has nowhere to go but a
+    // replacement). A budget of two nodes.
+    let mut v = view();
+    v.nodepools[0].disruption.budgets[0].nodes = BudgetNodes::Count(2);
+    v.instances.get_mut("i-1").unwrap().drift = Some(Drift::new(
+        DriftReason::AmiDrift,
+        "image ami-1 is no longer selected",
+    ));
+    add_second_node(&mut v);
+    let mut n3 = v.nodes["n2"].clone();
+    n3.name = "n3".into();
+    v.nodes.insert("n3".into(), n3);
+    v.node_provider_ids.insert("n3".into(), "i-3".into());
+    let mut instance = v.instances["i-2"].clone();
+    (instance.id, instance.claim, instance.drift) = ("i-3".into(), "c3".into(), None);
+    v.instances.insert("i-3".into(), instance);
+    let mut claim = v.claims["c2"].clone();
+    (claim.name, claim.provider_id, claim.node_name) =
+        ("c3".into(), Some("i-3".into()), Some("n3".into()));
+    v.claims.insert("c3".into(), claim);
+    v.insert_pod(big_pod("p1", "n1"));
+    v.insert_pod(big_pod("p2", "n2"));
+    v.insert_pod(pod("p3", Some("n3")));
+    let mut c = controller();
+    assert!(deletes(&c.step(600_000, &v, &[])).is_empty());
+    let second = c.step(600_001, &v, &[]);
+    assert!(deletes(&second).is_empty(), "{second:?}");
+    // Nothing changed: n1's command holds as decided. Had n2 counted as leaving for it,
+    // n2's pod would have taken n3's room and n1's command been rejected.
+    let first = c.step(615_000, &v, &[]);
+    assert_eq!(deletes(&first), vec![("c1", "drift")], "{first:?}");
+}
+
 #[test]
 fn an_instance_without_a_claim_is_terminated_after_the_grace() {
     let mut v = view();
