@@ -220,10 +220,7 @@ fn a_second_command_is_decided_while_the_first_validates() {
     let dedicated = kerf_model::Taint::new("dedicated", "x", kerf_model::Effect::NoSchedule);
     v.nodes.get_mut("n2").unwrap().taints.push(dedicated);
     v.insert_pod(big_pod("p1", "n1"));
-    v.instances.get_mut("i-1").unwrap().drift = Some(Drift::new(
-        DriftReason::AmiDrift,
-        "image ami-1 is no longer selected",
-    ));
+    ami_drifted(&mut v, "i-1");
     let mut c = controller();
     assert!(deletes(&c.step(600_000, &v, &[])).is_empty());
     // The next pass runs at once, with n2 held for the emptiness command.
@@ -290,22 +287,9 @@ fn after_waiting_commands_are_rejected_the_next_pass_comes_in_one_interval() {
     add_second_node(&mut v);
     let dedicated = kerf_model::Taint::new("dedicated", "x", kerf_model::Effect::NoSchedule);
     v.nodes.get_mut("n2").unwrap().taints.push(dedicated);
-    let mut n3 = v.nodes["n2"].clone();
-    n3.name = "n3".into();
-    v.nodes.insert("n3".into(), n3);
-    v.node_provider_ids.insert("n3".into(), "i-3".into());
-    let mut instance = v.instances["i-2"].clone();
-    (instance.id, instance.claim) = ("i-3".into(), "c3".into());
-    v.instances.insert("i-3".into(), instance);
-    let mut claim = v.claims["c2"].clone();
-    (claim.name, claim.provider_id, claim.node_name) =
-        ("c3".into(), Some("i-3".into()), Some("n3".into()));
-    v.claims.insert("c3".into(), claim);
+    add_third_node(&mut v);
     v.insert_pod(big_pod("p1", "n1"));
-    v.instances.get_mut("i-1").unwrap().drift = Some(Drift::new(
-        DriftReason::AmiDrift,
-        "image ami-1 is no longer selected",
-    ));
+    ami_drifted(&mut v, "i-1");
     let mut c = controller();
     c.step(600_000, &v, &[]);
     // The next pass finds the budget held by the emptiness command.
@@ -336,22 +320,9 @@ fn a_command_validates_without_the_commands_decided_after_it() {
     // replacement). A budget of two nodes.
     let mut v = view();
     v.nodepools[0].disruption.budgets[0].nodes = BudgetNodes::Count(2);
-    v.instances.get_mut("i-1").unwrap().drift = Some(Drift::new(
-        DriftReason::AmiDrift,
-        "image ami-1 is no longer selected",
-    ));
+    ami_drifted(&mut v, "i-1");
     add_second_node(&mut v);
-    let mut n3 = v.nodes["n2"].clone();
-    n3.name = "n3".into();
-    v.nodes.insert("n3".into(), n3);
-    v.node_provider_ids.insert("n3".into(), "i-3".into());
-    let mut instance = v.instances["i-2"].clone();
-    (instance.id, instance.claim, instance.drift) = ("i-3".into(), "c3".into(), None);
-    v.instances.insert("i-3".into(), instance);
-    let mut claim = v.claims["c2"].clone();
-    (claim.name, claim.provider_id, claim.node_name) =
-        ("c3".into(), Some("i-3".into()), Some("n3".into()));
-    v.claims.insert("c3".into(), claim);
+    add_third_node(&mut v);
     v.insert_pod(big_pod("p1", "n1"));
     v.insert_pod(big_pod("p2", "n2"));
     v.insert_pod(pod("p3", Some("n3")));
@@ -921,6 +892,29 @@ fn add_second_node(v: &mut ClusterView) {
     v.claims.insert("c2".into(), claim);
 }
 
+/// A third node, `n3`, like `n2` (its taints included) but not drifted.
+fn add_third_node(v: &mut ClusterView) {
+    let mut node = v.nodes["n2"].clone();
+    node.name = "n3".into();
+    v.nodes.insert("n3".into(), node);
+    v.node_provider_ids.insert("n3".into(), "i-3".into());
+    let mut instance = v.instances["i-2"].clone();
+    (instance.id, instance.claim, instance.drift) = ("i-3".into(), "c3".into(), None);
+    v.instances.insert("i-3".into(), instance);
+    let mut claim = v.claims["c2"].clone();
+    (claim.name, claim.provider_id, claim.node_name) =
+        ("c3".into(), Some("i-3".into()), Some("n3".into()));
+    v.claims.insert("c3".into(), claim);
+}
+
+/// The instance's image is no longer selected.
+fn ami_drifted(v: &mut ClusterView, instance: &str) {
+    v.instances.get_mut(instance).unwrap().drift = Some(Drift::new(
+        DriftReason::AmiDrift,
+        "image ami-1 is no longer selected",
+    ));
+}
+
 fn big_pod(name: &str, node: &str) -> PodState {
     let mut state = pod(name, Some(node));
     state.pod.requests = Resources::parse([("cpu", "1500m")]).unwrap();
@@ -982,10 +976,7 @@ fn drift_started(budget: u32) -> (ClusterView, Controller, Claim, Vec<Action>) {
     v.nodes.get_mut("n2").unwrap().taints.push(dedicated);
     v.insert_pod(big_pod("p1", "n1"));
     v.insert_pod(big_pod("p2", "n2"));
-    v.instances.get_mut("i-1").unwrap().drift = Some(Drift::new(
-        DriftReason::AmiDrift,
-        "image ami-1 is no longer selected",
-    ));
+    ami_drifted(&mut v, "i-1");
     let mut c = controller();
     c.step(600_000, &v, &[]);
     let started = c.step(615_000, &v, &[]);
