@@ -734,7 +734,7 @@ mod tests {
             annotations: Default::default(),
             taints: Vec::new(),
             startup_taints: Vec::new(),
-            options: vec![offer.clone()],
+            options: vec![offer.clone()].into(),
             created_at: 0,
             expire_after: None,
             termination_grace_period: None,

@@ -305,7 +305,7 @@ pub(crate) fn claim_for(
         annotations,
         taints: new.taints.clone(),
         startup_taints: pool.map(|p| p.startup_taints.clone()).unwrap_or_default(),
-        options: options(new, &new.requirements, instance_types),
+        options: options(new, &new.requirements, instance_types).into(),
         created_at: now,
         expire_after: pool.and_then(|p| p.expire_after),
         termination_grace_period: pool.and_then(|p| p.termination_grace_period),

@@ -3,6 +3,7 @@
 //! shell fills it from watch caches); the loops only read it.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use kerf_cloud::{Instance, Offer};
@@ -30,8 +31,9 @@ pub struct Claim {
     pub annotations: Labels,
     pub taints: Vec<Taint>,
     pub startup_taints: Vec<Taint>,
-    /// Offerings to try, cheapest first.
-    pub options: Vec<Offer>,
+    /// Offerings to try, cheapest first. Shared: the claims of one launch, and every
+    /// claim a shell reads with the same requirements, hold one list.
+    pub options: Arc<[Offer]>,
     pub created_at: i64,
     pub expire_after: Option<Duration>,
     pub termination_grace_period: Option<Duration>,

@@ -9,6 +9,7 @@
 //! claim it made (409) instead of making a second one.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -183,25 +184,61 @@ fn condition_true(nc: &NodeClaim, type_: &str) -> bool {
     })
 }
 
+/// The offer lists of the claims read so far, by the requirements they come from
+/// (instance types, zones, capacity types), so that claims with the same requirements
+/// share one list: a claim allows tens of offerings, and a cluster has thousands of
+/// claims from a handful of launches. The catalog is fixed for the process's life, so
+/// the requirements alone say what the list is.
+#[derive(Default)]
+pub struct OfferLists {
+    lists: BTreeMap<[Option<BTreeSet<String>>; 3], Arc<[Offer]>>,
+    prune_at: usize,
+}
+
+impl OfferLists {
+    fn get(
+        &mut self,
+        key: [Option<BTreeSet<String>>; 3],
+        make: impl FnOnce() -> Vec<Offer>,
+    ) -> Arc<[Offer]> {
+        if let Some(list) = self.lists.get(&key) {
+            return list.clone();
+        }
+        if self.lists.len() >= self.prune_at {
+            // Lists no claim holds any more go; the threshold doubles with what stays.
+            self.lists.retain(|_, list| Arc::strong_count(list) > 1);
+            self.prune_at = (2 * self.lists.len()).max(64);
+        }
+        let list: Arc<[Offer]> = make().into();
+        self.lists.insert(key, list.clone());
+        list
+    }
+}
+
 /// The claim a stored NodeClaim is. Its options are the catalog's offerings its
 /// requirements allow, cheapest first.
-pub fn from_nodeclaim(nc: &NodeClaim, catalog: &[InstanceType]) -> Claim {
+pub fn from_nodeclaim(nc: &NodeClaim, catalog: &[InstanceType], lists: &mut OfferLists) -> Claim {
     let meta = &nc.metadata;
     let labels_ = meta.labels.clone().unwrap_or_default();
-    let values = |key: &str| -> Option<BTreeSet<&str>> {
+    let values = |key: &str| -> Option<BTreeSet<String>> {
         nc.spec
             .requirements
             .iter()
             .find(|r| r.key == key && r.operator == "In")
-            .map(|r| r.values.iter().map(String::as_str).collect())
+            .map(|r| r.values.iter().cloned().collect())
     };
-    let types = values(labels::INSTANCE_TYPE);
-    let zones = values(labels::ZONE);
-    let capacity_types = values(labels::CAPACITY_TYPE);
-    let options = kerf_cloud::offers_cheapest_first(catalog, |it, o| {
-        types.as_ref().is_none_or(|t| t.contains(it.name.as_str()))
-            && zones.as_ref().is_none_or(|z| z.contains(o.zone.as_str()))
-            && (capacity_types.as_ref()).is_none_or(|c| c.contains(o.capacity_type.as_str()))
+    let key = [
+        values(labels::INSTANCE_TYPE),
+        values(labels::ZONE),
+        values(labels::CAPACITY_TYPE),
+    ];
+    let options = lists.get(key.clone(), || {
+        let [types, zones, capacity_types] = &key;
+        kerf_cloud::offers_cheapest_first(catalog, |it, o| {
+            types.as_ref().is_none_or(|t| t.contains(&it.name))
+                && zones.as_ref().is_none_or(|z| z.contains(&o.zone))
+                && (capacity_types.as_ref()).is_none_or(|c| c.contains(&o.capacity_type))
+        })
     });
     let status = nc.status.clone().unwrap_or_default();
     let provider_id = status.provider_id.clone().filter(|p| !p.is_empty());
@@ -340,7 +377,7 @@ mod tests {
             annotations: Labels::new(),
             taints: vec![Taint::new("team", "a", Effect::NoSchedule)],
             startup_taints: vec![],
-            options: vec![offer.clone()],
+            options: vec![offer.clone()].into(),
             created_at: 0,
             expire_after: Some(Duration::from_secs(720 * 3600)),
             termination_grace_period: Some(Duration::from_secs(90)),
@@ -378,8 +415,20 @@ mod tests {
                 labels::ZONE
             ]
         );
-        let back = from_nodeclaim(&nc, &catalog);
-        assert_eq!(back.options, vec![offer]);
+        let mut lists = OfferLists::default();
+        let back = from_nodeclaim(&nc, &catalog, &mut lists);
+        assert_eq!(*back.options, [offer]);
+        // Another claim with the same requirements shares the list; one with others
+        // gets its own.
+        let mut twin = nc.clone();
+        twin.metadata.name = Some("default-1764621234567-2".into());
+        let twin = from_nodeclaim(&twin, &catalog, &mut lists);
+        assert!(Arc::ptr_eq(&back.options, &twin.options));
+        let mut other = nc.clone();
+        other.spec.requirements.retain(|r| r.key != labels::ZONE);
+        let other = from_nodeclaim(&other, &catalog, &mut lists);
+        assert!(!Arc::ptr_eq(&back.options, &other.options));
+        assert!(other.options.len() > back.options.len());
         assert_eq!(back.taints, claim.taints);
         assert_eq!(back.expire_after, claim.expire_after);
         assert_eq!(

@@ -14,6 +14,7 @@
 //!   metrics store deletes the series of a deleted object.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kerf_controllers::{ClusterView, DeletionReason};
@@ -22,6 +23,8 @@ use kerf_model::{Resources, labels};
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use metrics_util::MetricKindMask;
+
+use crate::state::SeenPod;
 
 /// How often the state gauges are read off the view.
 pub const REFRESH_EVERY_MS: i64 = 5_000;
@@ -184,26 +187,6 @@ fn describe() {
     describe_counter!(
         "karpenter_cloudprovider_errors_total",
         "Total number of errors returned from CloudProvider calls."
-    );
-    describe_gauge!(
-        "karpenter_nodes_allocatable",
-        "Node allocatable are the resources allocatable by nodes."
-    );
-    describe_gauge!(
-        "karpenter_nodes_total_pod_requests",
-        "Node total pod requests are the resources requested by pods bound to nodes, not including DaemonSet pods."
-    );
-    describe_gauge!(
-        "karpenter_nodes_total_daemon_requests",
-        "Node total daemon requests are the resource requested by DaemonSet pods bound to nodes."
-    );
-    describe_gauge!(
-        "karpenter_nodes_system_overhead",
-        "Node system daemon overhead are the resources reserved for system overhead, the difference between the node's capacity and allocatable values are reported by the status."
-    );
-    describe_gauge!(
-        "karpenter_nodes_current_lifetime_seconds",
-        "Node age in seconds"
     );
     describe_gauge!(
         "karpenter_nodepools_usage",
@@ -523,48 +506,38 @@ impl PodStartup {
     }
 
     /// A pod as a watch saw it: measured once it is Ready, from its creation.
-    pub fn observe(&mut self, pod: &k8s_openapi::api::core::v1::Pod) {
-        let Some(uid) = pod.metadata.uid.as_deref() else {
+    pub fn observe(&mut self, pod: &SeenPod) {
+        let Some(uid) = pod.uid.as_deref() else {
             return;
         };
-        let Some(created) = pod.metadata.creation_timestamp.as_ref() else {
+        if pod.created_at == 0 {
             return;
-        };
-        let condition = |type_: &str| {
-            pod.status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .and_then(|c| c.iter().find(|c| c.type_ == type_ && c.status == "True"))
-                .and_then(|c| c.last_transition_time.as_ref())
-                .map(|t| t.0.as_millisecond())
-        };
+        }
         // `karpenter_pods_bound_duration_seconds`: creation to `PodScheduled`.
         if !self.bound.contains(uid)
-            && let Some(bound_ms) = condition("PodScheduled")
+            && let Some(bound_ms) = pod.scheduled_at
         {
             self.bound.insert(uid.to_string());
             if bound_ms >= self.since_ms {
-                pod_bound((bound_ms - created.0.as_millisecond()).max(0) as f64 / 1000.0);
+                pod_bound((bound_ms - pod.created_at).max(0) as f64 / 1000.0);
             }
         }
         if self.measured.contains(uid) {
             return;
         }
-        let ready = condition("Ready");
-        let Some(ready) = ready else {
+        let Some(ready_ms) = pod.ready_at else {
             return;
         };
         self.measured.insert(uid.to_string());
-        let ready_ms = ready;
         if ready_ms < self.since_ms {
             return;
         }
-        let seconds = (ready_ms - created.0.as_millisecond()).max(0) as f64 / 1000.0;
+        let seconds = (ready_ms - pod.created_at).max(0) as f64 / 1000.0;
         pod_started(seconds);
     }
 
-    pub fn forget(&mut self, pod: &k8s_openapi::api::core::v1::Pod) {
-        if let Some(uid) = pod.metadata.uid.as_deref() {
+    pub fn forget(&mut self, pod: &SeenPod) {
+        if let Some(uid) = pod.uid.as_deref() {
             self.measured.remove(uid);
             self.bound.remove(uid);
         }
@@ -575,11 +548,20 @@ impl PodStartup {
 #[derive(Default)]
 pub struct Gauges {
     last_refresh_ms: Option<i64>,
+    nodes: NodeTable,
     /// Dollars per hour saved, by `(nodepool, method)`, since the process started.
     savings: BTreeMap<(String, String), f64>,
 }
 
 impl Gauges {
+    /// Gauges whose per-node table is `nodes` (the one `/metrics` renders).
+    pub fn new(nodes: NodeTable) -> Gauges {
+        Gauges {
+            nodes,
+            ..Gauges::default()
+        }
+    }
+
     /// A disruption command's savings (price of its nodes less its replacements'), by
     /// the NodePool of each node. The facade's counters count integers, so the running
     /// total is kept here and exported as a gauge that only grows: `increase()` and
@@ -608,7 +590,7 @@ impl Gauges {
         gauge!("karpenter_cluster_state_node_count").set(view.nodes.len() as f64);
         gauge!("karpenter_scheduler_unschedulable_pods_count", "controller" => "provisioner")
             .set(view.pending.len() as f64);
-        refresh_nodes(view, now_ms);
+        refresh_nodes(view, now_ms, &self.nodes);
         refresh_pods(view);
         refresh_nodepools(view);
         for ((pool, method), total) in &self.savings {
@@ -627,66 +609,138 @@ fn set_savings(nodepool: &str, method: &str, total: f64) {
     .set(total);
 }
 
+/// Karpenter's per-node gauges, with their help texts, in the order [`NodeRow::values`]
+/// holds them.
+const NODE_GAUGES: [(&str, &str); 4] = [
+    (
+        "karpenter_nodes_allocatable",
+        "Node allocatable are the resources allocatable by nodes.",
+    ),
+    (
+        "karpenter_nodes_total_pod_requests",
+        "Node total pod requests are the resources requested by pods bound to nodes, not including DaemonSet pods.",
+    ),
+    (
+        "karpenter_nodes_total_daemon_requests",
+        "Node total daemon requests are the resource requested by DaemonSet pods bound to nodes.",
+    ),
+    (
+        "karpenter_nodes_system_overhead",
+        "Node system daemon overhead are the resources reserved for system overhead, the difference between the node's capacity and allocatable values are reported by the status.",
+    ),
+];
+const NODE_LIFETIME: (&str, &str) = (
+    "karpenter_nodes_current_lifetime_seconds",
+    "Node age in seconds",
+);
+
+/// One node's gauges as of the last refresh.
+struct NodeRow {
+    /// The node's label pairs, rendered and escaped: `node_name="…",nodepool="…",…`.
+    labels: String,
+    /// Per resource of the node's allocatable (`resource_type`): allocatable, pod
+    /// requests, DaemonSet requests, system overhead.
+    values: Vec<(String, [f64; 4])>,
+    lifetime_seconds: Option<f64>,
+}
+
+/// The per-node gauges (`karpenter_nodes_*`), kept as a table the `/metrics` handler
+/// renders, not as series in the exporter's registry. A node has some twenty series,
+/// each a key of ten labels that the registry holds twice (the series and its idle
+/// tracking): 17 MB for 1,000 nodes, a fifth of kerf's heap. A row is a few hundred
+/// bytes. A node's rows go at the next refresh after it does, as Karpenter's metrics
+/// store deletes a deleted node's series.
+#[derive(Clone, Default)]
+pub struct NodeTable(Arc<Mutex<Vec<NodeRow>>>);
+
+impl NodeTable {
+    fn set(&self, rows: Vec<NodeRow>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = rows;
+    }
+
+    /// The table in the Prometheus text format.
+    pub fn render(&self) -> String {
+        use std::fmt::Write as _;
+        let rows = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = String::new();
+        if rows.is_empty() {
+            return out;
+        }
+        for (i, (name, help)) in NODE_GAUGES.iter().enumerate() {
+            let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n");
+            for row in rows.iter() {
+                for (resource, values) in &row.values {
+                    let _ = writeln!(
+                        out,
+                        "{name}{{{},resource_type=\"{resource}\"}} {}",
+                        row.labels, values[i]
+                    );
+                }
+            }
+            out.push('\n');
+        }
+        let (name, help) = NODE_LIFETIME;
+        let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n");
+        for row in rows.iter() {
+            if let Some(seconds) = row.lifetime_seconds {
+                let _ = writeln!(out, "{name}{{{}}} {seconds}", row.labels);
+            }
+        }
+        out.push('\n');
+        out
+    }
+}
+
+/// A label value as the Prometheus text format writes it.
+fn escape_label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
 /// The labels Karpenter puts on a node's gauges: the node's name and the well-known
-/// labels it carries, snake-cased.
-fn node_labels(node: &kerf_model::Node) -> Vec<(&'static str, String)> {
-    let get = |k: &str| node.labels.get(k).cloned().unwrap_or_default();
-    vec![
-        ("node_name", node.name.clone()),
+/// labels it carries, snake-cased; rendered for a [`NodeRow`].
+fn node_labels(node: &kerf_model::Node) -> String {
+    let get = |k: &str| node.labels.get(k).map_or("", String::as_str);
+    let phase = if node.deleting {
+        "Terminating"
+    } else if node.ready {
+        "Ready"
+    } else {
+        "NotReady"
+    };
+    let managed = if node.labels.contains_key(labels::NODEPOOL) {
+        "true"
+    } else {
+        "false"
+    };
+    [
+        ("node_name", node.name.as_str()),
         ("nodepool", get(labels::NODEPOOL)),
         ("zone", get(labels::ZONE)),
         ("arch", get(labels::ARCH)),
         ("os", get(labels::OS)),
         ("capacity_type", get(labels::CAPACITY_TYPE)),
         ("instance_type", get(labels::INSTANCE_TYPE)),
-        (
-            "phase",
-            if node.deleting {
-                "Terminating".to_string()
-            } else if node.ready {
-                "Ready".to_string()
-            } else {
-                "NotReady".to_string()
-            },
-        ),
-        (
-            "managed",
-            node.labels.contains_key(labels::NODEPOOL).to_string(),
-        ),
+        ("phase", phase),
+        ("managed", managed),
     ]
-}
-
-/// Sets one gauge per resource of `names` (a resource `resources` lacks reads 0, so a
-/// node with no DaemonSet pods still reports `total_daemon_requests` and sums add up).
-fn set_resources(
-    name: &'static str,
-    base: &[(&'static str, String)],
-    names: &Resources,
-    resources: &Resources,
-) {
-    for resource in names.names() {
-        let q = resources.get(resource);
-        let mut labels: Vec<metrics::Label> = base
-            .iter()
-            .map(|(k, v)| metrics::Label::new(*k, v.clone()))
-            .collect();
-        labels.push(metrics::Label::new(
-            "resource_type",
-            resource_type(resource),
-        ));
-        gauge!(name, labels).set(units(q));
-    }
+    .iter()
+    .map(|(k, v)| format!("{k}=\"{}\"", escape_label(v)))
+    .collect::<Vec<_>>()
+    .join(",")
 }
 
 fn is_daemon(pod: &kerf_model::Pod) -> bool {
     pod.owner.as_ref().is_some_and(|o| o.kind == "DaemonSet")
 }
 
-fn refresh_nodes(view: &ClusterView, now_ms: i64) {
+fn refresh_nodes(view: &ClusterView, now_ms: i64, table: &NodeTable) {
     let mut allocatable = Resources::new();
     let mut requested = Resources::new();
+    let mut rows = Vec::with_capacity(view.nodes.len());
     for node in view.nodes.values() {
-        let base = node_labels(node);
         let mut pods = Resources::new();
         let mut daemons = Resources::new();
         for key in view.pods_by_node.get(&node.name).into_iter().flatten() {
@@ -698,38 +752,38 @@ fn refresh_nodes(view: &ClusterView, now_ms: i64) {
                 }
             }
         }
-        let names = &node.allocatable;
-        set_resources(
-            "karpenter_nodes_allocatable",
-            &base,
-            names,
-            &node.allocatable,
-        );
-        set_resources("karpenter_nodes_total_pod_requests", &base, names, &pods);
-        set_resources(
-            "karpenter_nodes_total_daemon_requests",
-            &base,
-            names,
-            &daemons,
-        );
-        set_resources(
-            "karpenter_nodes_system_overhead",
-            &base,
-            names,
-            &node.capacity.minus(&node.allocatable),
-        );
-        if let Some(created) = node.created_at {
-            let labels: Vec<metrics::Label> = base
-                .iter()
-                .map(|(k, v)| metrics::Label::new(*k, v.clone()))
-                .collect();
-            gauge!("karpenter_nodes_current_lifetime_seconds", labels)
-                .set((now_ms / 1000 - created).max(0) as f64);
-        }
+        let overhead = node.capacity.minus(&node.allocatable);
+        // One value per resource the node has allocatable; a resource the others lack
+        // reads 0, so a node with no DaemonSet pods still reports
+        // `total_daemon_requests` and sums add up.
+        let values = node
+            .allocatable
+            .names()
+            .map(|resource| {
+                let of = |r: &Resources| units(r.get(resource));
+                (
+                    resource_type(resource),
+                    [
+                        of(&node.allocatable),
+                        of(&pods),
+                        of(&daemons),
+                        of(&overhead),
+                    ],
+                )
+            })
+            .collect();
+        rows.push(NodeRow {
+            labels: node_labels(node),
+            values,
+            lifetime_seconds: node
+                .created_at
+                .map(|created| (now_ms / 1000 - created).max(0) as f64),
+        });
         allocatable.add(&node.allocatable);
         requested.add(&pods);
         requested.add(&daemons);
     }
+    table.set(rows);
     for (resource, total) in allocatable.iter() {
         if total.0 <= 0 {
             continue;
@@ -884,7 +938,7 @@ mod tests {
                 annotations: kerf_model::Labels::new(),
                 taints: vec![],
                 startup_taints: vec![],
-                options: vec![],
+                options: Arc::from([]),
                 created_at: 0,
                 expire_after: None,
                 termination_grace_period: None,
@@ -914,16 +968,18 @@ mod tests {
 
     #[test]
     fn karpenter_names_types_and_labels() {
-        let text = render(|| {
+        let nodes = NodeTable::default();
+        let mut text = render(|| {
             claim_created("default", "provisioning");
             pod_started(3.5);
             node_terminated("default", "test-zone-a", Some(12.0));
             cloudprovider_call("kwok", "nodeclaim.lifecycle", "Create", 0.2, None);
-            let mut gauges = Gauges::default();
+            let mut gauges = Gauges::new(nodes.clone());
             gauges.saved("default", "emptiness", 0.096);
             assert!(gauges.refresh(&view(), true, 1_000_000));
             assert!(!gauges.refresh(&view(), true, 1_000_001), "throttled");
         });
+        text.push_str(&nodes.render());
         for line in [
             "# TYPE karpenter_pods_startup_duration_seconds summary",
             "karpenter_pods_startup_duration_seconds{quantile=\"0.5\"} 3.49",
@@ -966,6 +1022,35 @@ mod tests {
             .unwrap();
         assert!(pod.contains("name=\"web-1\"") && pod.contains("namespace=\"shop\""));
         assert!(pod.contains("node=\"node-a\"") && pod.contains("scheduled=\"true\""));
+    }
+
+    #[test]
+    fn a_gone_nodes_gauges_go_at_the_next_refresh() {
+        let nodes = NodeTable::default();
+        let mut gauges = Gauges::new(nodes.clone());
+        let mut view = view();
+        let node = view.nodes.get_mut("node-a").unwrap();
+        node.labels
+            .insert(labels::INSTANCE_TYPE.into(), "odd\"type\\".into());
+        node.created_at = Some(1_000);
+        render(|| assert!(gauges.refresh(&view, true, 1_060_000)));
+        let text = nodes.render();
+        assert!(
+            text.contains("# TYPE karpenter_nodes_allocatable gauge\n"),
+            "{text}"
+        );
+        let lifetime = text
+            .lines()
+            .find(|l| l.starts_with("karpenter_nodes_current_lifetime_seconds{"))
+            .unwrap_or_else(|| panic!("no lifetime in\n{text}"));
+        assert!(lifetime.ends_with("} 60"), "{lifetime}");
+        assert!(
+            lifetime.contains(r#"instance_type="odd\"type\\""#),
+            "{lifetime}"
+        );
+        view.nodes.clear();
+        render(|| assert!(gauges.refresh(&view, true, 1_070_000)));
+        assert_eq!(nodes.render(), "");
     }
 
     #[test]

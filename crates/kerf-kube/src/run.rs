@@ -27,20 +27,21 @@ use crate::leader::{Elector, Role};
 use crate::metrics::PodStartup;
 use crate::settings::{CloudProviderName, Settings};
 use crate::shell::Shell;
-use crate::state::{Kind, State};
+use crate::state::{Kind, SeenNode, SeenPod, State};
 
-/// One change a watch saw.
+/// One change a watch saw. Each is boxed: the queue to the step loop holds up to 4,096
+/// of them, and unboxed every slot would take the largest kind's size.
 enum Change {
-    Pod(WatchEvent<Pod>),
-    Node(WatchEvent<Node>),
-    NodePool(WatchEvent<crd::NodePool>),
-    NodeClaim(WatchEvent<crd::NodeClaim>),
+    Pod(Box<WatchEvent<SeenPod>>),
+    Node(Box<WatchEvent<SeenNode>>),
+    NodePool(Box<WatchEvent<crd::NodePool>>),
+    NodeClaim(Box<WatchEvent<crd::NodeClaim>>),
     /// Only names matter here (the provider reads the class itself): a metadata-only
     /// watch of the provider's node class kind.
-    NodeClass(WatchEvent<PartialObjectMeta<DynamicObject>>),
-    DaemonSet(WatchEvent<DaemonSet>),
-    Pdb(WatchEvent<PodDisruptionBudget>),
-    Namespace(WatchEvent<Namespace>),
+    NodeClass(Box<WatchEvent<PartialObjectMeta<DynamicObject>>>),
+    DaemonSet(Box<WatchEvent<DaemonSet>>),
+    Pdb(Box<WatchEvent<PodDisruptionBudget>>),
+    Namespace(Box<WatchEvent<Namespace>>),
 }
 
 fn spawn_watch<K, F>(
@@ -93,6 +94,17 @@ where
     }
 }
 
+/// The event with its object mapped by `f`.
+fn map_event<A, B>(event: WatchEvent<A>, f: impl Fn(A) -> B) -> WatchEvent<B> {
+    match event {
+        WatchEvent::Init => WatchEvent::Init,
+        WatchEvent::InitApply(a) => WatchEvent::InitApply(f(a)),
+        WatchEvent::Apply(a) => WatchEvent::Apply(f(a)),
+        WatchEvent::InitDone => WatchEvent::InitDone,
+        WatchEvent::Delete(a) => WatchEvent::Delete(f(a)),
+    }
+}
+
 /// A metadata-only watch of node class kind `K`, its events carried untyped.
 fn spawn_class_watch<K>(
     tasks: &mut JoinSet<()>,
@@ -122,20 +134,12 @@ fn spawn_class_watch<K>(
         let stream = watcher::watcher(api, watcher::Config::default())
             .default_backoff()
             .modify(strip);
-        let wrap = |e: WatchEvent<PartialObjectMeta<K>>| {
-            Change::NodeClass(match e {
-                WatchEvent::Init => WatchEvent::Init,
-                WatchEvent::InitApply(m) => WatchEvent::InitApply(untyped(m)),
-                WatchEvent::Apply(m) => WatchEvent::Apply(untyped(m)),
-                WatchEvent::InitDone => WatchEvent::InitDone,
-                WatchEvent::Delete(m) => WatchEvent::Delete(untyped(m)),
-            })
-        };
+        let wrap = |e| Change::NodeClass(Box::new(map_event(e, untyped)));
         forward(stream, wrap, tx, cancel).await;
     });
 }
 
-fn apply<K: kube::Resource>(
+fn apply<K>(
     state: &mut State,
     kind: Kind,
     event: WatchEvent<K>,
@@ -165,20 +169,21 @@ fn name<K: kube::Resource>(obj: &K) -> String {
 fn handle(state: &mut State, startup: &mut PodStartup, change: Change) {
     match change {
         Change::Pod(e) => {
+            let e = *e;
             match &e {
                 WatchEvent::InitApply(p) | WatchEvent::Apply(p) => startup.observe(p),
                 WatchEvent::Delete(p) => startup.forget(p),
                 WatchEvent::Init | WatchEvent::InitDone => {}
             }
-            apply(state, Kind::Pod, e, State::apply_pod, ns_name)
+            apply(state, Kind::Pod, e, State::apply_pod, |p| p.key.clone())
         }
-        Change::Node(e) => apply(state, Kind::Node, e, State::apply_node, name),
-        Change::NodePool(e) => apply(state, Kind::NodePool, e, State::apply_nodepool, name),
-        Change::NodeClaim(e) => apply(state, Kind::NodeClaim, e, State::apply_nodeclaim, name),
+        Change::Node(e) => apply(state, Kind::Node, *e, State::apply_node, SeenNode::name),
+        Change::NodePool(e) => apply(state, Kind::NodePool, *e, State::apply_nodepool, name),
+        Change::NodeClaim(e) => apply(state, Kind::NodeClaim, *e, State::apply_nodeclaim, name),
         Change::NodeClass(e) => apply(
             state,
             Kind::NodeClass,
-            e,
+            *e,
             |s, c: &PartialObjectMeta<DynamicObject>| {
                 let version = c
                     .resource_version()
@@ -188,9 +193,9 @@ fn handle(state: &mut State, startup: &mut PodStartup, change: Change) {
             },
             name,
         ),
-        Change::DaemonSet(e) => apply(state, Kind::DaemonSet, e, State::apply_daemonset, ns_name),
-        Change::Pdb(e) => apply(state, Kind::Pdb, e, State::apply_pdb, ns_name),
-        Change::Namespace(e) => apply(state, Kind::Namespace, e, State::apply_namespace, name),
+        Change::DaemonSet(e) => apply(state, Kind::DaemonSet, *e, State::apply_daemonset, ns_name),
+        Change::Pdb(e) => apply(state, Kind::Pdb, *e, State::apply_pdb, ns_name),
+        Change::Namespace(e) => apply(state, Kind::Namespace, *e, State::apply_namespace, name),
     }
 }
 
@@ -305,12 +310,15 @@ async fn run_with<P: Provider>(
     );
     let metrics = crate::metrics::install()?;
     crate::metrics::register(provider.name());
+    let node_gauges = crate::metrics::NodeTable::default();
     let metrics_router = {
         let metrics = metrics.clone();
+        let node_gauges = node_gauges.clone();
         axum::Router::new().route(
             "/metrics",
             axum::routing::get(move || {
-                let body = metrics.render();
+                let mut body = metrics.render();
+                body.push_str(&node_gauges.render());
                 async move {
                     (
                         [(
@@ -333,31 +341,32 @@ async fn run_with<P: Provider>(
 
     let (tx, mut rx) = mpsc::channel::<Change>(4096);
     let c = || client.clone();
+    // Pods and Nodes are converted on their watches' tasks (see `SeenPod`).
     spawn_watch(
         &mut tasks,
         Api::<Pod>::all(c()),
-        Change::Pod,
+        |e| Change::Pod(Box::new(map_event(e, |p| SeenPod::of(&p)))),
         tx.clone(),
         cancel.clone(),
     );
     spawn_watch(
         &mut tasks,
         Api::<Node>::all(c()),
-        Change::Node,
+        |e| Change::Node(Box::new(map_event(e, |n| SeenNode::of(&n)))),
         tx.clone(),
         cancel.clone(),
     );
     spawn_watch(
         &mut tasks,
         Api::<crd::NodePool>::all(c()),
-        Change::NodePool,
+        |e| Change::NodePool(Box::new(e)),
         tx.clone(),
         cancel.clone(),
     );
     spawn_watch(
         &mut tasks,
         Api::<crd::NodeClaim>::all(c()),
-        Change::NodeClaim,
+        |e| Change::NodeClaim(Box::new(e)),
         tx.clone(),
         cancel.clone(),
     );
@@ -370,21 +379,21 @@ async fn run_with<P: Provider>(
     spawn_watch(
         &mut tasks,
         Api::<DaemonSet>::all(c()),
-        Change::DaemonSet,
+        |e| Change::DaemonSet(Box::new(e)),
         tx.clone(),
         cancel.clone(),
     );
     spawn_watch(
         &mut tasks,
         Api::<PodDisruptionBudget>::all(c()),
-        Change::Pdb,
+        |e| Change::Pdb(Box::new(e)),
         tx.clone(),
         cancel.clone(),
     );
     spawn_watch(
         &mut tasks,
         Api::<Namespace>::all(c()),
-        Change::Namespace,
+        |e| Change::Namespace(Box::new(e)),
         tx.clone(),
         cancel.clone(),
     );
@@ -439,6 +448,7 @@ async fn run_with<P: Provider>(
         settings.controller_config(),
         recorder,
     );
+    shell.gauges = crate::metrics::Gauges::new(node_gauges);
     tracing::info!(identity = %settings.identity, provider = shell.provider.name(), "kerf controller started");
 
     let mut lost = false;
@@ -501,7 +511,12 @@ async fn run_with<P: Provider>(
                 start();
             }
         }
-        shell.step().await;
+        let mut intake = |state: &mut State| {
+            while let Ok(change) = rx.try_recv() {
+                handle(state, &mut startup, change);
+            }
+        };
+        shell.step(&mut intake).await;
     }
     cancel.cancel();
     // Let each task finish what it was doing (the lease release, the HTTP servers).

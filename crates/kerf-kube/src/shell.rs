@@ -37,7 +37,7 @@ use tokio::task::JoinSet;
 use crate::claims;
 use crate::events::{Dedupe, Outgoing};
 use crate::metrics;
-use crate::state::{Kind, RecentCloud, State};
+use crate::state::{Kind, RecentCloud, SeenNode, State};
 
 /// How often the cloud's instance list is read again (garbage collection, adoption).
 const LIST_INTERVAL_MS: i64 = 30_000;
@@ -98,6 +98,9 @@ enum Task {
 fn unix_ms() -> i64 {
     jiff::Timestamp::now().as_millisecond()
 }
+
+/// Takes in the watch changes queued for the step loop (see [`Shell::step`]).
+pub type Intake<'a> = dyn FnMut(&mut State) + Send + 'a;
 
 pub struct Shell<P: Provider> {
     pub client: Client,
@@ -551,7 +554,11 @@ where
 
 impl<P: Provider> Shell<P> {
     /// One step of the loops and everything it asks for.
-    pub async fn step(&mut self) {
+    /// One step of the loops and the writes it asks for. `intake` takes in the watch
+    /// changes queued meanwhile; it is called as each write's answer is applied, so a
+    /// step whose writes take seconds (a scale-out's thousand claims) does not leave the
+    /// watches' changes piling up behind it.
+    pub async fn step(&mut self, intake: &mut Intake<'_>) {
         let now = self.now();
         // A launch's retry delay that has run out changes what the lifecycle would do
         // on a view that did not change: let it look again.
@@ -571,21 +578,21 @@ impl<P: Provider> Shell<P> {
                 self.claim_status(&claim, json!({}), vec![condition], now)
             })
             .collect();
-        self.run_writes(now, failed_launches).await;
+        self.run_writes(now, failed_launches, intake).await;
         let actions = self.controller.step_measured(
             now,
             &self.state.view,
             &events,
             &mut metrics::StepTimer::default(),
         );
-        self.perform_all(now, actions).await;
-        self.sync_nodepool_status(now).await;
+        self.perform_all(now, actions, intake).await;
+        self.sync_nodepool_status(now, intake).await;
     }
 
     /// Performs the step's actions in waves: each wave takes, in order, every action
     /// that touches no object an earlier action still waiting touches, starts its
     /// writes together and applies their answers; the rest wait for the next wave.
-    async fn perform_all(&mut self, now: i64, actions: Vec<Action>) {
+    async fn perform_all(&mut self, now: i64, actions: Vec<Action>, intake: &mut Intake<'_>) {
         // Claims a disruption command creates are its replacements
         // (`nodeclaims_created_total{reason}`): those after it in the step.
         let mut created_for: BTreeMap<String, String> = BTreeMap::new();
@@ -624,26 +631,31 @@ impl<P: Provider> Shell<P> {
                 }
                 writes.extend(self.perform(now, action, &created_for));
             }
-            self.run_writes(now, writes).await;
+            self.run_writes(now, writes, intake).await;
             remaining = later;
         }
     }
 
     /// Runs writes together, at most `WRITES_IN_FLIGHT` at once, and applies what they
-    /// answered in their order.
-    async fn run_writes(&mut self, now: i64, writes: Vec<Write>) {
+    /// answered in their order, each as it comes: a step's answers are whole objects,
+    /// and held until the last came they were a fifth of the heap in a scale-out.
+    async fn run_writes(&mut self, now: i64, writes: Vec<Write>, intake: &mut Intake<'_>) {
         use futures::StreamExt;
         if writes.is_empty() {
             return;
         }
-        let answers: Vec<Vec<Answer>> = futures::stream::iter(writes)
-            .buffered(WRITES_IN_FLIGHT)
-            .collect()
-            .await;
-        for answer in answers.into_iter().flatten() {
+        let mut answers = futures::stream::iter(writes).buffered(WRITES_IN_FLIGHT);
+        while let Some(answered) = answers.next().await {
+            self.apply_answers(now, answered);
+            intake(&mut self.state);
+        }
+    }
+
+    fn apply_answers(&mut self, now: i64, answers: Vec<Answer>) {
+        for answer in answers {
             match answer {
                 Answer::Claim(claim) => self.state.apply_nodeclaim(&claim),
-                Answer::Node(node) => self.state.apply_node(&node),
+                Answer::Node(node) => self.state.apply_node(&SeenNode::of(&node)),
                 Answer::NodePool(pool) => self.state.apply_nodepool(&pool),
                 Answer::Gone(kind, name) => self.state.delete(kind, &name),
                 Answer::Record(reason, about, message) => self.record(now, reason, about, message),
@@ -694,7 +706,7 @@ impl<P: Provider> Shell<P> {
 
     /// Writes each NodePool's status (`nodepools.rs`) where it changed, on the version
     /// it was computed from; a 409 is computed again next step.
-    async fn sync_nodepool_status(&mut self, now: i64) {
+    async fn sync_nodepool_status(&mut self, now: i64, intake: &mut Intake<'_>) {
         use crate::nodepools::{desired_status, differs, status_patch};
         let writes: Vec<Write> = (self.state.stored.nodepools.values())
             .filter_map(|pool| {
@@ -725,7 +737,7 @@ impl<P: Provider> Shell<P> {
                 write
             })
             .collect();
-        self.run_writes(now, writes).await;
+        self.run_writes(now, writes, intake).await;
     }
 
     /// Does what `action` asks that needs no API write at once, and returns the write

@@ -87,6 +87,7 @@ pub struct State {
     pdbs: BTreeMap<String, kerf_model::Pdb>,
     /// The node class group and kind NodePools must reference for this provider.
     node_class_kind: (String, String),
+    offer_lists: claims::OfferLists,
 }
 
 fn version<K: kube::Resource>(obj: &K) -> u64 {
@@ -121,6 +122,88 @@ fn unschedulable(pod: &Pod) -> bool {
         })
 }
 
+/// A Pod as a watch hands it to the step loop: converted to the model already, with
+/// the few other fields the loop reads. The conversion runs on the watch's own task, so
+/// neither the queue to the step loop (thousands of changes wait there while a long
+/// step runs) nor the loop holds whole Pod objects, which with their status are several
+/// kilobytes each.
+pub struct SeenPod {
+    /// `namespace/name`.
+    pub key: String,
+    pub version: u64,
+    pub uid: Option<String>,
+    /// `metadata.creationTimestamp`, Unix milliseconds (0 when unset).
+    pub created_at: i64,
+    converted: Result<ClusterPod, Vec<FieldError>>,
+    /// kube-scheduler tried the pod and found no node.
+    unschedulable: bool,
+    /// When the `PodScheduled` and `Ready` conditions turned True, Unix milliseconds.
+    pub scheduled_at: Option<i64>,
+    pub ready_at: Option<i64>,
+}
+
+impl SeenPod {
+    pub fn of(pod: &Pod) -> SeenPod {
+        let since = |type_: &str| {
+            pod.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .and_then(|c| c.iter().find(|c| c.type_ == type_ && c.status == "True"))
+                .and_then(|c| c.last_transition_time.as_ref())
+                .map(|t| t.0.as_millisecond())
+        };
+        SeenPod {
+            key: ns_key(pod),
+            version: version(pod),
+            uid: pod.metadata.uid.clone(),
+            created_at: pod
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map_or(0, claims::ms),
+            converted: cluster::pod(pod),
+            unschedulable: unschedulable(pod),
+            scheduled_at: since("PodScheduled"),
+            ready_at: since("Ready"),
+        }
+    }
+}
+
+/// A Node as a watch (or a write's answer) hands it to the step loop: the model, and the
+/// object to write back without what no write reads (`status`, `managedFields`). A
+/// Node's status is a subresource, so no write kerf makes could send it anyway.
+pub struct SeenNode {
+    node: Node,
+    model: Result<kerf_model::Node, Vec<FieldError>>,
+}
+
+impl SeenNode {
+    pub fn of(node: &Node) -> SeenNode {
+        let model = cluster::node(node).map(|mut model| {
+            // A live node without a Ready condition has not reported yet: not ready (the
+            // loader's reading, ready unless said otherwise, is for hand-written YAML).
+            model.ready = node
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+                .is_some_and(|c| c.status == "True");
+            model
+        });
+        let mut kept = Node {
+            metadata: node.metadata.clone(),
+            spec: node.spec.clone(),
+            status: None,
+        };
+        kept.metadata.managed_fields = None;
+        SeenNode { node: kept, model }
+    }
+
+    pub fn name(&self) -> String {
+        self.node.name_any()
+    }
+}
+
 impl State {
     pub fn new(instance_types: Vec<InstanceType>, node_class_kind: (&str, &str)) -> State {
         let view = ClusterView {
@@ -139,6 +222,7 @@ impl State {
             daemonsets: BTreeMap::new(),
             pdbs: BTreeMap::new(),
             node_class_kind: (node_class_kind.0.into(), node_class_kind.1.into()),
+            offer_lists: claims::OfferLists::default(),
         }
     }
 
@@ -258,34 +342,26 @@ impl State {
         }
     }
 
-    pub fn apply_pod(&mut self, pod: &Pod) {
-        let key = ns_key(pod);
-        if !self.newer(Kind::Pod, &key, version(pod)) {
+    pub fn apply_pod(&mut self, pod: &SeenPod) {
+        let key = &pod.key;
+        if !self.newer(Kind::Pod, key, pod.version) {
             return;
         }
-        let converted = match cluster::pod(pod) {
-            Ok(c) => c,
+        let model = match &pod.converted {
             Err(errors) => {
-                self.refuse(key.clone(), errors);
-                self.remove_pod(&key);
+                self.refuse(key.clone(), errors.clone());
+                self.remove_pod(key);
+                return;
+            }
+            Ok(ClusterPod::Bound(p)) => p,
+            Ok(ClusterPod::Pending(p)) if pod.unschedulable => p,
+            Ok(ClusterPod::Pending(_) | ClusterPod::Finished | ClusterPod::NotProvisionable(_)) => {
+                self.remove_pod(key);
                 return;
             }
         };
-        let model = match converted {
-            ClusterPod::Bound(p) => p,
-            ClusterPod::Pending(p) if unschedulable(pod) => p,
-            ClusterPod::Pending(_) | ClusterPod::Finished | ClusterPod::NotProvisionable(_) => {
-                self.remove_pod(&key);
-                return;
-            }
-        };
-        let created_at = pod
-            .metadata
-            .creation_timestamp
-            .as_ref()
-            .map_or(0, claims::ms);
         let old = self.view.pods.get(&model.key);
-        if old.is_some_and(|o| o.pod == model) {
+        if old.is_some_and(|o| &o.pod == model) {
             return;
         }
         let nominated = old
@@ -294,13 +370,13 @@ impl State {
         let newly_pending =
             model.node_name.is_none() && old.is_none_or(|o| o.pod.node_name.is_some());
         let pod_key = model.key.clone();
-        if let Some(uid) = &pod.metadata.uid {
+        if let Some(uid) = &pod.uid {
             self.stored.pod_uids.insert(pod_key.clone(), uid.clone());
         }
         self.view.remove_pod(&pod_key);
         self.view.insert_pod(PodState {
-            pod: model,
-            created_at,
+            pod: model.clone(),
+            created_at: pod.created_at,
             nominated,
         });
         if newly_pending {
@@ -320,14 +396,13 @@ impl State {
             self.view.remove_pod(&key);
         }
     }
-    pub fn apply_node(&mut self, node: &Node) {
+    pub fn apply_node(&mut self, seen: &SeenNode) {
+        let node = &seen.node;
         let key = node.name_any();
         if !self.newer(Kind::Node, &key, version(node)) {
             return;
         }
-        self.stored
-            .nodes
-            .insert(key.clone(), without_managed_fields(node));
+        self.stored.nodes.insert(key.clone(), node.clone());
         match node.spec.as_ref().and_then(|s| s.provider_id.clone()) {
             Some(id) if !id.is_empty() => {
                 self.view.node_provider_ids.insert(key.clone(), id);
@@ -336,26 +411,18 @@ impl State {
                 self.view.node_provider_ids.remove(&key);
             }
         }
-        let mut model = match cluster::node(node) {
+        let model = match &seen.model {
             Ok(n) => n,
             Err(errors) => {
-                self.refuse(key.clone(), errors);
+                self.refuse(key.clone(), errors.clone());
                 if self.view.nodes.remove(&key).is_some() {
                     self.view.generation += 1;
                 }
                 return;
             }
         };
-        // A live node without a Ready condition has not reported yet: not ready (the
-        // loader's reading, ready unless said otherwise, is for hand-written YAML).
-        model.ready = node
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
-            .is_some_and(|c| c.status == "True");
-        if self.view.nodes.get(&key) != Some(&model) {
-            self.view.nodes.insert(key, model);
+        if self.view.nodes.get(&key) != Some(model) {
+            self.view.nodes.insert(key, model.clone());
             self.view.generation += 1;
         }
     }
@@ -368,7 +435,7 @@ impl State {
         self.stored
             .nodeclaims
             .insert(key.clone(), without_managed_fields(nc));
-        let claim = claims::from_nodeclaim(nc, &self.view.instance_types);
+        let claim = claims::from_nodeclaim(nc, &self.view.instance_types, &mut self.offer_lists);
         if self.view.claims.get(&key) != Some(&claim) {
             let deleting = claim.deleting_since.is_some();
             self.view.claims.insert(key.clone(), claim);
@@ -609,7 +676,7 @@ mod tests {
             },
             ..Node::default()
         };
-        state.apply_node(&node);
+        state.apply_node(&SeenNode::of(&node));
         let kept = &state.stored.nodes["n1"];
         assert_eq!(kept.metadata.managed_fields, None);
         assert_eq!(kept.metadata.resource_version.as_deref(), Some("7"));

@@ -576,7 +576,7 @@ impl NodeGroups {
             // populated first.
             let mut options = vec![zone.clone()];
             options.extend(group.zones.iter().filter(|z| *z != zone).cloned());
-            let options: Vec<Offer> = options
+            let options: std::sync::Arc<[Offer]> = options
                 .into_iter()
                 .map(|zone| Offer {
                     instance_type: group.instance_type.clone(),

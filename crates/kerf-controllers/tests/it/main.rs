@@ -52,7 +52,7 @@ fn view() -> ClusterView {
         annotations: Labels::new(),
         taints: Vec::new(),
         startup_taints: Vec::new(),
-        options: vec![offer()],
+        options: vec![offer()].into(),
         created_at: 0,
         expire_after: None,
         termination_grace_period: None,
