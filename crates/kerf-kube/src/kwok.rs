@@ -34,6 +34,9 @@ pub const KWOK_VALUE: &str = "fake";
 /// Karpenter's kwok nodes are spread over partitions its kwok controllers select.
 pub const PARTITION_LABEL: &str = "kwok-partition";
 
+/// Nodes per page when listing the fleet.
+const LIST_PAGE: u32 = 100;
+
 pub struct Kwok {
     nodes: Api<Node>,
     catalog: Vec<InstanceType>,
@@ -211,19 +214,28 @@ impl Provider for Kwok {
         }
     }
 
+    /// Pages of [`LIST_PAGE`] Nodes: a Node with its status is some 15 KB, and the
+    /// whole fleet in one answer was the largest thing on kerf's heap.
     async fn list(&self) -> Result<Vec<Instance>, ProviderError> {
-        let params = ListParams::default().labels(&format!("{KWOK_LABEL}={KWOK_VALUE}"));
-        let nodes = self.nodes.list(&params).await.map_err(api_error)?;
+        let mut params = ListParams::default()
+            .labels(&format!("{KWOK_LABEL}={KWOK_VALUE}"))
+            .limit(LIST_PAGE);
+        let mut names = BTreeSet::new();
+        let mut instances = Vec::new();
+        loop {
+            let page = self.nodes.list(&params).await.map_err(api_error)?;
+            names.extend(page.items.iter().map(|n| n.name_any()));
+            instances.extend(page.items.iter().filter_map(|n| self.instance(n)));
+            match page.metadata.continue_.filter(|c| !c.is_empty()) {
+                Some(token) => params = params.continue_token(&token),
+                None => break,
+            }
+        }
         // Forget terminated nodes that are gone.
-        let names: BTreeSet<String> = nodes.items.iter().map(|n| n.name_any()).collect();
         self.terminated
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|n| names.contains(n));
-        Ok(nodes
-            .items
-            .iter()
-            .filter_map(|n| self.instance(n))
-            .collect())
+        Ok(instances)
     }
 }
