@@ -329,6 +329,14 @@ impl Controller {
             if let Some(deadline) = claim.grace_deadline().filter(|d| *d > now) {
                 wake = wake.min(deadline);
             }
+            // A drain evicts the rest of its pods at once when its largest-first
+            // stretch ends.
+            if let Some(since) = claim.deleting_since {
+                let at = since + termination::LARGEST_FIRST_MS;
+                if at > now {
+                    wake = wake.min(at);
+                }
+            }
             // A draining node's pod whose `do-not-disrupt` duration runs out is evicted
             // then.
             if claim.deleting_since.is_some()

@@ -8,11 +8,32 @@
 //! DaemonSet pods are not evicted: they go with the node (their DaemonSet tolerates the
 //! drain taints, so Karpenter's later tiers only matter for what runs after the node is
 //! gone, which the simulator does not model).
+//!
+//! Within a tier, for the first `LARGEST_FIRST_MS` of a drain, kerf evicts the largest
+//! pods first (by CPU, then memory requests), one size at a time, each size once the
+//! larger ones have left the node; after that, whatever is left at once. Karpenter
+//! evicts a tier at once. The pods' controllers recreate them in the order they go, and
+//! kube-scheduler binds them in that order, each to the node it scores best — by its
+//! default scoring, the emptiest, which is often the replacement just launched. In any
+//! order, small pods fill the replacement and the large ones meant for it find no room
+//! elsewhere: the provisioner launches a node for them and consolidation later removes
+//! it again (kerf-kwokbench's Wide, where nearly every consolidation command was followed
+//! by such a launch). Largest first is the order consolidation's own simulation packs
+//! them in. A pod that does not go (a PDB refuses it, or it terminates slowly) holds the
+//! smaller ones back for `LARGEST_FIRST_MS` at most.
 
 use kerf_cloud::InstanceState;
 use kerf_model::{Effect, Taint, labels};
 
-use crate::{Action, ClusterView, Reason, Subject};
+use crate::{Action, ClusterView, PodState, Reason, Subject};
+
+/// How long a drain evicts its pods largest first, one size at a time.
+pub(crate) const LARGEST_FIRST_MS: i64 = 5_000;
+
+/// A pod's requests as the drain orders them: CPU, then memory.
+fn size(p: &PodState) -> (i64, i64) {
+    (p.pod.requests.get("cpu").0, p.pod.requests.get("memory").0)
+}
 
 /// `now` is the loops' clock (milliseconds from `epoch_secs`, Unix seconds).
 pub(crate) fn reconcile(now: i64, epoch_secs: i64, view: &ClusterView, out: &mut Vec<Action>) {
@@ -71,10 +92,17 @@ pub(crate) fn reconcile(now: i64, epoch_secs: i64, view: &ClusterView, out: &mut
                             });
                         }
                         let any_non_critical = pods.iter().any(|p| !p.pod.is_critical());
+                        let tier: Vec<&PodState> = (pods.iter().copied())
+                            .filter(|p| p.pod.is_critical() != any_non_critical)
+                            .filter(|p| !p.pod.do_not_disrupt_at(now_secs))
+                            .collect();
+                        let largest_first = claim
+                            .deleting_since
+                            .is_some_and(|since| now - since < LARGEST_FIRST_MS);
+                        let largest = tier.iter().map(|p| size(p)).max();
                         out.extend(
-                            pods.iter()
-                                .filter(|p| p.pod.is_critical() != any_non_critical)
-                                .filter(|p| !p.pod.do_not_disrupt_at(now_secs))
+                            (tier.iter())
+                                .filter(|p| !largest_first || Some(size(p)) == largest)
                                 .map(|p| Action::Evict {
                                     pod: p.pod.key.clone(),
                                 }),

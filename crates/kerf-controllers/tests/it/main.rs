@@ -275,6 +275,53 @@ fn a_draining_node_wakes_when_a_do_not_disrupt_duration_runs_out() {
     );
 }
 
+/// A drain evicts the largest pods first, one size at a time, so their controllers
+/// recreate them, and kube-scheduler binds them, in the order consolidation packed them
+/// (small pods first fill the replacement, and the large ones then fit nowhere); after
+/// `LARGEST_FIRST_MS` whatever is left goes at once, so a pod that does not leave holds
+/// the others back no longer than that.
+#[test]
+fn a_drain_evicts_the_largest_pods_first() {
+    let mut v = view();
+    let sized = |name: &str, cpu: &str, memory: &str| {
+        let mut state = pod(name, Some("n1"));
+        state.pod.requests = Resources::parse([("cpu", cpu), ("memory", memory)]).unwrap();
+        state
+    };
+    v.insert_pod(sized("large", "2", "4Gi"));
+    v.insert_pod(sized("mid-a", "1", "2Gi"));
+    v.insert_pod(sized("mid-b", "1", "2Gi"));
+    v.insert_pod(sized("mid-c", "1", "1Gi"));
+    v.insert_pod(sized("small", "250m", "512Mi"));
+    v.claims.get_mut("c1").unwrap().deleting_since = Some(120_000);
+    let evicted = |actions: &[Action]| {
+        let mut pods: Vec<String> = (actions.iter())
+            .filter_map(|a| match a {
+                Action::Evict { pod } => Some(pod.name.clone()),
+                _ => None,
+            })
+            .collect();
+        pods.sort();
+        pods
+    };
+    let mut c = controller();
+    assert_eq!(evicted(&c.step(120_000, &v, &[])), ["large"]);
+    // Asked again until it goes; then the next size.
+    assert_eq!(evicted(&c.step(120_500, &v, &[])), ["large"]);
+    v.remove_pod(&kerf_model::pod::PodKey {
+        namespace: "default".into(),
+        name: "large".into(),
+    });
+    assert_eq!(evicted(&c.step(121_000, &v, &[])), ["mid-a", "mid-b"]);
+    // mid-a and mid-b do not leave (say a PDB refuses them): at the end of the
+    // largest-first stretch the rest goes too, and the controller wakes for it.
+    assert!(c.next_wake(121_000, &v) <= 125_000);
+    assert_eq!(
+        evicted(&c.step(125_000, &v, &[])),
+        ["mid-a", "mid-b", "mid-c", "small"]
+    );
+}
+
 /// Commands rejected at validation leave the budget they held: the next pass comes
 /// one interval later, not after the idle recheck that a pass which found nothing while
 /// they waited would otherwise call for (the view has not changed since).

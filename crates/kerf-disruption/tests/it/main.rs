@@ -1,3 +1,4 @@
 //! Integration tests for `kerf-disruption`.
 
 mod properties;
+mod wide;
