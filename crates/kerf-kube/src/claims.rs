@@ -199,7 +199,7 @@ impl OfferLists {
     fn get(
         &mut self,
         key: [Option<BTreeSet<String>>; 3],
-        make: impl FnOnce() -> Vec<Offer>,
+        make: impl FnOnce(&[Option<BTreeSet<String>>; 3]) -> Vec<Offer>,
     ) -> Arc<[Offer]> {
         if let Some(list) = self.lists.get(&key) {
             return list.clone();
@@ -209,7 +209,7 @@ impl OfferLists {
             self.lists.retain(|_, list| Arc::strong_count(list) > 1);
             self.prune_at = (2 * self.lists.len()).max(64);
         }
-        let list: Arc<[Offer]> = make().into();
+        let list: Arc<[Offer]> = make(&key).into();
         self.lists.insert(key, list.clone());
         list
     }
@@ -232,8 +232,7 @@ pub fn from_nodeclaim(nc: &NodeClaim, catalog: &[InstanceType], lists: &mut Offe
         values(labels::ZONE),
         values(labels::CAPACITY_TYPE),
     ];
-    let options = lists.get(key.clone(), || {
-        let [types, zones, capacity_types] = &key;
+    let options = lists.get(key, |[types, zones, capacity_types]| {
         kerf_cloud::offers_cheapest_first(catalog, |it, o| {
             types.as_ref().is_none_or(|t| t.contains(&it.name))
                 && zones.as_ref().is_none_or(|z| z.contains(&o.zone))

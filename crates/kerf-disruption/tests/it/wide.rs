@@ -355,37 +355,33 @@ struct Settled {
 
 /// Passes over the Wide cluster of `pods` pods until one decides nothing (or 100 passes),
 /// each command done before the next pass, its pods bound by kube-scheduler's default
-/// scoring and any it cannot bind provisioned for. With `verbose`, what each pass decided,
-/// and for `pairs_at`, every pair of nodes that consolidates on its own.
-fn settle(pods: i32, verbose: bool, pairs_at: Option<usize>) -> Settled {
+/// scoring and any it cannot bind provisioned for. Prints what each pass decided, and for
+/// `pairs_at`, every pair of nodes that consolidates on its own.
+fn settle(pods: i32, pairs_at: Option<usize>) -> Settled {
     let mut snapshot = wide_cluster(30, pods);
-    if verbose {
-        let types = snapshot.nodes.iter().fold(BTreeMap::new(), |mut m, n| {
-            *m.entry(n.labels[labels::INSTANCE_TYPE].as_str())
-                .or_insert(0) += 1;
-            m
-        });
-        println!(
-            "after scale-down: {} nodes ({types:?}), {} pods, {:.3}/h",
-            snapshot.nodes.len(),
-            snapshot.bound_pods.len(),
-            cost(&snapshot)
-        );
-    }
+    let types = snapshot.nodes.iter().fold(BTreeMap::new(), |mut m, n| {
+        *m.entry(n.labels[labels::INSTANCE_TYPE].as_str())
+            .or_insert(0) += 1;
+        m
+    });
+    println!(
+        "after scale-down: {} nodes ({types:?}), {} pods, {:.3}/h",
+        snapshot.nodes.len(),
+        snapshot.bound_pods.len(),
+        cost(&snapshot)
+    );
     let (mut serial, mut now, mut passes) = (0, NOW, 0);
     for pass in 1..=100 {
         let outcome = compute_commands(&snapshot, now, &Config::default());
-        if verbose {
-            let mut unlimited = snapshot.clone();
-            unlimited.nodepools[0].disruption.budgets[0].nodes = BudgetNodes::Percent(100);
-            let without_budget = compute_commands(&unlimited, now, &Config::default());
-            println!(
-                "pass {pass}: {} nodes: {}\n    without the budget: {}",
-                snapshot.nodes.len(),
-                summary(&outcome),
-                summary(&without_budget)
-            );
-        }
+        let mut unlimited = snapshot.clone();
+        unlimited.nodepools[0].disruption.budgets[0].nodes = BudgetNodes::Percent(100);
+        let without_budget = compute_commands(&unlimited, now, &Config::default());
+        println!(
+            "pass {pass}: {} nodes: {}\n    without the budget: {}",
+            snapshot.nodes.len(),
+            summary(&outcome),
+            summary(&without_budget)
+        );
         if pairs_at == Some(pass) {
             print_pairs(&snapshot, now);
         }
@@ -457,24 +453,11 @@ fn print_pairs(snapshot: &Snapshot, now: i64) {
 /// 12-22 passes. Bound in the order they were created (`WIDE_EVICT=created`), 800 and
 /// 900 pods never settle: a multi-node replace and a single-node replace follow each
 /// other for good, the pods each strands launching a node the other then removes.
-#[test]
-fn wide_settles() {
-    for pods in [800, 900, 1000] {
-        let settled = settle(pods, false, None);
-        assert!(
-            settled.passes <= 30,
-            "{pods} pods: {} passes, {} nodes at {:.3}/h",
-            settled.passes,
-            settled.nodes,
-            settled.cost
-        );
-    }
-}
-
-/// The passes a Wide cluster goes through to a fixpoint. Prints what each pass decided, and
-/// what it would have decided without the budget:
-/// `WIDE_PODS=1000 WIDE_PAIRS=7 cargo test -p kerf-disruption --test it wide_report --
-/// --ignored --nocapture`.
+///
+/// Each run prints what every pass decided, and what it would have decided without the
+/// budget; to see it for one size, and the pairs that would consolidate together from a
+/// given pass on: `WIDE_PODS=1000 WIDE_PAIRS=7 cargo test -p kerf-disruption --test it
+/// wide_settles -- --nocapture`.
 ///
 /// What it shows (7 December, at `ee6b720`, with `WIDE_EVICT=created`): for 1,000 pods,
 /// 81 nodes after the scale-down; multi-node deletes of 9, 8, 7 and 6 nodes, the budget's
@@ -488,17 +471,25 @@ fn wide_settles() {
 /// for them, and later passes consolidate that again; for 800 or 900 pods this never
 /// settles.
 #[test]
-#[ignore]
-fn wide_report() {
+fn wide_settles() {
     let var = |name: &str| {
         std::env::var(name)
             .ok()
             .and_then(|v| v.parse::<usize>().ok())
     };
-    let pods = var("WIDE_PODS").map_or(1000, |p| p as i32);
-    let settled = settle(pods, true, var("WIDE_PAIRS"));
-    println!(
-        "end: {} passes, {} nodes, {:.3}/h",
-        settled.passes, settled.nodes, settled.cost
-    );
+    let sizes = var("WIDE_PODS").map_or(vec![800, 900, 1000], |p| vec![p as i32]);
+    for pods in sizes {
+        let settled = settle(pods, var("WIDE_PAIRS"));
+        println!(
+            "end: {} passes, {} nodes, {:.3}/h",
+            settled.passes, settled.nodes, settled.cost
+        );
+        assert!(
+            settled.passes <= 30,
+            "{pods} pods: {} passes, {} nodes at {:.3}/h",
+            settled.passes,
+            settled.nodes,
+            settled.cost
+        );
+    }
 }
