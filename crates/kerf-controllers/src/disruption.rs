@@ -32,9 +32,12 @@
 //! pass (same `generation`) and that found nothing is not repeated for up to
 //! `disruption_idle_recheck_ms` (five minutes, as Karpenter marks the cluster
 //! "consolidated" and skips consolidation until it changes or five minutes pass): the
-//! pass is a pure function of the view and the time, and only time-based rules
-//! (`consolidateAfter`, expiry of the unavailable-offerings cache, budget schedules) can
-//! change its answer on an unchanged view, so those may act up to that much later.
+//! pass is a pure function of the view and the time, and only time-based rules can
+//! change its answer on an unchanged view. The first moment a node it kept for
+//! `consolidateAfter` has waited long enough is one of them, and a pass runs then (in
+//! Karpenter that moment writes the NodeClaim's `Consolidatable` condition, a cluster
+//! change that ends the "consolidated" state). The others (expiry of the
+//! unavailable-offerings cache, budget schedules) may act up to the recheck later.
 //!
 //! Each full pass tells the owners of the nodes it leaves alone what Karpenter tells
 //! them: `DisruptionBlocked` for a node that is no candidate (not initialized, nominated,
@@ -78,6 +81,9 @@ pub(crate) struct Queue {
     last_pass_at: Option<i64>,
     last_generation: u64,
     last_found_nothing: bool,
+    /// When the last full pass's answer next changes on the same view: the first
+    /// moment a node it kept for `consolidateAfter` has waited long enough.
+    rule_changes_at: Option<i64>,
     /// Commands waiting out their validation, in the order they were decided.
     pending: Vec<(Command, i64)>,
     /// The last full pass found a command and there is room for another: the next step
@@ -258,7 +264,8 @@ impl Queue {
             && view.generation == self.last_generation
             && self
                 .last_pass_at
-                .is_some_and(|at| now - at < config.disruption_idle_recheck_ms);
+                .is_some_and(|at| now - at < config.disruption_idle_recheck_ms)
+            && self.rule_changes_at.is_none_or(|at| now < at);
         if !due || idle || self.pending.len() >= MAX_PENDING {
             return;
         }
@@ -273,6 +280,10 @@ impl Queue {
             decided: outcome.commands.first().map(|c| c.method),
         });
         stopwatch.disruption_pass(&outcome);
+        self.rule_changes_at = (outcome.kept.iter())
+            .filter_map(|k| k.reason.consolidate_after_left_secs())
+            .min()
+            .map(|secs| now + secs * 1000);
         self.tell(now, view, &outcome.kept, out);
         self.tell_pools(now, view, config, out);
         crate::conditions::reconcile(view, &outcome.conditions, out);
@@ -379,9 +390,9 @@ impl Queue {
         let pass = if self.again {
             at
         } else if self.last_found_nothing && view.generation == self.last_generation {
-            at + config
-                .disruption_idle_recheck_ms
-                .max(config.disruption_interval_ms)
+            let recheck = at + config.disruption_idle_recheck_ms;
+            let rule = (self.rule_changes_at).map_or(i64::MAX, |r| r.max(at));
+            recheck.min(rule).max(at + config.disruption_interval_ms)
         } else {
             at + config.disruption_interval_ms
         };

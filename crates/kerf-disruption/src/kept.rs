@@ -125,6 +125,22 @@ pub struct NowhereToGo {
 }
 
 impl KeptReason {
+    /// Seconds until the node's `consolidateAfter` has elapsed, when that is what keeps
+    /// it: the pass's answer for it may change then on a view that did not.
+    pub fn consolidate_after_left_secs(&self) -> Option<i64> {
+        match self {
+            KeptReason::ConsolidateAfter(ConsolidateAfter::NotElapsed {
+                after_secs,
+                since_secs,
+            })
+            | KeptReason::Empty(EmptyHold::ConsolidateAfter(ConsolidateAfter::NotElapsed {
+                after_secs,
+                since_secs,
+            })) => Some((after_secs - since_secs).max(1)),
+            _ => None,
+        }
+    }
+
     /// What Karpenter would tell the node's owner about it.
     pub fn held(&self) -> Held {
         match self {

@@ -126,6 +126,37 @@ fn an_empty_node_is_deleted_after_the_validation_delay() {
     );
 }
 
+/// A pass that found nothing because `consolidateAfter` had not run out is repeated
+/// when it runs out, though the view has not changed: not only at the five-minute
+/// idle recheck.
+#[test]
+fn a_node_kept_for_consolidate_after_is_passed_again_when_it_runs_out() {
+    // An empty node created 200 s before the first pass, and a 300 s consolidateAfter:
+    // it may go from 700 s on.
+    let mut v = view();
+    v.nodepools[0].disruption.consolidate_after = Some(std::time::Duration::from_secs(300));
+    v.claims.get_mut("c1").unwrap().created_at = 400_000;
+    let mut c = controller();
+    let mut now = 600_000;
+    let mut decided = None;
+    while now < 900_000 {
+        let actions = c.step(now, &v, &[]);
+        if (actions.iter()).any(|a| matches!(a, Action::Taint { node, .. } if node == "n1")) {
+            decided = Some(now);
+            break;
+        }
+        let wake = c.next_wake(now, &v);
+        assert!(wake > now, "at {now}: wakes at {wake}");
+        now = wake;
+    }
+    // Decided at 700 s, then validated for 15 s.
+    assert_eq!(
+        decided,
+        Some(715_000),
+        "the empty node's command was started at"
+    );
+}
+
 #[test]
 fn after_a_delete_the_next_pass_runs_as_soon_as_its_nodes_are_gone() {
     // Two empty nodes and a budget of one node: emptiness takes one per command.
