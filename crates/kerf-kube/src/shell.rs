@@ -119,6 +119,9 @@ pub struct Shell<P: Provider> {
     recent: RecentCloud,
     last_list_at: i64,
     last_now: i64,
+    /// The view's generation the loops last stepped on: changes taken in during a
+    /// step's writes (their answers, the watches' queue) come after the loops looked.
+    stepped_on: u64,
     events: Vec<Event>,
     /// Kubernetes events, deduplicated here and published by a task of their own.
     dedupe: Dedupe,
@@ -156,6 +159,7 @@ impl<P: Provider> Shell<P> {
             recent: RecentCloud::default(),
             last_list_at: i64::MIN / 2,
             last_now: 0,
+            stepped_on: 0,
             events: Vec::new(),
             dedupe: Dedupe::default(),
             events_out,
@@ -202,9 +206,22 @@ impl<P: Provider> Shell<P> {
         });
     }
 
-    /// When the loops next want a step on an unchanged view.
+    /// Whether the view changed, or events came, after the loops last looked (during
+    /// the step's own writes): the loops promise to miss nothing only to a shell that
+    /// steps on every change, so another step is due at once.
+    pub fn behind(&self) -> bool {
+        self.state.view.generation != self.stepped_on
+            || !self.state.events.is_empty()
+            || !self.events.is_empty()
+    }
+
+    /// When the loops next want a step: at once if they are [`Shell::behind`], else
+    /// when they ask to look again at an unchanged view.
     pub fn next_wake(&self) -> i64 {
         let now = self.last_now;
+        if self.behind() {
+            return now;
+        }
         let mut wake = self.controller.next_wake(now, &self.state.view);
         // Backoffs already over wait for the loops to ask again (a pod evicted or
         // gone keeps its entry): a time past would make the loop spin.
@@ -579,6 +596,7 @@ impl<P: Provider> Shell<P> {
             })
             .collect();
         self.run_writes(now, failed_launches, intake).await;
+        self.stepped_on = self.state.view.generation;
         let actions = self.controller.step_measured(
             now,
             &self.state.view,
