@@ -1519,3 +1519,52 @@ impl<P: Provider> Shell<P> {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    use kube::runtime::events::Reporter;
+
+    use super::*;
+
+    /// The loops promise to miss nothing only to a shell that steps on every change of
+    /// the view. A change taken in while a step's writes were out (an answer, or the
+    /// watches' queue) comes after the loops looked: the shell must ask to step again at
+    /// once, not at the loops' next deadline (up to a minute away).
+    #[tokio::test]
+    async fn a_change_taken_in_after_the_loops_looked_asks_for_a_step_at_once() {
+        // No API server: an empty view asks for no write.
+        let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
+        let client = Client::try_from(config).unwrap();
+        let provider = Arc::new(crate::kwok::Kwok::new(client.clone()));
+        let reporter = Reporter {
+            controller: "karpenter".into(),
+            instance: None,
+        };
+        let recorder = Recorder::new(client.clone(), reporter);
+        let mut shell = Shell::new(client, provider, Default::default(), recorder);
+        // An instance list out (this test never takes in its answer, which would wake
+        // the loop): the wake is the loops' own.
+        shell.maybe_list();
+        shell.step(&mut |_| {}).await;
+        assert!(!shell.behind());
+        assert!(shell.next_wake() > shell.last_now);
+
+        // What the intake does with a watch change that arrives during the writes.
+        let node = Node {
+            metadata: ObjectMeta {
+                name: Some("n1".into()),
+                resource_version: Some("1".into()),
+                ..ObjectMeta::default()
+            },
+            ..Node::default()
+        };
+        shell.state.apply_node(&SeenNode::of(&node));
+        assert!(shell.behind());
+        assert_eq!(shell.next_wake(), shell.last_now, "a step at once");
+
+        shell.step(&mut |_| {}).await;
+        assert!(!shell.behind());
+        assert!(shell.next_wake() > shell.last_now);
+    }
+}
