@@ -10,7 +10,7 @@
 //! Expiration commands are left to the lifecycle loop, which deletes expired claims
 //! directly, as Karpenter v1's expiration controller does.
 //!
-//! Up to three commands wait for validation at once (`MAX_PENDING`): a pass that finds
+//! Up to six commands wait for validation at once (`MAX_PENDING`): a pass that finds
 //! a command is followed at once by another, which counts the waiting commands' nodes
 //! as leaving (against their budgets, and no room for other pods), so commands smaller
 //! than the budget validate together rather than one whole validation each in turn.
@@ -74,7 +74,7 @@ use crate::{Action, Claim, ClusterView, Config, Reason, Stopwatch, Subject, Work
 /// disruption loop waits out each command's validation before it looks for the next;
 /// kerf looks on while they wait (their nodes counted as leaving), so commands smaller
 /// than the budget do not each cost a whole validation in turn.
-const MAX_PENDING: usize = 3;
+const MAX_PENDING: usize = 6;
 
 #[derive(Debug, Default)]
 pub(crate) struct Queue {
