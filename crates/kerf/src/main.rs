@@ -180,7 +180,9 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Controller(args) => {
             let settings = args.settings()?;
             kerf_kube::init_logging(&settings);
-            let runtime = tokio::runtime::Builder::new_multi_thread()
+            // One thread (leader election has its own; see kerf_kube::run): kerf's
+            // work is one loop over its view, and each thread glibc sees keeps an arena.
+            let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .context("starting the async runtime")?;
