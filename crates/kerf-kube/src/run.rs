@@ -6,7 +6,7 @@
 //! except leader election, which has a thread, a runtime and a client of its own. On one
 //! thread glibc keeps one arena: each worker thread's arena held 10–15 MiB at the peak
 //! of a 1,000-node scale-out (the watches' and connections' buffers), and Hostname
-//! spread's peak RSS went from 101.6–103.5 MiB to 89.7 MiB. The lease stays on its own
+//! spread's peak RSS went from 101.6–103.5 MiB to 89.7–90.7 MiB. The lease stays on its own
 //! thread so that a long step cannot delay a renewal: a leader must stop acting before
 //! its lease can pass to another, whatever the step loop is doing.
 
