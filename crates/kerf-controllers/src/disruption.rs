@@ -391,7 +391,7 @@ impl Queue {
             at
         } else if self.last_found_nothing && view.generation == self.last_generation {
             let recheck = at + config.disruption_idle_recheck_ms;
-            let rule = (self.rule_changes_at).map_or(i64::MAX, |r| r.max(at));
+            let rule = self.rule_changes_at.unwrap_or(i64::MAX);
             recheck.min(rule).max(at + config.disruption_interval_ms)
         } else {
             at + config.disruption_interval_ms
