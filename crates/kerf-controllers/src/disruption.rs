@@ -204,6 +204,7 @@ impl Queue {
         view: &ClusterView,
         config: &Config,
         unavailable: &BTreeMap<Offer, i64>,
+        namer: &mut Namer,
         stopwatch: &mut dyn Stopwatch,
         out: &mut Vec<Action>,
     ) {
@@ -232,7 +233,7 @@ impl Queue {
                 );
                 match validated(&command, &outcome.commands) {
                     Some(command) => {
-                        self.execute(now, view, unavailable, &command, out);
+                        self.execute(now, view, unavailable, namer, &command, out);
                         started.extend(command.nodes.iter().cloned());
                     }
                     None => reject(view, config, &command, out),
@@ -439,6 +440,7 @@ impl Queue {
         now: i64,
         view: &ClusterView,
         unavailable: &BTreeMap<Offer, i64>,
+        namer: &mut Namer,
         command: &Command,
         out: &mut Vec<Action>,
     ) {
@@ -459,7 +461,6 @@ impl Queue {
             return;
         }
         let types = catalog_now(view, unavailable);
-        let mut namer = Namer::new(now);
         let mut replacements = Vec::new();
         let replaced: Vec<&str> = (command.nodes.iter())
             .filter_map(|n| Some(view.claim_of_node(n)?.name.as_str()))

@@ -275,6 +275,7 @@ impl Controller {
         stopwatch: &mut dyn Stopwatch,
     ) -> Vec<Action> {
         let mut out = Vec::new();
+        let mut namer = provisioner::Namer::new(now);
         self.unavailable.retain(|_, until| *until > now);
         if !self.started {
             self.started = true;
@@ -295,7 +296,14 @@ impl Controller {
         termination::reconcile(now, self.config.epoch_secs, view, &mut out);
         if self.batch.ready(now, view, events, &self.config) {
             stopwatch.start();
-            provisioner::provision(now, view, &self.config, &self.unavailable, &mut out);
+            provisioner::provision(
+                now,
+                view,
+                &self.config,
+                &self.unavailable,
+                &mut namer,
+                &mut out,
+            );
             stopwatch.stop(Work::Scheduling);
             self.batch.solved(now, view);
         }
@@ -304,6 +312,7 @@ impl Controller {
             view,
             &self.config,
             &self.unavailable,
+            &mut namer,
             stopwatch,
             &mut out,
         );

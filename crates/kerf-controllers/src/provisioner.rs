@@ -18,6 +18,7 @@ pub(crate) fn provision(
     view: &ClusterView,
     config: &Config,
     unavailable: &BTreeMap<Offer, i64>,
+    namer: &mut Namer,
     out: &mut Vec<Action>,
 ) {
     let instance_types = catalog_now(view, unavailable);
@@ -79,7 +80,6 @@ pub(crate) fn provision(
             }
         }
     }
-    let mut namer = Namer::new(now);
     for new in &plan.new_claims {
         let claim = claim_for(
             now,
@@ -137,7 +137,10 @@ fn no_compatible_types(view: &ClusterView, instance_types: &[InstanceType], out:
 /// Claim names: `<nodepool>-<seconds>-<n>` on a clock of whole seconds (the simulator's
 /// ticks), `<nodepool>-<milliseconds>-<n>` otherwise (a real shell steps several times a
 /// second). Unique across restarts without remembering a counter, since no two steps
-/// share a `now`.
+/// share a `now`; within a step, one `Namer` names every claim the loops create (the
+/// provisioner's and every disruption command's), so `n` never repeats. A name used
+/// twice would be fatal: the shell takes a create refused with 409 for its own answer
+/// lost, so the second command would count the first's replacement as its own.
 pub(crate) struct Namer {
     now: i64,
     n: u32,

@@ -520,6 +520,13 @@ impl Cluster {
         for action in actions {
             match action {
                 Action::CreateClaim(claim) => {
+                    // The loops name each claim once; a name used again would be taken
+                    // for the first claim by the API server (409) and by this cluster.
+                    debug_assert!(
+                        !self.view.claims.contains_key(&claim.name),
+                        "claim {} created twice",
+                        claim.name
+                    );
                     if !self.view.claims.contains_key(&claim.name) {
                         self.view.claims.insert(claim.name.clone(), *claim);
                     }

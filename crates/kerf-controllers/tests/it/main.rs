@@ -1042,6 +1042,35 @@ fn a_second_command_starts_while_the_first_waits_for_its_replacement() {
     assert_eq!(deletes(&c.step(641_000, &v, &[])), vec![("c1", "drift")]);
 }
 
+/// Two commands that validate in one step each launch their own replacement. Each used
+/// to name its claims from 1 again, so both asked for `default-<now>-1`; the shell took
+/// the second create's 409 for its own answer lost, and the second command counted the
+/// first's replacement as its own and drained its node with nowhere for its pods to go.
+#[test]
+fn commands_started_in_one_step_name_their_replacements_apart() {
+    // n1 and n2 drifted, each full (neither's pod fits the other), a budget of two.
+    let mut v = view();
+    v.nodepools[0].disruption.budgets[0].nodes = BudgetNodes::Count(2);
+    add_second_node(&mut v);
+    v.insert_pod(big_pod("p1", "n1"));
+    v.insert_pod(big_pod("p2", "n2"));
+    ami_drifted(&mut v, "i-1");
+    ami_drifted(&mut v, "i-2");
+    let mut c = controller();
+    c.step(600_000, &v, &[]);
+    c.step(600_001, &v, &[]);
+    let started = c.step(615_001, &v, &[]);
+    let mut names: Vec<&str> = (started.iter())
+        .filter_map(|a| match a {
+            Action::CreateClaim(claim) => Some(claim.name.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(names.len(), 2, "two replacements: {names:?}");
+    names.dedup();
+    assert_eq!(names.len(), 2, "one name for both replacements: {names:?}");
+}
+
 /// n1 drifted and needing a replacement (its pod may not go to n2), the pool's budget
 /// `budget` nodes: the controller that started the command, the replacement it created,
 /// the actions of the step that started it, and the view once the shell has applied them
