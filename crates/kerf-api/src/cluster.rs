@@ -166,6 +166,26 @@ mod tests {
     }
 
     #[test]
+    fn a_pod_being_deleted_is_terminating_when_bound_and_not_pending_when_not() {
+        let evicted: core::Pod = from_yaml(
+            "metadata: {name: e, namespace: default, deletionTimestamp: '2026-12-07T10:00:00Z'}\n\
+             spec: {nodeName: n1, containers: [{name: c}]}\n",
+        );
+        let ClusterPod::Bound(bound) = pod(&evicted).unwrap() else {
+            panic!("bound pod")
+        };
+        assert!(bound.terminating);
+        let unbound: core::Pod = from_yaml(
+            "metadata: {name: u, namespace: default, deletionTimestamp: '2026-12-07T10:00:00Z'}\n\
+             spec: {containers: [{name: c}]}\n",
+        );
+        assert!(matches!(
+            pod(&unbound).unwrap(),
+            ClusterPod::NotProvisionable(why) if why.contains("being deleted")
+        ));
+    }
+
+    #[test]
     fn a_bad_node_taint_names_the_node_and_field() {
         let bad: core::Node =
             from_yaml("metadata: {name: n1}\nspec:\n  taints: [{key: k, effect: Sometimes}]\n");

@@ -47,7 +47,11 @@ pub(crate) fn provision(
                 .get(node)
                 .is_some_and(|n| n.taints.iter().any(|t| t.key == labels::TAINT_DISRUPTED));
         if leaving {
-            pods.extend(view.pods_on(node).filter(|p| !p.pod.is_daemon()).map(|p| {
+            // Not the terminating ones: their controllers' new pods are pending already.
+            let moving = view
+                .pods_on(node)
+                .filter(|p| kerf_disruption::reschedulable(&p.pod));
+            pods.extend(moving.map(|p| {
                 let mut pod = p.pod.clone();
                 pod.node_name = None;
                 pod

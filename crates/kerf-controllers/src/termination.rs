@@ -92,7 +92,10 @@ pub(crate) fn reconcile(now: i64, epoch_secs: i64, view: &ClusterView, out: &mut
                             });
                         }
                         let any_non_critical = pods.iter().any(|p| !p.pod.is_critical());
+                        // A terminating pod is evicted already: the drain waits for it
+                        // to go, as Karpenter's does, without asking again.
                         let tier: Vec<&PodState> = (pods.iter().copied())
+                            .filter(|p| !p.pod.terminating)
                             .filter(|p| p.pod.is_critical() != any_non_critical)
                             .filter(|p| !p.pod.do_not_disrupt_at(now_secs))
                             .collect();

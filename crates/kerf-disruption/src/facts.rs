@@ -294,9 +294,10 @@ pub(crate) fn price_of(it: &InstanceType, zone: Option<&str>, capacity_type: &st
 }
 
 /// Whether a drain would have the pod rescheduled elsewhere: not a DaemonSet pod (its
-/// DaemonSet runs one on every node anyway) and not a static pod (owned by its Node).
+/// DaemonSet runs one on every node anyway), not a static pod (owned by its Node), and
+/// not already terminating (evicted: the pod that replaces it is a pod of its own).
 pub fn reschedulable(pod: &Pod) -> bool {
-    !pod.is_daemon() && pod.owner.as_ref().is_none_or(|o| o.kind != "Node")
+    !pod.is_daemon() && !pod.terminating && pod.owner.as_ref().is_none_or(|o| o.kind != "Node")
 }
 
 /// Karpenter's `EvictionCost`: 1, plus pod-deletion-cost / 2^27, plus priority / 2^25,

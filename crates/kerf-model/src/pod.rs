@@ -63,6 +63,10 @@ pub struct Pod {
     pub bound_at: Option<i64>,
     /// `status.startTime` (the kubelet accepted the pod), Unix seconds, when known.
     pub started_at: Option<i64>,
+    /// Being deleted (`metadata.deletionTimestamp` set, e.g. evicted): it holds its node's
+    /// room until it is gone, but needs no new home (its controller makes a new pod), as
+    /// Karpenter's `IsReschedulable` leaves terminating pods out.
+    pub terminating: bool,
 }
 
 impl Pod {
@@ -90,6 +94,7 @@ impl Pod {
             host_ports: Vec::new(),
             bound_at: None,
             started_at: None,
+            terminating: false,
         }
     }
 

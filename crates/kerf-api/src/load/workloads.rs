@@ -43,6 +43,9 @@ pub(crate) fn not_provisionable(pod: &core::Pod) -> Option<String> {
     if spec.node_name.as_deref().is_some_and(|n| !n.is_empty()) {
         return None;
     }
+    if pod.metadata.deletion_timestamp.is_some() {
+        return Some("it is being deleted".into());
+    }
     let gates: Vec<&str> = spec
         .scheduling_gates
         .iter()
@@ -118,6 +121,7 @@ pub(crate) fn bare_pod(
         meta_path: "metadata",
     };
     let mut converted = pods::convert(meta, spec, "spec", problems);
+    converted.terminating = pod.metadata.deletion_timestamp.is_some();
     let status = pod.status.as_ref();
     converted.started_at = status
         .and_then(|s| s.start_time.as_ref())

@@ -353,6 +353,44 @@ fn a_drain_evicts_the_largest_pods_first() {
     );
 }
 
+/// An evicted pod stays in the view, terminating, until it is gone. The drain waits for
+/// it without evicting it again, and the provisioner launches nothing for it: its
+/// ReplicaSet's new pod is pending already and is solved on its own (counted twice, it
+/// launched a node that the next consolidation pass removed again).
+#[test]
+fn a_terminating_pod_on_a_draining_node_is_not_evicted_again_or_provisioned_for() {
+    let run = |terminating: bool| {
+        let mut v = view();
+        let mut state = big_pod("evicted", "n1");
+        state.pod.terminating = terminating;
+        v.insert_pod(state);
+        v.claims.get_mut("c1").unwrap().deleting_since = Some(120_000);
+        let mut c = controller();
+        let mut actions = Vec::new();
+        for t in (120_000..=132_000).step_by(500) {
+            actions.extend(c.step(t, &v, &[]));
+        }
+        let evicts = (actions.iter())
+            .filter(|a| matches!(a, Action::Evict { .. }))
+            .count();
+        let creates = (actions.iter())
+            .filter(|a| matches!(a, Action::CreateClaim(_)))
+            .count();
+        let terminates = (actions.iter())
+            .filter(|a| matches!(a, Action::TerminateInstance { .. }))
+            .count();
+        (evicts, creates, terminates)
+    };
+    // Running, it is evicted (again each step until it goes) and a claim is made for it;
+    // terminating, neither. Either way the instance waits until the pod is gone.
+    let (evicts, creates, terminates) = run(false);
+    assert!(
+        evicts > 0 && creates == 1 && terminates == 0,
+        "{evicts} {creates} {terminates}"
+    );
+    assert_eq!(run(true), (0, 0, 0));
+}
+
 /// Commands rejected at validation leave the budget they held: the next pass comes
 /// one interval later, not after the idle recheck that a pass which found nothing while
 /// they waited would otherwise call for (the view has not changed since).
