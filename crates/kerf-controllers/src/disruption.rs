@@ -198,6 +198,9 @@ impl Queue {
         }
     }
 
+    // The step's inputs, its one `Namer` (shared with the provisioner) and its output:
+    // bundling them would only hide which of them the queue reads.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn step(
         &mut self,
         now: i64,

@@ -375,6 +375,130 @@ fn node_taints(node: &Node) -> Vec<k8s_openapi::api::core::v1::Taint> {
         .unwrap_or_default()
 }
 
+/// Whether the Node's `Ready` condition is `True`.
+fn ready(node: &Node) -> bool {
+    (node.status.as_ref())
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+        .is_some_and(|c| c.status == "True")
+}
+
+/// What registration syncs from a NodeClaim onto its Node: the claim's labels (and
+/// `karpenter.sh/registered`), annotations and taints (unless the Node opts out with
+/// `karpenter.sh/do-not-sync-taints`), the termination finalizer and the NodeClaim as an
+/// owner; the unregistered taint comes off.
+struct Registration {
+    claim: String,
+    uid: String,
+    labels: BTreeMap<String, String>,
+    annotations: BTreeMap<String, String>,
+    taints: Vec<k8s_openapi::api::core::v1::Taint>,
+}
+
+impl Registration {
+    /// The merge patch onto `node` as read: it replaces the taint, finalizer and owner
+    /// lists, so it carries the Node's resourceVersion and cannot clobber a write made
+    /// since.
+    fn body(&self, node: &Node) -> serde_json::Value {
+        let mut taints = node_taints(node);
+        taints.retain(|t| t.key != labels::TAINT_UNREGISTERED);
+        let sync_taints = node
+            .labels()
+            .get("karpenter.sh/do-not-sync-taints")
+            .is_none_or(|v| v != "true");
+        if sync_taints {
+            for t in &self.taints {
+                if !taints
+                    .iter()
+                    .any(|w| w.key == t.key && w.effect == t.effect)
+                {
+                    taints.push(t.clone());
+                }
+            }
+        }
+        let mut node_labels = serde_json::Map::new();
+        for (k, v) in &self.labels {
+            node_labels.insert(k.clone(), json!(v));
+        }
+        node_labels.insert(labels::REGISTERED.into(), json!("true"));
+        let mut finalizers: Vec<String> = node.finalizers().to_vec();
+        if !finalizers
+            .iter()
+            .any(|f| f == labels::FINALIZER_TERMINATION)
+        {
+            finalizers.push(labels::FINALIZER_TERMINATION.into());
+        }
+        let mut owners = node.owner_references().to_vec();
+        if !owners.iter().any(|o| o.kind == "NodeClaim") {
+            owners.push(
+                k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                    api_version: "karpenter.sh/v1".into(),
+                    kind: "NodeClaim".into(),
+                    name: self.claim.clone(),
+                    uid: self.uid.clone(),
+                    block_owner_deletion: Some(true),
+                    controller: None,
+                },
+            );
+        }
+        json!({
+            "metadata": {
+                "resourceVersion": node.metadata.resource_version,
+                "labels": node_labels,
+                "annotations": self.annotations,
+                "finalizers": finalizers,
+                "ownerReferences": owners,
+            },
+            "spec": {"taints": taints},
+        })
+    }
+}
+
+/// Merge-patches Node `name` with `body`; after a 409 (the Node moved on since it was
+/// read: kwok and the kubelet write its status as it comes up) once more with
+/// `fresh(node)` on the Node as it is now, unless it is being deleted or `fresh` finds
+/// the write no longer holds (`None`). The issue's "a 409
+/// is retried on fresh state", without waiting a step for the watch to bring it.
+async fn patch_node_fresh(
+    api: &Api<Node>,
+    what: &str,
+    name: &str,
+    body: &serde_json::Value,
+    fresh: impl Fn(&Node) -> Option<serde_json::Value>,
+) -> Option<Node> {
+    let e = match api
+        .patch(name, &PatchParams::default(), &Patch::Merge(body))
+        .await
+    {
+        Ok(updated) => return Some(updated),
+        Err(e) => e,
+    };
+    let e = if is_code(&e, 409) {
+        match api.get(name).await {
+            Ok(node) if node.metadata.deletion_timestamp.is_some() => return None,
+            Ok(node) => {
+                let Some(body) = fresh(&node) else {
+                    tracing::debug!(
+                        object = name,
+                        "{what}: no longer holds, decided again next step"
+                    );
+                    return None;
+                };
+                let again = Patch::Merge(body);
+                match api.patch(name, &PatchParams::default(), &again).await {
+                    Ok(updated) => return Some(updated),
+                    Err(e) => e,
+                }
+            }
+            Err(e) => e,
+        }
+    } else {
+        e
+    };
+    report(what, name, &e);
+    None
+}
+
 /// What a write's API calls answered, applied to the state once the step's wave of
 /// writes is back. Answers live for one wave, a few per write: boxing the objects would
 /// only add an allocation each.
@@ -1188,57 +1312,17 @@ impl<P: Provider> Shell<P> {
         let stored = self.state.stored.nodes.get(node_name)?;
         let claim = self.state.stored.nodeclaims.get(claim_name)?;
         let view_claim = self.state.view.claims.get(claim_name);
-        let mut taints = node_taints(stored);
-        taints.retain(|t| t.key != labels::TAINT_UNREGISTERED);
-        let sync_taints = stored
-            .labels()
-            .get("karpenter.sh/do-not-sync-taints")
-            .is_none_or(|v| v != "true");
-        if sync_taints && let Some(c) = view_claim {
-            for t in c.taints.iter().chain(&c.startup_taints) {
-                if !taints
-                    .iter()
-                    .any(|w| w.key == t.key && w.effect == t.effect.as_str())
-                {
-                    taints.push(claims::node_taint(t));
-                }
-            }
-        }
-        let mut node_labels = serde_json::Map::new();
-        for (k, v) in claim.labels() {
-            node_labels.insert(k.clone(), json!(v));
-        }
-        node_labels.insert(labels::REGISTERED.into(), json!("true"));
-        let mut finalizers: Vec<String> = stored.finalizers().to_vec();
-        if !finalizers
-            .iter()
-            .any(|f| f == labels::FINALIZER_TERMINATION)
-        {
-            finalizers.push(labels::FINALIZER_TERMINATION.into());
-        }
-        let mut owners = stored.owner_references().to_vec();
-        if !owners.iter().any(|o| o.kind == "NodeClaim") {
-            owners.push(
-                k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
-                    api_version: "karpenter.sh/v1".into(),
-                    kind: "NodeClaim".into(),
-                    name: claim_name.into(),
-                    uid: claim.uid().unwrap_or_default(),
-                    block_owner_deletion: Some(true),
-                    controller: None,
-                },
-            );
-        }
-        let body = json!({
-            "metadata": {
-                "resourceVersion": stored.metadata.resource_version,
-                "labels": node_labels,
-                "annotations": claim.annotations(),
-                "finalizers": finalizers,
-                "ownerReferences": owners,
-            },
-            "spec": {"taints": taints},
-        });
+        let sync = Registration {
+            claim: claim_name.to_string(),
+            uid: claim.uid().unwrap_or_default(),
+            labels: claim.labels().clone(),
+            annotations: claim.annotations().clone(),
+            taints: (view_claim.into_iter())
+                .flat_map(|c| c.taints.iter().chain(&c.startup_taints))
+                .map(claims::node_taint)
+                .collect(),
+        };
+        let body = sync.body(stored);
         let registered = (
             claims::REGISTERED,
             "True",
@@ -1250,7 +1334,9 @@ impl<P: Provider> Shell<P> {
         let claims_api = self.claims_api();
         let (claim_name, node_name) = (claim_name.to_string(), node_name.to_string());
         Some(Box::pin(async move {
-            let Some(updated) = merge_patch(&nodes, "register node", &node_name, &body).await
+            let fresh = |node: &Node| Some(sync.body(node));
+            let Some(updated) =
+                patch_node_fresh(&nodes, "register node", &node_name, &body, fresh).await
             else {
                 return vec![];
             };
@@ -1273,18 +1359,24 @@ impl<P: Provider> Shell<P> {
             .and_then(|c| c.node_name.clone())?;
         let stored = self.state.stored.nodes.get(&node_name)?;
         let claim = self.state.stored.nodeclaims.get(claim_name)?;
+        let body = |node: &Node| {
+            json!({
+                "metadata": {
+                    "resourceVersion": node.metadata.resource_version,
+                    "labels": {labels::INITIALIZED: "true"},
+                },
+            })
+        };
         let label = stored
             .labels()
             .get(labels::INITIALIZED)
             .is_none_or(|v| v != "true")
-            .then(|| {
-                json!({
-                    "metadata": {
-                        "resourceVersion": stored.metadata.resource_version,
-                        "labels": {labels::INITIALIZED: "true"},
-                    },
-                })
-            });
+            .then(|| body(stored));
+        // Decided on the Node Ready with these taints: after a 409, labelled on the Node
+        // as it is now only if that still holds (a status heartbeat moved it on).
+        let taints = node_taints(stored);
+        let fresh =
+            move |node: &Node| (ready(node) && node_taints(node) == taints).then(|| body(node));
         let initialized = (
             claims::INITIALIZED,
             "True",
@@ -1298,7 +1390,7 @@ impl<P: Provider> Shell<P> {
         Some(Box::pin(async move {
             let mut answers = Vec::new();
             if let Some(body) = label {
-                match merge_patch(&nodes, "initialize node", &node_name, &body).await {
+                match patch_node_fresh(&nodes, "initialize node", &node_name, &body, fresh).await {
                     Some(updated) => answers.push(Answer::Node(updated)),
                     None => return answers,
                 }
@@ -1526,6 +1618,63 @@ mod tests {
     use kube::runtime::events::Reporter;
 
     use super::*;
+
+    /// Registration on the Node as read: the unregistered taint off, the claim's taints
+    /// on, the termination finalizer and owner added to what is there, and the Node's
+    /// resourceVersion carried, since the lists are replaced whole.
+    #[test]
+    fn registration_syncs_the_claim_onto_the_node_as_read() {
+        use k8s_openapi::api::core::v1::{NodeSpec, Taint};
+        let taint = |key: &str, effect: &str| Taint {
+            key: key.into(),
+            effect: effect.into(),
+            ..Taint::default()
+        };
+        let node = Node {
+            metadata: ObjectMeta {
+                name: Some("n1".into()),
+                resource_version: Some("41".into()),
+                finalizers: Some(vec!["example.com/keep".into()]),
+                ..ObjectMeta::default()
+            },
+            spec: Some(NodeSpec {
+                taints: Some(vec![
+                    taint(labels::TAINT_UNREGISTERED, "NoExecute"),
+                    taint("example.com/other", "NoSchedule"),
+                ]),
+                ..NodeSpec::default()
+            }),
+            ..Node::default()
+        };
+        let sync = Registration {
+            claim: "c1".into(),
+            uid: "u1".into(),
+            labels: BTreeMap::from([(labels::NODEPOOL.to_string(), "default".to_string())]),
+            annotations: BTreeMap::new(),
+            taints: vec![taint("example.com/gpu", "NoSchedule")],
+        };
+        let body = sync.body(&node);
+        assert_eq!(body["metadata"]["resourceVersion"], "41");
+        assert_eq!(body["metadata"]["labels"][labels::REGISTERED], "true");
+        assert_eq!(body["metadata"]["labels"][labels::NODEPOOL], "default");
+        let keys: Vec<&str> = (body["spec"]["taints"].as_array().unwrap().iter())
+            .map(|t| t["key"].as_str().unwrap())
+            .collect();
+        assert_eq!(keys, ["example.com/other", "example.com/gpu"]);
+        assert_eq!(
+            body["metadata"]["finalizers"],
+            json!(["example.com/keep", labels::FINALIZER_TERMINATION])
+        );
+        assert_eq!(body["metadata"]["ownerReferences"][0]["uid"], "u1");
+        // A Node that opts out of taint sync keeps its own.
+        let mut own = node.clone();
+        own.metadata.labels = Some(BTreeMap::from([(
+            "karpenter.sh/do-not-sync-taints".to_string(),
+            "true".to_string(),
+        )]));
+        let body = sync.body(&own);
+        assert_eq!(body["spec"]["taints"].as_array().unwrap().len(), 1);
+    }
 
     /// The loops promise to miss nothing only to a shell that steps on every change of
     /// the view. A change taken in while a step's writes were out (an answer, or the
