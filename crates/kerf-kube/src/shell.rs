@@ -15,7 +15,10 @@
 //! runs as a task in a `JoinSet` (at most one per object, so a repeated action is never
 //! performed twice while the first is out), and its outcome comes back as a loop
 //! `Event` on a later step. Writes carry the resourceVersion they were decided on; a
-//! 409 means the view was stale, and the next step decides again on fresh state.
+//! 409 means the view was stale, and the next step decides again on fresh state. A
+//! Node's registration and initialization are the exception: kwok and the kubelet write
+//! a new Node's status while it comes up, so after a 409 they are written once more, at
+//! once, on the Node as a GET returns it (`patch_node_fresh`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -463,8 +466,8 @@ impl Registration {
 /// Merge-patches Node `name` with `body`; after a 409 (the Node moved on since it was
 /// read: kwok and the kubelet write its status as it comes up) once more with
 /// `fresh(node)` on the Node as it is now, unless it is being deleted or `fresh` finds
-/// the write no longer holds (`None`). The issue's "a 409
-/// is retried on fresh state", without waiting a step for the watch to bring it.
+/// the write no longer holds (`None`): the issue's "a 409 is retried on fresh state",
+/// without waiting a step for the watch to bring it.
 async fn patch_node_fresh(
     api: &Api<Node>,
     what: &str,
