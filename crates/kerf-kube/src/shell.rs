@@ -6,8 +6,8 @@
 //! The writes of one step go to the API server together (at most `WRITES_IN_FLIGHT` at
 //! once, paced by the client's QPS limiter): each is decided on the state as the step
 //! found it, and its answers are applied to the state as they come (the writes of one
-//! wave touch different objects, so their order does not matter), before the next step,
-//! which so already sees what this one did.
+//! wave touch different objects, so their order does not matter), so the next step
+//! already sees what this one did.
 //! Actions on the same object (a claim created, then its pods nominated to it) keep
 //! their order: an action that touches an object an earlier action of the step touched
 //! waits for the next wave of writes, which starts once the earlier wave is back. What takes long or waits
@@ -55,12 +55,11 @@ const GC_GRACE_MS: i64 = 30_000;
 /// Every call that leaves the process has a deadline.
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// API writes of one step in flight at once. A scale-out of a thousand one-pod nodes
-/// is a thousand registrations in a step or two; one at a time they took minutes. At 32,
-/// each write two calls of a few hundred milliseconds on a busy API server, Basic's 187
-/// registrations take about 4.5 s (85 calls a second, under the QPS limiter's 200). At
-/// 128 they took 3 s less, but neither Basic's nor Hostname spread's scale-out moved
-/// (kube-scheduler bounds the last bind), and Hostname spread's peak RSS was 96.0 MiB
-/// against 90.4 at 32 (one run each): not worth it against the 100 MiB target.
+/// is a thousand registrations in a step or two; one at a time they took minutes. 128
+/// was tried (BENCHMARKS.md, "7 December, night"): in one Basic run's debug log the
+/// registrations ended 3 s sooner, but neither Basic's nor Hostname spread's scale-out
+/// moved, and Hostname spread's peak RSS was 96.0 MiB against 90.4 at 32 (one
+/// `kerf-kwokbench` run each): not worth it against the 100 MiB target.
 const WRITES_IN_FLIGHT: usize = 32;
 
 /// What a task reports when it ends.
@@ -382,14 +381,6 @@ fn node_taints(node: &Node) -> Vec<k8s_openapi::api::core::v1::Taint> {
         .as_ref()
         .and_then(|s| s.taints.clone())
         .unwrap_or_default()
-}
-
-/// Whether the Node's `Ready` condition is `True`.
-fn ready(node: &Node) -> bool {
-    (node.status.as_ref())
-        .and_then(|s| s.conditions.as_ref())
-        .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
-        .is_some_and(|c| c.status == "True")
 }
 
 /// What registration syncs from a NodeClaim onto its Node: the claim's labels (and
@@ -1385,8 +1376,9 @@ impl<P: Provider> Shell<P> {
         // Decided on the Node Ready with these taints: after a 409, labelled on the Node
         // as it is now only if that still holds (a status heartbeat moved it on).
         let taints = node_taints(stored);
-        let fresh =
-            move |node: &Node| (ready(node) && node_taints(node) == taints).then(|| body(node));
+        let fresh = move |node: &Node| {
+            (crate::state::node_ready(node) && node_taints(node) == taints).then(|| body(node))
+        };
         let initialized = (
             claims::INITIALIZED,
             "True",

@@ -177,17 +177,20 @@ pub struct SeenNode {
     model: Result<kerf_model::Node, Vec<FieldError>>,
 }
 
+/// Whether a live Node's `Ready` condition is `True`.
+pub(crate) fn node_ready(node: &Node) -> bool {
+    (node.status.as_ref())
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+        .is_some_and(|c| c.status == "True")
+}
+
 impl SeenNode {
     pub fn of(node: &Node) -> SeenNode {
         let model = cluster::node(node).map(|mut model| {
             // A live node without a Ready condition has not reported yet: not ready (the
             // loader's reading, ready unless said otherwise, is for hand-written YAML).
-            model.ready = node
-                .status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
-                .is_some_and(|c| c.status == "True");
+            model.ready = node_ready(node);
             model
         });
         let mut kept = Node {
