@@ -239,7 +239,7 @@ impl Queue {
                         self.execute(now, view, unavailable, namer, &command, out);
                         started.extend(command.nodes.iter().cloned());
                     }
-                    None => reject(view, config, &command, out),
+                    None => reject(view, config, &command, &outcome, out),
                 }
             }
             // Karpenter requeues at once after starting a command. kerf waits until the
@@ -273,6 +273,16 @@ impl Queue {
         if !due || idle || self.pending.len() >= MAX_PENDING {
             return;
         }
+        // A pass run at once after one that found a command continues its look: what it
+        // finds is due with the first command of that look, so the look's commands
+        // validate in one step, each with those before it leaving, as they were decided.
+        // Split over steps a few milliseconds apart, a later one would be validated
+        // after the shell had created the earlier ones' replacements; its pods would then
+        // land on a node not yet initialized, and it would be rejected.
+        let decided_at = match self.pending.last() {
+            Some(&(_, at)) if self.again => at,
+            _ => now,
+        };
         // The nodes of the commands waiting for validation are leaving, for this pass:
         // they count against their pools' budgets and are no room for other pods.
         let held: Vec<String> = (self.pending.iter())
@@ -298,7 +308,7 @@ impl Queue {
         self.last_found_nothing = command.is_none();
         self.again = false;
         if let Some(command) = command {
-            self.pending.push((command, now));
+            self.pending.push((command, decided_at));
             self.again = self.pending.len() < MAX_PENDING;
         }
     }
@@ -518,15 +528,34 @@ fn validated(command: &Command, found: &[Command]) -> Option<Command> {
 }
 
 /// Karpenter's consolidation rejects a command that fails validation; a drift command
-/// that no longer holds is blocked.
-fn reject(view: &ClusterView, config: &Config, command: &Command, out: &mut Vec<Action>) {
+/// that no longer holds is blocked. The message says what the validation pass found
+/// instead: the first of the command's nodes it kept, and why, or the command it chose.
+fn reject(
+    view: &ClusterView,
+    config: &Config,
+    command: &Command,
+    validation: &kerf_disruption::Outcome,
+    out: &mut Vec<Action>,
+) {
     let reason = if command.method == Method::Drift {
         Reason::DisruptionBlocked
     } else {
         Reason::ConsolidationRejected
     };
+    let kept = (validation.kept.iter()).find(|k| command.nodes.contains(&k.node));
+    let chosen = (validation.commands.iter()).find(|c| c.method != Method::Expiration);
+    let why = match (kept, chosen) {
+        (Some(k), _) => format!("{}: {}", k.node, k.reason),
+        (None, Some(c)) => format!(
+            "now {} {} of {}",
+            c.method.as_str(),
+            c.decision.as_str(),
+            c.nodes.join(", ")
+        ),
+        (None, None) => "nothing chosen".into(),
+    };
     let message = format!(
-        "{} of {} no longer valid after {}s",
+        "{} of {} no longer valid after {}s ({why})",
         command.method.as_str(),
         command.nodes.join(", "),
         config.disruption_validation_ms / 1000
