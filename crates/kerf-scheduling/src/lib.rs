@@ -77,11 +77,24 @@ pub enum NodeReasons {
     Count,
 }
 
+/// Whether a claim greedy packing grew past a price step is re-packed onto a cheaper
+/// set of claims (see `solve/split.rs`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SplitClaims {
+    /// When the set is strictly cheaper: provisioning buys the cheapest fleet.
+    #[default]
+    WhenCheaper,
+    /// Never: a consolidation replaces its nodes with exactly one claim, so it must know
+    /// whether one claim holds their pods, not how cheaply several would.
+    Never,
+}
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Config {
     pub preference_policy: PreferencePolicy,
     pub min_values_policy: MinValuesPolicy,
     pub node_reasons: NodeReasons,
+    pub split_claims: SplitClaims,
 }
 
 /// What `solve` decided.

@@ -25,7 +25,7 @@ use kerf_model::{Pod, Requirements, Resources};
 use crate::claim::{ClaimState, Pool};
 use crate::dense::{Dense, ResIndex};
 use crate::topology::{PodGroups, Topology};
-use crate::{Config, Input, Plan};
+use crate::{Config, Input, Plan, SplitClaims};
 
 mod commit;
 mod efficiency;
@@ -46,7 +46,9 @@ use scan::Scans;
 pub fn solve(input: &Input, config: &Config) -> Plan {
     let mut solver = Solver::new(input, config);
     solver.run();
-    solver.split_claims();
+    if config.split_claims == SplitClaims::WhenCheaper {
+        solver.split_claims();
+    }
     solver.into_plan()
 }
 

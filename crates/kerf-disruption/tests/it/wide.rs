@@ -493,3 +493,63 @@ fn wide_settles() {
         );
     }
 }
+
+/// A node `name` of kwok type `ty` with `pods` pods of `cpu` each (1 GiB). A node `kept`
+/// has `do-not-disrupt` (a destination only); any other takes no more pods than it has
+/// (its `pods` allocatable), so no candidate takes another's.
+fn place(snapshot: &mut Snapshot, name: &str, ty: &str, pods: usize, cpu: &str, kept: bool) {
+    let it = (snapshot.instance_types.iter())
+        .find(|t| t.name == ty)
+        .unwrap_or_else(|| panic!("{ty}"))
+        .clone();
+    let (mut node, claim) = node_and_claim(name, &it, "test-zone-a", &snapshot.nodepools[0]);
+    if kept {
+        (node.annotations).insert(labels::ANNOTATION_DO_NOT_DISRUPT.into(), "true".into());
+    } else {
+        node.allocatable
+            .set("pods", Quantity::from_units(pods as i64));
+    }
+    snapshot.nodes.push(node);
+    snapshot.nodeclaims.push(claim);
+    for i in 0..pods {
+        let mut requests = kerf_model::Resources::new();
+        requests.set("cpu", Quantity::parse(cpu).unwrap());
+        requests.set("memory", Quantity::parse("1Gi").unwrap());
+        let mut pod = Pod::new("default", &format!("{name}-{i}"), requests);
+        pod.labels.insert("app".to_string(), name.to_string());
+        pod.node_name = Some(name.to_string());
+        pod.owner = Some(Owner {
+            kind: "ReplicaSet".to_string(),
+            name: name.to_string(),
+        });
+        snapshot.bound_pods.push(pod);
+    }
+}
+
+fn kwok_snapshot() -> Snapshot {
+    let mut snapshot = Snapshot {
+        nodepools: vec![kwok_pool()],
+        instance_types: kerf_model::catalog::by_name("kwok").unwrap(),
+        ..Snapshot::default()
+    };
+    snapshot.nodepools[0].disruption.budgets[0].nodes = BudgetNodes::Percent(100);
+    snapshot
+}
+
+/// Five 900m pods on a c-16x: one c-8x holds them for half the price, and that is the
+/// replacement. The provisioner's solve would split that claim into five c-1x (cheaper
+/// still, and what it launches for such pods), and consolidation, which launches one
+/// node, took the five for "needs 5 new nodes" and kept the c-16x.
+#[test]
+fn a_node_is_replaced_by_one_node_that_holds_its_pods() {
+    let mut snapshot = kwok_snapshot();
+    place(&mut snapshot, "a", "c-16x-amd64-linux", 5, "900m", false);
+    let outcome = compute_commands(&snapshot, NOW, &Config::default());
+    let [command] = outcome.commands.as_slice() else {
+        panic!("one command: {}", summary(&outcome));
+    };
+    let types: Vec<&str> = (command.replacements.iter())
+        .map(|r| r.launch.instance_type.as_str())
+        .collect();
+    assert_eq!(types, ["c-8x-amd64-linux"], "{}", summary(&outcome));
+}
