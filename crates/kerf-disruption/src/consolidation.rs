@@ -350,11 +350,20 @@ impl<'a> Pass<'a> {
     /// Multi-node consolidation: every budget-allowed prefix of the candidates in two
     /// orders — disruption cost (Karpenter's), and least utilized first (where packing
     /// gains hide) — keeping the group that saves most; ties go to the first found.
+    /// Validating a command, only the whole group of its nodes is judged: a subset that
+    /// would now save more does not make the command wrong (Karpenter's validator
+    /// simulates the command's nodes and nothing else), and rejecting it for that costs
+    /// a validation before the subset is chosen.
     pub(crate) fn multi_node_consolidation(&mut self, eligible: &[Candidate<'a>]) {
         if self.acted.is_some() {
             return;
         }
-        if let Some((nodes, c)) = self.best_group(eligible) {
+        let found = if self.validating {
+            self.whole_group(eligible)
+        } else {
+            self.best_group(eligible)
+        };
+        if let Some((nodes, c)) = found {
             let command =
                 consolidation_command(&self.world, Method::MultiNodeConsolidation, &nodes, c);
             self.act(command, &nodes);
@@ -414,6 +423,17 @@ impl<'a> Pass<'a> {
             }
         }
         best
+    }
+
+    /// The candidates, all of them, as one group of two or more, if it consolidates.
+    fn whole_group(&self, eligible: &[Candidate<'a>]) -> Option<(Vec<usize>, Consolidation)> {
+        let group = self.group(eligible);
+        if group.len() < 2 {
+            return None;
+        }
+        let c = self.consolidate(&group).ok()?;
+        self.balanced(&group, c.savings).ok()?;
+        Some((group.iter().map(|c| c.node).collect(), c))
     }
 
     /// The candidates of `order` that may go together, in that order: within their

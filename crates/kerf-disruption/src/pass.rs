@@ -72,6 +72,10 @@ pub(crate) struct Pass<'a> {
     pub(crate) expirations: Vec<Command>,
     /// The command of the first graceful method that acts: it wins the pass.
     pub(crate) acted: Option<Command>,
+    /// A validation pass (`compute_commands_among`): multi-node consolidation judges
+    /// its candidates as one group, as Karpenter's validator simulates exactly the
+    /// command's nodes, rather than searching their subsets again.
+    pub(crate) validating: bool,
 }
 
 impl<'a> Pass<'a> {
@@ -82,6 +86,7 @@ impl<'a> Pass<'a> {
         among: Option<&[String]>,
     ) -> Outcome {
         let mut pass = Pass::new(snapshot, now, config);
+        pass.validating = among.is_some();
         pass.place_deleting();
         pass.expiration();
         pass.choose_candidates(among);
@@ -109,6 +114,7 @@ impl<'a> Pass<'a> {
             assumed_moves: Vec::new(),
             expirations: Vec::new(),
             acted: None,
+            validating: false,
         }
     }
 

@@ -553,3 +553,56 @@ fn a_node_is_replaced_by_one_node_that_holds_its_pods() {
         .collect();
     assert_eq!(types, ["c-8x-amd64-linux"], "{}", summary(&outcome));
 }
+
+/// Validation judges a multi-node command's nodes as one group, as Karpenter's validator
+/// simulates exactly them. Decided: a, b and cc (their pods past d's room onto one c-8x).
+/// Then two more pods' room opens on d: a and b alone now save more (their leftover fits
+/// a c-4x), but the three still consolidate, for the same decision, and the command
+/// stands. Searching their subsets again rejected it, for the pair a validation later.
+#[test]
+fn a_multi_node_command_is_validated_as_its_whole_group() {
+    let mut snapshot = kwok_snapshot();
+    place(&mut snapshot, "d", "c-16x-amd64-linux", 14, "900m", true);
+    place(&mut snapshot, "a", "c-16x-amd64-linux", 5, "900m", false);
+    place(&mut snapshot, "b", "c-16x-amd64-linux", 4, "900m", false);
+    place(&mut snapshot, "cc", "c-2x-amd64-linux", 2, "900m", false);
+    let decided = compute_commands(&snapshot, NOW, &Config::default());
+    let sorted = |nodes: &[String]| {
+        let mut nodes = nodes.to_vec();
+        nodes.sort();
+        nodes
+    };
+    let [command] = decided.commands.as_slice() else {
+        panic!("one command: {}", summary(&decided));
+    };
+    assert_eq!(
+        sorted(&command.nodes),
+        ["a", "b", "cc"],
+        "{}",
+        summary(&decided)
+    );
+    assert_eq!(command.decision, kerf_disruption::Decision::Replace);
+    for _ in 0..2 {
+        let i = (snapshot.bound_pods.iter())
+            .position(|p| p.node_name.as_deref() == Some("d"))
+            .unwrap();
+        snapshot.bound_pods.remove(i);
+    }
+    // A fresh pass now prefers the pair.
+    let fresh = compute_commands(&snapshot, NOW, &Config::default());
+    assert_eq!(
+        sorted(&fresh.commands[0].nodes),
+        ["a", "b"],
+        "{}",
+        summary(&fresh)
+    );
+    let again = compute_commands_among(&snapshot, NOW, &Config::default(), &command.nodes);
+    assert!(
+        again
+            .commands
+            .iter()
+            .any(|c| c.decision == command.decision && sorted(&c.nodes) == sorted(&command.nodes)),
+        "{}",
+        summary(&again)
+    );
+}
