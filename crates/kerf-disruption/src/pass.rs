@@ -85,8 +85,7 @@ impl<'a> Pass<'a> {
         config: &'a Config,
         among: Option<&[String]>,
     ) -> Outcome {
-        let mut pass = Pass::new(snapshot, now, config);
-        pass.validating = among.is_some();
+        let mut pass = Pass::new(snapshot, now, config, among.is_some());
         pass.place_deleting();
         pass.expiration();
         pass.choose_candidates(among);
@@ -98,7 +97,7 @@ impl<'a> Pass<'a> {
         pass.outcome()
     }
 
-    fn new(snapshot: &'a Snapshot, now: i64, config: &'a Config) -> Pass<'a> {
+    fn new(snapshot: &'a Snapshot, now: i64, config: &'a Config, validating: bool) -> Pass<'a> {
         let facts = facts::judge(snapshot, now);
         let n = facts.len();
         Pass {
@@ -114,7 +113,7 @@ impl<'a> Pass<'a> {
             assumed_moves: Vec::new(),
             expirations: Vec::new(),
             acted: None,
-            validating: false,
+            validating,
         }
     }
 

@@ -594,10 +594,10 @@ pub(crate) fn waits_for_uninitialized(plan: &Plan) -> Option<WaitsForUninitializ
 
 /// The scheduling config of a simulation: a pass runs hundreds, and shows the reason of
 /// a few unplaceable pods, so the existing nodes are counted rather than each explained.
-/// The solve a pass simulates with. Claims are never split: a consolidation replaces its
-/// nodes with one claim, as Karpenter's does, and the provisioner's split of one big
-/// claim into several cheaper ones would turn "one node holds them" into "needs N new
-/// nodes" (five 900m pods: one c-8x, or five c-1x at less).
+/// Claims are never split: a consolidation replaces its nodes with one claim, as
+/// Karpenter's does, and the provisioner's split of one big claim into several cheaper
+/// ones would turn "one node holds them" into "needs N new nodes" (five 900m pods: one
+/// c-8x, or five c-1x at less).
 fn simulation(config: &Config) -> kerf_scheduling::Config {
     kerf_scheduling::Config {
         node_reasons: kerf_scheduling::NodeReasons::Count,

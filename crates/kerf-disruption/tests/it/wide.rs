@@ -109,6 +109,22 @@ fn node_and_claim(name: &str, it: &InstanceType, zone: &str, pool: &NodePool) ->
     (node, claim)
 }
 
+/// A pod `name` of Deployment `app` (label `app`, owned by a ReplicaSet of that name),
+/// not bound.
+fn replica(app: &str, name: &str, cpu: &str, memory: &str) -> Pod {
+    let mut requests = kerf_model::Resources::new();
+    requests.set("cpu", Quantity::parse(cpu).unwrap());
+    requests.set("memory", Quantity::parse(memory).unwrap());
+    requests.set("pods", Quantity::from_units(1));
+    let mut pod = Pod::new("default", name, requests);
+    pod.labels.insert("app".to_string(), app.to_string());
+    pod.owner = Some(Owner {
+        kind: "ReplicaSet".to_string(),
+        name: app.to_string(),
+    });
+    pod
+}
+
 /// The Wide cluster after its scale-down: `pods` pods of `n` Deployments on the nodes one
 /// solve launches for them, bound by kube-scheduler (and the nodes launched for those it
 /// could not bind), then each Deployment at 70 %.
@@ -119,17 +135,7 @@ fn wide_cluster(n: i32, pods: i32) -> Snapshot {
     let mut pending = Vec::new();
     for (name, replicas, _, cpu, mem) in &deps {
         for r in 0..*replicas {
-            let mut requests = kerf_model::Resources::new();
-            requests.set("cpu", Quantity::parse(cpu).unwrap());
-            requests.set("memory", Quantity::parse(mem).unwrap());
-            requests.set("pods", Quantity::from_units(1));
-            let mut pod = Pod::new("default", &format!("{name}-{r:03}"), requests);
-            pod.labels.insert("app".to_string(), name.clone());
-            pod.owner = Some(Owner {
-                kind: "ReplicaSet".to_string(),
-                name: name.clone(),
-            });
-            pending.push((r, pod));
+            pending.push((r, replica(name, &format!("{name}-{r:03}"), cpu, mem)));
         }
     }
     // The ReplicaSet controllers create them round-robin over the Deployments.
@@ -512,16 +518,8 @@ fn place(snapshot: &mut Snapshot, name: &str, ty: &str, pods: usize, cpu: &str, 
     snapshot.nodes.push(node);
     snapshot.nodeclaims.push(claim);
     for i in 0..pods {
-        let mut requests = kerf_model::Resources::new();
-        requests.set("cpu", Quantity::parse(cpu).unwrap());
-        requests.set("memory", Quantity::parse("1Gi").unwrap());
-        let mut pod = Pod::new("default", &format!("{name}-{i}"), requests);
-        pod.labels.insert("app".to_string(), name.to_string());
+        let mut pod = replica(name, &format!("{name}-{i}"), cpu, "1Gi");
         pod.node_name = Some(name.to_string());
-        pod.owner = Some(Owner {
-            kind: "ReplicaSet".to_string(),
-            name: name.to_string(),
-        });
         snapshot.bound_pods.push(pod);
     }
 }
