@@ -60,14 +60,16 @@
 //! command in flight that lacks it is tainted again and a node in no command (its claim
 //! not deleting) that carries it is untainted, so a write that failed is retried.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use kerf_cloud::Offer;
-use kerf_disruption::{Command, Decision, Held, Kept, Method, Snapshot};
+use kerf_disruption::{Command, Decision, Destination, Held, Kept, Method, Snapshot};
+use kerf_model::pod::PodKey;
 use kerf_model::{Effect, Node, Pod, Taint, labels};
 
 use crate::provisioner::{Namer, catalog_now, claim_for};
 use crate::record::method_reason;
+use crate::termination;
 use crate::{Action, Claim, ClusterView, Config, Reason, Stopwatch, Subject, Work};
 
 /// Commands decided and waiting for their validation at once, at most. Karpenter's
@@ -94,6 +96,8 @@ pub(crate) struct Queue {
     leaving: Vec<String>,
     /// Commands whose nodes are tainted and whose replacements are launching.
     active: Vec<Active>,
+    /// Replace commands whose nodes are draining, while they hold pods back.
+    drains: Vec<Drain>,
     /// Nodes told they are held: the reason, its message and when.
     told: BTreeMap<String, (Reason, String, i64)>,
     /// NodePools told a budget blocks a disruption reason, and when.
@@ -105,6 +109,40 @@ struct Active {
     method: Method,
     nodes: Vec<String>,
     replacements: Vec<String>,
+    /// The displaced pods the command's pass placed on its replacements, and those it
+    /// placed on nodes that stay (empty for a command resumed after a restart).
+    onto_new: Vec<PodKey>,
+    onto_staying: Vec<PodKey>,
+}
+
+/// A replace command's drain, in its first moments: the pods its pass placed on nodes
+/// that stay are held back until those it placed on the replacements have left their
+/// nodes and nothing waits to be scheduled, or for `termination::LARGEST_FIRST_MS`.
+///
+/// kube-scheduler does not know the plan. By its default scoring it binds each pod to
+/// the emptiest node that fits, and a replacement just launched is the emptiest: pods
+/// meant for the gaps on staying nodes, evicted alongside the rest, took the
+/// replacement's room, and the pods meant for it then fit nowhere (in a run of
+/// kerf-kwokbench's Wide, one replacement got one of the twelve pods planned for it,
+/// and six that were not). Evicted first, the replacement's own pods fill it; the rest
+/// then find the gaps they were planned for, the replacement being no longer the
+/// emptiest. Replacements that come up together still share each other's pods.
+#[derive(Debug)]
+struct Drain {
+    nodes: Vec<String>,
+    since: i64,
+    onto_new: Vec<PodKey>,
+    onto_staying: Vec<PodKey>,
+}
+
+/// What a step did with a command in flight.
+enum Advance {
+    /// Its replacements are still initializing.
+    Waiting,
+    /// A replacement failed; the nodes are untainted.
+    Failed,
+    /// Its nodes are being deleted.
+    Deleting,
 }
 
 impl Queue {
@@ -147,6 +185,8 @@ impl Queue {
                 method,
                 nodes,
                 replacements: replacements.iter().map(|r| r.name.clone()).collect(),
+                onto_new: Vec::new(),
+                onto_staying: Vec::new(),
             });
         }
         // Two commands naming one node: one of them is stale (its replacements were
@@ -212,7 +252,22 @@ impl Queue {
         out: &mut Vec<Action>,
     ) {
         let in_flight = self.active.len();
-        self.active.retain(|a| !advance(a, view, out));
+        let drains = &mut self.drains;
+        self.active.retain_mut(|a| match advance(a, view, out) {
+            Advance::Waiting => true,
+            Advance::Failed => false,
+            Advance::Deleting => {
+                if !a.onto_new.is_empty() && !a.onto_staying.is_empty() {
+                    drains.push(Drain {
+                        nodes: std::mem::take(&mut a.nodes),
+                        since: now,
+                        onto_new: std::mem::take(&mut a.onto_new),
+                        onto_staying: std::mem::take(&mut a.onto_staying),
+                    });
+                }
+                false
+            }
+        });
         if self.active.len() < in_flight {
             return;
         }
@@ -387,16 +442,37 @@ impl Queue {
         self.pools_told = told;
     }
 
+    /// The pods drains hold back this step (see [`Drain`]). A drain holds them until its
+    /// replacement's pods have left its nodes and no pod waits to be scheduled, or for
+    /// `termination::LARGEST_FIRST_MS` at most, and then lets them go for good.
+    pub(crate) fn held_back(&mut self, now: i64, view: &ClusterView) -> BTreeSet<PodKey> {
+        self.drains.retain(|d| {
+            let on_its_nodes = |pod: &PodKey| {
+                let node = view.pods.get(pod).and_then(|p| p.pod.node_name.as_ref());
+                node.is_some_and(|n| d.nodes.contains(n))
+            };
+            now - d.since < termination::LARGEST_FIRST_MS
+                && (!view.pending.is_empty() || d.onto_new.iter().any(on_its_nodes))
+        });
+        (self.drains.iter())
+            .flat_map(|d| d.onto_staying.iter().cloned())
+            .collect()
+    }
+
     /// When the queue next acts without the view changing: a pending command's
-    /// validation, else the next pass (commands in flight advance on view changes); a
+    /// validation or a drain's hold running out, else the next pass (commands in flight advance on view changes); a
     /// pass that found nothing on this very view is not repeated before the idle
     /// recheck.
     pub(crate) fn next_wake(&self, view: &ClusterView, config: &Config) -> i64 {
+        let held = (self.drains.iter())
+            .map(|d| d.since + termination::LARGEST_FIRST_MS)
+            .min()
+            .unwrap_or(i64::MAX);
         let validation = (self.pending.first()).map_or(i64::MAX, |(_, decided_at)| {
             decided_at + config.disruption_validation_ms
         });
         if self.pending.len() >= MAX_PENDING {
-            return validation;
+            return validation.min(held);
         }
         let Some(at) = self.last_pass_at else {
             return i64::MIN;
@@ -410,7 +486,7 @@ impl Queue {
         } else {
             at + config.disruption_interval_ms
         };
-        pass.min(validation)
+        pass.min(validation).min(held)
     }
 
     /// A pass over the view; `among`, when validating a command, limits the candidates
@@ -496,10 +572,22 @@ impl Queue {
                 message: format!("Launching NodeClaim: {}", method_reason(command.method)),
             });
         }
+        let onto = |new: bool| {
+            (command.moves.iter())
+                .filter(|m| match m.to {
+                    Destination::Replacement(_) => new,
+                    Destination::Node(_) => !new,
+                    Destination::Pending => false,
+                })
+                .map(|m| m.pod.clone())
+                .collect()
+        };
         self.active.push(Active {
             method: command.method,
             nodes: command.nodes.clone(),
             replacements,
+            onto_new: onto(true),
+            onto_staying: onto(false),
         });
     }
 }
@@ -563,8 +651,8 @@ fn reject(
     record_on_nodes(view, &command.nodes, reason, &message, out);
 }
 
-/// Whether a command in flight is finished (done or given up).
-fn advance(active: &Active, view: &ClusterView, out: &mut Vec<Action>) -> bool {
+/// A command in flight, one step on.
+fn advance(active: &Active, view: &ClusterView, out: &mut Vec<Action>) -> Advance {
     let failed = active.replacements.iter().any(|r| {
         view.claims
             .get(r)
@@ -589,7 +677,7 @@ fn advance(active: &Active, view: &ClusterView, out: &mut Vec<Action>) -> bool {
             &message,
             out,
         );
-        return true;
+        return Advance::Failed;
     }
     let mut waiting = false;
     for name in &active.replacements {
@@ -602,11 +690,11 @@ fn advance(active: &Active, view: &ClusterView, out: &mut Vec<Action>) -> bool {
             });
         }
     }
-    if !waiting {
-        delete_nodes(view, active.method, &active.nodes, out);
-        return true;
+    if waiting {
+        return Advance::Waiting;
     }
-    false
+    delete_nodes(view, active.method, &active.nodes, out);
+    Advance::Deleting
 }
 
 /// `kerf.sh/replaces`: the method, the number of replacements and the replaced claims.

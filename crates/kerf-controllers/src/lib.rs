@@ -293,7 +293,8 @@ impl Controller {
             let due = lifecycle::reconcile(now, view, &self.config, &self.unavailable, &mut out);
             self.lifecycle_seen = Some((view.generation, due));
         }
-        termination::reconcile(now, self.config.epoch_secs, view, &mut out);
+        let held = self.disruption.held_back(now, view);
+        termination::reconcile(now, self.config.epoch_secs, view, &held, &mut out);
         if self.batch.ready(now, view, events, &self.config) {
             stopwatch.start();
             provisioner::provision(

@@ -21,8 +21,16 @@
 //! by such a launch). Largest first is the order consolidation's own simulation packs
 //! them in. A pod that does not go (a PDB refuses it, or it terminates slowly) holds the
 //! smaller ones back for `LARGEST_FIRST_MS` at most.
+//!
+//! A replace command's drain also holds back, for as long at most, the pods its pass
+//! placed on nodes that stay, until those it placed on the replacements have left and
+//! nothing waits to be scheduled (`held`, from `disruption.rs`): the replacement's own
+//! pods reach kube-scheduler first, while it is still the emptiest node.
+
+use std::collections::BTreeSet;
 
 use kerf_cloud::InstanceState;
+use kerf_model::pod::PodKey;
 use kerf_model::{Effect, Taint, labels};
 
 use crate::{Action, ClusterView, PodState, Reason, Subject};
@@ -36,7 +44,14 @@ fn size(p: &PodState) -> (i64, i64) {
 }
 
 /// `now` is the loops' clock (milliseconds from `epoch_secs`, Unix seconds).
-pub(crate) fn reconcile(now: i64, epoch_secs: i64, view: &ClusterView, out: &mut Vec<Action>) {
+/// `held` are pods a replace command's drain holds back for now (see `disruption.rs`).
+pub(crate) fn reconcile(
+    now: i64,
+    epoch_secs: i64,
+    view: &ClusterView,
+    held: &BTreeSet<PodKey>,
+    out: &mut Vec<Action>,
+) {
     let now_secs = epoch_secs + now / 1000;
     // A Node someone deleted (`kubectl delete node`) is held by the termination finalizer:
     // as Karpenter's node termination controller, delete its NodeClaim, whose termination
@@ -98,6 +113,7 @@ pub(crate) fn reconcile(now: i64, epoch_secs: i64, view: &ClusterView, out: &mut
                             .filter(|p| !p.pod.terminating)
                             .filter(|p| p.pod.is_critical() != any_non_critical)
                             .filter(|p| !p.pod.do_not_disrupt_at(now_secs))
+                            .filter(|p| !held.contains(&p.pod.key))
                             .collect();
                         let largest_first = claim
                             .deleting_since

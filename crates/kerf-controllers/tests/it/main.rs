@@ -352,6 +352,86 @@ fn a_drain_evicts_the_largest_pods_first() {
     );
 }
 
+/// A replace command's drain evicts the pods its pass placed on the replacement first,
+/// and holds back those it placed on nodes that stay until the first have left and
+/// nothing waits to be scheduled: kube-scheduler binds each pod to the emptiest node,
+/// the new replacement, so pods meant for the staying nodes' room, evicted alongside,
+/// took the replacement's. A pod that does not leave holds them back for
+/// `LARGEST_FIRST_MS` at most.
+#[test]
+fn a_replace_drain_evicts_the_replacements_pods_before_the_rest() {
+    let run = |leaves: bool| {
+        // n1 drifted. Its 1500m pod fits on n2 (300m used) and goes there, as the
+        // largest; its 1000m pod then fits nowhere and goes to the replacement.
+        let mut v = view();
+        add_second_node(&mut v);
+        ami_drifted(&mut v, "i-1");
+        let sized = |name: &str, node: &str, cpu: &str| {
+            let mut state = pod(name, Some(node));
+            state.pod.requests = Resources::parse([("cpu", cpu)]).unwrap();
+            state
+        };
+        v.insert_pod(sized("to-n2", "n1", "1500m"));
+        v.insert_pod(sized("to-new", "n1", "1"));
+        v.insert_pod(sized("p2", "n2", "300m"));
+        let mut c = controller();
+        c.step(600_000, &v, &[]);
+        let started = c.step(615_000, &v, &[]);
+        let mut replacement = (started.iter())
+            .find_map(|a| match a {
+                Action::CreateClaim(claim) => Some(claim.as_ref().clone()),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("a replacement for n1: {started:?}"));
+        v.nodes.get_mut("n1").unwrap().taints.push(disrupted());
+        (replacement.provider_id, replacement.initialized) = (Some("i-9".into()), true);
+        let mut instance = v.instances["i-1"].clone();
+        (instance.id, instance.claim) = ("i-9".into(), replacement.name.clone());
+        v.instances.insert("i-9".into(), instance);
+        let new_node = replacement.name.clone();
+        v.claims.insert(new_node.clone(), replacement);
+        v.generation += 1;
+        assert_eq!(deletes(&c.step(616_000, &v, &[])), vec![("c1", "drift")]);
+        v.claims.get_mut("c1").unwrap().deleting_since = Some(616_000);
+        v.generation += 1;
+
+        let evicted = |actions: &[Action]| -> Vec<String> {
+            (actions.iter())
+                .filter_map(|a| match a {
+                    Action::Evict { pod } => Some(pod.name.clone()),
+                    _ => None,
+                })
+                .collect()
+        };
+        let mut seen = vec![evicted(&c.step(616_000, &v, &[]))];
+        if leaves {
+            // It goes; its ReplicaSet's new pod waits to be scheduled, then binds.
+            v.remove_pod(&kerf_model::pod::PodKey {
+                namespace: "default".into(),
+                name: "to-new".into(),
+            });
+            v.insert_pod(pod("to-new-2", None));
+            seen.push(evicted(&c.step(616_500, &v, &[])));
+            v.remove_pod(&kerf_model::pod::PodKey {
+                namespace: "default".into(),
+                name: "to-new-2".into(),
+            });
+            v.insert_pod(pod("to-new-2", Some(&new_node)));
+            seen.push(evicted(&c.step(617_000, &v, &[])));
+        } else {
+            seen.push(evicted(&c.step(620_999, &v, &[])));
+            assert!(c.next_wake(620_999, &v) <= 621_000);
+            seen.push(evicted(&c.step(621_000, &v, &[])));
+        }
+        seen
+    };
+    assert_eq!(run(true), [vec!["to-new"], vec![], vec!["to-n2"]]);
+    assert_eq!(
+        run(false),
+        [vec!["to-new"], vec!["to-new"], vec!["to-n2", "to-new"]]
+    );
+}
+
 /// An evicted pod stays in the view, terminating, until it is gone. The drain waits for
 /// it without evicting it again, and the provisioner launches nothing for it: its
 /// ReplicaSet's new pod is pending already and is solved on its own (counted twice, it
