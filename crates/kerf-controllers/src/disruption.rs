@@ -96,7 +96,7 @@ pub(crate) struct Queue {
     leaving: Vec<String>,
     /// Commands whose nodes are tainted and whose replacements are launching.
     active: Vec<Active>,
-    /// Replace commands whose nodes are draining, while they hold pods back.
+    /// Commands whose nodes are draining, in their first `LARGEST_FIRST_MS`.
     drains: Vec<Drain>,
     /// Nodes told they are held: the reason, its message and when.
     told: BTreeMap<String, (Reason, String, i64)>,
@@ -115,9 +115,9 @@ struct Active {
     onto_staying: Vec<PodKey>,
 }
 
-/// A replace command's drain, in its first moments: the pods its pass placed on nodes
-/// that stay are held back until those it placed on the replacements have left their
-/// nodes and nothing waits to be scheduled, or for `termination::LARGEST_FIRST_MS`.
+/// A command's drain, in its first `termination::LARGEST_FIRST_MS`: while any drain's
+/// pods bound for its replacements are landing (still on their nodes, or any pod
+/// pending), the pods every drain's pass placed on nodes that stay are held back.
 ///
 /// kube-scheduler does not know the plan. By its default scoring it binds each pod to
 /// the emptiest node that fits, and a replacement just launched is the emptiest: pods
@@ -126,7 +126,9 @@ struct Active {
 /// kerf-kwokbench's Wide, one replacement got one of the twelve pods planned for it,
 /// and six that were not). Evicted first, the replacement's own pods fill it; the rest
 /// then find the gaps they were planned for, the replacement being no longer the
-/// emptiest. Replacements that come up together still share each other's pods.
+/// emptiest. A delete command's pods are held as well when its drain, still going
+/// largest first, overlaps a replacement coming up: in Wide they took its room too.
+/// Replacements that come up together still share each other's pods.
 #[derive(Debug)]
 struct Drain {
     nodes: Vec<String>,
@@ -257,14 +259,12 @@ impl Queue {
             Advance::Waiting => true,
             Advance::Failed => false,
             Advance::Deleting => {
-                if !a.onto_new.is_empty() && !a.onto_staying.is_empty() {
-                    drains.push(Drain {
-                        nodes: std::mem::take(&mut a.nodes),
-                        since: now,
-                        onto_new: std::mem::take(&mut a.onto_new),
-                        onto_staying: std::mem::take(&mut a.onto_staying),
-                    });
-                }
+                drains.push(Drain {
+                    nodes: std::mem::take(&mut a.nodes),
+                    since: now,
+                    onto_new: std::mem::take(&mut a.onto_new),
+                    onto_staying: std::mem::take(&mut a.onto_staying),
+                });
                 false
             }
         });
@@ -442,18 +442,25 @@ impl Queue {
         self.pools_told = told;
     }
 
-    /// The pods drains hold back this step (see [`Drain`]). A drain holds them until its
-    /// replacement's pods have left its nodes and no pod waits to be scheduled, or for
-    /// `termination::LARGEST_FIRST_MS` at most, and then lets them go for good.
+    /// The pods drains hold back this step (see [`Drain`]): while any drain's pods bound
+    /// for its replacements are landing, every drain's pods bound for staying nodes, each
+    /// drain's for `termination::LARGEST_FIRST_MS` at most. A drain's replacement pods
+    /// have landed for good once they have left its nodes and no pod waits to be
+    /// scheduled.
     pub(crate) fn held_back(&mut self, now: i64, view: &ClusterView) -> BTreeSet<PodKey> {
-        self.drains.retain(|d| {
+        (self.drains).retain(|d| now - d.since < termination::LARGEST_FIRST_MS);
+        for d in &mut self.drains {
             let on_its_nodes = |pod: &PodKey| {
                 let node = view.pods.get(pod).and_then(|p| p.pod.node_name.as_ref());
                 node.is_some_and(|n| d.nodes.contains(n))
             };
-            now - d.since < termination::LARGEST_FIRST_MS
-                && (!view.pending.is_empty() || d.onto_new.iter().any(on_its_nodes))
-        });
+            if view.pending.is_empty() && !d.onto_new.iter().any(on_its_nodes) {
+                d.onto_new.clear();
+            }
+        }
+        if self.drains.iter().all(|d| d.onto_new.is_empty()) {
+            return BTreeSet::new();
+        }
         (self.drains.iter())
             .flat_map(|d| d.onto_staying.iter().cloned())
             .collect()
@@ -545,8 +552,24 @@ impl Queue {
                 taint: Taint::new(labels::TAINT_DISRUPTED, "", Effect::NoSchedule),
             });
         }
+        let onto = |new: bool| {
+            (command.moves.iter())
+                .filter(|m| match m.to {
+                    Destination::Replacement(_) => new,
+                    Destination::Node(_) => !new,
+                    Destination::Pending => false,
+                })
+                .map(|m| m.pod.clone())
+                .collect()
+        };
         if command.decision == Decision::Delete || command.replacements.is_empty() {
             delete_nodes(view, command.method, &command.nodes, out);
+            self.drains.push(Drain {
+                nodes: command.nodes.clone(),
+                since: now,
+                onto_new: Vec::new(),
+                onto_staying: onto(false),
+            });
             return;
         }
         let types = catalog_now(view, unavailable);
@@ -572,16 +595,6 @@ impl Queue {
                 message: format!("Launching NodeClaim: {}", method_reason(command.method)),
             });
         }
-        let onto = |new: bool| {
-            (command.moves.iter())
-                .filter(|m| match m.to {
-                    Destination::Replacement(_) => new,
-                    Destination::Node(_) => !new,
-                    Destination::Pending => false,
-                })
-                .map(|m| m.pod.clone())
-                .collect()
-        };
         self.active.push(Active {
             method: command.method,
             nodes: command.nodes.clone(),
@@ -843,6 +856,65 @@ pub fn snapshot(
 mod tests {
     use super::*;
     use kerf_model::{NodePool, Resources};
+
+    fn key(name: &str) -> PodKey {
+        PodKey {
+            namespace: "default".into(),
+            name: name.into(),
+        }
+    }
+
+    fn place(view: &mut ClusterView, name: &str, node: Option<&str>) {
+        view.remove_pod(&key(name));
+        let cpu = Resources::parse([("cpu", "100m")]).unwrap();
+        let mut pod = Pod::new("default", name, cpu);
+        pod.node_name = node.map(String::from);
+        view.insert_pod(crate::PodState {
+            pod,
+            created_at: 0,
+            nominated: None,
+        });
+    }
+
+    /// While a replace drain's pods bound for its replacement land, the pods bound for
+    /// staying nodes wait, a concurrent delete drain's included; once they have landed
+    /// the hold ends for good, and no drain holds longer than `LARGEST_FIRST_MS`.
+    #[test]
+    fn pods_for_staying_nodes_wait_while_a_replacements_pods_land() {
+        let mut view = ClusterView::default();
+        place(&mut view, "to-new", Some("n1"));
+        place(&mut view, "to-stay", Some("n1"));
+        place(&mut view, "deleted", Some("n2"));
+        let mut queue = Queue::default();
+        queue.drains.push(Drain {
+            nodes: vec!["n1".into()],
+            since: 1_000,
+            onto_new: vec![key("to-new")],
+            onto_staying: vec![key("to-stay")],
+        });
+        queue.drains.push(Drain {
+            nodes: vec!["n2".into()],
+            since: 0,
+            onto_new: Vec::new(),
+            onto_staying: vec![key("deleted")],
+        });
+        let held = |queue: &mut Queue, now: i64, view: &ClusterView| -> Vec<String> {
+            let held = queue.held_back(now, view);
+            held.into_iter().map(|k| k.name).collect()
+        };
+        assert_eq!(held(&mut queue, 1_000, &view), ["deleted", "to-stay"]);
+        // Evicted: its ReplicaSet's new pod waits to be scheduled.
+        view.remove_pod(&key("to-new"));
+        place(&mut view, "to-new-2", None);
+        assert_eq!(held(&mut queue, 2_000, &view), ["deleted", "to-stay"]);
+        // The delete drain's own window has run out; the other still holds.
+        assert_eq!(held(&mut queue, 5_000, &view), ["to-stay"]);
+        // Bound: the rest go, and a pod pending later holds nothing back again.
+        place(&mut view, "to-new-2", Some("r1"));
+        assert!(held(&mut queue, 5_100, &view).is_empty());
+        place(&mut view, "other", None);
+        assert!(held(&mut queue, 5_200, &view).is_empty());
+    }
 
     #[test]
     fn a_claim_without_a_node_is_in_the_pass_as_the_node_it_will_be() {

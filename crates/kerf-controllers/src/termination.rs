@@ -22,10 +22,11 @@
 //! them in. A pod that does not go (a PDB refuses it, or it terminates slowly) holds the
 //! smaller ones back for `LARGEST_FIRST_MS` at most.
 //!
-//! A replace command's drain also holds back, for as long at most, the pods its pass
-//! placed on nodes that stay, until those it placed on the replacements have left and
-//! nothing waits to be scheduled (`held`, from `disruption.rs`): the replacement's own
-//! pods reach kube-scheduler first, while it is still the emptiest node.
+//! While a disruption command's pods bound for its replacements land (have not left
+//! their nodes, or a pod waits to be scheduled), the pods every command's pass placed on
+//! nodes that stay are held back, each drain's for as long at most (`held`, from
+//! `disruption.rs`): a replacement's own pods reach kube-scheduler first, while it is
+//! still the emptiest node.
 
 use std::collections::BTreeSet;
 
