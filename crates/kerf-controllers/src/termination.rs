@@ -45,7 +45,7 @@ fn size(p: &PodState) -> (i64, i64) {
 }
 
 /// `now` is the loops' clock (milliseconds from `epoch_secs`, Unix seconds).
-/// `held` are pods a replace command's drain holds back for now (see `disruption.rs`).
+/// `held` are pods the disruption queue's drains hold back for now (see `disruption.rs`).
 pub(crate) fn reconcile(
     now: i64,
     epoch_secs: i64,
