@@ -109,10 +109,30 @@ struct Active {
     method: Method,
     nodes: Vec<String>,
     replacements: Vec<String>,
-    /// The displaced pods the command's pass placed on its replacements, and those it
-    /// placed on nodes that stay (empty for a command resumed after a restart).
+    /// Empty for a command resumed after a restart.
+    moves: Moves,
+}
+
+/// The displaced pods a command's pass placed on its replacements, and those it placed
+/// on nodes that stay.
+#[derive(Debug, Default)]
+struct Moves {
     onto_new: Vec<PodKey>,
     onto_staying: Vec<PodKey>,
+}
+
+impl Moves {
+    fn of(command: &Command) -> Moves {
+        let mut moves = Moves::default();
+        for m in &command.moves {
+            match m.to {
+                Destination::Replacement(_) => moves.onto_new.push(m.pod.clone()),
+                Destination::Node(_) => moves.onto_staying.push(m.pod.clone()),
+                Destination::Pending => {}
+            }
+        }
+        moves
+    }
 }
 
 /// A command's drain, in its first `termination::LARGEST_FIRST_MS`: while any drain's
@@ -133,8 +153,8 @@ struct Active {
 struct Drain {
     nodes: Vec<String>,
     since: i64,
-    onto_new: Vec<PodKey>,
-    onto_staying: Vec<PodKey>,
+    /// `onto_new` is emptied once those pods have landed.
+    moves: Moves,
 }
 
 /// What a step did with a command in flight.
@@ -187,8 +207,7 @@ impl Queue {
                 method,
                 nodes,
                 replacements: replacements.iter().map(|r| r.name.clone()).collect(),
-                onto_new: Vec::new(),
-                onto_staying: Vec::new(),
+                moves: Moves::default(),
             });
         }
         // Two commands naming one node: one of them is stale (its replacements were
@@ -262,8 +281,7 @@ impl Queue {
                 drains.push(Drain {
                     nodes: std::mem::take(&mut a.nodes),
                     since: now,
-                    onto_new: std::mem::take(&mut a.onto_new),
-                    onto_staying: std::mem::take(&mut a.onto_staying),
+                    moves: std::mem::take(&mut a.moves),
                 });
                 false
             }
@@ -454,22 +472,22 @@ impl Queue {
                 let node = view.pods.get(pod).and_then(|p| p.pod.node_name.as_ref());
                 node.is_some_and(|n| d.nodes.contains(n))
             };
-            if view.pending.is_empty() && !d.onto_new.iter().any(on_its_nodes) {
-                d.onto_new.clear();
+            if view.pending.is_empty() && !d.moves.onto_new.iter().any(on_its_nodes) {
+                d.moves.onto_new.clear();
             }
         }
-        if self.drains.iter().all(|d| d.onto_new.is_empty()) {
+        if self.drains.iter().all(|d| d.moves.onto_new.is_empty()) {
             return BTreeSet::new();
         }
         (self.drains.iter())
-            .flat_map(|d| d.onto_staying.iter().cloned())
+            .flat_map(|d| d.moves.onto_staying.iter().cloned())
             .collect()
     }
 
     /// When the queue next acts without the view changing: a pending command's
-    /// validation or a drain's hold running out, else the next pass (commands in flight advance on view changes); a
-    /// pass that found nothing on this very view is not repeated before the idle
-    /// recheck.
+    /// validation or a drain's hold running out, else the next pass (commands in flight
+    /// advance on view changes); a pass that found nothing on this very view is not
+    /// repeated before the idle recheck.
     pub(crate) fn next_wake(&self, view: &ClusterView, config: &Config) -> i64 {
         let held = (self.drains.iter())
             .map(|d| d.since + termination::LARGEST_FIRST_MS)
@@ -552,23 +570,12 @@ impl Queue {
                 taint: Taint::new(labels::TAINT_DISRUPTED, "", Effect::NoSchedule),
             });
         }
-        let onto = |new: bool| {
-            (command.moves.iter())
-                .filter(|m| match m.to {
-                    Destination::Replacement(_) => new,
-                    Destination::Node(_) => !new,
-                    Destination::Pending => false,
-                })
-                .map(|m| m.pod.clone())
-                .collect()
-        };
         if command.decision == Decision::Delete || command.replacements.is_empty() {
             delete_nodes(view, command.method, &command.nodes, out);
             self.drains.push(Drain {
                 nodes: command.nodes.clone(),
                 since: now,
-                onto_new: Vec::new(),
-                onto_staying: onto(false),
+                moves: Moves::of(command),
             });
             return;
         }
@@ -599,8 +606,7 @@ impl Queue {
             method: command.method,
             nodes: command.nodes.clone(),
             replacements,
-            onto_new: onto(true),
-            onto_staying: onto(false),
+            moves: Moves::of(command),
         });
     }
 }
@@ -889,14 +895,18 @@ mod tests {
         queue.drains.push(Drain {
             nodes: vec!["n1".into()],
             since: 1_000,
-            onto_new: vec![key("to-new")],
-            onto_staying: vec![key("to-stay")],
+            moves: Moves {
+                onto_new: vec![key("to-new")],
+                onto_staying: vec![key("to-stay")],
+            },
         });
         queue.drains.push(Drain {
             nodes: vec!["n2".into()],
             since: 0,
-            onto_new: Vec::new(),
-            onto_staying: vec![key("deleted")],
+            moves: Moves {
+                onto_new: Vec::new(),
+                onto_staying: vec![key("deleted")],
+            },
         });
         let held = |queue: &mut Queue, now: i64, view: &ClusterView| -> Vec<String> {
             let held = queue.held_back(now, view);

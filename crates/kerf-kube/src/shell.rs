@@ -54,7 +54,6 @@ const LAUNCH_RETRY_MS: i64 = 5_000;
 const GC_GRACE_MS: i64 = 30_000;
 /// Every call that leaves the process has a deadline.
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
-
 /// How long an accepted eviction is not asked again while the watch has not yet shown its
 /// pod terminating (it did in Basic: 439 evictions for 258 pods, each with an event).
 const EVICTED_WAIT_MS: i64 = 10_000;
